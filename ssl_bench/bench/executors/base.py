@@ -1,0 +1,23 @@
+"""The executor interface: run a list of benchmark jobs and report each outcome as it arrives."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+from ..job import Job, JobOutcome
+
+
+class Executor(ABC):
+    """Base class of registered executors (``local``, ``ray``)."""
+
+    def __init__(self, retries: int = 1):
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        self.retries = retries
+
+    @abstractmethod
+    def run(self, jobs: list[Job], on_outcome: Callable[[JobOutcome], None]) -> None:
+        """Run every job (retrying failures) and call ``on_outcome`` once per job, in any order."""
+
+    def describe(self) -> str:
+        return type(self).__name__

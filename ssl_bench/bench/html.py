@@ -1,0 +1,177 @@
+"""The leaderboard as one self-contained HTML page: inline CSS, the ROC figure embedded as a
+base64 PNG, no scripts, fonts or links to fetch, so it opens in a browser with no network.
+Tables come from :mod:`ssl_bench.bench.render`, so they match the markdown and CSV outputs.
+"""
+from __future__ import annotations
+
+from html import escape
+
+import pandas as pd
+
+from .. import __version__
+from ..engine.metrics import METRICS
+from .render import (METRIC_TITLES, P_NOTE, UNITS, describe_setup, leaderboard_display,
+                     per_fold_display, provenance_display, reference_display)
+from .report import Report
+from .roc import png_base64
+
+CSS = """
+:root { --ink: #1d2433; --muted: #5b6475; --line: #d9dee7; --head: #f3f5f9; --accent: #2557a7;
+        --good: #17703a; --bad: #a3261b; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #fff; color: var(--ink);
+       font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans",
+             "Liberation Sans", sans-serif; }
+main { max-width: 1320px; margin: 0 auto; padding: 28px 32px 40px; }
+h1 { font-size: 24px; margin: 0 0 6px; }
+h2 { font-size: 18px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 2px solid var(--line); }
+h3 { font-size: 15px; margin: 0 0 6px; }
+p { margin: 4px 0; }
+.setup { font-size: 15px; }
+.muted, .units, figcaption, footer { color: var(--muted); }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th { background: var(--head); font-weight: 600; border-bottom: 2px solid var(--line); vertical-align: bottom; }
+td.text, th.text { text-align: left; }
+td.warn { text-align: left; color: var(--bad); white-space: normal; min-width: 220px; }
+tbody tr:hover { background: #fafbfd; }
+.board td.best { font-weight: 700; }
+.board td.method { font-weight: 600; }
+td.sig { font-weight: 700; color: var(--accent); }
+tr.paper td { color: var(--muted); font-style: italic; }
+tr.diff td { border-bottom: 2px solid var(--line); }
+td.pos { color: var(--good); } td.neg { color: var(--bad); }
+tr.summary td { font-weight: 600; background: var(--head); }
+ul.notes { margin: 10px 0 0; padding-left: 20px; max-width: 1100px; }
+ul.notes li { margin: 3px 0; }
+.pnote { font-weight: 600; }
+.figure-row { display: flex; gap: 28px; align-items: flex-start; flex-wrap: wrap; }
+figure { margin: 0; }
+figure img { width: 560px; max-width: 100%; height: auto; border: 1px solid var(--line); }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(620px, 1fr)); gap: 18px 28px; }
+.grid table { width: 100%; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 0 0 14px; }
+dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
+.prov td { font-size: 12.5px; text-align: left; }
+footer { margin-top: 36px; font-size: 12px; }
+@media print { main { max-width: none; padding: 0; } h2 { break-after: avoid; } }
+"""
+
+_TEXT_COLUMNS = {"Method", "Source", "Warning", "Run", "Fold"}
+
+
+def _table(df: pd.DataFrame, css: str = "", cell_classes=None, row_classes=None) -> str:
+    """An escaped HTML table; ``cell_classes(i, col, value) -> list`` adds classes to cells."""
+    head = "".join(f'<th class="{"text" if c in _TEXT_COLUMNS else ""}">{escape(str(c))}</th>' for c in df.columns)
+    rows = []
+    for i, row in enumerate(df.itertuples(index=False)):
+        cells = []
+        for col, value in zip(df.columns, row):
+            classes = (["text"] if col in _TEXT_COLUMNS else []) + (cell_classes(i, col, str(value)) if cell_classes else [])
+            cls = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{cls}>{escape(str(value))}</td>")
+        rc = row_classes(i) if row_classes else ""
+        attr = f' class="{rc}"' if rc else ""
+        rows.append(f"<tr{attr}>{''.join(cells)}</tr>")
+    return (f'<div class="table-wrap"><table class="{css}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _leaderboard(report: Report) -> str:
+    board = leaderboard_display(report)
+    t = report.table
+    best = {}
+    for m in METRICS:
+        col = t[f"{m}_mean"]
+        best[METRIC_TITLES[m]] = col.max() if col.notna().any() else None
+    best["Pooled AUC [95% CI]"] = t["oof_auc"].max() if t["oof_auc"].notna().any() else None
+    means = {METRIC_TITLES[m]: t[f"{m}_mean"].tolist() for m in METRICS}
+    means["Pooled AUC [95% CI]"] = t["oof_auc"].tolist()
+    p_cols = {c: ("p_auc" if "AUC" in c else "p_accuracy") for c in board.columns if c.startswith("p ")}
+
+    def classes(i, col, value):
+        out = []
+        if col == "Method":
+            out.append("method")
+        if col == "Warning":
+            out.append("warn")
+        if col in best and best[col] is not None and means[col][i] == best[col]:
+            out.append("best")
+        if col in p_cols:
+            p = t[p_cols[col]].iloc[i]
+            if p == p and p < 0.05 and value != "baseline":
+                out.append("sig")
+        return out
+
+    return _table(board, "board", classes)
+
+
+def _reference(report: Report) -> str:
+    ref = reference_display(report)
+    if ref.empty:
+        return ""
+    sources = ref["Source"].tolist()
+
+    def rows(i):
+        return {"ours - paper": "diff"}.get(sources[i], "paper" if sources[i].startswith("paper") else "")
+
+    def cells(i, col, value):
+        if sources[i] == "ours - paper" and col not in _TEXT_COLUMNS:
+            return ["pos"] if value.startswith("+") and value.strip("+0.") else (["neg"] if value.startswith("-") else [])
+        return []
+
+    note = ("The TSBN paper's Table II on INbreast (percent; its AUC read off Fig. 4, compared with our "
+            "pooled AUC) beside ours; <em>ours - paper</em> in percentage points.")
+    return f"<h2>Reference: paper (INbreast)</h2><p class=\"muted\">{note}</p>" + _table(ref, "ref", cells, rows)
+
+
+def _folds(report: Report) -> str:
+    cards = []
+    for run in report.runs:
+        df = per_fold_display(report, run.method)
+        last = len(df) - 1
+        table = _table(df, "fold", row_classes=lambda i, last=last: "summary" if i == last else "")
+        cards.append(f'<div class="card"><h3>{escape(run.method)}</h3>{table}</div>')
+    return f'<h2>Per-fold results</h2><div class="grid">{"".join(cards)}</div>'
+
+
+def _provenance(report: Report) -> str:
+    facts, table = provenance_display(report)
+    dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
+    return f'<h2>Provenance</h2><dl class="facts">{dl}</dl>' + _table(table, "prov")
+
+
+def _notes(report: Report) -> str:
+    if not report.notes:
+        return ""
+    items = []
+    for n in report.notes:
+        text = escape(n)
+        if P_NOTE in n:
+            text = text.replace(P_NOTE, f'<span class="pnote">{P_NOTE}</span>')
+        items.append(f"<li>{text}</li>")
+    return f'<ul class="notes">{"".join(items)}</ul>'
+
+
+def to_html(report: Report) -> str:
+    """The whole report as one HTML document (a string)."""
+    img = png_base64(report)
+    caption = ("One ROC curve per method over all held-out images of all folds (pooled out-of-fold "
+               "scores), as Fig. 4 of the TSBN paper; the legend gives each pooled AUC.")
+    title = f"ssl-bench leaderboard: {report.dataset}"
+    body = [
+        f"<header><h1>{escape(title)}</h1><p class=\"setup\">{escape(describe_setup(report))}.</p>"
+        f"<p class=\"units\">{escape(UNITS)}</p></header>",
+        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report),
+        "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
+        f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
+        f"<figcaption>{escape(caption)}</figcaption></figure></div>",
+        _reference(report), _folds(report), _provenance(report),
+        f"<footer>Written by ssl-bench {escape(__version__)} (<code>ssl-bench report</code>). "
+        f"p-values are {P_NOTE}.</footer>",
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
+            + "\n".join(b for b in body if b) + "\n</main></body></html>\n")

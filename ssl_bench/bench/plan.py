@@ -1,0 +1,80 @@
+"""A benchmark file (e.g. ``benchmarks/table2.yaml``) turned into one resolved config per method.
+
+Format::
+
+    defaults: {<config keys applied to every method>}
+    methods:
+      ResNet: {pretext: none, transfer: finetune}
+      TSBN-U: {pretext: gsim, transfer: collab, model: {pretext_net: unet}}
+
+Precedence, lowest first: ``defaults`` < the method's entry < profile < command-line flags <
+``--set`` (the profile applies on top, so ``--profile smoke`` shrinks every method). Every method
+gets the same dataset, seed and split, hence identical folds.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, build_config, load_yaml
+from ..errors import ConfigError
+
+
+@dataclass
+class BenchPlan:
+    path: Path
+    configs: list[Config]
+
+    @property
+    def methods(self) -> list[str]:
+        return [c.display_name for c in self.configs]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def load_plan(
+    path: str | Path,
+    profile: str | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: tuple[str, ...] = (),
+    only: tuple[str, ...] = (),
+    seeds: tuple[int, ...] = (),
+) -> BenchPlan:
+    data = load_yaml(path)
+    unknown = set(data) - {"defaults", "methods", "description"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, methods")
+    methods = data.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise ConfigError(f"{path}: 'methods' must map method names to their settings")
+    for name in only:
+        if name not in methods:
+            close = difflib.get_close_matches(name, list(methods), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(f"--only {name}: no such method in {path}.{hint} Methods: {', '.join(methods)}")
+    defaults = data.get("defaults") or {}
+    configs = []
+    for seed in seeds or (None,):
+        for name, values in methods.items():
+            if only and name not in only:
+                continue
+            merged = _merge(defaults, values or {})
+            merged.setdefault("method", name)
+            merged.setdefault("name", name if seed is None or len(seeds) == 1 else f"{name}-seed{seed}")
+            method_flags = dict(flags or {})
+            if seed is not None:
+                method_flags["seed"] = seed
+            cfg = build_config(profile, merged, method_flags, sets, profile_over_file=True)
+            configs.append(cfg)
+    names = [c.run_name for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two methods would write the same run directory")
+    return BenchPlan(Path(path), configs)

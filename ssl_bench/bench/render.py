@@ -1,0 +1,286 @@
+"""Rendering a :class:`~ssl_bench.bench.report.Report` as markdown (files and the terminal, via
+rich) and CSV. The display tables built here (strings, percent with two decimals) are shared with
+the HTML page (:mod:`ssl_bench.bench.html`), so every output shows the same numbers.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ..engine.metrics import METRICS
+from .report import Report, reference_comparison
+from .runs import dataset_summary, provenance_table
+
+METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
+                 "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
+SECTIONS = ("leaderboard", "notes", "figure", "reference", "folds", "provenance")
+P_NOTE = "not corrected for multiple comparisons"
+TEXT_COLUMNS = frozenset({"Method", "Source", "Warning", "Run", "Fold"})
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def fmt_value(v: Any, digits: int = 2, signed: bool = False) -> str:
+    if _nan(v):
+        return "–"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def fmt_mean_std(mean: Any, std: Any, digits: int = 2) -> str:
+    if _nan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" if _nan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_ci(v: Any, lo: Any, hi: Any) -> str:
+    if _nan(v):
+        return "–"
+    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def fmt_p(p: Any) -> str:
+    if _nan(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def describe_setup(report: Report) -> str:
+    """One line: dataset and size per class, split, folds, seed, sort order."""
+    ds = dataset_summary(report.runs)
+    run = report.runs[0]
+    split = {"patient": "patient-grouped", "image": "image-level"}.get(run.data.get("split"), str(run.data.get("split", "?")))
+    sort = METRIC_TITLES.get(report.sort_by, report.sort_by)
+    return (f"{len(report.runs)} methods · dataset {ds['name']}: {ds['n_images']} images "
+            f"({ds['n_benign']} benign, {ds['n_malignant']} malignant), {ds['n_patients']} patients · "
+            f"{split} stratified {run.n_folds}-fold cross-validation · seed {run.config.get('seed', '?')}"
+            f" · sorted by {sort}")
+
+
+UNITS = ("Values in percent: mean ± sample std (ddof=1) over folds; pooled AUC over all out-of-fold "
+         "predictions with a 95% DeLong confidence interval (logit). Threshold 0.5.")
+
+
+# ---------------------------------------------------------------------------------------------
+# display tables (strings)
+
+
+def leaderboard_display(report: Report) -> pd.DataFrame:
+    t = report.table
+    out = pd.DataFrame({"#": [str(i + 1) for i in range(len(t))], "Method": t["method"],
+                        "Folds": [f"{d}/{n}" for d, n in zip(t["folds_done"], t["folds_total"])]})
+    for m in METRICS:
+        out[METRIC_TITLES[m]] = [fmt_mean_std(a, b) for a, b in zip(t[f"{m}_mean"], t[f"{m}_std"])]
+    out["Pooled AUC [95% CI]"] = [fmt_ci(*v) for v in zip(t["oof_auc"], t["oof_auc_lo"], t["oof_auc_hi"])]
+    if report.has_p_values:
+        base = report.baseline
+        for col, title in (("p_auc", "p AUC"), ("p_accuracy", "p Acc.")):
+            out[f"{title} vs {base}"] = ["baseline" if m == base else fmt_p(p) for m, p in zip(t["method"], t[col])]
+    if t["warning"].astype(bool).any():
+        out["Warning"] = t["warning"]
+    return out
+
+
+def reference_display(report: Report) -> pd.DataFrame:
+    ref = reference_comparison(report)
+    if ref.empty:
+        return ref
+    out = pd.DataFrame({"Method": ref["method"], "Source": ref["source"]})
+    diff = ref["source"] == "ours - paper"
+    for m in METRICS:
+        if m == "auc":
+            continue
+        out[METRIC_TITLES[m]] = [fmt_value(a, signed=True) if d else fmt_mean_std(a, b)
+                                 for a, b, d in zip(ref[f"{m}_mean"], ref[f"{m}_std"], diff)]
+    out["Pooled AUC"] = [fmt_value(a, signed=d) for a, d in zip(ref["oof_auc"], diff)]
+    return out
+
+
+def per_fold_display(report: Report, method: str) -> pd.DataFrame:
+    df = report.per_fold[method]
+    out = pd.DataFrame({"Fold": [str(k) for k in df.index], "Images": df["n"].astype(str),
+                        "Malignant": df["n_malignant"].astype(str)})
+    for m in METRICS:
+        out[METRIC_TITLES[m]] = [fmt_value(v) for v in df[m]]
+    row = report.table.set_index("method").loc[method]
+    summary = {"Fold": "mean ± std", "Images": str(int(df["n"].sum())), "Malignant": str(int(df["n_malignant"].sum()))}
+    summary.update({METRIC_TITLES[m]: fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS})
+    return pd.concat([out, pd.DataFrame([summary])], ignore_index=True)
+
+
+def provenance_display(report: Report) -> tuple[list[tuple[str, str]], pd.DataFrame]:
+    """Key facts shared by the runs, and one row per run (values that differ show per run)."""
+    ds = dataset_summary(report.runs)
+    run = report.runs[0]
+    facts = [
+        ("Dataset", f"{ds['name']}: {ds['n_images']} images ({ds['n_benign']} benign, "
+                    f"{ds['n_malignant']} malignant), {ds['n_patients']} patients (from {ds['source']})"),
+        ("Split", f"{run.data.get('split', '?')} ({'grouped by patient' if run.data.get('split') == 'patient' else 'image-level'}), "
+                  f"stratified, {run.n_folds} folds, seed {run.config.get('seed', '?')}"),
+    ]
+    table = provenance_table(report.runs)
+    shared = [c for c in table.columns if c not in ("method", "run") and table[c].astype(str).nunique() == 1]
+    for c in shared:
+        facts.append((c[0].upper() + c[1:], str(table[c].iloc[0])))
+    keep = ["method", "run", *[c for c in table.columns if c not in shared and c not in ("method", "run")]]
+    table = table[keep].rename(columns={c: c[0].upper() + c[1:] for c in keep})
+    return facts, table.astype(str)
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks: the report as a sequence of headings, paragraphs, lists and tables, rendered to markdown
+# (files) or rich renderables (terminal)
+
+
+def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
+                  figure: str | None = None) -> list[tuple[str, Any]]:
+    """``[(kind, content)]`` with kind ``h1``/``h2``/``h3``/``p``/``ul``/``table``/``img``."""
+    blocks: list[tuple[str, Any]] = [("h1", f"Leaderboard: {report.dataset}"),
+                                     ("p", describe_setup(report) + "."), ("p", UNITS)]
+    if "leaderboard" in sections:
+        blocks.append(("table", leaderboard_display(report)))
+    if "notes" in sections and report.notes:
+        blocks.append(("ul", report.notes))
+    if "figure" in sections and figure:
+        blocks.append(("img", figure))
+    if "reference" in sections and report.reference is not None:
+        blocks += [("h2", "Reference: paper (INbreast)"),
+                   ("p", "The TSBN paper's Table II (INbreast, percent; its AUC read off Fig. 4, "
+                         "compared with our pooled AUC) beside ours; *ours - paper* in percentage points."),
+                   ("table", reference_display(report))]
+    if "folds" in sections:
+        blocks.append(("h2", "Per-fold results"))
+        for run in report.runs:
+            blocks += [("h3", run.method), ("table", per_fold_display(report, run.method))]
+    if "provenance" in sections:
+        facts, table = provenance_display(report)
+        blocks += [("h2", "Provenance"), ("ul", [f"**{k}:** {v}" for k, v in facts]),
+                   ("table", table)]
+    return blocks
+
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+_NUMERIC = re.compile(r"^([-+]?[\d.]+( ± [\d.]+)?( \[[\d.]+, [\d.]+\])?|<[\d.]+|[–-]|n/a|baseline)?$")
+
+
+def numeric_columns(df: pd.DataFrame) -> list[str]:
+    """Columns to right-align: every value a number, mean ± std, CI or p-value."""
+    return [c for c in df.columns if c not in TEXT_COLUMNS
+            and df[c].astype(str).map(lambda v: bool(_NUMERIC.match(v))).all()]
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured pipe table; numeric columns right-aligned."""
+    cols, right = list(df.columns), set(numeric_columns(df))
+    head = "| " + " | ".join(_md_cell(c) for c in cols) + " |"
+    rule = "|" + "|".join("---:" if c in right else ":---" for c in cols) + "|"
+    body = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def to_markdown(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None) -> str:
+    """The report as markdown; ``figure`` is a relative path of the ROC PNG to link, if any."""
+    out = []
+    for kind, content in report_blocks(report, sections, figure):
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + content)
+        elif kind == "p":
+            out.append(content)
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in content))
+        elif kind == "table":
+            out.append(markdown_table(content))
+        elif kind == "img":
+            out.append(f"![Pooled out-of-fold ROC curves]({content})")
+    return "\n\n".join(out) + "\n"
+
+
+_SHORT = {"Accuracy": "Acc.", "Sensitivity": "Sens.", "Specificity": "Spec.", "Malignant": "Mal.",
+          "Pooled AUC [95% CI]": "Pooled AUC"}
+
+
+def _rich_table(df: pd.DataFrame, width: int) -> Any:
+    """A rich table that keeps numbers whole. When one line per row does not fit the terminal,
+    headers are abbreviated and ``mean ± std`` / ``AUC [CI]`` cells stack on two lines; when even
+    that does not fit, rich wraps the cells (nothing is ever cut off)."""
+    from rich import box
+    from rich.table import Table
+
+    free = {"Warning", "Run"}
+
+    def widths(frame: pd.DataFrame) -> dict[str, int]:
+        return {c: max([len(w) for w in str(c).split()] + [len(line) for v in frame[c] for line in str(v).split("\n")])
+                for c in frame.columns}
+
+    def fits(frame: pd.DataFrame) -> bool:
+        return sum(w + 2 for c, w in widths(frame).items() if c not in free) <= width
+
+    right = set(numeric_columns(df))
+    if not fits(df):
+        df = df.map(lambda v: str(v).replace(" ± ", "\n± ").replace(" [", "\n["))
+        df = df.rename(columns=lambda c: _SHORT.get(c, re.sub(r" vs .*$", "", c)))
+        right = {_SHORT.get(c, re.sub(r" vs .*$", "", c)) for c in right}
+    keep = fits(df)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for col, w in widths(df).items():
+        table.add_column(str(col), justify="right" if col in right else "left", overflow="fold",
+                         min_width=w if keep and col not in free else None)
+    for row in df.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+def print_report(report: Report, console: Any = None, sections: Sequence[str] = SECTIONS) -> None:
+    """The report in the terminal: rich markdown for the text, rich tables for the tables."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    console = console or Console()
+    for i, (kind, content) in enumerate(report_blocks(report, sections)):
+        if i and kind in ("h2", "h3", "table"):
+            console.print()
+        if kind == "table":
+            console.print(_rich_table(content, console.width))
+        elif kind == "ul":
+            console.print(Markdown("\n".join(f"- {item}" for item in content)))
+        elif kind != "img":
+            prefix = {"h1": "# ", "h2": "## ", "h3": "### "}.get(kind, "")
+            console.print(Markdown(prefix + content))
+
+
+def print_markdown(text: str, console: Any = None) -> None:
+    """Render markdown text in the terminal with rich."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    (console or Console()).print(Markdown(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV
+
+
+def to_csv(report: Report) -> str:
+    """Machine-readable leaderboard: our rows (``source = ours``, numbers in percent, p-values as
+    fractions), then the reference rows and ours - paper differences when a reference is given."""
+    t = report.table.copy()
+    t.insert(0, "source", "ours")
+    ref = reference_comparison(report)
+    if not ref.empty:
+        ref = ref[ref["source"] != "ours"]
+        t = pd.concat([t, ref], ignore_index=True)
+    cols = ["source", "method", "folds_done", "folds_total",
+            *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
+            "oof_auc", "oof_auc_lo", "oof_auc_hi",
+            *([c for c in ("p_auc", "p_accuracy") if c in t.columns]), "warning", "run"]
+    buf = io.StringIO()
+    t[cols].to_csv(buf, index=False, float_format="%.6g")
+    return buf.getvalue()

@@ -1,0 +1,73 @@
+"""The ROC figure of a leaderboard, like Fig. 4 of the TSBN paper: one pooled out-of-fold ROC
+curve per method (all held-out images of all folds), its AUC in the legend, and the chance
+diagonal. Drawn with matplotlib's object API on the Agg canvas (no pyplot, no global state), saved
+as PNG and SVG with fixed metadata so reruns produce identical files.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from .report import Report, pooled_curves
+
+_STYLES = ("-", "--", "-.", ":")
+_PNG_META = {"Software": None}
+_SVG_META = {"Date": None, "Creator": None}
+
+
+def roc_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], title: str = "",
+               baseline: str | None = None) -> Figure:
+    """``curves``: ``(name, labels, scores, auc_percent)``; the legend lists them in that order."""
+    fig = Figure(figsize=(6.4, 6.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = [f"C{i}" for i in range(10)]
+    for i, (name, y, s, auc) in enumerate(curves):
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        label = f"{name} (AUC {auc:.1f}%)" if not math.isnan(auc) else name
+        ax.plot(fpr, tpr, color="black" if name == baseline else colors[i % 10],
+                linestyle=_STYLES[(i // 10) % 4] if name != baseline else "--",
+                linewidth=2.0 if i == 0 else 1.5, label=label, drawstyle="default")
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="chance (AUC 50%)")
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal",
+           xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)")
+    ax.grid(True, color="0.9", linewidth=0.8)
+    ax.set_axisbelow(True)
+    if title:
+        ax.set_title(title, fontsize=11)
+    ax.legend(loc="lower right", fontsize=9, frameon=True, framealpha=0.95)
+    return fig
+
+
+def report_figure(report: Report) -> Figure:
+    run = report.runs[0]
+    title = f"Pooled out-of-fold ROC, {report.dataset}, {run.n_folds}-fold CV"
+    return roc_figure(pooled_curves(report), title=title, baseline=report.baseline)
+
+
+def save_roc(report: Report, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:
+    """Write the report's ROC figure as PNG (150 dpi) and SVG; returns ``{"png", "svg"} -> path``."""
+    fig = report_figure(report)
+    paths = {"png": Path(png)}
+    fig.savefig(paths["png"], format="png", dpi=150, metadata=_PNG_META)
+    if svg is not None:
+        paths["svg"] = Path(svg)
+        fig.savefig(paths["svg"], format="svg", metadata=_SVG_META)
+    return paths
+
+
+def png_base64(report: Report, dpi: int = 150) -> str:
+    """The ROC figure as base64 PNG, for embedding in a self-contained HTML page."""
+    buf = io.BytesIO()
+    report_figure(report).savefig(buf, format="png", dpi=dpi, metadata=_PNG_META)
+    return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,0 +1,107 @@
+"""The benchmark runner: every method x fold of a plan, through an executor, resumable.
+
+Each method gets its run directory (DESIGN.md layout) prepared by the driver (config, folds),
+then the missing (method, fold) jobs go to the executor. A completed fold is never recomputed or
+rewritten; a job that still fails after its retries is recorded with its traceback in
+``<run>/failed/fold-<k>.txt`` while the other jobs go on. Summaries and the leaderboard are
+written at the end from whatever folds are complete.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..engine import provenance
+from ..engine.device import device_name, resolve_device
+from ..engine.experiment import PreparedRun, prepare_run, write_summary
+from ..engine.rundir import atomic_write_text
+from ..errors import UserError
+from .executors.base import Executor
+from .job import Job, JobOutcome
+from .plan import BenchPlan
+
+
+@dataclass
+class BenchResult:
+    runs: list[PreparedRun]
+    outcomes: list[JobOutcome] = field(default_factory=list)
+    skipped: int = 0  # jobs already complete before this invocation
+    summaries: dict[str, dict | None] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[JobOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def run_dirs(self) -> list[Path]:
+        return [r.rundir.path for r in self.runs]
+
+
+def failure_path(run: PreparedRun, fold: int) -> Path:
+    return run.rundir.path / "failed" / f"fold-{fold}.txt"
+
+
+def prepare_bench(plan: BenchPlan, resume: bool) -> tuple[list[PreparedRun], list[Job], int]:
+    runs, jobs, done = [], [], 0
+    for cfg in plan.configs:
+        run = prepare_run(cfg)
+        complete = run.rundir.completed_folds(cfg.data.folds)
+        if complete and not resume:
+            raise UserError(
+                f"{run.rundir.path} already holds {len(complete)} completed fold(s); rerun with "
+                f"--resume to finish the missing jobs (completed folds are never recomputed), "
+                f"or choose another --out"
+            )
+        done += len(complete)
+        runs.append(run)
+        config = cfg.to_dict()
+        jobs.extend(Job(cfg.display_name, cfg.run_name, k, config) for k in run.folds_to_run)
+    first = runs[0].fold_of if runs else None
+    for run in runs[1:]:
+        if run.loaded is runs[0].loaded and not (run.fold_of == first).all():
+            raise UserError("methods of one bench got different folds; use one seed and split")
+    return runs, jobs, done
+
+
+def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console: Console | None = None,
+              show_progress: bool = True) -> BenchResult:
+    console = console or Console(stderr=True)
+    started = provenance.now()
+    runs, jobs, done = prepare_bench(plan, resume)
+    by_name = {r.config.run_name: r for r in runs}
+    result = BenchResult(runs, skipped=done)
+    total = len(jobs) + done
+    if done:
+        console.print(f"resuming: {done} of {total} jobs already complete", highlight=False)
+    progress = Progress(
+        TextColumn("[bold]bench[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, disable=not show_progress,
+    )
+
+    def on_outcome(outcome: JobOutcome) -> None:
+        result.outcomes.append(outcome)
+        run = by_name[outcome.job.run_name]
+        path = failure_path(run, outcome.job.fold)
+        if outcome.ok:
+            path.unlink(missing_ok=True)
+            info = f"{outcome.job.label}: AUC {outcome.metrics['auc']:.3f} ({outcome.seconds:.0f}s)"
+        else:
+            atomic_write_text(path, f"{outcome.job.label} failed after {outcome.attempts} attempt(s)\n\n{outcome.error}")
+            info = f"[red]{outcome.job.label} FAILED[/]"
+        progress.update(task, advance=1, info=info)
+
+    with progress:
+        task = progress.add_task("bench", total=total, completed=done, info=executor.describe())
+        t0 = time.perf_counter()
+        executor.run(jobs, on_outcome)
+    label = device_name(resolve_device(plan.configs[0].device)) if plan.configs else "cpu"
+    for run in runs:
+        result.summaries[run.config.display_name] = write_summary(run, label, started)
+    if jobs and show_progress:
+        console.print(f"{len(jobs)} job(s) in {time.perf_counter() - t0:.0f}s", highlight=False)
+    return result

@@ -1,0 +1,293 @@
+"""Reading run directories (DESIGN.md "Run directory (contract)") for reports, and checking that
+several runs can be compared on one leaderboard.
+
+```
+<run>/config.yaml   <run>/env.json   <run>/summary.json
+<run>/folds/<k>/metrics.json   <run>/folds/<k>/predictions.csv  (image_id, patient_id, label, score)
+```
+A fold counts as completed when its ``metrics.json`` and ``predictions.csv`` exist. A run with
+some folds missing is loaded as *partial* (with a warning), never refused; a path that is not a
+run directory, or a file that cannot be parsed, is a :class:`~ssl_bench.errors.UserError` that
+names the path and what is wrong. Per-fold metrics are recomputed from ``predictions.csv`` with
+:func:`ssl_bench.engine.metrics.compute_metrics`, and a ``metrics.json`` that disagrees is flagged.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..engine.metrics import METRICS, compute_metrics
+from ..errors import UserError
+
+PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
+_TOLERANCE = 1e-6  # metrics.json vs recomputation
+
+
+@dataclass
+class RunResult:
+    """One run directory, loaded: its files, per-fold metrics and pooled out-of-fold predictions."""
+
+    path: Path
+    method: str  # display name: summary.json "method", else config method / name
+    config: dict[str, Any]
+    env: dict[str, Any]
+    summary: dict[str, Any]
+    n_folds: int  # folds the run was configured for
+    fold_metrics: dict[int, dict[str, float]]  # recomputed from predictions.csv (fractions)
+    stored_metrics: dict[int, dict[str, float]]  # as written in metrics.json
+    predictions: pd.DataFrame  # pooled: image_id, patient_id, label, score, fold
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def completed_folds(self) -> list[int]:
+        return sorted(self.fold_metrics)
+
+    @property
+    def missing_folds(self) -> list[int]:
+        return [k for k in range(self.n_folds) if k not in self.fold_metrics]
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing_folds)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.config.get("data") or {}
+
+    @property
+    def dataset(self) -> str:
+        return str(self.data.get("dataset") or (self.env.get("dataset") or {}).get("name") or "?")
+
+    def fold_images(self, k: int) -> frozenset[str]:
+        return frozenset(self.predictions.loc[self.predictions["fold"] == k, "image_id"])
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return {k: (math.nan if v is None else v) for k, v in data.items()}
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    missing = [c for c in ("image_id", "label", "score") if c not in df.columns]
+    if missing:
+        raise UserError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_COLUMNS)}"
+            f", found {', '.join(map(str, df.columns)) or 'none'}"
+        )
+    if df.empty:
+        raise UserError(f"{path}: no predictions (the file has a header only)")
+    if "patient_id" not in df.columns:
+        df["patient_id"] = df["image_id"]
+    score = pd.to_numeric(df["score"], errors="coerce")
+    label = pd.to_numeric(df["label"], errors="coerce")
+    if score.isna().any() or not np.isfinite(score.to_numpy(dtype=float)).all():
+        raise UserError(f"{path}: column 'score' must hold numbers (row {int(score.isna().idxmax()) + 2})")
+    if not label.isin([0, 1]).all():
+        bad = int((~label.isin([0, 1])).to_numpy().argmax())
+        raise UserError(f"{path}: column 'label' must be 0 or 1, found {df['label'].iloc[bad]!r}")
+    out = pd.DataFrame({"image_id": df["image_id"].astype(str), "patient_id": df["patient_id"].astype(str)})
+    out["label"] = label.astype(int).to_numpy()
+    out["score"] = score.astype(float).to_numpy()
+    return out
+
+
+def _method_name(path: Path, config: dict, summary: dict) -> str:
+    for value in (summary.get("method"), config.get("method"), config.get("name")):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return path.name
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Load one run directory. Missing folds make it partial; a broken directory is a UserError."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"run directory not found: {p}")
+    if not p.is_dir():
+        raise UserError(f"not a run directory: {p} is a file")
+    cfg_path = p / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"not a run directory: {p} has no config.yaml")
+    try:
+        config = yaml.safe_load(cfg_path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{cfg_path} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{cfg_path}: expected a mapping at the top level")
+    warnings: list[str] = []
+    env = _read_json(p / "env.json") if (p / "env.json").is_file() else {}
+    if not env:
+        warnings.append("env.json missing: provenance incomplete")
+    summary = _read_json(p / "summary.json") if (p / "summary.json").is_file() else {}
+    try:
+        n_folds = int((config.get("data") or {}).get("folds") or summary.get("folds") or 0)
+    except (TypeError, ValueError):
+        raise UserError(f"{cfg_path}: data.folds must be an integer") from None
+    folds_dir = p / "folds"
+    present = sorted(int(d.name) for d in folds_dir.iterdir() if d.is_dir() and d.name.isdigit()) if folds_dir.is_dir() else []
+    n_folds = max([n_folds, *(k + 1 for k in present)]) if (n_folds or present) else 0
+
+    fold_metrics: dict[int, dict[str, float]] = {}
+    stored: dict[int, dict[str, float]] = {}
+    frames = []
+    for k in range(n_folds):
+        fdir = folds_dir / str(k)
+        if not ((fdir / "metrics.json").is_file() and (fdir / "predictions.csv").is_file()):
+            continue
+        stored[k] = _read_json(fdir / "metrics.json")
+        pred = _read_predictions(fdir / "predictions.csv")
+        pred["fold"] = k
+        frames.append(pred)
+        fold_metrics[k] = compute_metrics(pred["label"], pred["score"])
+        off = [m for m in METRICS if not _close(stored[k].get(m), fold_metrics[k][m])]
+        if off:
+            warnings.append(f"fold {k}: metrics.json disagrees with predictions.csv on {', '.join(off)}")
+    if not frames:
+        raise UserError(
+            f"{p}: no completed fold (expected folds/<k>/metrics.json and folds/<k>/predictions.csv"
+            f" for k = 0..{max(n_folds, 1) - 1})"
+        )
+    predictions = pd.concat(frames, ignore_index=True)
+    run = RunResult(p, _method_name(p, config, summary), config, env, summary, n_folds,
+                    fold_metrics, stored, predictions, warnings)
+    if run.partial:
+        missing = ", ".join(map(str, run.missing_folds))
+        warnings.insert(0, f"partial: {len(fold_metrics)}/{n_folds} folds (missing {missing})")
+    dup = predictions["image_id"].duplicated()
+    if dup.any():
+        warnings.append(f"{int(dup.sum())} image(s) held out more than once (e.g. {predictions['image_id'][dup].iloc[0]})")
+    return run
+
+
+def _close(stored: Any, recomputed: float) -> bool:
+    try:
+        a = float(stored)
+    except (TypeError, ValueError):
+        return False
+    if math.isnan(a) or math.isnan(recomputed):
+        return math.isnan(a) and math.isnan(recomputed)
+    return abs(a - recomputed) <= _TOLERANCE
+
+
+# ---------------------------------------------------------------------------------------------
+# comparability
+
+
+def _where(runs: list[RunResult]) -> str:
+    return ", ".join(str(r.path) for r in runs)
+
+
+def comparability_issues(runs: list[RunResult]) -> list[str]:
+    """What makes these runs not comparable: dataset, folds, split, seed, images per fold."""
+    issues = []
+    for key, label, get in (
+        ("dataset", "dataset", lambda r: r.dataset),
+        ("folds", "number of folds", lambda r: r.n_folds),
+        ("split", "split", lambda r: r.data.get("split", "?")),
+        ("seed", "seed", lambda r: r.config.get("seed", "?")),
+    ):
+        groups: dict[str, list[RunResult]] = {}
+        for r in runs:
+            groups.setdefault(str(get(r)), []).append(r)
+        if len(groups) > 1:
+            parts = "; ".join(f"{v!r} in {_where(rs)}" for v, rs in groups.items())
+            issues.append(f"{label} differs: {parts}")
+    if issues:  # different data or folds: image sets differ for sure, say only why
+        return issues
+    first = runs[0]
+    for r in runs[1:]:
+        for k in sorted(set(first.completed_folds) & set(r.completed_folds)):
+            a, b = first.fold_images(k), r.fold_images(k)
+            if a != b:
+                issues.append(
+                    f"fold {k} holds different images in {first.path} and {r.path}"
+                    f" ({len(a ^ b)} image ids differ)"
+                )
+                break
+    return issues
+
+
+def check_comparable(runs: list[RunResult], allow_mixed: bool = False) -> list[str]:
+    """Raise UserError naming the differences unless ``allow_mixed``; else return them as notes."""
+    issues = comparability_issues(runs) if len(runs) > 1 else []
+    if issues and not allow_mixed:
+        raise UserError(
+            "runs are not comparable: " + "; ".join(issues)
+            + ". Use --allow-mixed (allow_mixed=True) to report them anyway."
+        )
+    return issues
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance
+
+
+def _size(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{value[0]}x{value[1]}"
+    return str(value) if value not in (None, "") else "?"
+
+
+def _short(commit: Any) -> str:
+    if not commit or (isinstance(commit, float) and math.isnan(commit)):
+        return "none"
+    text = str(commit)
+    return text[:12] + ("-dirty" if text.endswith("-dirty") and len(text) > 18 else "")
+
+
+def dataset_summary(runs: list[RunResult]) -> dict[str, Any]:
+    """Dataset name and size per class (env.json ``dataset``, else counted from predictions)."""
+    run = runs[0]
+    info = run.env.get("dataset") if isinstance(run.env.get("dataset"), dict) else {}
+    pred = run.predictions.drop_duplicates("image_id")
+    counted = {"n_images": len(pred), "n_benign": int((pred["label"] == 0).sum()),
+               "n_malignant": int((pred["label"] == 1).sum()),
+               "n_patients": int(pred["patient_id"].nunique())}
+    source = "env.json" if info else "held-out predictions"
+    return {"name": run.dataset, "source": source,
+            **{k: info.get(k, counted[k]) if info else counted[k] for k in counted}}
+
+
+def provenance_table(runs: list[RunResult]) -> pd.DataFrame:
+    """One row per run: where it is, how it was trained, with what software, on what, when."""
+    rows = []
+    for r in runs:
+        train = r.config.get("train") or {}
+        model = r.config.get("model") or {}
+        env = r.env
+        rows.append({
+            "method": r.method,
+            "run": str(r.path),
+            "pretext / transfer": f"{r.config.get('pretext', '?')} / {r.config.get('transfer', '?')}",
+            "backbone": model.get("backbone", "?"),
+            "profile": r.config.get("profile", "?"),
+            "image size": _size(r.data.get("image_size")),
+            "epochs (pretext)": f"{train.get('epochs', '?')} ({train.get('pretext_epochs', '?')})",
+            "batch": train.get("batch_size", "?"),
+            "lr": train.get("lr", "?"),
+            "device": env.get("device", "?"),
+            "versions": " ".join(f"{k} {env[k]}" for k in ("ssl_bench", "torch", "timm", "python")
+                                 if env.get(k)) or "?",
+            "git commit": _short(env.get("git_commit")),
+            "started": env.get("started", "?"),
+            "finished": env.get("finished", "?"),
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,55 @@
+"""``ssl-bench report``: the leaderboard of finished runs as markdown, CSV or a self-contained HTML."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+
+
+@click.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md", show_default=True,
+              help="md: markdown (rendered in the terminal without --out); csv; html (needs --out).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of the terminal. md also writes the ROC figure "
+                   "(<out>_roc.png/.svg) beside it; html embeds it.")
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Reference numbers to show beside ours, e.g. benchmarks/table2_paper.csv.")
+@click.option("--baseline", default="ResNet", show_default=True,
+              help="Method the p-values compare against (DeLong for AUC, paired bootstrap for accuracy).")
+@click.option("--sort-by", default="auc", show_default=True,
+              help="Metric to sort by: accuracy, sensitivity, specificity, youden, f1, auc or oof_auc.")
+@click.option("--allow-mixed", is_flag=True,
+              help="Report runs that differ in dataset, folds, split, seed or images anyway.")
+def report(run_dirs, fmt, out, reference, baseline, sort_by, allow_mixed):
+    """Leaderboard of RUN_DIR... (run directories of `ssl-bench run` / `bench`), with ROC figure,
+    significance against a baseline, per-fold results and provenance."""
+    from ..bench.html import to_html
+    from ..bench.render import print_report, to_csv, to_markdown
+    from ..bench.report import build_report
+    from ..bench.roc import save_roc
+
+    if fmt == "html" and out is None:
+        raise UserError("--format html needs --out FILE.html (the page is written to a file)")
+    rep = build_report(run_dirs, reference=reference, baseline=baseline, sort_by=sort_by,
+                       allow_mixed=allow_mixed)
+    if out is None:
+        if fmt == "csv":
+            click.echo(to_csv(rep), nl=False)
+        else:
+            print_report(rep)
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure = None
+        if fmt == "md":
+            paths = save_roc(rep, out.with_name(f"{out.stem}_roc.png"), out.with_name(f"{out.stem}_roc.svg"))
+            figure = paths["png"].name
+        text = {"md": lambda: to_markdown(rep, figure=figure), "csv": lambda: to_csv(rep),
+                "html": lambda: to_html(rep)}[fmt]()
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out}", err=True)

@@ -1,0 +1,102 @@
+"""``ssl-bench run``: one method (pretext x transfer x networks x dataset), k-fold cross-validated."""
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..config import build_config, load_yaml, parse_image_size
+from ..engine.metrics import METRICS
+
+out_console = Console()
+
+
+def config_options(f):
+    """Options shared by ``run`` and ``bench`` that map onto config keys."""
+    opts = [
+        click.option("--profile", type=click.Choice(["smoke", "quick", "paper"]), default=None,
+                     help="Settings preset (default: paper on CUDA, else quick)."),
+        click.option("--dataset", "data__dataset", default=None, help="Registered dataset (default: synthetic)."),
+        click.option("--data-root", "data__root", default=None, help="Folder of the dataset as shipped."),
+        click.option("--folds", "data__folds", type=int, default=None, help="Number of CV folds (default 5)."),
+        click.option("--split", "data__split", type=click.Choice(["patient", "image"]), default=None,
+                     help="Folds grouped by patient (default) or image-level."),
+        click.option("--on-bad-image", "data__on_bad_image", type=click.Choice(["fail", "skip"]), default=None,
+                     help="Stop on bad inputs (default) or skip and record them."),
+        click.option("--epochs", "train__epochs", type=int, default=None, help="Downstream/supervised epochs."),
+        click.option("--batch-size", "train__batch_size", type=int, default=None),
+        click.option("--image-size", "data__image_size", default=None, help="HEIGHTxWIDTH, e.g. 768x384."),
+        click.option("--seed", type=int, default=None),
+        click.option("--device", default=None, help="auto | cpu | cuda | cuda:N"),
+        click.option("--compile/--no-compile", "train__compile", default=None, help="torch.compile the networks."),
+        click.option("--out", default=None, help="Parent folder of run directories (default: runs)."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="YAML config (e.g. a run's config.yaml)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any config key, e.g. --set train.lr=3e-4 --set params.gsim.d=0.3"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def collect_flags(kwargs: dict) -> dict:
+    flags = {}
+    for key in list(kwargs):
+        if key in ("profile", "config_file", "sets", "quiet"):
+            continue
+        value = kwargs.pop(key)
+        if value is None:
+            continue
+        key = key.replace("__", ".")
+        if key == "data.image_size":
+            value = parse_image_size(value, "--image-size")
+        flags[key] = value
+    return flags
+
+
+def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | None) -> Table:
+    table = Table(title=title)
+    table.add_column("fold")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for k, metrics in sorted(fold_metrics.items()):
+        table.add_row(str(k), *(f"{100 * metrics[m]:.2f}" for m in METRICS))
+    if summary:
+        table.add_row(
+            "mean ± std",
+            *(f"{100 * summary['mean'][m]:.2f} ± {100 * summary['std'][m]:.2f}" for m in METRICS),
+            style="bold",
+        )
+        table.caption = f"pooled out-of-fold AUC {summary['oof_auc']:.4f} · values in percent"
+    return table
+
+
+@click.command("run")
+@click.option("--pretext", default=None, help="Pretext task (ssl-bench list pretexts).")
+@click.option("--transfer", default=None, help="Transfer strategy (ssl-bench list transfers).")
+@click.option("--backbone", "model__backbone", default=None, help="Downstream timm model (default resnet50).")
+@click.option("--pretrained", "model__pretrained", default=None, help="Local weights file for the backbone.")
+@click.option("--pretext-net", "model__pretext_net", default=None, help="Pretext network for collab (unet, rdn).")
+@click.option("--fold", type=int, default=None, help="Run only this fold (0-based).")
+@click.option("--name", default=None, help="Run directory name (default: pretext-transfer[-net]).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@config_options
+def run(profile, config_file, sets, quiet, **kwargs):
+    """Train and cross-validate one method; writes OUT/NAME/ (see DESIGN.md run directory)."""
+    from ..engine.experiment import run_experiment
+
+    file_values = load_yaml(config_file) if config_file else {}
+    flags = collect_flags(kwargs)
+    cfg = build_config(profile, file_values, flags, sets)
+    how = "given" if profile or file_values.get("profile") else f"default for device '{cfg.device}'"
+    out_console.print(
+        f"profile [bold]{cfg.profile}[/] ({how}) · {cfg.pretext} + {cfg.transfer} · backbone "
+        f"{cfg.model.backbone} · dataset {cfg.data.dataset} · image {cfg.data.image_size[0]}x{cfg.data.image_size[1]}",
+        highlight=False,
+    )
+    prepared, summary = run_experiment(cfg, show_progress=not quiet)
+    done = prepared.rundir.completed_folds(cfg.data.folds)
+    fold_metrics = {k: prepared.rundir.read_metrics(k) for k in done}
+    out_console.print(metrics_table(cfg.display_name, fold_metrics, summary))
+    out_console.print(f"run directory: {prepared.rundir.path}", highlight=False)

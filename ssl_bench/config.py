@@ -1,0 +1,386 @@
+"""Typed run configuration: dataclasses, profiles, YAML load/save and ``--set key=value`` overrides.
+
+Precedence, lowest first: dataclass defaults < profile < ``--config FILE`` < command-line flags <
+``--set``. A saved ``config.yaml`` is fully resolved, so rerunning it reproduces the run.
+
+Component options (a pretext's ``d``, a network's ``width``, ...) live under ``params.<component
+name>`` and are checked against that component's constructor signature when the run is built.
+
+Values the TSBN paper leaves open are our documented choices, all in this file:
+GSIM offset ``d`` = 0.2 (``params.gsim.d``), collaborative weight ``alpha`` = 1.0
+(``params.collab.alpha``), P/D branches = 2-layer MLPs into a 128-d space (``params.collab``),
+alternation = one pretext step then one downstream step per batch, epochs per profile below.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    root: str | None = None
+    image_size: tuple[int, int] = (768, 384)  # (height, width)
+    split: str = "patient"  # "patient": grouped by patient; "image": image-level folds
+    folds: int = 5
+    on_bad_image: str = "fail"  # "fail" | "skip"
+    cache_dir: str = "~/.cache/ssl_bench"
+    workers: int = 0  # decoding processes; 0 = one per CPU core
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"  # any timm model name
+    pretrained: str | None = None  # local weights file for the backbone (no download)
+    pretext_net: str = "unet"  # NETWORKS name used by the collab transfer
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30  # supervised / downstream epochs
+    pretext_epochs: int = 30  # pretext stage of finetune
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    pos_weight: float = 15.0  # eq. 3, weight of the malignant class in the BCE
+    precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "fp32" | "bf16"
+    channels_last: bool = True
+    compile: bool = False
+    augment: bool = True  # random vertical flips and small intensity jitter
+
+
+@dataclass
+class Config:
+    pretext: str = "none"
+    transfer: str = "finetune"
+    name: str | None = None  # run directory name; default from the method
+    method: str | None = None  # display name (Table II row) when run from a bench
+    profile: str = "quick"
+    seed: int = 0
+    fold: int | None = None  # run only this fold (0-based)
+    device: str = "auto"
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    out: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        parts = [self.pretext, self.transfer]
+        if self.transfer == "collab":
+            parts.append(self.model.pretext_net)
+        return "-".join(parts)
+
+    @property
+    def display_name(self) -> str:
+        return self.method or self.run_name
+
+    def component_params(self, name: str) -> dict[str, Any]:
+        return dict(self.params.get(name, {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["data"]["image_size"] = list(self.data.image_size)
+        return d
+
+
+# Profiles: dotted overrides applied on top of the defaults.
+PROFILES: dict[str, dict[str, Any]] = {
+    # seconds on a CPU: tiny images and networks, few images; for tests
+    "smoke": {
+        "data.image_size": (64, 32),
+        "model.backbone": "test_resnet",
+        "threads": 1,  # tiny tensors: thread start-up costs more than it saves
+        "train.epochs": 2,
+        "train.pretext_epochs": 1,
+        "train.batch_size": 8,
+        "train.lr": 1e-3,
+        "params.synthetic": {"n_patients": 24, "n_benign": 40, "n_malignant": 20},
+        "params.unet": {"width": 4},
+        "params.rdn": {"num_blocks": 2, "num_layers": 2, "growth": 4, "features": 8},
+        "params.collab": {"proj_dim": 16, "hidden_dim": 32},
+    },
+    # minutes on a CPU: small images, ResNet18
+    "quick": {
+        "data.image_size": (128, 64),
+        "model.backbone": "resnet18",
+        "train.epochs": 8,
+        "train.pretext_epochs": 4,
+        "train.batch_size": 16,
+        "train.lr": 5e-4,
+        "params.unet": {"width": 8},
+        "params.rdn": {"num_blocks": 3, "num_layers": 3, "growth": 8, "features": 16},
+    },
+    # the TSBN paper's settings (meant for a GPU)
+    "paper": {
+        "data.image_size": (768, 384),
+        "model.backbone": "resnet50",
+        "train.epochs": 30,
+        "train.pretext_epochs": 30,
+        "train.batch_size": 4,
+        "train.lr": 1e-4,
+        "train.weight_decay": 5e-4,
+        "train.pos_weight": 15.0,
+        "data.folds": 5,
+        "params.unet": {"width": 64},
+        "params.rdn": {"num_blocks": 8, "num_layers": 6, "growth": 32, "features": 64},
+    },
+}
+
+
+def default_profile(device: str) -> str:
+    """``paper`` when the run will use CUDA, else ``quick``."""
+    from .engine.device import resolve_device
+
+    return "paper" if resolve_device(device).type == "cuda" else "quick"
+
+
+# ---------------------------------------------------------------------------------------------
+# setting values by dotted key, with type checking
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` (a YAML value or a command-line string) to ``annotation``'s type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if annotation is tuple or origin is tuple:
+        return parse_image_size(value, key)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def parse_image_size(value: Any, key: str = "image_size") -> tuple[int, int]:
+    """``"768x384"``, ``[768, 384]`` or ``(768, 384)`` -> ``(768, 384)`` (height, width)."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", value)
+        if not m:
+            raise ConfigError(f"{key}: expected HEIGHTxWIDTH such as 768x384, got {value!r}")
+        h, w = int(m.group(1)), int(m.group(2))
+    elif isinstance(value, (list, tuple)) and len(value) == 2:
+        try:
+            h, w = int(value[0]), int(value[1])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected two integers, got {value!r}") from None
+    else:
+        raise ConfigError(f"{key}: expected HEIGHTxWIDTH such as 768x384, got {value!r}")
+    if h < 16 or w < 16:
+        raise ConfigError(f"{key}: each side must be at least 16 pixels, got {h}x{w}")
+    return (h, w)
+
+
+def parse_scalar(text: str) -> Any:
+    """A ``--set`` value for a component option: YAML scalar parsing (``3`` -> 3, ``true``...)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set a dotted key (``train.lr``, ``data.image_size``, ``params.gsim.d``) with type checks."""
+    parts = key.split(".")
+    if parts[0] == "params":
+        if len(parts) == 1:
+            if not isinstance(value, dict):
+                raise ConfigError("params: expected a mapping of component name -> options")
+            for name, opts in value.items():
+                set_value(cfg, f"params.{name}", opts)
+            return
+        name = parts[1]
+        if len(parts) == 2:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of option -> value, got {value!r}")
+            for opt, v in value.items():
+                set_value(cfg, f"params.{name}.{opt}", v)
+            return
+        if len(parts) != 3:
+            raise ConfigError(f"{key}: component options are params.<component>.<option>")
+        if isinstance(value, str):
+            value = parse_scalar(value)
+        cfg.params.setdefault(name, {})[parts[2]] = value
+        return
+    target: Any = cfg
+    for i, part in enumerate(parts):
+        fields = _field_types(type(target))
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the top level"
+            valid = ", ".join(sorted(_valid_keys(type(target), ".".join(parts[:i]))))
+            raise ConfigError(f"unknown config key '{key}' (at {where}). Valid keys: {valid}")
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(fields[part]):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+                for sub, v in value.items():
+                    set_value(cfg, f"{key}.{sub}", v)
+            else:
+                setattr(target, part, _coerce(value, fields[part], key))
+        else:
+            if not dataclasses.is_dataclass(fields[part]):
+                raise ConfigError(f"unknown config key '{key}': '{part}' has no sub-keys")
+            target = getattr(target, part)
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _field_types(cls).items():
+        full = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(tp):
+            keys.extend(_valid_keys(tp, full))
+        elif name == "params" and cls is Config:
+            keys.append("params.<component>.<option>")
+        else:
+            keys.append(full)
+    return keys
+
+
+def valid_keys() -> list[str]:
+    return _valid_keys(Config)
+
+
+def apply_mapping(cfg: Config, mapping: dict[str, Any], prefix: str = "") -> None:
+    """Apply a nested mapping (from YAML) or a flat dotted one (a profile) onto ``cfg``."""
+    for key, value in mapping.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        set_value(cfg, full, value)
+
+
+def parse_set_option(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got '{item}'")
+    key, value = item.split("=", 1)
+    return key.strip(), value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def build_config(
+    profile: str | None = None,
+    file_values: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    profile_over_file: bool = False,
+) -> Config:
+    """Resolve a config: defaults < profile < file < flags < ``--set``.
+
+    ``profile=None`` takes the file's profile, else the device default (paper on CUDA).
+    ``profile_over_file`` swaps the first two (bench files: the profile applies on top of the
+    methods' settings, so ``--profile smoke`` shrinks every method).
+    """
+    file_values = copy.deepcopy(file_values or {})
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    device = flags.get("device") or file_values.get("device") or "auto"
+    profile = profile or file_values.get("profile") or default_profile(device)
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+    cfg = Config()
+    file_values.pop("profile", None)
+    layers = [PROFILES[profile], file_values]
+    for layer in reversed(layers) if profile_over_file else layers:
+        apply_mapping(cfg, layer)
+    apply_mapping(cfg, flags)
+    for item in sets:
+        key, value = parse_set_option(item)
+        set_value(cfg, key, value)
+    cfg.profile = profile
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """A fully resolved config (e.g. ``Config.to_dict()`` or a run's config.yaml) as a Config."""
+    cfg = Config()
+    apply_mapping(cfg, copy.deepcopy(values))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    if cfg.data.split not in ("patient", "image"):
+        raise ConfigError(f"data.split must be 'patient' or 'image', got '{cfg.data.split}'")
+    if cfg.data.folds < 2:
+        raise ConfigError(f"data.folds must be at least 2, got {cfg.data.folds}")
+    if cfg.fold is not None and not 0 <= cfg.fold < cfg.data.folds:
+        raise ConfigError(f"fold must be in 0..{cfg.data.folds - 1}, got {cfg.fold}")
+    if cfg.train.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{cfg.train.precision}'")
+    if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", cfg.device):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{cfg.device}'")
+    for key in ("epochs", "batch_size"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key} must be at least 1")
+    if cfg.train.pretext_epochs < 0:
+        raise ConfigError("train.pretext_epochs must be at least 0")
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,87 @@
+"""Any labelled image list as a dataset (``manifest``): a CSV of ``path,label[,patient_id][,laterality][,view]``.
+
+Option ``csv`` (default ``manifest.csv``): the CSV, relative to ``--data-root`` or absolute.
+``path``: a DICOM, PNG or TIFF file, relative to the CSV's folder or absolute. ``label``: ``0``/``1``
+or ``benign``/``malignant`` (any case). ``patient_id`` (recommended: folds are grouped by it)
+defaults to the image itself, i.e. every image its own patient. ``laterality`` (``L``/``R``/
+``LEFT``/``RIGHT``) decides the flip to the canonical side; without it the DICOM's own laterality
+or the image decides. ``image_id`` is the optional column of that name, else the ``path`` cell.
+
+Problems reported (file and reason): a missing file, an unknown label, a path listed twice.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import DataError
+from ..registry import DATASETS
+from .base import SAMPLE_COLUMNS, MammoDataset, Problem
+from .sheets import normalise_laterality, read_sheet, row_name
+
+LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "0.0": 0, "1.0": 1}
+
+
+@DATASETS.register("manifest")
+class Manifest(MammoDataset):
+    """Images listed in a CSV (path,label[,patient_id][,laterality][,view]); DICOM, PNG or TIFF."""
+
+    name = "manifest"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        image_size: tuple[int, int] = (768, 384),
+        cache_dir: str | Path = "~/.cache/ssl_bench",
+        on_bad_image: str = "fail",
+        workers: int = 0,
+        csv: str = "manifest.csv",
+    ):
+        super().__init__(root, image_size, cache_dir, on_bad_image, workers)
+        self.csv = csv
+
+    def csv_path(self) -> Path:
+        given = Path(self.csv).expanduser()
+        if given.is_absolute():
+            return given
+        if self.root is None:
+            raise DataError("dataset 'manifest' needs --data-root PATH (or an absolute params.manifest.csv)")
+        return self.require_root() / given
+
+    def scan(self) -> tuple[pd.DataFrame, list[Problem]]:
+        csv = self.csv_path()
+        sheet = read_sheet(csv, sep=",", required=("path", "label"))
+        base = csv.parent
+        problems: list[Problem] = []
+        rows, seen = [], {}
+        for index, row in sheet.iterrows():
+            where = row_name(csv, index)
+            cell = row["path"]
+            if not cell:
+                problems.append(Problem(where, "empty path"))
+                continue
+            path = Path(cell).expanduser()
+            path = path if path.is_absolute() else base / path
+            label = LABELS.get(row["label"].lower())
+            if label is None:
+                problems.append(Problem(where, f"{cell}: unknown label '{row['label']}' (expected 0, 1, benign or malignant)"))
+                continue
+            if str(path) in seen:
+                problems.append(Problem(where, f"{cell}: listed twice (also on {seen[str(path)]})"))
+                continue
+            seen[str(path)] = where
+            if not path.is_file():
+                problems.append(Problem(str(path), f"file not found (listed on {where})"))
+                continue
+            image_id = row.get("image_id", "") or cell
+            rows.append({
+                "image_id": image_id,
+                "patient_id": row.get("patient_id", "") or image_id,
+                "label": label,
+                "laterality": normalise_laterality(row.get("laterality", "")),
+                "view": str(row.get("view", "")).upper(),
+                "path": str(path),
+            })
+        table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS)).astype({"label": "int64"})
+        return table, problems

@@ -1,0 +1,505 @@
+"""Built-in synthetic mammography: a cohort of breast images with benign and malignant findings.
+
+Lets every command run on a fresh machine with no download, and gives tests a dataset whose
+ground truth is known. The cohort mirrors INbreast by default: 387 images (287 benign, 100
+malignant) of 115 patients with 2-4 views each (CC and/or MLO, left and/or right breast). The
+label belongs to a breast: a lesion is drawn in both views of its breast, at the same depth from
+the nipple (the other coordinate, medio-lateral in CC and supero-inferior in MLO, is independent,
+as in real projections).
+
+How an image is made (pure numpy/scipy, geometry in normalised coordinates so that any
+resolution is rendered directly, not downscaled):
+
+- Silhouette: a super-ellipse against the chest wall with low-order shape harmonics and a small
+  nipple bump; size and shape vary per patient. MLO views are taller, run into the axilla at the
+  top of the image and carry a pectoral-muscle triangle in the upper corner at the chest wall.
+- Thickness: the compressed breast thins toward the skin, so tissue darkens near the border; a
+  thin bright skin line follows the outline. The background is near 0 with slight noise.
+- Fibroglandular tissue: power-law noise with spectrum 1/f^beta, beta = 3, the exponent measured
+  for mammographic anatomical background by Burgess, Jacobson & Judy, "Human observer detection
+  experiments with mammograms and power-law noise", Med. Phys. 28(4), 2001 ("beta about 3").
+  Part of the noise is sampled in polar coordinates around the nipple and stretched radially, so
+  that structures run toward the nipple like ducts. The field is thresholded softly into dense
+  tissue whose amount follows the patient's density (fatty to dense) and whose envelope fades
+  toward the skin and the retro-mammary fat at the chest wall.
+- Findings (chosen per breast):
+  benign: ``none``, ``round_mass`` / ``oval_mass`` (circumscribed, sharp margin) or
+  ``coarse_calcs`` (a few large, round, scattered calcifications);
+  malignant: ``spiculated_mass`` (irregular, ill-defined core with thin radiating spicules),
+  ``pleomorphic_calcs`` (a tight cluster of fine, elongated, irregular specks) or both.
+  Masses of both classes draw size and contrast from the same ranges and every lesion is a
+  fraction of a percent of the image, so the class cannot be read from global statistics
+  (image mean and standard deviation); it lies in shape (spiculated vs smooth margin) and
+  texture (fine clustered vs coarse scattered calcifications). Details smaller than a pixel are
+  widened to half a pixel with their integrated intensity kept, so they fade gracefully at small
+  sizes (calcifications mostly vanish at 64x32; masses stay visible from 128x64 up).
+
+Orientation: ``"canonical"`` puts every chest wall on the LEFT edge (nipple pointing right).
+``"laterality"`` stores images as a scanner would under this module's convention: left (L)
+breasts have the chest wall on the RIGHT edge, right (R) breasts on the left edge, so mirroring
+the L images brings the set back to canonical.
+
+Determinism: every patient, breast and image draws from its own ``numpy.random.SeedSequence``
+keyed by ``(seed, patient, laterality, view)``, so the output is bit-identical for a seed and does
+not depend on generation order.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import fft as sp_fft
+from scipy import ndimage, special
+
+BENIGN_FINDINGS = {"none": 0.35, "round_mass": 0.2, "oval_mass": 0.2, "coarse_calcs": 0.25}
+MALIGNANT_FINDINGS = {"spiculated_mass": 0.5, "pleomorphic_calcs": 0.3, "spiculated_mass+calcs": 0.2}
+ORIENTATIONS = ("canonical", "laterality")
+TABLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "finding")
+MIN_SIZE = 16
+BETA = 3.0  # power-law exponent of the anatomical background (Burgess et al. 2001)
+SINGLE_VIEW_SHARE = 0.1  # target share of patients with one breast seen in a single view
+
+
+@dataclass(frozen=True)
+class Breast:
+    """One imaged breast of the cohort: its views, its label and the finding drawn in them."""
+
+    patient: int
+    laterality: str
+    views: tuple[str, ...]
+    label: int
+    finding: str
+
+
+# ----------------------------------------------------------------------------- cohort plan
+
+
+def _spread_views(n_patients: int, n_images: int, n_malignant: int) -> tuple[int, int]:
+    """Number of 3-image patients and of malignant single-view breasts that hit the counts.
+
+    A patient has one breast in both views (2 images), both breasts in both views (4) or one in
+    both and one in a single view (3). With ``n3`` such patients there are ``n3`` single-view
+    breasts; ``a`` of them are malignant and the other malignant images come in pairs.
+    """
+    extra = n_images - 2 * n_patients
+    n_benign = n_images - n_malignant
+    target = round(SINGLE_VIEW_SHARE * n_patients)
+    candidates = range(extra % 2, min(extra, 2 * n_patients - extra) + 1, 2)
+    for n3 in sorted(candidates, key=lambda n: abs(n - target)):
+        low, high = max(0, n3 - n_benign), min(n3, n_malignant)
+        low += (low - n_malignant) % 2  # a has the parity of n_malignant
+        if low <= high:
+            share = round(n3 * n_malignant / n_images)
+            a = int(np.clip(share - (share - n_malignant) % 2, low, high))
+            return n3, a
+    raise ValueError(
+        f"cannot split {n_images} images of {n_patients} patients into breasts with "
+        f"{n_malignant} malignant images: with every breast in both views each class needs an "
+        "even number of images; change n_benign or n_malignant by one"
+    )
+
+
+def _validate(image_size, n_patients, n_benign, n_malignant, orientation) -> tuple[int, int]:
+    try:
+        height, width = (int(s) for s in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
+    if height < MIN_SIZE or width < MIN_SIZE:
+        raise ValueError(f"image_size must be at least {MIN_SIZE}x{MIN_SIZE}, got {height}x{width}")
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+    if n_patients < 1:
+        raise ValueError(f"n_patients must be at least 1, got {n_patients}")
+    if n_malignant < 1 or n_benign < 1:
+        raise ValueError(
+            f"need at least one benign and one malignant image, got n_benign={n_benign}, "
+            f"n_malignant={n_malignant}"
+        )
+    n_images = n_benign + n_malignant
+    if not 2 * n_patients <= n_images <= 4 * n_patients:
+        raise ValueError(
+            f"every patient has 2-4 images, so {n_patients} patients need between "
+            f"{2 * n_patients} and {4 * n_patients} images; got {n_images} "
+            f"(n_benign={n_benign} + n_malignant={n_malignant})"
+        )
+    return height, width
+
+
+def plan_cohort(n_patients: int, n_benign: int, n_malignant: int, seed: int) -> list[Breast]:
+    """Patients, breasts, views, labels and findings; exact image counts per class."""
+    n_images = n_benign + n_malignant
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    n3, single_malignant = _spread_views(n_patients, n_images, n_malignant)
+    n4 = (n_images - 2 * n_patients - n3) // 2
+    images_per_patient = rng.permutation([4] * n4 + [3] * n3 + [2] * (n_patients - n3 - n4))
+
+    doubles: list[tuple[int, str, tuple[str, ...]]] = []
+    singles: list[tuple[int, str, tuple[str, ...]]] = []
+    for patient, count in enumerate(images_per_patient):
+        first, second = ("L", "R") if rng.random() < 0.5 else ("R", "L")
+        doubles.append((patient, first, ("CC", "MLO")))
+        if count == 4:
+            doubles.append((patient, second, ("CC", "MLO")))
+        elif count == 3:
+            singles.append((patient, second, ("CC",) if rng.random() < 0.5 else ("MLO",)))
+
+    malignant = set(rng.choice(len(singles), single_malignant, replace=False).tolist())
+    chosen_singles = [b for i, b in enumerate(singles) if i in malignant]
+    n_pairs = (n_malignant - single_malignant) // 2
+    malignant = set(rng.choice(len(doubles), n_pairs, replace=False).tolist())
+    chosen_doubles = [b for i, b in enumerate(doubles) if i in malignant]
+    malignant_keys = {(p, side) for p, side, _ in chosen_singles + chosen_doubles}
+
+    breasts = []
+    for patient, side, views in sorted(doubles + singles):
+        label = int((patient, side) in malignant_keys)
+        table = MALIGNANT_FINDINGS if label else BENIGN_FINDINGS
+        finding = str(rng.choice(list(table), p=list(table.values())))
+        breasts.append(Breast(patient, side, views, label, finding))
+    return breasts
+
+
+# ----------------------------------------------------------------------------- anatomy
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *key]))
+
+
+@functools.lru_cache(maxsize=8)
+def _power_law_amplitude(shape: tuple[int, int], beta: float, f0: float) -> np.ndarray:
+    """Spectral amplitude (f^2 + f0^2)^(-beta/4), f in cycles per image height, no DC term."""
+    height, width = shape
+    fy = sp_fft.fftfreq(height)[:, None] * height
+    fx = sp_fft.fftfreq(width)[None, :] * height
+    amplitude = (fy**2 + fx**2 + f0**2) ** (-beta / 4)
+    amplitude[0, 0] = 0.0
+    return amplitude.astype(np.float32)
+
+
+def _power_law_pair(rng, shape: tuple[int, int], beta: float = BETA, f0: float = 1.5):
+    """Two independent periodic random fields with power spectrum ~ 1/f^beta, unit std each.
+
+    Random-phase spectral synthesis: the real and imaginary parts of one complex inverse FFT are
+    uncorrelated fields. Frequencies are in cycles per image height, so the texture looks the same
+    at any resolution.
+    """
+    phase = rng.random(shape, dtype=np.float32) * np.float32(2 * np.pi)
+    spectrum = _power_law_amplitude(shape, beta, f0) * (np.cos(phase) + 1j * np.sin(phase))
+    field = sp_fft.ifft2(spectrum.astype(np.complex64), norm="forward")
+    return field.real / field.real.std(), field.imag / field.imag.std()
+
+
+def _smoothstep(x, edge0: float, edge1: float):
+    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _patient_traits(rng) -> dict:
+    return {
+        "density": rng.beta(2.0, 2.2),  # 0 fatty .. 1 extremely dense
+        "reach": rng.uniform(0.62, 0.9),  # nipple distance from chest wall, fraction of width
+        "half_height": rng.uniform(0.28, 0.4),  # CC half-height, in image heights
+        "squareness": rng.uniform(1.8, 2.5),  # super-ellipse exponent
+        "fat": rng.uniform(0.2, 0.32),
+        "gland": rng.uniform(0.3, 0.42),
+    }
+
+
+def _view_geometry(traits: dict, view: str, aspect: float, rng) -> dict:
+    """Silhouette parameters of one view, lengths in image heights (x from the chest wall)."""
+    reach = traits["reach"] * rng.uniform(0.95, 1.05)
+    b = traits["half_height"] * rng.uniform(0.95, 1.05)
+    geometry = {
+        "harmonics": [(rng.normal(0, 0.015), rng.uniform(0, 2 * np.pi)) for _ in range(2, 5)],
+        "nipple": (rng.uniform(0.02, 0.04), rng.normal(0, 0.08)),
+        "squareness": traits["squareness"],
+    }
+    if view == "CC":
+        cy = 0.5 + rng.normal(0, 0.03)
+        b = min(b, cy - 0.04, 0.96 - cy)
+        geometry.update(cy=cy, a=reach * aspect * 0.92, b_up=b, b_down=b, pectoral=None)
+    else:
+        cy = rng.uniform(0.48, 0.58)
+        b_up = cy * rng.uniform(1.08, 1.2)  # runs off the top edge into the axilla
+        b_down = min(b * rng.uniform(1.0, 1.15), 0.97 - cy)
+        a = min(reach * 1.05, 0.95) * aspect * 0.95
+        x_top = a * (1 - (cy / b_up) ** geometry["squareness"]) ** (1 / geometry["squareness"])
+        pectoral = {
+            "width": x_top * rng.uniform(0.65, 0.95),
+            "height": rng.uniform(0.3, 0.55),
+            "curve": rng.uniform(0.75, 1.1),
+            "level": rng.uniform(0.55, 0.7),
+        }
+        geometry.update(cy=cy, a=a, b_up=b_up, b_down=b_down, pectoral=pectoral)
+    return geometry
+
+
+def _half_extent(geometry: dict, x: float, upward: bool) -> float:
+    """Distance from the nipple axis to the outline at depth x (ignoring shape harmonics)."""
+    p = geometry["squareness"]
+    b = geometry["b_up"] if upward else geometry["b_down"]
+    return b * max(0.0, 1 - (x / geometry["a"]) ** p) ** (1 / p)
+
+
+def _pectoral_edge(pectoral: dict, y) -> np.ndarray:
+    """x of the pectoral muscle border at height y (0 below the muscle)."""
+    t = np.clip(1 - np.asarray(y) / pectoral["height"], 0, None)
+    return pectoral["width"] * t ** pectoral["curve"]
+
+
+# ----------------------------------------------------------------------------- lesions
+
+
+def _plan_lesion(finding: str, rng) -> dict:
+    """Lesion parameters shared by both views of a breast (sizes in image heights)."""
+    lesion = {
+        "depth": rng.uniform(0.2, 0.75),  # from the nipple toward the chest wall, fraction of reach
+        "offset": {"CC": rng.uniform(-0.6, 0.6), "MLO": rng.uniform(-0.3, 0.6)},
+        "seed": int(rng.integers(2**31)),
+    }
+    if "mass" in finding:
+        lesion["radius"] = rng.uniform(0.014, 0.035)
+        lesion["contrast"] = rng.uniform(0.07, 0.16)
+    return lesion
+
+
+def _stamp(canvas: np.ndarray, center_px, reach_px: float):
+    """Slices of ``canvas`` around a centre and the pixel offsets (dy, dx) from that centre."""
+    height, width = canvas.shape
+    cy, cx = center_px
+    y0, y1 = max(int(cy - reach_px), 0), min(int(cy + reach_px) + 2, height)
+    x0, x1 = max(int(cx - reach_px), 0), min(int(cx + reach_px) + 2, width)
+    dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+    dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
+    return (slice(y0, y1), slice(x0, x1)), dy, dx
+
+
+def _draw_mass(canvas, center_px, lesion: dict, kind: str, scale: float, rng) -> None:
+    """Add a mass; ``scale`` is pixels per image height."""
+    radius = lesion["radius"] * scale
+    contrast = lesion["contrast"]
+    spiculated = kind == "spiculated_mass"
+    spicule_lengths = radius * rng.uniform(1.0, 2.4, size=rng.integers(8, 19)) if spiculated else []
+    window, dy, dx = _stamp(canvas, center_px, radius * 1.3 + max(spicule_lengths, default=0.0))
+    theta = np.arctan2(dy, dx)
+    if kind == "oval_mass":
+        ratio, tilt = rng.uniform(0.5, 0.75), rng.uniform(0, np.pi)
+        u = dx * np.cos(tilt) + dy * np.sin(tilt)
+        v = -dx * np.sin(tilt) + dy * np.cos(tilt)
+        q = np.hypot(u * np.sqrt(ratio), v / np.sqrt(ratio)) / radius  # same area as the circle
+    else:
+        lobes = 0.12 if spiculated else 0.03
+        outline = 1 + sum(
+            rng.normal(0, lobes) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 7)
+        )
+        q = np.hypot(dy, dx) / (radius * outline)
+    if spiculated:  # ill-defined margin
+        value = contrast * special.expit((1 - q) / 0.12) * np.clip(1.3 - 0.3 * q, 0, 1)
+        width_px = max(0.0012 * scale, 0.5)
+        strength = contrast * rng.uniform(0.35, 0.6) * min(1.0, 0.0012 * scale / 0.5)
+        for length in spicule_lengths:
+            angle = rng.uniform(0, 2 * np.pi)
+            bend = rng.normal(0, 0.15) / radius
+            along = dx * np.cos(angle) + dy * np.sin(angle) - 0.5 * radius
+            across = -dx * np.sin(angle) + dy * np.cos(angle) - bend * np.clip(along, 0, None) ** 2
+            taper = np.clip(1 - along / (length + 0.5 * radius), 0, 1) * (along > 0)
+            value = value + strength * taper * np.exp(-0.5 * (across / width_px) ** 2)
+    else:  # circumscribed: projected thickness of an ellipsoid, sharp margin
+        value = contrast * np.sqrt(np.clip(1 - q * q, 0, 1))
+    canvas[window] += value
+
+
+def _draw_specks(canvas, center_px, offsets, radii, elongations, contrasts, scale, flat_top, rng):
+    """Add calcification specks (anisotropic blobs); integrated intensity kept below a pixel."""
+    for (oy, ox), r, e, c in zip(offsets, radii, elongations, contrasts):
+        sigma_major, sigma_minor = r * np.sqrt(e) * scale, r / np.sqrt(e) * scale
+        s1, s2 = max(sigma_major, 0.5), max(sigma_minor, 0.5)
+        amplitude = c * sigma_major * sigma_minor / (s1 * s2)
+        centre = (center_px[0] + oy * scale, center_px[1] + ox * scale)
+        window, dy, dx = _stamp(canvas, centre, 3 * s1)
+        angle = rng.uniform(0, np.pi)
+        u = (dx * np.cos(angle) + dy * np.sin(angle)) / s1
+        v = (-dx * np.sin(angle) + dy * np.cos(angle)) / s2
+        r2 = u * u + v * v
+        canvas[window] += amplitude * np.exp(-0.5 * (r2 * r2 if flat_top else r2))
+
+
+def _draw_pleomorphic(canvas, center_px, scale, rng) -> None:
+    n = int(rng.integers(8, 25))
+    spread = rng.uniform(0.004, 0.009)
+    offsets = rng.normal(0, spread, size=(n, 2))
+    radii = rng.uniform(0.0006, 0.0016, size=n)
+    _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1, 3.5, size=n),
+                 rng.uniform(0.2, 0.45, size=n), scale, flat_top=False, rng=rng)
+
+
+def _draw_coarse(canvas, center_px, scale, rng) -> None:
+    n = int(rng.integers(2, 7))
+    spread = rng.uniform(0.03, 0.07)
+    angle, dist = rng.uniform(0, 2 * np.pi, size=n), spread * np.sqrt(rng.uniform(0, 1, size=n))
+    offsets = np.stack([dist * np.sin(angle), dist * np.cos(angle)], axis=1)
+    radii = rng.uniform(0.0025, 0.005, size=n)
+    _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1, 1.5, size=n),
+                 rng.uniform(0.18, 0.35, size=n), scale, flat_top=True, rng=rng)
+
+
+def _lesion_center(geometry: dict, lesion: dict, view: str) -> tuple[float, float]:
+    """Lesion centre (y, x) in image heights: same depth in both views, view-specific offset."""
+    x = geometry["a"] * (1 - lesion["depth"])
+    offset = lesion["offset"][view]
+    y = geometry["cy"] + 0.7 * offset * _half_extent(geometry, x, upward=offset < 0)
+    pectoral = geometry["pectoral"]
+    if pectoral is not None:  # keep it out of the muscle: below the border at this depth
+        below_muscle = pectoral["height"] * (1 - min(x / pectoral["width"], 1) ** (1 / pectoral["curve"]))
+        y = max(y, below_muscle + 0.04)
+    return float(np.clip(y, 0.05, 0.95)), float(x)
+
+
+def _draw_finding(canvas, geometry: dict, finding: str, lesion: dict, view: str, scale: float) -> None:
+    if finding == "none":
+        return
+    rng = _rng(lesion["seed"])  # same lesion shape in both views
+    y, x = _lesion_center(geometry, lesion, view)
+    center_px = (y * scale, x * scale)
+    if finding in ("round_mass", "oval_mass", "spiculated_mass", "spiculated_mass+calcs"):
+        _draw_mass(canvas, center_px, lesion, finding.split("+")[0], scale, rng)
+    if finding == "coarse_calcs":
+        _draw_coarse(canvas, center_px, scale, rng)
+    if finding in ("pleomorphic_calcs", "spiculated_mass+calcs"):
+        _draw_pleomorphic(canvas, center_px, scale, rng)
+
+
+# ----------------------------------------------------------------------------- one image
+
+
+def render_view(shape: tuple[int, int], traits: dict, geometry: dict, finding: str,
+                lesion: dict, view: str, rng) -> np.ndarray:
+    """One canonical image (chest wall left), float32 in [0, 1]."""
+    height, width = shape
+    scale = float(height)  # pixels per image height
+    ys = ((np.arange(height, dtype=np.float32) + 0.5) / scale)[:, None]
+    xs = ((np.arange(width, dtype=np.float32) + 0.5) / scale)[None, :]
+
+    # silhouette: normalised radius rho (1 on the skin) and distance to the skin
+    a, cy, p = geometry["a"], geometry["cy"], geometry["squareness"]
+    dy = ys - cy
+    b = np.where(dy < 0, geometry["b_up"], geometry["b_down"]).astype(np.float32)
+    rho = ((xs / a) ** p + np.abs(dy / b) ** p) ** (1 / p)
+    theta = np.arctan2(dy / b, xs / a)
+    bump, bump_angle = geometry["nipple"]
+    outline = 1 + sum(e * np.cos(k * theta + ph) for k, (e, ph) in enumerate(geometry["harmonics"], 2))
+    outline = outline + bump * np.exp(-0.5 * ((theta - bump_angle) / 0.07) ** 2)
+    rho = rho / outline
+    skin_distance = (1 - rho) * np.sqrt(xs * xs + dy * dy) / np.maximum(rho, 1e-3)  # along the ray
+    mask = np.clip(skin_distance * scale + 0.5, 0, 1)
+    inside = np.clip(skin_distance, 0, None)
+
+    # fibroglandular tissue: power-law noise, part of it resampled on a fan around the nipple
+    # (stretched along the radius) so that structures run toward the nipple like ducts
+    isotropic, source = _power_law_pair(rng, shape)
+    nipple_x = a * (1 + bump)
+    to_nipple = np.sqrt((nipple_x - xs) ** 2 + dy * dy)
+    fan = np.arctan2(dy, nipple_x - xs)
+    ducts = ndimage.map_coordinates(source, [fan * (0.8 * scale), to_nipple * (0.45 * scale)],
+                                    order=1, mode="grid-wrap")
+    ducts = ducts * _smoothstep(to_nipple, 0.0, 0.15)  # no hair-thin rays at the nipple itself
+    field = 0.8 * isotropic + 0.6 * ducts
+    patchiness = sum(
+        0.2 * np.cos(2 * np.pi * (fy * ys + fx * xs) + phase)
+        for fy, fx, phase in rng.uniform((-1.5, -1.5, 0), (1.5, 1.5, 2 * np.pi), size=(3, 3))
+    )
+    envelope = _smoothstep(rho, 0.97, 0.55) * _smoothstep(xs / a, 0.02, 0.2) * (1 + patchiness)
+    fraction = 0.1 + 0.55 * traits["density"]
+    threshold = special.ndtri(1 - fraction) * np.std(field)
+    dense = np.clip(envelope, 0, 1) * (0.5 + 0.5 * np.tanh((field - threshold) / 0.7))
+
+    thickness = 0.5 + 0.5 * (1 - np.exp(-inside / 0.05))
+    tissue = thickness * (traits["fat"] + traits["gland"] * dense + 0.015 * isotropic)
+    pectoral = geometry["pectoral"]
+    if pectoral is not None:
+        muscle = np.clip((_pectoral_edge(pectoral, ys) - xs) * (0.5 * scale) + 0.5, 0, 1)
+        shade = pectoral["level"] * (1 - 0.25 * ys / pectoral["height"] + 0.04 * isotropic)
+        tissue = tissue * (1 - muscle) + shade * muscle
+
+    lesions = np.zeros(shape, np.float32)
+    _draw_finding(lesions, geometry, finding, lesion, view, scale)
+    skin = 0.12 * np.exp(-0.5 * (inside / max(0.0025, 0.7 / scale)) ** 2)
+    breast = tissue + skin + thickness * lesions
+
+    # background near 0; quantum-like noise growing with the signal
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    image = mask * breast + (1 - mask) * 0.015 + (0.006 + 0.008 * np.sqrt(mask * breast)) * noise
+    return np.clip(image, 0, 1)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=100, seed=0,
+             orientation="canonical") -> tuple[pd.DataFrame, np.ndarray]:
+    """Generate the synthetic cohort.
+
+    Args:
+        image_size: ``(height, width)`` in pixels.
+        n_patients, n_benign, n_malignant: cohort shape; images = n_benign + n_malignant, each
+            patient contributes 2-4 of them.
+        seed: everything is a function of it (same seed, bit-identical output).
+        orientation: ``"canonical"`` (every chest wall on the left) or ``"laterality"`` (L breasts
+            with the chest wall on the right edge, R breasts on the left edge).
+
+    Returns:
+        the sample table (columns :data:`TABLE_COLUMNS`, one row per image, ordered by patient,
+        laterality and view) and the images, float16 ``(N, H, W)`` in [0, 1].
+
+    Raises:
+        ValueError: sizes or counts that cannot form such a cohort.
+    """
+    height, width = _validate(image_size, n_patients, n_benign, n_malignant, orientation)
+    breasts = plan_cohort(n_patients, n_benign, n_malignant, seed)
+    digits = max(3, len(str(n_patients - 1)))
+    rows, images = [], np.empty((n_benign + n_malignant, height, width), np.float16)
+    traits = {}
+    for breast in breasts:
+        side = 0 if breast.laterality == "L" else 1
+        if breast.patient not in traits:
+            traits[breast.patient] = _patient_traits(_rng(seed, 1, breast.patient))
+        lesion = _plan_lesion(breast.finding, _rng(seed, 2, breast.patient, side))
+        for view in breast.views:
+            rng = _rng(seed, 3, breast.patient, side, int(view == "MLO"))
+            geometry = _view_geometry(traits[breast.patient], view, width / height, rng)
+            image = render_view((height, width), traits[breast.patient], geometry,
+                                breast.finding, lesion, view, rng)
+            if orientation == "laterality" and breast.laterality == "L":
+                image = image[:, ::-1]
+            images[len(rows)] = image
+            patient_id = f"P{breast.patient:0{digits}d}"
+            rows.append((f"{patient_id}_{breast.laterality}_{view}", patient_id, breast.label,
+                         breast.laterality, view, breast.finding))
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)), images
+
+
+def write_png_set(out_dir, image_size=(768, 384), seed=0, **generate_kwargs) -> pathlib.Path:
+    """Write the cohort as 16-bit grayscale PNGs plus ``labels.csv``; return the CSV path.
+
+    Images go to ``<out_dir>/images/<image_id>.png`` (value ``round(x * 65535)``); the CSV has the
+    table columns plus ``path``, relative to ``out_dir``.
+    """
+    from PIL import Image
+
+    out_dir = pathlib.Path(out_dir)
+    table, images = generate(image_size=image_size, seed=seed, **generate_kwargs)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image_id, image in zip(table["image_id"], images):
+        relative = f"images/{image_id}.png"
+        pixels = np.round(image.astype(np.float64) * 65535).astype(np.uint16)
+        Image.fromarray(pixels).save(out_dir / relative)  # uint16 -> mode "I;16"
+        paths.append(relative)
+    table = table.assign(path=paths)
+    csv_path = out_dir / "labels.csv"
+    table.to_csv(csv_path, index=False)
+    return csv_path

@@ -1,0 +1,107 @@
+"""Train and evaluate one cross-validation fold: build the pretext task and transfer strategy,
+fit on the other folds' images, score the held-out fold, compute its metrics."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import components
+from ..config import Config
+from ..data.base import LoadedDataset
+from ..registry import PRETEXTS, TRANSFERS
+from .context import FitContext
+from .device import resolve_precision
+from .metrics import compute_metrics
+from .predict import predict_scores
+from .progress import TrainingProgress
+
+
+def seed_everything(seed: int, fold: int) -> None:
+    """One seed per (seed, fold) job, so a fold gives the same result however jobs are scheduled."""
+    s = (int(seed) * 1000 + int(fold)) % (2**32)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def build_parts(cfg: Config):
+    """The configured pretext task and transfer strategy, checked against each other."""
+    pretext = components.create(PRETEXTS, cfg.pretext, cfg)
+    transfer = components.create(TRANSFERS, cfg.transfer, cfg)
+    transfer.check(cfg.pretext, pretext)
+    return pretext, transfer
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    metrics: dict
+    predictions: pd.DataFrame
+    model_state: dict
+
+
+class DeviceImages:
+    """A dataset's images as one float16 tensor on the device (moved once per process)."""
+
+    _cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    @classmethod
+    def get(cls, loaded: LoadedDataset, device: torch.device) -> torch.Tensor:
+        key = (id(loaded.images), str(device))
+        if key not in cls._cache:
+            t = torch.from_numpy(np.ascontiguousarray(loaded.images)).unsqueeze(1)
+            cls._cache = {key: t.to(device)}  # keep one dataset per process
+        return cls._cache[key]
+
+
+def run_fold(
+    cfg: Config,
+    loaded: LoadedDataset,
+    fold_of: np.ndarray,
+    k: int,
+    device: torch.device,
+    progress: TrainingProgress | None = None,
+) -> FoldResult:
+    seed_everything(cfg.seed, k)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    pretext, transfer = build_parts(cfg)
+    images = DeviceImages.get(loaded, device)
+    train_idx = torch.from_numpy(np.flatnonzero(fold_of != k)).to(device)
+    test_idx = np.flatnonzero(fold_of == k)
+    labels = torch.from_numpy(loaded.labels.copy()).float().to(device)
+    amp_dtype = resolve_precision(cfg.train.precision, device)
+    ctx = FitContext(
+        config=cfg,
+        pretext=pretext,
+        images=images.index_select(0, train_idx),
+        labels=labels.index_select(0, train_idx),
+        device=device,
+        amp_dtype=amp_dtype,
+        progress=progress or TrainingProgress(enabled=False),
+    )
+    classifier = transfer.fit(ctx)
+    held_out = images.index_select(0, torch.from_numpy(test_idx).to(device))
+    scores = predict_scores(classifier, held_out, device, amp_dtype, batch_size=max(cfg.train.batch_size, 16))
+    table = loaded.samples.iloc[test_idx]
+    predictions = pd.DataFrame(
+        {
+            "image_id": table["image_id"].astype(str).to_numpy(),
+            "patient_id": table["patient_id"].astype(str).to_numpy(),
+            "label": table["label"].astype(int).to_numpy(),
+            "score": scores,
+        }
+    )
+    model_state = {
+        "backbone": cfg.model.backbone,
+        "in_chans": 1,
+        "num_classes": 1,
+        "image_size": list(cfg.data.image_size),
+        "state_dict": {n: t.detach().cpu() for n, t in classifier.state_dict().items()},
+    }
+    metrics = compute_metrics(predictions["label"], predictions["score"])
+    return FoldResult(k, metrics, predictions, model_state)

@@ -1,0 +1,29 @@
+"""Scoring images with a trained classifier: probabilities of malignancy, batched, no grad."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import autocast
+
+
+@torch.no_grad()
+def predict_scores(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Sigmoid of the classifier's logit for each image of ``images`` ``(N, 1, H, W)``."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True).float()
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        out.append(torch.sigmoid(logits.float().reshape(-1)))
+    model.train(was_training)
+    return torch.cat(out).cpu().numpy().astype(np.float64) if out else np.zeros(0)

@@ -1,0 +1,70 @@
+"""Rich progress display for training: one bar for the folds, one for the current stage's epochs
+and one for the steps of the current epoch, with the last epoch's mean loss."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class TrainingProgress:
+    """Fold / epoch / step bars. ``enabled=False`` (tests, worker processes) prints nothing."""
+
+    def __init__(self, console: Console | None = None, enabled: bool = True):
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            transient=False,
+            disable=not enabled,
+        )
+        self._fold = self._epoch = self._step = None
+
+    def __enter__(self) -> "TrainingProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def start_folds(self, description: str, total: int) -> None:
+        self._fold = self._progress.add_task(description, total=total, info="")
+
+    def fold_done(self, info: str = "") -> None:
+        if self._fold is not None:
+            self._progress.update(self._fold, advance=1, info=info)
+
+    def start_stage(self, name: str, epochs: int, steps_per_epoch: int) -> None:
+        for task in (self._epoch, self._step):
+            if task is not None:
+                self._progress.remove_task(task)
+        self._epoch = self._progress.add_task(f"  {name} epoch", total=epochs, info="")
+        self._step = self._progress.add_task("  step", total=steps_per_epoch, info="")
+
+    def step(self) -> None:
+        if self._step is not None:
+            self._progress.update(self._step, advance=1)
+
+    def epoch_done(self, losses: dict[str, float]) -> None:
+        info = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        if self._epoch is not None:
+            self._progress.update(self._epoch, advance=1, info=info)
+        if self._step is not None:
+            self._progress.reset(self._step)
+
+    def finish_stage(self) -> None:
+        for task in (self._epoch, self._step):
+            if task is not None:
+                self._progress.remove_task(task)
+        self._epoch = self._step = None

@@ -1,0 +1,14 @@
+"""Errors a user can cause. The CLI turns each into one clear line and a non-zero exit."""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user asked for or supplied is wrong (name, path, config value, input file)."""
+
+
+class ConfigError(UserError):
+    """A configuration key or value is invalid."""
+
+
+class DataError(UserError):
+    """An input file or dataset layout is missing, unreadable or inconsistent."""

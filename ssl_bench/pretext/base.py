@@ -1,0 +1,54 @@
+"""The pretext-task interface.
+
+A pretext task turns a labelled batch into pretext inputs and targets, and scores the pretext
+network's outputs. Two kinds exist:
+
+- ``"image"``: image-to-image (GSIM, context restoration). The pretext network outputs one image
+  of the input's size per input; on a timm backbone the head is a U-Net-style decoder over the
+  backbone's multi-scale features (:class:`ssl_bench.models.heads.UNetDecoder`).
+- ``"embedding"``: one vector per input view (SimCLR, rotation). On a timm backbone the head
+  reads the globally pooled features; :meth:`PretextTask.build_embedding_head` builds it.
+
+Randomness comes from torch's global generator, which the runner seeds per (seed, fold) job.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PretextBatch:
+    """What a pretext network is fed (one tensor per view, each ``(B, 1, H, W)``) and its targets."""
+
+    inputs: list[torch.Tensor]
+    targets: Any = None
+
+
+class PretextTask(ABC):
+    """Base class of registered pretext tasks."""
+
+    kind: ClassVar[str] = "image"
+    #: True when the task needs the class labels (GSIM); the runner passes them either way.
+    uses_labels: ClassVar[bool] = False
+
+    @abstractmethod
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
+        """Build the pretext inputs and targets for a batch of images ``(B,1,H,W)`` in [0, 1]."""
+
+    @abstractmethod
+    def loss(self, outputs: list[torch.Tensor], targets: Any) -> torch.Tensor:
+        """Score the network's outputs (one per input view) against the targets; a scalar."""
+
+    def build_embedding_head(self, in_features: int) -> nn.Module:
+        """Head mapping pooled backbone features to this task's output (embedding kind only)."""
+        raise NotImplementedError(f"{type(self).__name__} is an image pretext task")
+
+    @property
+    def trains(self) -> bool:
+        """False only for the ``none`` task, which has no pretext stage."""
+        return True

@@ -1,0 +1,2 @@
+"""Built-in transfer strategies; importing this package registers them in ``TRANSFERS``."""
+from . import collaborative, finetune, multitask  # noqa: F401

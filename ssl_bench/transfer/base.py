@@ -1,0 +1,38 @@
+"""The transfer-strategy interface.
+
+``TransferStrategy.fit(ctx)`` trains whatever networks the strategy needs on one fold's training
+data (:class:`ssl_bench.engine.context.FitContext`) and returns the downstream classifier: a timm
+model with one input channel and one logit, which alone predicts new images
+(``model(x) -> (B, 1)`` logits). Its ``state_dict`` is what a run saves as ``model.pt``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from torch import nn
+
+from ..engine.context import FitContext
+from ..errors import ConfigError
+from ..pretext.base import PretextTask
+
+
+class TransferStrategy(ABC):
+    """Base class of registered transfer strategies."""
+
+    #: pretext kinds this strategy can train ("image", "embedding", "none")
+    accepts: ClassVar[tuple[str, ...]] = ("image", "embedding")
+    name: ClassVar[str] = "transfer"
+
+    def check(self, pretext_name: str, pretext: PretextTask) -> None:
+        """Refuse a pretext task this strategy cannot use, with the reason."""
+        if pretext.kind not in self.accepts:
+            kinds = ", ".join(self.accepts)
+            raise ConfigError(
+                f"transfer '{self.name}' cannot use pretext '{pretext_name}' "
+                f"(a {pretext.kind} task); it needs a pretext of kind: {kinds}"
+            )
+
+    @abstractmethod
+    def fit(self, ctx: FitContext) -> nn.Module:
+        """Train on ``ctx``'s images and return the downstream classifier (on ``ctx.device``)."""

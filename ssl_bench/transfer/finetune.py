@@ -1,0 +1,71 @@
+"""Fine-tuning: the classic two-stage transfer of self-supervised learning.
+
+Stage 1 trains the downstream backbone with the pretext task's head (a decoder for image tasks,
+a projection head for embedding tasks) for ``train.pretext_epochs``; stage 2 drops the pretext
+head, puts a freshly initialised classifier head on the backbone and fine-tunes the whole network
+with the weighted BCE (TSBN eq. 3) for ``train.epochs``. With pretext ``none`` stage 1 is skipped:
+the plain supervised baseline (TSBN Table II row "ResNet"); SimCLR, CR-F and GM-F are this
+strategy with another pretext task.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..engine.context import FitContext, optimizer_step
+from ..models.pretext_model import PretextModel
+from ..registry import TRANSFERS
+from .base import TransferStrategy
+
+
+def reset_classifier_head(backbone: nn.Module) -> None:
+    """Replace the backbone's classifier by a freshly initialised 1-logit head (timm API)."""
+    backbone.reset_classifier(1)
+
+
+def pretext_stage(ctx: FitContext, model: PretextModel, epochs: int, stage: str = "pretext") -> None:
+    """Train ``model`` (backbone + pretext head) on the pretext loss alone."""
+    net, opt, pretext = ctx.prepare(model), ctx.optimizer(model), ctx.pretext
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch = pretext.prepare(x, y)
+        with ctx.autocast():
+            outputs = net(batch.inputs)
+        loss = pretext.loss(outputs, batch.targets)
+        optimizer_step(opt, loss)
+        return {"pretext": loss}
+
+    model.train()
+    ctx.train(stage, epochs, step)
+
+
+def supervised_stage(ctx: FitContext, backbone: nn.Module, epochs: int, stage: str = "finetune") -> None:
+    """Train the whole backbone + classifier with the weighted BCE."""
+    net, opt = ctx.prepare(backbone), ctx.optimizer(backbone)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        with ctx.autocast():
+            logits = net(x)
+        loss = ctx.bce(logits, y)
+        optimizer_step(opt, loss)
+        return {"bce": loss}
+
+    backbone.train()
+    ctx.train(stage, epochs, step)
+
+
+@TRANSFERS.register("finetune")
+class FineTune(TransferStrategy):
+    """Two stages: pretext training of backbone + pretext head, then supervised fine-tuning."""
+
+    accepts = ("image", "embedding", "none")
+    name = "finetune"
+
+    def fit(self, ctx: FitContext) -> nn.Module:
+        backbone = ctx.new_backbone()
+        epochs = ctx.config.train.pretext_epochs
+        if ctx.pretext.trains and epochs > 0:
+            pretext_stage(ctx, PretextModel(backbone, ctx.pretext), epochs)
+            reset_classifier_head(backbone)
+        supervised_stage(ctx, backbone, ctx.config.train.epochs)
+        return backbone

@@ -1,0 +1,226 @@
+"""Fast checks of ssl_bench.models: U-Net, RDN, heads and timm backbones (CPU, tiny sizes)."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from ssl_bench.errors import ConfigError
+from ssl_bench.models.backbones import (
+    classifier_logits,
+    create_backbone,
+    encode_multiscale,
+    num_pooled_features,
+    pooled_features,
+)
+from ssl_bench.models.heads import ProjectionMLP, UNetDecoder, backbone_feature_info
+from ssl_bench.models.rdn import RDN, rdn_num_params
+from ssl_bench.models.unet import UNet
+from ssl_bench.registry import NETWORKS
+
+SIZES = [(64, 32), (70, 34)]
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_networks_registered():
+    assert NETWORKS.get("unet") is UNet
+    assert NETWORKS.get("rdn") is RDN
+
+
+# ---------------------------------------------------------------- U-Net
+@pytest.mark.parametrize("size", SIZES + [(17, 5)])
+def test_unet_shapes(size):
+    torch.manual_seed(0)
+    net = UNet(in_chans=1, out_chans=2, width=4).eval()
+    x = torch.randn(2, 1, *size)
+    assert net(x).shape == (2, 2, *size)
+    assert net.encoder_channels == 4 * 16
+    h, w = (-(-s // 16) for s in size)
+    assert net.encode(x).shape == (2, 64, h, w)
+
+
+def test_unet_depth_and_width():
+    net = UNet(width=2, depth=3)
+    assert net.encoder_channels == 16
+    assert net(torch.randn(1, 1, 12, 20)).shape == (1, 1, 12, 20)
+
+
+def test_unet_standard_parameter_count():
+    # Ronneberger et al.'s U-Net (64..1024) is commonly quoted at ~31.0 M parameters.
+    count = n_params(UNet(1, 1, 64))
+    assert abs(count - 31.0e6) / 31.0e6 < 0.01, count
+
+
+def test_unet_checkpoint_identical():
+    torch.manual_seed(0)
+    plain = UNet(width=4)
+    ckpt = UNet(width=4, checkpoint=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 40, 24)
+    for net in (plain, ckpt):
+        net.train()
+        net(x).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    # BatchNorm statistics updated exactly once per forward, as without checkpointing
+    for (name, a), b in zip(plain.named_buffers(), ckpt.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+    plain.eval(), ckpt.eval()
+    torch.testing.assert_close(plain(x), ckpt(x))
+
+
+# ---------------------------------------------------------------- RDN
+TINY = dict(num_blocks=2, num_layers=2, growth=3, features=4)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_rdn_shapes(size):
+    net = RDN(out_chans=2, **TINY)
+    x = torch.randn(2, 1, *size)
+    assert net(x).shape == (2, 2, *size)
+    assert net.encoder_channels == 4
+    assert net.encode(x).shape == (2, 4, *size)
+
+
+def test_rdn_parameter_formula():
+    # by hand, k=o=1, D=2, C=2, G=3, G0=4 (every conv has a bias):
+    #   shallow: (9*1*4 + 4) + (9*4*4 + 4)                      = 40 + 148      = 188
+    #   one RDB: (9*4*3 + 3) + (9*7*3 + 3) + ((4 + 2*3)*4 + 4)   = 111 + 192 + 44 = 347
+    #   GFF:     (2*4*4 + 4) + (9*4*4 + 4)                       = 36 + 148      = 184
+    #   recon:   9*4*1 + 1                                                        = 37
+    expected = 188 + 2 * 347 + 184 + 37
+    assert expected == 1103
+    assert n_params(RDN(**TINY)) == expected == rdn_num_params(**TINY)
+    # one more block: one more RDB (347) and G0*G0 more weights in the 1x1 GFF
+    assert n_params(RDN(**{**TINY, "num_blocks": 3})) == expected + 347 + 4 * 4
+    # one more layer per block: layer c=2 (9*(4+2*3)*3 + 3 = 273) and G*G0 more in the LFF
+    assert n_params(RDN(**{**TINY, "num_layers": 3})) == expected + 2 * (273 + 3 * 4)
+    # growth 3 -> 5: layers 9*4*5+5 and 9*9*5+5, LFF (4+10)*4+4 -> RDB = 185 + 410 + 60
+    assert n_params(RDN(**{**TINY, "growth": 5})) == expected + 2 * (655 - 347)
+    for cfg in (dict(), dict(num_blocks=8, num_layers=6, growth=32, features=64)):
+        assert n_params(RDN(**cfg)) == rdn_num_params(**cfg)
+
+
+def test_rdn_checkpoint_identical():
+    torch.manual_seed(0)
+    plain = RDN(**TINY)
+    ckpt = RDN(**TINY, checkpoint=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 20, 12)
+    out_plain, out_ckpt = plain(x), ckpt(x)
+    torch.testing.assert_close(out_plain, out_ckpt)
+    out_plain.square().mean().backward()
+    out_ckpt.square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+# ---------------------------------------------------------------- heads
+@pytest.mark.parametrize("name", ["resnet18", "test_resnet"])
+@pytest.mark.parametrize("size", SIZES)
+def test_unet_decoder_shapes(name, size):
+    model = timm.create_model(name, in_chans=1, num_classes=1)
+    decoder = UNetDecoder.for_backbone(model, out_chans=1)
+    x = torch.randn(2, 1, *size)
+    feats = model.forward_intermediates(x, intermediates_only=True)
+    assert decoder(feats, size).shape == (2, 1, *size)
+
+
+def test_unet_decoder_scales_down_for_tiny_backbones():
+    tiny = UNetDecoder.for_backbone(timm.create_model("test_resnet", in_chans=1))
+    big = UNetDecoder.for_backbone(timm.create_model("resnet18", in_chans=1))
+    assert big.decoder_channels == (256, 128, 64, 32, 16)
+    assert tiny.decoder_channels == (192, 48, 32, 32, 16)
+    assert n_params(tiny) < n_params(big)
+
+
+def test_unet_decoder_explicit_channels_and_errors():
+    dec = UNetDecoder([8, 16, 32], out_chans=3, decoder_channels=(12, 6, 4))
+    feats = [torch.randn(1, c, 16 >> i, 8 >> i) for i, c in enumerate([8, 16, 32])]
+    assert dec(feats, (33, 17)).shape == (1, 3, 33, 17)
+    with pytest.raises(ValueError, match="3 feature maps"):
+        dec(feats[:2], (32, 16))
+    with pytest.raises(ValueError, match="decoder_channels"):
+        UNetDecoder([8, 16, 32], decoder_channels=(4, 4))
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet50", "resnet18", "test_resnet", "efficientnet_b0", "convnext_atto"]
+)
+def test_feature_info_matches_intermediates(name):
+    model = timm.create_model(name, in_chans=1, num_classes=1).eval()
+    x = torch.randn(1, 1, 64, 32)
+    with torch.no_grad():
+        intermediates, final = encode_multiscale(model, x)
+        torch.testing.assert_close(final, model.forward_features(x))
+    chs, reds = backbone_feature_info(model)
+    assert chs == [f.shape[1] for f in intermediates]
+    assert reds == [64 // f.shape[-2] for f in intermediates]
+
+
+def test_projection_mlp():
+    torch.manual_seed(0)
+    head = ProjectionMLP(16, hidden_dim=32, out_dim=8)
+    fmap = torch.randn(6, 16, 3, 2)
+    out = head(fmap)
+    assert out.shape == (6, 8)
+    torch.testing.assert_close(out, head(fmap.mean(dim=(2, 3))))
+    # final non-affine BatchNorm: every output dimension standardised over the batch
+    torch.testing.assert_close(out.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    assert not any(p.shape == (8,) for p in head.net[-1].parameters())
+    plain = ProjectionMLP(16, out_dim=4, final_norm=False)
+    assert plain(torch.randn(3, 16)).shape == (3, 4)
+    assert not isinstance(plain.net[-1], torch.nn.BatchNorm1d)
+    with pytest.raises(ValueError):
+        head(torch.randn(2, 15))
+
+
+# ---------------------------------------------------------------- backbones
+def test_create_backbone_local_weights_round_trip(tmp_path):
+    torch.manual_seed(0)
+    source = timm.create_model("resnet18")  # 3-channel, 1000 classes, random weights
+    state = source.state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+
+    model = create_backbone("resnet18", pretrained=str(path), in_chans=1, num_classes=1)
+    loaded = model.state_dict()
+    torch.testing.assert_close(loaded["conv1.weight"], state["conv1.weight"].sum(1, keepdim=True))
+    for key, value in state.items():
+        if key == "conv1.weight" or key.startswith("fc."):
+            continue
+        assert torch.equal(loaded[key], value), key
+    assert model.fc.weight.shape == (1, 512)  # classifier re-initialised for 1 class
+
+    # a 1-channel checkpoint of our own loads unchanged
+    own = tmp_path / "own.pth"
+    torch.save(model.state_dict(), own)
+    again = create_backbone("resnet18", pretrained=own)
+    assert torch.equal(again.conv1.weight, model.conv1.weight)
+
+
+def test_create_backbone_errors(tmp_path):
+    with pytest.raises(ConfigError, match="resnet50"):
+        create_backbone("resnet5")
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(ConfigError, match="nope.pth"):
+        create_backbone("resnet18", pretrained=missing)
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ConfigError, match="r18.pth"):
+        create_backbone("resnet50", pretrained=tmp_path / "r18.pth")
+
+
+def test_backbone_heads():
+    model = create_backbone("test_resnet").eval()
+    x = torch.randn(3, 1, 64, 32)
+    intermediates, final = encode_multiscale(model, x)
+    assert len(intermediates) == 5
+    assert pooled_features(model, final).shape == (3, num_pooled_features(model))
+    assert classifier_logits(model, final).shape == (3,)
+    # a model whose pre-logits width differs from num_features
+    mnv3 = create_backbone("mobilenetv3_small_100").eval()
+    _, final = encode_multiscale(mnv3, x)
+    assert pooled_features(mnv3, final).shape[1] == num_pooled_features(mnv3) != mnv3.num_features
