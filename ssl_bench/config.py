@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class DataConfig:
     split: str = "patient"  # "patient": grouped by patient; "image": image-level folds
     folds: int = 5
     on_bad_image: str = "fail"  # "fail" | "skip"
-    cache_dir: str = "~/.cache/ssl_bench"
+    cache_dir: str = field(default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"))
     workers: int = 0  # decoding processes; 0 = one per CPU core
 
 

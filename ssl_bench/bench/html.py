@@ -11,7 +11,7 @@ import pandas as pd
 from .. import __version__
 from ..engine.metrics import METRICS
 from .render import (METRIC_TITLES, P_NOTE, UNITS, describe_setup, leaderboard_display,
-                     per_fold_display, provenance_display, reference_display)
+                     numeric_columns, per_fold_display, provenance_display, reference_display)
 from .report import Report
 from .roc import png_base64
 
@@ -22,7 +22,7 @@ CSS = """
 body { margin: 0; background: #fff; color: var(--ink);
        font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans",
              "Liberation Sans", sans-serif; }
-main { max-width: 1320px; margin: 0 auto; padding: 28px 32px 40px; }
+main { max-width: 1360px; margin: 0 auto; padding: 28px 32px 40px; }
 h1 { font-size: 24px; margin: 0 0 6px; }
 h2 { font-size: 18px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 2px solid var(--line); }
 h3 { font-size: 15px; margin: 0 0 6px; }
@@ -31,10 +31,12 @@ p { margin: 4px 0; }
 .muted, .units, figcaption, footer { color: var(--muted); }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
-th { background: var(--head); font-weight: 600; border-bottom: 2px solid var(--line); vertical-align: bottom; }
-td.text, th.text { text-align: left; }
-td.warn { text-align: left; color: var(--bad); white-space: normal; min-width: 220px; }
+th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+.num { text-align: right; } .text { text-align: left; }
+th { background: var(--head); font-weight: 600; border-bottom: 2px solid var(--line); vertical-align: bottom;
+     white-space: normal; }
+.board th { max-width: 110px; }
+td.warn { text-align: left; color: var(--bad); white-space: normal; min-width: 170px; font-size: 13px; }
 tbody tr:hover { background: #fafbfd; }
 .board td.best { font-weight: 700; }
 .board td.method { font-weight: 600; }
@@ -42,15 +44,15 @@ td.sig { font-weight: 700; color: var(--accent); }
 tr.paper td { color: var(--muted); font-style: italic; }
 tr.diff td { border-bottom: 2px solid var(--line); }
 td.pos { color: var(--good); } td.neg { color: var(--bad); }
-tr.summary td { font-weight: 600; background: var(--head); }
+td.summary { font-weight: 600; background: var(--head); }
 ul.notes { margin: 10px 0 0; padding-left: 20px; max-width: 1100px; }
 ul.notes li { margin: 3px 0; }
 .pnote { font-weight: 600; }
 .figure-row { display: flex; gap: 28px; align-items: flex-start; flex-wrap: wrap; }
 figure { margin: 0; }
 figure img { width: 560px; max-width: 100%; height: auto; border: 1px solid var(--line); }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(620px, 1fr)); gap: 18px 28px; }
-.grid table { width: 100%; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 22px 36px; }
+.fold th, .fold td { padding: 4px 8px; font-size: 13px; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 0 0 14px; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 .prov td { font-size: 12.5px; text-align: left; }
@@ -58,19 +60,18 @@ footer { margin-top: 36px; font-size: 12px; }
 @media print { main { max-width: none; padding: 0; } h2 { break-after: avoid; } }
 """
 
-_TEXT_COLUMNS = {"Method", "Source", "Warning", "Run", "Fold"}
-
-
 def _table(df: pd.DataFrame, css: str = "", cell_classes=None, row_classes=None) -> str:
-    """An escaped HTML table; ``cell_classes(i, col, value) -> list`` adds classes to cells."""
-    head = "".join(f'<th class="{"text" if c in _TEXT_COLUMNS else ""}">{escape(str(c))}</th>' for c in df.columns)
+    """An escaped HTML table, numbers right-aligned; ``cell_classes(i, col, value) -> list`` and
+    ``row_classes(i) -> str`` add CSS classes."""
+    right = set(numeric_columns(df))
+    head = "".join(f'<th class="{"num" if c in right else "text"}">{escape(str(c))}</th>' for c in df.columns)
     rows = []
     for i, row in enumerate(df.itertuples(index=False)):
         cells = []
         for col, value in zip(df.columns, row):
-            classes = (["text"] if col in _TEXT_COLUMNS else []) + (cell_classes(i, col, str(value)) if cell_classes else [])
-            cls = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{cls}>{escape(str(value))}</td>")
+            classes = ["num" if col in right else "text"]
+            classes += cell_classes(i, col, str(value)) if cell_classes else []
+            cells.append(f'<td class="{" ".join(classes)}">{escape(str(value))}</td>')
         rc = row_classes(i) if row_classes else ""
         attr = f' class="{rc}"' if rc else ""
         rows.append(f"<tr{attr}>{''.join(cells)}</tr>")
@@ -117,7 +118,7 @@ def _reference(report: Report) -> str:
         return {"ours - paper": "diff"}.get(sources[i], "paper" if sources[i].startswith("paper") else "")
 
     def cells(i, col, value):
-        if sources[i] == "ours - paper" and col not in _TEXT_COLUMNS:
+        if sources[i] == "ours - paper" and col not in ("Method", "Source"):
             return ["pos"] if value.startswith("+") and value.strip("+0.") else (["neg"] if value.startswith("-") else [])
         return []
 
@@ -130,8 +131,7 @@ def _folds(report: Report) -> str:
     cards = []
     for run in report.runs:
         df = per_fold_display(report, run.method)
-        last = len(df) - 1
-        table = _table(df, "fold", row_classes=lambda i, last=last: "summary" if i == last else "")
+        table = _table(df, "fold", cell_classes=lambda i, col, v: ["summary"] if col == "Mean ± std" else [])
         cards.append(f'<div class="card"><h3>{escape(run.method)}</h3>{table}</div>')
     return f'<h2>Per-fold results</h2><div class="grid">{"".join(cards)}</div>'
 

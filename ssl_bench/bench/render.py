@@ -13,13 +13,13 @@ import pandas as pd
 
 from ..engine.metrics import METRICS
 from .report import Report, reference_comparison
-from .runs import dataset_summary, provenance_table
+from .runs import dataset_summary, provenance_table, run_dates
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
 SECTIONS = ("leaderboard", "notes", "figure", "reference", "folds", "provenance")
 P_NOTE = "not corrected for multiple comparisons"
-TEXT_COLUMNS = frozenset({"Method", "Source", "Warning", "Run", "Fold"})
+TEXT_COLUMNS = frozenset({"Method", "Source", "Warning", "Run", "Metric"})
 
 
 def _nan(v: Any) -> bool:
@@ -62,6 +62,7 @@ def describe_setup(report: Report) -> str:
             f" · sorted by {sort}")
 
 
+_SPLITS = {"patient": "grouped by patient (--split patient)", "image": "image-level (--split image)"}
 UNITS = ("Values in percent: mean ± sample std (ddof=1) over folds; pooled AUC over all out-of-fold "
          "predictions with a 95% DeLong confidence interval (logit). Threshold 0.5.")
 
@@ -102,15 +103,20 @@ def reference_display(report: Report) -> pd.DataFrame:
 
 
 def per_fold_display(report: Report, method: str) -> pd.DataFrame:
+    """One row per metric, one column per fold (missing folds marked), then mean ± std."""
+    run = next(r for r in report.runs if r.method == method)
     df = report.per_fold[method]
-    out = pd.DataFrame({"Fold": [str(k) for k in df.index], "Images": df["n"].astype(str),
-                        "Malignant": df["n_malignant"].astype(str)})
-    for m in METRICS:
-        out[METRIC_TITLES[m]] = [fmt_value(v) for v in df[m]]
     row = report.table.set_index("method").loc[method]
-    summary = {"Fold": "mean ± std", "Images": str(int(df["n"].sum())), "Malignant": str(int(df["n_malignant"].sum()))}
-    summary.update({METRIC_TITLES[m]: fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS})
-    return pd.concat([out, pd.DataFrame([summary])], ignore_index=True)
+    out: dict[str, list[str]] = {"Metric": ["Images", "Malignant", *(METRIC_TITLES[m] for m in METRICS)]}
+    for k in range(run.n_folds):
+        if k in df.index:
+            f = df.loc[k]
+            out[f"Fold {k}"] = [str(int(f["n"])), str(int(f["n_malignant"])), *(fmt_value(f[m]) for m in METRICS)]
+        else:
+            out[f"Fold {k}"] = ["missing", *(["–"] * (1 + len(METRICS)))]
+    out["Mean ± std"] = [f"Σ {int(df['n'].sum())}", f"Σ {int(df['n_malignant'].sum())}",
+                         *(fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS)]
+    return pd.DataFrame(out)
 
 
 def provenance_display(report: Report) -> tuple[list[tuple[str, str]], pd.DataFrame]:
@@ -120,9 +126,10 @@ def provenance_display(report: Report) -> tuple[list[tuple[str, str]], pd.DataFr
     facts = [
         ("Dataset", f"{ds['name']}: {ds['n_images']} images ({ds['n_benign']} benign, "
                     f"{ds['n_malignant']} malignant), {ds['n_patients']} patients (from {ds['source']})"),
-        ("Split", f"{run.data.get('split', '?')} ({'grouped by patient' if run.data.get('split') == 'patient' else 'image-level'}), "
-                  f"stratified, {run.n_folds} folds, seed {run.config.get('seed', '?')}"),
+        ("Split", f"{_SPLITS.get(run.data.get('split'), run.data.get('split', '?'))}, stratified by label; "
+                  f"{run.n_folds} folds, seed {run.config.get('seed', '?')}"),
     ]
+    facts.append(("Run dates", run_dates(report.runs)))
     table = provenance_table(report.runs)
     shared = [c for c in table.columns if c not in ("method", "run") and table[c].astype(str).nunique() == 1]
     for c in shared:
@@ -168,7 +175,7 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-_NUMERIC = re.compile(r"^([-+]?[\d.]+( ± [\d.]+)?( \[[\d.]+, [\d.]+\])?|<[\d.]+|[–-]|n/a|baseline)?$")
+_NUMERIC = re.compile(r"^([-+]?[\d.]+( ± [\d.]+)?( \[[\d.]+, [\d.]+\])?|<[\d.]+|Σ \d+|[–-]|n/a|baseline|missing)?$")
 
 
 def numeric_columns(df: pd.DataFrame) -> list[str]:
@@ -207,35 +214,45 @@ _SHORT = {"Accuracy": "Acc.", "Sensitivity": "Sens.", "Specificity": "Spec.", "M
           "Pooled AUC [95% CI]": "Pooled AUC"}
 
 
-def _rich_table(df: pd.DataFrame, width: int) -> Any:
-    """A rich table that keeps numbers whole. When one line per row does not fit the terminal,
-    headers are abbreviated and ``mean ± std`` / ``AUC [CI]`` cells stack on two lines; when even
-    that does not fit, rich wraps the cells (nothing is ever cut off)."""
+def _rich_tables(df: pd.DataFrame, width: int) -> list[Any]:
+    """Rich tables that keep every number whole in a terminal ``width`` columns wide. When one line
+    per row does not fit, headers are abbreviated and ``mean ± std`` / ``AUC [CI]`` cells stack on
+    two lines; when that does not fit either, the columns are split over several tables, each
+    repeating the key columns (method, source, fold)."""
     from rich import box
     from rich.table import Table
 
     free = {"Warning", "Run"}
 
-    def widths(frame: pd.DataFrame) -> dict[str, int]:
-        return {c: max([len(w) for w in str(c).split()] + [len(line) for v in frame[c] for line in str(v).split("\n")])
-                for c in frame.columns}
+    def col_width(frame: pd.DataFrame, c: str) -> int:
+        cells = [len(line) for v in frame[c] for line in str(v).split("\n")]
+        return max(cells, default=0) if c in free else max(cells + [len(str(c))])
 
-    def fits(frame: pd.DataFrame) -> bool:
-        return sum(w + 2 for c, w in widths(frame).items() if c not in free) <= width
+    def fits(frame: pd.DataFrame, cols) -> bool:  # cells + 3 between columns (pad, rule, pad)
+        fixed = [c for c in cols if c not in free]
+        return sum(col_width(frame, c) for c in fixed) + 3 * (len(fixed) - 1) <= width
 
     right = set(numeric_columns(df))
-    if not fits(df):
-        df = df.map(lambda v: str(v).replace(" ± ", "\n± ").replace(" [", "\n["))
-        df = df.rename(columns=lambda c: _SHORT.get(c, re.sub(r" vs .*$", "", c)))
-        right = {_SHORT.get(c, re.sub(r" vs .*$", "", c)) for c in right}
-    keep = fits(df)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for col, w in widths(df).items():
-        table.add_column(str(col), justify="right" if col in right else "left", overflow="fold",
-                         min_width=w if keep and col not in free else None)
-    for row in df.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    return table
+    if not fits(df, df.columns):
+        short = {c: _SHORT.get(c, re.sub(r" vs .*$", "", c)) for c in df.columns}
+        df = df.map(lambda v: str(v).replace(" ± ", "\n± ").replace(" [", "\n[")).rename(columns=short)
+        right = {short[c] for c in right}
+    keys = [c for c in df.columns if c in ("#", "Method", "Source", "Metric")]
+    groups: list[list[str]] = [[]]
+    for c in (c for c in df.columns if c not in keys):
+        if groups[-1] and not fits(df, keys + groups[-1] + [c]):
+            groups.append([])
+        groups[-1].append(c)
+    tables = []
+    for group in groups:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+        for col in keys + group:
+            table.add_column(str(col), justify="right" if col in right else "left", overflow="fold",
+                             min_width=None if col in free else col_width(df, col))
+        for row in df[keys + group].itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        tables.append(table)
+    return tables
 
 
 def print_report(report: Report, console: Any = None, sections: Sequence[str] = SECTIONS) -> None:
@@ -248,7 +265,10 @@ def print_report(report: Report, console: Any = None, sections: Sequence[str] = 
         if i and kind in ("h2", "h3", "table"):
             console.print()
         if kind == "table":
-            console.print(_rich_table(content, console.width))
+            for j, table in enumerate(_rich_tables(content, console.width)):
+                if j:
+                    console.print()
+                console.print(table)
         elif kind == "ul":
             console.print(Markdown("\n".join(f"- {item}" for item in content)))
         elif kind != "img":

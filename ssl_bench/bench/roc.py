@@ -52,7 +52,8 @@ def roc_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], titl
 def report_figure(report: Report) -> Figure:
     run = report.runs[0]
     title = f"Pooled out-of-fold ROC, {report.dataset}, {run.n_folds}-fold CV"
-    return roc_figure(pooled_curves(report), title=title, baseline=report.baseline)
+    curves = sorted(pooled_curves(report), key=lambda c: -c[3] if not math.isnan(c[3]) else math.inf)
+    return roc_figure(curves, title=title, baseline=report.baseline)
 
 
 def save_roc(report: Report, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:

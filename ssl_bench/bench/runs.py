@@ -266,6 +266,17 @@ def dataset_summary(runs: list[RunResult]) -> dict[str, Any]:
             **{k: info.get(k, counted[k]) if info else counted[k] for k in counted}}
 
 
+def run_dates(runs: list[RunResult]) -> str:
+    """First start to last finish over the runs (ISO times from env.json)."""
+    started = sorted(str(r.env["started"]) for r in runs if r.env.get("started"))
+    finished = sorted(str(r.env["finished"]) for r in runs if r.env.get("finished"))
+    if not started and not finished:
+        return "unknown"
+    unfinished = sum(1 for r in runs if not r.env.get("finished"))
+    text = f"{started[0] if started else '?'} to {finished[-1] if finished else '?'}"
+    return text + (f" ({unfinished} run(s) without a finish time)" if unfinished else "")
+
+
 def provenance_table(runs: list[RunResult]) -> pd.DataFrame:
     """One row per run: where it is, how it was trained, with what software, on what, when."""
     rows = []
@@ -281,13 +292,12 @@ def provenance_table(runs: list[RunResult]) -> pd.DataFrame:
             "profile": r.config.get("profile", "?"),
             "image size": _size(r.data.get("image_size")),
             "epochs (pretext)": f"{train.get('epochs', '?')} ({train.get('pretext_epochs', '?')})",
-            "batch": train.get("batch_size", "?"),
-            "lr": train.get("lr", "?"),
+            "batch size": train.get("batch_size", "?"),
+            "learning rate": train.get("lr", "?"),
             "device": env.get("device", "?"),
             "versions": " ".join(f"{k} {env[k]}" for k in ("ssl_bench", "torch", "timm", "python")
                                  if env.get(k)) or "?",
             "git commit": _short(env.get("git_commit")),
-            "started": env.get("started", "?"),
             "finished": env.get("finished", "?"),
         })
     return pd.DataFrame(rows)

@@ -46,9 +46,11 @@ def _check(labels, *score_vectors) -> tuple[np.ndarray, np.ndarray]:
     y = y.astype(bool)
     if y.all() or not y.any():
         raise ValueError("the ROC AUC needs both classes: labels hold a single class")
-    scores = np.vstack([np.asarray(s, dtype=float).ravel() for s in score_vectors])
-    if scores.shape[1] != y.size:
-        raise ValueError(f"scores hold {scores.shape[1]} values for {y.size} labels")
+    vectors = [np.asarray(s, dtype=float).ravel() for s in score_vectors]
+    for v in vectors:
+        if v.size != y.size:
+            raise ValueError(f"scores hold {v.size} values for {y.size} labels")
+    scores = np.vstack(vectors)
     if not np.isfinite(scores).all():
         raise ValueError("scores must be finite (no NaN or inf)")
     return y, scores

@@ -80,9 +80,10 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     out_dir = Path(first.out).expanduser()
     complete = [p for p, s in zip(result.run_dirs, result.summaries.values()) if s is not None]
     if complete:
-        from ..bench.leaderboard import print_and_write_leaderboard
+        from ..bench.report import write_leaderboard
 
-        print_and_write_leaderboard(complete, out_dir, reference, out_console)
+        paths = write_leaderboard(complete, out_dir, reference=reference, console=out_console)
+        out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
     if result.failed:
         err_console.print(f"[bold red]{len(result.failed)} job(s) failed[/] (tracebacks in <run>/failed/):")
         for o in result.failed:

@@ -25,6 +25,7 @@ pixel data) raises :class:`ssl_bench.errors.DataError` naming the file and the r
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     path = Path(path)
     where = str(path)
     try:
-        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path)
     except FileNotFoundError:
         raise DataError(f"{where}: file not found") from None
     except InvalidDicomError as exc:
@@ -76,6 +79,9 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     except Exception as exc:  # truncated header, bad element lengths...
         raise DataError(f"{where}: unreadable DICOM ({type(exc).__name__}: {exc})") from None
 
+    truncated = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
+    if truncated:
+        raise DataError(f"{where}: truncated file ({truncated[0]})")
     if "PixelData" not in ds:
         kind = getattr(ds, "SOPClassUID", None)
         kind = f" ({kind.name})" if kind is not None and hasattr(kind, "name") else ""

@@ -61,6 +61,7 @@ TABLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "findi
 MIN_SIZE = 16
 BETA = 3.0  # power-law exponent of the anatomical background (Burgess et al. 2001)
 SINGLE_VIEW_SHARE = 0.1  # target share of patients with one breast seen in a single view
+SPICULE_WIDTH = 0.0018  # in image heights (1.4 px at 768x384)
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,15 @@ def _spread_views(n_patients: int, n_images: int, n_malignant: int) -> tuple[int
     for n3 in sorted(candidates, key=lambda n: abs(n - target)):
         low, high = max(0, n3 - n_benign), min(n3, n_malignant)
         low += (low - n_malignant) % 2  # a has the parity of n_malignant
+        high -= (high - n_malignant) % 2
         if low <= high:
             share = round(n3 * n_malignant / n_images)
             a = int(np.clip(share - (share - n_malignant) % 2, low, high))
             return n3, a
     raise ValueError(
-        f"cannot split {n_images} images of {n_patients} patients into breasts with "
-        f"{n_malignant} malignant images: with every breast in both views each class needs an "
-        "even number of images; change n_benign or n_malignant by one"
+        f"cannot give {n_patients} patients {n_images} images with {n_malignant} malignant: "
+        f"{n_images} images of {n_patients} patients means every breast is seen in both views, "
+        "so each class needs an even number of images; change n_benign or n_malignant by one"
     )
 
 
@@ -262,8 +264,8 @@ def _plan_lesion(finding: str, rng) -> dict:
         "seed": int(rng.integers(2**31)),
     }
     if "mass" in finding:
-        lesion["radius"] = rng.uniform(0.014, 0.035)
-        lesion["contrast"] = rng.uniform(0.07, 0.16)
+        lesion["radius"] = rng.uniform(0.015, 0.04)
+        lesion["contrast"] = rng.uniform(0.08, 0.18)
     return lesion
 
 
@@ -283,7 +285,7 @@ def _draw_mass(canvas, center_px, lesion: dict, kind: str, scale: float, rng) ->
     radius = lesion["radius"] * scale
     contrast = lesion["contrast"]
     spiculated = kind == "spiculated_mass"
-    spicule_lengths = radius * rng.uniform(1.0, 2.4, size=rng.integers(8, 19)) if spiculated else []
+    spicule_lengths = radius * rng.uniform(1.2, 2.8, size=rng.integers(10, 23)) if spiculated else []
     window, dy, dx = _stamp(canvas, center_px, radius * 1.3 + max(spicule_lengths, default=0.0))
     theta = np.arctan2(dy, dx)
     if kind == "oval_mass":
@@ -299,8 +301,8 @@ def _draw_mass(canvas, center_px, lesion: dict, kind: str, scale: float, rng) ->
         q = np.hypot(dy, dx) / (radius * outline)
     if spiculated:  # ill-defined margin
         value = contrast * special.expit((1 - q) / 0.12) * np.clip(1.3 - 0.3 * q, 0, 1)
-        width_px = max(0.0012 * scale, 0.5)
-        strength = contrast * rng.uniform(0.35, 0.6) * min(1.0, 0.0012 * scale / 0.5)
+        width_px = max(SPICULE_WIDTH * scale, 0.5)
+        strength = contrast * rng.uniform(0.45, 0.75) * SPICULE_WIDTH * scale / width_px
         for length in spicule_lengths:
             angle = rng.uniform(0, 2 * np.pi)
             bend = rng.normal(0, 0.15) / radius
@@ -329,12 +331,12 @@ def _draw_specks(canvas, center_px, offsets, radii, elongations, contrasts, scal
 
 
 def _draw_pleomorphic(canvas, center_px, scale, rng) -> None:
-    n = int(rng.integers(8, 25))
-    spread = rng.uniform(0.004, 0.009)
+    n = int(rng.integers(10, 31))
+    spread = rng.uniform(0.004, 0.01)
     offsets = rng.normal(0, spread, size=(n, 2))
-    radii = rng.uniform(0.0006, 0.0016, size=n)
+    radii = rng.uniform(0.0007, 0.0018, size=n)
     _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1, 3.5, size=n),
-                 rng.uniform(0.2, 0.45, size=n), scale, flat_top=False, rng=rng)
+                 rng.uniform(0.25, 0.5, size=n), scale, flat_top=False, rng=rng)
 
 
 def _draw_coarse(canvas, center_px, scale, rng) -> None:
@@ -381,16 +383,19 @@ def render_view(shape: tuple[int, int], traits: dict, geometry: dict, finding: s
     """One canonical image (chest wall left), float32 in [0, 1]."""
     height, width = shape
     scale = float(height)  # pixels per image height
+    a, cy, p = geometry["a"], geometry["cy"], geometry["squareness"]
+    bump, bump_angle = geometry["nipple"]
+    # the breast lies in the first `cols` columns; the rest is background, not worth computing
+    reach = a * (1 + bump + sum(abs(e) for e, _ in geometry["harmonics"]))
+    cols = min(width, int(reach * scale) + 2)
     ys = ((np.arange(height, dtype=np.float32) + 0.5) / scale)[:, None]
-    xs = ((np.arange(width, dtype=np.float32) + 0.5) / scale)[None, :]
+    xs = ((np.arange(cols, dtype=np.float32) + 0.5) / scale)[None, :]
 
     # silhouette: normalised radius rho (1 on the skin) and distance to the skin
-    a, cy, p = geometry["a"], geometry["cy"], geometry["squareness"]
     dy = ys - cy
     b = np.where(dy < 0, geometry["b_up"], geometry["b_down"]).astype(np.float32)
     rho = ((xs / a) ** p + np.abs(dy / b) ** p) ** (1 / p)
     theta = np.arctan2(dy / b, xs / a)
-    bump, bump_angle = geometry["nipple"]
     outline = 1 + sum(e * np.cos(k * theta + ph) for k, (e, ph) in enumerate(geometry["harmonics"], 2))
     outline = outline + bump * np.exp(-0.5 * ((theta - bump_angle) / 0.07) ** 2)
     rho = rho / outline
@@ -401,6 +406,7 @@ def render_view(shape: tuple[int, int], traits: dict, geometry: dict, finding: s
     # fibroglandular tissue: power-law noise, part of it resampled on a fan around the nipple
     # (stretched along the radius) so that structures run toward the nipple like ducts
     isotropic, source = _power_law_pair(rng, shape)
+    isotropic = isotropic[:, :cols]
     nipple_x = a * (1 + bump)
     to_nipple = np.sqrt((nipple_x - xs) ** 2 + dy * dy)
     fan = np.arctan2(dy, nipple_x - xs)
@@ -410,11 +416,11 @@ def render_view(shape: tuple[int, int], traits: dict, geometry: dict, finding: s
     field = 0.8 * isotropic + 0.6 * ducts
     patchiness = sum(
         0.2 * np.cos(2 * np.pi * (fy * ys + fx * xs) + phase)
-        for fy, fx, phase in rng.uniform((-1.5, -1.5, 0), (1.5, 1.5, 2 * np.pi), size=(3, 3))
+        for fy, fx, phase in rng.uniform((-1.5, -1.5, 0), (1.5, 1.5, 2 * np.pi), size=(3, 3)).tolist()
     )
     envelope = _smoothstep(rho, 0.97, 0.55) * _smoothstep(xs / a, 0.02, 0.2) * (1 + patchiness)
     fraction = 0.1 + 0.55 * traits["density"]
-    threshold = special.ndtri(1 - fraction) * np.std(field)
+    threshold = float(special.ndtri(1 - fraction) * field.std())
     dense = np.clip(envelope, 0, 1) * (0.5 + 0.5 * np.tanh((field - threshold) / 0.7))
 
     thickness = 0.5 + 0.5 * (1 - np.exp(-inside / 0.05))
@@ -425,14 +431,15 @@ def render_view(shape: tuple[int, int], traits: dict, geometry: dict, finding: s
         shade = pectoral["level"] * (1 - 0.25 * ys / pectoral["height"] + 0.04 * isotropic)
         tissue = tissue * (1 - muscle) + shade * muscle
 
-    lesions = np.zeros(shape, np.float32)
+    lesions = np.zeros((height, cols), np.float32)
     _draw_finding(lesions, geometry, finding, lesion, view, scale)
     skin = 0.12 * np.exp(-0.5 * (inside / max(0.0025, 0.7 / scale)) ** 2)
     breast = tissue + skin + thickness * lesions
 
     # background near 0; quantum-like noise growing with the signal
     noise = rng.standard_normal(shape, dtype=np.float32)
-    image = mask * breast + (1 - mask) * 0.015 + (0.006 + 0.008 * np.sqrt(mask * breast)) * noise
+    image = 0.015 + 0.006 * noise
+    image[:, :cols] += mask * (breast - 0.015) + 0.008 * np.sqrt(mask * breast) * noise[:, :cols]
     return np.clip(image, 0, 1)
 
 

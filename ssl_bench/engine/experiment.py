@@ -43,7 +43,10 @@ class PreparedRun:
 
 
 def _comparable(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in _VOLATILE_KEYS}
+    """The settings that decide a run's results (not where files go or how fast it runs)."""
+    out = {k: v for k, v in d.items() if k not in _VOLATILE_KEYS}
+    out["data"] = {k: v for k, v in (d.get("data") or {}).items() if k not in ("cache_dir", "workers")}
+    return out
 
 
 def check_existing_config(rundir: RunDir, cfg: Config) -> None:

@@ -1,0 +1,4 @@
+"""``python -m ssl_bench.cli`` = ``ssl-bench``."""
+from . import main
+
+main()

@@ -1,0 +1,191 @@
+"""``ssl-bench data synth|prepare|verify``: generate a dataset, fill the image cache, check a dataset."""
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ..config import Config, DataConfig, parse_image_size, parse_scalar, parse_set_option, set_value
+from ..errors import ConfigError
+from ..data import cbis_ddsm, inbreast, manifest, vindr  # noqa: F401  (their decorators register them)
+
+out_console = Console()
+_DEFAULTS = DataConfig()
+
+
+def dataset_options(f):
+    """Options shared by ``prepare`` and ``verify``."""
+    opts = [
+        click.option("--dataset", default=_DEFAULTS.dataset, show_default=True,
+                     help="Registered dataset (ssl-bench list datasets)."),
+        click.option("--data-root", default=None, help="Folder of the dataset as its owners ship it."),
+        click.option("--image-size", default="x".join(map(str, _DEFAULTS.image_size)), show_default=True,
+                     help="HEIGHTxWIDTH of the preprocessed images."),
+        click.option("--cache-dir", default=_DEFAULTS.cache_dir, show_default=True,
+                     help="Folder of the decoded-image cache."),
+        click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True,
+                     help="Decoding processes (0: one per CPU core)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Dataset option, e.g. --set params.inbreast.birads3=benign"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_config(dataset, data_root, image_size, cache_dir, workers, on_bad_image, sets) -> Config:
+    cfg = Config()
+    set_value(cfg, "data.dataset", dataset)
+    set_value(cfg, "data.root", data_root)
+    cfg.data.image_size = parse_image_size(image_size, "--image-size")
+    set_value(cfg, "data.cache_dir", cache_dir)
+    set_value(cfg, "data.workers", workers)
+    set_value(cfg, "data.on_bad_image", on_bad_image)
+    for item in sets:
+        key, value = parse_set_option(item)
+        set_value(cfg, key, value)
+    return cfg
+
+
+@click.group("data")
+def data() -> None:
+    """Generate, prepare (decode + cache) and verify datasets."""
+
+
+# ------------------------------------------------------------------------------------- synth
+
+
+@data.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--format", "fmt", type=click.Choice(["png", "dicom"]), default="png", show_default=True)
+@click.option("--layout", type=click.Choice(["flat", "inbreast"]), default=None,
+              help="flat (PNGs + labels.csv) or inbreast (AllDICOMs/ + INbreast.csv). "
+                   "Default: flat for png, inbreast for dicom.")
+@click.option("--image-size", default="768x384", show_default=True, help="HEIGHTxWIDTH.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--compress", type=click.Choice(["none", "rle", "j2k"]), default="none", show_default=True,
+              help="DICOM transfer syntax: uncompressed, RLE Lossless or JPEG 2000 Lossless.")
+@click.option("--bits-stored", type=click.Choice(["14", "16"]), default="14", show_default=True,
+              help="DICOM BitsStored.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Generator option, e.g. --set params.synthetic.n_patients=20")
+def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> None:
+    """Write the synthetic cohort as PNG files or as an INbreast-style DICOM tree."""
+    from ..data import synthetic_mammo
+
+    layout = layout or ("flat" if fmt == "png" else "inbreast")
+    if (fmt, layout) not in (("png", "flat"), ("dicom", "inbreast")):
+        raise ConfigError(f"--format {fmt} --layout {layout} is not available; use "
+                          "--format png --layout flat or --format dicom --layout inbreast")
+    size = parse_image_size(image_size, "--image-size")
+    kwargs = _generator_options(sets, synthetic_mammo.generate)
+    started = time.perf_counter()
+    try:
+        if fmt == "png":
+            csv = synthetic_mammo.write_png_set(out, image_size=size, seed=seed, **kwargs)
+            n = sum(1 for _ in open(csv)) - 1
+            where = f"{csv} + {Path(out) / 'images'}/"
+        else:
+            from ..data.inbreast_writer import write_inbreast_tree
+
+            table, images = synthetic_mammo.generate(image_size=size, seed=seed, **kwargs)
+            write_inbreast_tree(out, images, table, bits_stored=int(bits_stored),
+                                compress=None if compress == "none" else compress)
+            n = len(table)
+            where = f"{Path(out) / 'AllDICOMs'}/ + {Path(out) / 'INbreast.csv'}"
+    except ValueError as exc:
+        raise ConfigError(f"cannot generate the synthetic set: {exc}") from None
+    out_console.print(f"wrote {n} images ({fmt}, {layout}, {size[0]}x{size[1]}) to {where} "
+                      f"in {time.perf_counter() - started:.1f} s", soft_wrap=True)
+
+
+def _generator_options(sets, generate) -> dict:
+    valid = [p for p in inspect.signature(generate).parameters if p not in ("image_size", "seed", "orientation")]
+    kwargs = {}
+    for item in sets:
+        key, value = parse_set_option(item)
+        parts = key.split(".")
+        if len(parts) != 3 or parts[:2] != ["params", "synthetic"]:
+            raise ConfigError(f"--set {key}: data synth takes params.synthetic.<option> "
+                              f"(options: {', '.join(valid)})")
+        if parts[2] not in valid:
+            raise ConfigError(f"unknown option '{parts[2]}' for the synthetic generator; valid: {', '.join(valid)}")
+        kwargs[parts[2]] = parse_scalar(value)
+    return kwargs
+
+
+# ----------------------------------------------------------------------------------- prepare
+
+
+@data.command("prepare")
+@dataset_options
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Stop with the list of bad inputs, or leave them out.")
+def prepare(dataset, data_root, image_size, cache_dir, workers, sets, on_bad_image) -> None:
+    """Decode and preprocess every image once into the cache (later runs load it in seconds)."""
+    from ..data.loading import build_dataset
+
+    cfg = build_config(dataset, data_root, image_size, cache_dir, workers, on_bad_image, sets)
+    ds = build_dataset(cfg)
+    started = time.perf_counter()
+    loaded = ds.load()
+    elapsed = time.perf_counter() - started
+    table = _counts_table(f"dataset '{dataset}' prepared", loaded.samples)
+    table.add_row("skipped inputs", str(len(loaded.skipped)))
+    table.add_row("image size", f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]}")
+    table.add_row("cache", str(Path(cfg.data.cache_dir).expanduser()))
+    table.add_row("elapsed", f"{elapsed:.1f} s")
+    out_console.print(table)
+    for problem in loaded.skipped:
+        out_console.print(f"[yellow]skipped[/] {problem}", soft_wrap=True, highlight=False, markup=True)
+
+
+# ------------------------------------------------------------------------------------ verify
+
+
+@data.command("verify")
+@dataset_options
+def verify(dataset, data_root, image_size, cache_dir, workers, sets) -> None:
+    """Count images per class and patients, and list every problem; exit 1 if there are any."""
+    from ..data.base import MammoDataset
+    from ..data.cache import load_cached_images
+    from ..data.loading import build_dataset
+
+    cfg = build_config(dataset, data_root, image_size, cache_dir, workers, "skip", sets)
+    ds = build_dataset(cfg)
+    if type(ds).load is MammoDataset.load:
+        # scan + decode without load()'s checks, so that every problem is listed even when
+        # no image is usable
+        samples, problems = ds.scan()
+        _, bad = load_cached_images(samples, ds.image_size, ds.cache_dir, workers=ds.workers)
+        failed = {p.file for p in bad}
+        samples = samples[~samples["path"].isin(failed).to_numpy()]
+        problems = problems + bad
+    else:
+        loaded = ds.load()
+        samples, problems = loaded.samples, list(loaded.skipped)
+    out_console.print(_counts_table(f"dataset '{dataset}'", samples))
+    if problems:
+        out_console.print(f"[bold red]{len(problems)} problem(s):[/]")
+        for problem in problems:
+            out_console.print(f"  - {problem}", soft_wrap=True, highlight=False, markup=False)
+        click.get_current_context().exit(1)
+    out_console.print("[green]no problems found[/]")
+
+
+def _counts_table(title: str, samples) -> Table:
+    labels = samples["label"].to_numpy(dtype=np.int64) if len(samples) else np.zeros(0, np.int64)
+    table = Table(title=title, show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("images", str(len(samples)))
+    table.add_row("benign (0)", str(int((labels == 0).sum())))
+    table.add_row("malignant (1)", str(int((labels == 1).sum())))
+    table.add_row("patients", str(samples["patient_id"].nunique() if len(samples) else 0))
+    return table
+

@@ -1,0 +1,21 @@
+"""Shared test set-up: one temporary cache for the whole session (generated datasets are
+cached there once), and torch limited to one thread (tiny tensors run faster that way)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ssl_bench_cache")
+    old = os.environ.get("SSL_BENCH_CACHE_DIR")
+    os.environ["SSL_BENCH_CACHE_DIR"] = str(path)
+    torch.set_num_threads(1)
+    yield path
+    if old is None:
+        os.environ.pop("SSL_BENCH_CACHE_DIR", None)
+    else:
+        os.environ["SSL_BENCH_CACHE_DIR"] = old

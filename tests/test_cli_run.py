@@ -1,0 +1,119 @@
+"""End to end through the CLI: a smoke TSBN run writes the whole run-directory contract, and
+user errors end with one clear line and a non-zero exit."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from sklearn.metrics import roc_auc_score
+
+from ssl_bench.cli import main
+from ssl_bench.engine.metrics import compute_metrics
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = CliRunner().invoke(
+        main, ["run", "--pretext", "gsim", "--transfer", "collab", "--profile", "smoke", "--out", str(out), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    return out / "gsim-collab-unet", result.output
+
+
+def test_run_directory_contract(smoke_run):
+    run, output = smoke_run
+    assert "profile smoke" in output and "pooled out-of-fold AUC" in output
+    for name in ("config.yaml", "env.json", "summary.json", "folds.csv"):
+        assert (run / name).is_file(), name
+    env = json.loads((run / "env.json").read_text())
+    assert {"ssl_bench", "torch", "timm", "git_commit", "device"} <= set(env)
+    folds = pd.read_csv(run / "folds.csv")
+    pooled = []
+    for k in range(5):
+        fold = run / "folds" / str(k)
+        metrics = json.loads((fold / "metrics.json").read_text())
+        assert set(metrics) == {"accuracy", "sensitivity", "specificity", "youden", "f1", "auc"}
+        preds = pd.read_csv(fold / "predictions.csv")
+        assert list(preds.columns) == ["image_id", "patient_id", "label", "score"]
+        assert set(preds["image_id"]) == set(folds.loc[folds["fold"] == k, "image_id"])
+        recomputed = compute_metrics(preds["label"], preds["score"])
+        assert metrics["auc"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]))
+        for key, value in recomputed.items():
+            assert metrics[key] == pytest.approx(value), key
+        state = torch.load(fold / "model.pt", weights_only=True)
+        assert state["backbone"] == "test_resnet" and "state_dict" in state
+        pooled.append(preds)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["folds"] == 5 and set(summary["mean"]) == set(summary["std"])
+    pooled = pd.concat(pooled)
+    assert summary["oof_auc"] == pytest.approx(roc_auc_score(pooled["label"], pooled["score"]))
+    # no patient in two folds
+    assert folds.groupby("patient_id")["fold"].nunique().max() == 1
+
+
+def test_config_yaml_reproduces_and_completed_folds_are_kept(smoke_run, tmp_path):
+    run, _ = smoke_run
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["pretext"] == "gsim" and cfg["transfer"] == "collab" and cfg["profile"] == "smoke"
+    before = {k: (run / "folds" / str(k) / "model.pt").stat().st_mtime_ns for k in range(5)}
+    result = CliRunner().invoke(main, ["run", "--config", str(run / "config.yaml"), "--out", str(run.parent), "--quiet"])
+    assert result.exit_code == 0, result.output
+    after = {k: (run / "folds" / str(k) / "model.pt").stat().st_mtime_ns for k in range(5)}
+    assert before == after
+
+
+def test_single_fold(tmp_path):
+    result = CliRunner().invoke(
+        main, ["run", "--pretext", "none", "--transfer", "finetune", "--profile", "smoke", "--fold", "2",
+               "--out", str(tmp_path), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "none-finetune"
+    assert (run / "folds" / "2" / "metrics.json").is_file()
+    assert not (run / "folds" / "0").exists() and not (run / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pretext", "gsmi", "--transfer", "collab"], "Did you mean 'gsim'"),
+        (["--pretext", "gsim", "--transfer", "colab"], "'collab'"),
+        (["--set", "train.lrr=1"], "unknown config key 'train.lrr'"),
+        (["--set", "params.gsim.dd=1", "--pretext", "gsim"], "unknown option 'dd' for 'gsim'"),
+        (["--image-size", "768by384"], "HEIGHTxWIDTH"),
+        (["--pretext", "simclr", "--transfer", "collab"], "cannot use pretext 'simclr'"),
+        (["--config", "/nonexistent/cfg.yaml"], "config file not found"),
+    ],
+)
+def test_user_errors_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["run", "--profile", "smoke", "--out", str(tmp_path), "--quiet", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(main, ["run", "--profile", "smoke", "--out", str(blocker / "runs"), "--quiet"])
+    assert result.exit_code == 2 and "cannot write to output folder" in result.output
+
+
+def test_console_script_typo_exits_nonzero_and_suggests():
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_bench.cli", "run", "--pretext", "gsmi", "--transfer", "collab"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "gsim" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_list_shows_components():
+    result = CliRunner().invoke(main, ["list", "pretexts"])
+    assert result.exit_code == 0
+    assert "gsim" in result.output and "built-in" in result.output
