@@ -6,9 +6,14 @@ registered twice raises, and an unknown name raises with the closest matches and
 that lists all of them.
 
 Built-in components live in ``ssl_bench``'s own modules and are imported the first time any
-registry is used; third-party components come from the entry-point group ``ssl_bench.plugins``
-(each entry point names a module whose decorators register). Plugins are loaded once, lazily; a
-plugin that fails to import or clashes with an existing name produces one warning naming it.
+registry is listed or looked up (``get``, ``create``, ``entry``, ``names``, ``in``);
+third-party components come from the entry-point group ``ssl_bench.plugins``: each entry point
+names a module (``rotation = "ssl_bench_rotation"``) whose decorators register, imported once per
+process, right after the built-ins. Every entry records its origin: ``built-in``, or the plugin
+distribution's ``name version``. A plugin that fails to import, or registers a name that already
+exists, produces one :class:`PluginWarning` naming it and the reason; whatever it had registered
+is rolled back and the rest of the toolkit keeps working (:func:`plugin_status` lists the
+outcome of every plugin).
 """
 from __future__ import annotations
 
@@ -71,7 +76,7 @@ class Registry:
                 f"{self.kind[:-1]} '{name}' is already registered "
                 f"(by {self._entries[name].origin}); choose another name"
             )
-        self._entries[name] = Entry(name, obj, _current_origin())
+        self._entries[name] = Entry(name, obj, _current_origin(obj))
         return obj
 
     def unregister(self, name: str) -> None:
@@ -120,13 +125,41 @@ REGISTRIES = {r.kind: r for r in (PRETEXTS, TRANSFERS, NETWORKS, DATASETS, EXECU
 
 _origin_stack: list[str] = []
 _loaded = False
+_status: dict[str, "PluginStatus"] = {}
 
 
-def _current_origin() -> str:
-    return _origin_stack[-1] if _origin_stack else "built-in"
+class PluginWarning(UserWarning):
+    """A plugin could not be loaded; the rest of the toolkit keeps working."""
+
+
+@dataclass(frozen=True)
+class PluginStatus:
+    """What became of one plugin entry point: ``error`` is ``None`` when it loaded."""
+
+    name: str  # the entry point's name
+    origin: str  # ``dist-name version``
+    module: str
+    error: str | None = None
+
+
+def _current_origin(obj: Any = None) -> str:
+    """Origin of a registration: the plugin being loaded, else the plugin that owns ``obj``'s
+    module (a plugin imported directly, before the registries loaded it), else ``built-in``."""
+    if _origin_stack:
+        return _origin_stack[-1]
+    top = (getattr(obj, "__module__", None) or "").split(".")[0]
+    if top and top != "ssl_bench":
+        try:
+            for ep in plugin_entry_points():
+                if ep.module.split(".")[0] == top:
+                    return _distribution_label(ep)
+        except Exception:  # broken metadata must not break a registration
+            pass
+    return "built-in"
 
 
 def plugin_entry_points() -> list[metadata.EntryPoint]:
+    """The installed entry points of group ``ssl_bench.plugins``, by name."""
     return sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
 
 
@@ -137,30 +170,35 @@ def _distribution_label(ep: metadata.EntryPoint) -> str:
     return f"{dist.metadata['Name']} {dist.version}"
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def load_plugin(ep: metadata.EntryPoint) -> bool:
-    """Import one plugin module; on failure warn once, naming the plugin, and roll back its names."""
+    """Import one plugin module (``ep.load()``); on failure roll back whatever it registered and
+    emit one :class:`PluginWarning` naming the plugin and the reason. True when it loaded."""
     label = _distribution_label(ep)
     before = {kind: set(reg._entries) for kind, reg in REGISTRIES.items()}
     _origin_stack.append(label)
     try:
-        importlib.import_module(ep.value.split(":")[0])
-        return True
+        ep.load()
     except Exception as exc:  # a broken plugin must never break the toolkit
         for kind, reg in REGISTRIES.items():
             for name in set(reg._entries) - before[kind]:
                 reg.unregister(name)
+        reason = _one_line(exc)
+        _status[ep.name] = PluginStatus(ep.name, label, ep.module, reason)
         warnings.warn(
-            f"ssl-bench plugin '{ep.name}' ({label}) was not loaded: {type(exc).__name__}: {exc}",
+            f"ssl-bench plugin '{ep.name}' ({label}) was not loaded: {reason}",
             PluginWarning,
             stacklevel=2,
         )
         return False
     finally:
         _origin_stack.pop()
-
-
-class PluginWarning(UserWarning):
-    """A plugin could not be loaded; the rest of the toolkit keeps working."""
+    _status[ep.name] = PluginStatus(ep.name, label, ep.module)
+    return True
 
 
 def ensure_loaded() -> None:
@@ -168,14 +206,26 @@ def ensure_loaded() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    _loaded = True  # set first: a plugin that lists a registry while importing must not recurse
+    try:
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+    except BaseException:
+        _loaded = False
+        raise
     for ep in plugin_entry_points():
         load_plugin(ep)
 
 
+def plugin_status() -> list[PluginStatus]:
+    """Every plugin entry point seen by :func:`ensure_loaded`, loaded or not, by name."""
+    ensure_loaded()
+    return [_status[name] for name in sorted(_status)]
+
+
 def summary(obj: Any) -> str:
-    """First line of a component's docstring."""
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The summary of a component's own docstring: its first paragraph, on one line
+    (a class without a docstring has none, even when its base class has one)."""
+    doc = obj.__doc__ if isinstance(getattr(obj, "__doc__", None), str) else ""
+    doc = inspect.cleandoc(doc) if doc else ""
+    return " ".join(doc.split("\n\n")[0].split())

@@ -142,8 +142,11 @@ def test_real_crop_keeps_the_breast_and_drops_the_background(real):
     for path, img, info, (top, bottom, left, right), _ in real:
         height, width = img.shape
         tissue = img > otsu_threshold(img[::8, ::8])
+        # bright film-edge strips run along the image border: count tissue away from it
+        band_r, band_c = int(0.03 * height), int(0.03 * width)
+        tissue[:band_r], tissue[-band_r:], tissue[:, :band_c], tissue[:, -band_c:] = False, False, False, False
         kept = tissue[top:bottom, left:right].sum() / tissue.sum()
-        assert kept > 0.9, (path, kept)  # (what is left out: burned-in view labels, film edges)
+        assert kept > 0.95, (path, kept)  # what is left out: the burned-in view label
         assert (bottom - top) * (right - left) < 0.75 * height * width, path
         # the crop is on the chest-wall side the laterality says: L left edge, R right edge
         if info["laterality"] == "L":
@@ -153,7 +156,7 @@ def test_real_crop_keeps_the_breast_and_drops_the_background(real):
 
 
 def test_real_left_and_right_breasts_face_the_same_side(real):
-    assert sorted(info["laterality"] for *_, info, _, _ in [(r[0], r[1], r[2], r[3], r[4]) for r in real]) == ["L"] * 4 + ["R"] * 4
+    assert sorted(info["laterality"] for _, _, info, _, _ in real) == ["L"] * 4 + ["R"] * 4
     for path, _, _, _, out in real:
         assert out.shape == (256, 128)
         # chest wall on the left: the left edge is tissue, the right edge is mostly background

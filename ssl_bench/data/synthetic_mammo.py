@@ -39,9 +39,9 @@ Orientation: ``"canonical"`` puts every chest wall on the LEFT edge (nipple poin
 breasts have the chest wall on the RIGHT edge, right (R) breasts on the left edge, so mirroring
 the L images brings the set back to canonical.
 
-Determinism: every patient, breast and image draws from its own ``numpy.random.SeedSequence``
-keyed by ``(seed, patient, laterality, view)``, so the output is bit-identical for a seed and does
-not depend on generation order.
+Determinism: the cohort plan, every patient, breast and image draw from their own
+``numpy.random.SeedSequence(seed, spawn_key=(part, patient, laterality, view))``, so the output is
+bit-identical for a seed and no image depends on the order (or process) it is generated in.
 """
 from __future__ import annotations
 
@@ -78,6 +78,11 @@ class Breast:
 # ----------------------------------------------------------------------------- cohort plan
 
 
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """Generator for one part of the cohort, keyed so that no part depends on another's draws."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
 def _spread_views(n_patients: int, n_images: int, n_malignant: int) -> tuple[int, int]:
     """Number of 3-image patients and of malignant single-view breasts that hit the counts.
 
@@ -104,13 +109,15 @@ def _spread_views(n_patients: int, n_images: int, n_malignant: int) -> tuple[int
     )
 
 
-def _validate(image_size, n_patients, n_benign, n_malignant, orientation) -> tuple[int, int]:
+def _validate(image_size, n_patients, n_benign, n_malignant, seed, orientation) -> tuple[int, int]:
     try:
         height, width = (int(s) for s in image_size)
     except (TypeError, ValueError):
         raise ValueError(f"image_size must be (height, width), got {image_size!r}") from None
     if height < MIN_SIZE or width < MIN_SIZE:
         raise ValueError(f"image_size must be at least {MIN_SIZE}x{MIN_SIZE}, got {height}x{width}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if orientation not in ORIENTATIONS:
         raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
     if n_patients < 1:
@@ -133,7 +140,7 @@ def _validate(image_size, n_patients, n_benign, n_malignant, orientation) -> tup
 def plan_cohort(n_patients: int, n_benign: int, n_malignant: int, seed: int) -> list[Breast]:
     """Patients, breasts, views, labels and findings; exact image counts per class."""
     n_images = n_benign + n_malignant
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    rng = _rng(seed, 0)
     n3, single_malignant = _spread_views(n_patients, n_images, n_malignant)
     n4 = (n_images - 2 * n_patients - n3) // 2
     images_per_patient = rng.permutation([4] * n4 + [3] * n3 + [2] * (n_patients - n3 - n4))
@@ -165,10 +172,6 @@ def plan_cohort(n_patients: int, n_benign: int, n_malignant: int, seed: int) -> 
 
 
 # ----------------------------------------------------------------------------- anatomy
-
-
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, *key]))
 
 
 @functools.lru_cache(maxsize=8)
@@ -205,7 +208,7 @@ def _patient_traits(rng) -> dict:
         "density": rng.beta(2.0, 2.2),  # 0 fatty .. 1 extremely dense
         "reach": rng.uniform(0.62, 0.9),  # nipple distance from chest wall, fraction of width
         "half_height": rng.uniform(0.28, 0.4),  # CC half-height, in image heights
-        "squareness": rng.uniform(1.8, 2.5),  # super-ellipse exponent
+        "squareness": rng.uniform(1.7, 2.2),  # super-ellipse exponent
         "fat": rng.uniform(0.2, 0.32),
         "gland": rng.uniform(0.3, 0.42),
     }
@@ -227,7 +230,7 @@ def _view_geometry(traits: dict, view: str, aspect: float, rng) -> dict:
     else:
         cy = rng.uniform(0.48, 0.58)
         b_up = cy * rng.uniform(1.08, 1.2)  # runs off the top edge into the axilla
-        b_down = min(b * rng.uniform(1.0, 1.15), 0.97 - cy)
+        b_down = (1 - cy) * rng.uniform(0.85, 1.1)  # may run off the bottom edge
         a = min(reach * 1.05, 0.95) * aspect * 0.95
         x_top = a * (1 - (cy / b_up) ** geometry["squareness"]) ** (1 / geometry["squareness"])
         pectoral = {
@@ -287,14 +290,13 @@ def _draw_mass(canvas, center_px, lesion: dict, kind: str, scale: float, rng) ->
     spiculated = kind == "spiculated_mass"
     spicule_lengths = radius * rng.uniform(1.2, 2.8, size=rng.integers(10, 23)) if spiculated else []
     window, dy, dx = _stamp(canvas, center_px, radius * 1.3 + max(spicule_lengths, default=0.0))
-    theta = np.arctan2(dy, dx)
     if kind == "oval_mass":
         ratio, tilt = rng.uniform(0.5, 0.75), rng.uniform(0, np.pi)
         u = dx * np.cos(tilt) + dy * np.sin(tilt)
         v = -dx * np.sin(tilt) + dy * np.cos(tilt)
         q = np.hypot(u * np.sqrt(ratio), v / np.sqrt(ratio)) / radius  # same area as the circle
     else:
-        lobes = 0.12 if spiculated else 0.03
+        lobes, theta = (0.12 if spiculated else 0.03), np.arctan2(dy, dx)
         outline = 1 + sum(
             rng.normal(0, lobes) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 7)
         )
@@ -465,7 +467,7 @@ def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=10
     Raises:
         ValueError: sizes or counts that cannot form such a cohort.
     """
-    height, width = _validate(image_size, n_patients, n_benign, n_malignant, orientation)
+    height, width = _validate(image_size, n_patients, n_benign, n_malignant, seed, orientation)
     breasts = plan_cohort(n_patients, n_benign, n_malignant, seed)
     digits = max(3, len(str(n_patients - 1)))
     rows, images = [], np.empty((n_benign + n_malignant, height, width), np.float16)

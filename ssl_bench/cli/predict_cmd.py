@@ -1,0 +1,40 @@
+"""``ssl-bench predict``: malignancy probabilities for new images from a finished run."""
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+
+@click.command("predict")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A run directory.")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write csv/json here instead of stdout.")
+@click.option("--device", default="auto", show_default=True)
+def predict(run_dir, images, fmt, out, device):
+    """Score IMAGE files (DICOM, PNG, TIFF): mean probability over the run's fold models, and each fold's."""
+    from ..engine.device import resolve_device
+    from ..engine.inference import predict_files
+
+    table = predict_files(run_dir, list(images), resolve_device(device))
+    if fmt == "table" and out is None:
+        view = Table(title=f"malignancy probability ({run_dir})")
+        for col in table.columns:
+            view.add_column(col, justify="left" if col == "file" else "right")
+        for row in table.itertuples(index=False):
+            view.add_row(row[0], *(f"{v:.4f}" for v in row[1:]))
+        Console().print(view)
+        return
+    text = (
+        json.dumps(table.to_dict(orient="records"), indent=2)
+        if fmt == "json"
+        else table.to_csv(index=False)
+    )
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
