@@ -52,7 +52,7 @@ class SyntheticMammography(MammoDataset):
 
     def cache_path(self) -> Path:
         key = json.dumps(
-            {"v": CACHE_VERSION, "size": list(self.image_size), **self.generation}, sort_keys=True
+            {"v": CACHE_VERSION, "generator": synthetic_mammo.VERSION, "size": list(self.image_size), **self.generation}, sort_keys=True
         )
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         h, w = self.image_size

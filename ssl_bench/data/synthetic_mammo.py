@@ -27,12 +27,14 @@ resolution is rendered directly, not downscaled):
   ``coarse_calcs`` (a few large, round, scattered calcifications);
   malignant: ``spiculated_mass`` (irregular, ill-defined core with thin radiating spicules),
   ``pleomorphic_calcs`` (a tight cluster of fine, elongated, irregular specks) or both.
-  Masses of both classes draw size and contrast from the same ranges and every lesion is a
-  fraction of a percent of the image, so the class cannot be read from global statistics
-  (image mean and standard deviation); it lies in shape (spiculated vs smooth margin) and
-  texture (fine clustered vs coarse scattered calcifications). Details smaller than a pixel are
-  widened to half a pixel with their integrated intensity kept, so they fade gracefully at small
-  sizes (calcifications mostly vanish at 64x32; masses stay visible from 128x64 up).
+  Masses of both classes draw size and contrast from the same ranges (a spiculated mass has a
+  smaller core, so that core plus spicules adds about as much intensity as a smooth mass) and
+  every lesion covers a fraction of a percent of the image, so the class cannot be read from
+  global statistics (image mean and standard deviation); it lies in shape (spiculated vs
+  smooth margin) and texture (fine clustered vs coarse scattered calcifications). Details
+  smaller than a pixel are widened to half a pixel with their integrated intensity kept, so
+  they fade gracefully at small sizes (calcifications mostly vanish at 64x32; masses stay
+  visible from 128x64 up).
 
 Orientation: ``"canonical"`` puts every chest wall on the LEFT edge (nipple pointing right).
 ``"laterality"`` stores images as a scanner would under this module's convention: left (L)
@@ -54,6 +56,7 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import ndimage, special
 
+VERSION = 1  # bump whenever generate() output changes for a given seed; for cache keys
 BENIGN_FINDINGS = {"none": 0.35, "round_mass": 0.2, "oval_mass": 0.2, "coarse_calcs": 0.25}
 MALIGNANT_FINDINGS = {"spiculated_mass": 0.5, "pleomorphic_calcs": 0.3, "spiculated_mass+calcs": 0.2}
 ORIENTATIONS = ("canonical", "laterality")
@@ -296,21 +299,22 @@ def _draw_mass(canvas, center_px, lesion: dict, kind: str, scale: float, rng) ->
         v = -dx * np.sin(tilt) + dy * np.cos(tilt)
         q = np.hypot(u * np.sqrt(ratio), v / np.sqrt(ratio)) / radius  # same area as the circle
     else:
-        lobes, theta = (0.12 if spiculated else 0.03), np.arctan2(dy, dx)
+        lobes, theta = (0.12 if spiculated else 0.015), np.arctan2(dy, dx)
         outline = 1 + sum(
             rng.normal(0, lobes) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 7)
         )
         q = np.hypot(dy, dx) / (radius * outline)
-    if spiculated:  # ill-defined margin
+    if spiculated:  # ill-defined margin; smaller core so that core + spicules ~ a smooth mass
+        q = q / 0.85
         value = contrast * special.expit((1 - q) / 0.12) * np.clip(1.3 - 0.3 * q, 0, 1)
         width_px = max(SPICULE_WIDTH * scale, 0.5)
         strength = contrast * rng.uniform(0.45, 0.75) * SPICULE_WIDTH * scale / width_px
         for length in spicule_lengths:
             angle = rng.uniform(0, 2 * np.pi)
             bend = rng.normal(0, 0.15) / radius
-            along = dx * np.cos(angle) + dy * np.sin(angle) - 0.5 * radius
+            along = dx * np.cos(angle) + dy * np.sin(angle) - 0.7 * radius  # from the margin
             across = -dx * np.sin(angle) + dy * np.cos(angle) - bend * np.clip(along, 0, None) ** 2
-            taper = np.clip(1 - along / (length + 0.5 * radius), 0, 1) * (along > 0)
+            taper = _smoothstep(along, 0, 0.4 * radius) * np.clip(1 - along / length, 0, 1)
             value = value + strength * taper * np.exp(-0.5 * (across / width_px) ** 2)
     else:  # circumscribed: projected thickness of an ellipsoid, sharp margin
         value = contrast * np.sqrt(np.clip(1 - q * q, 0, 1))
@@ -333,12 +337,12 @@ def _draw_specks(canvas, center_px, offsets, radii, elongations, contrasts, scal
 
 
 def _draw_pleomorphic(canvas, center_px, scale, rng) -> None:
-    n = int(rng.integers(10, 31))
-    spread = rng.uniform(0.004, 0.01)
+    n = int(rng.integers(12, 37))
+    spread = rng.uniform(0.004, 0.009)
     offsets = rng.normal(0, spread, size=(n, 2))
     radii = rng.uniform(0.0007, 0.0018, size=n)
     _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1, 3.5, size=n),
-                 rng.uniform(0.25, 0.5, size=n), scale, flat_top=False, rng=rng)
+                 rng.uniform(0.3, 0.6, size=n), scale, flat_top=False, rng=rng)
 
 
 def _draw_coarse(canvas, center_px, scale, rng) -> None:
