@@ -9,6 +9,7 @@ random scores; the recomputation below uses scikit-learn directly, not ssl_bench
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -22,8 +23,8 @@ import yaml
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-from ssl_bench.bench.report import build_report, load_run, write_leaderboard
 from ssl_bench.bench.render import to_csv, to_markdown
+from ssl_bench.bench.report import build_report, load_run, write_leaderboard
 from ssl_bench.cli import main
 from ssl_bench.config import Config
 from ssl_bench.errors import UserError
@@ -107,6 +108,12 @@ def bench(tmp_path_factory) -> list[Path]:
     return make_bench(tmp_path_factory.mktemp("runs"))
 
 
+@pytest.fixture(scope="module")
+def written(bench, tmp_path_factory) -> dict[str, Path]:
+    """The files of ``write_leaderboard`` (what ``bench`` writes at its end), with the paper rows."""
+    return write_leaderboard(bench, tmp_path_factory.mktemp("leaderboard"), reference=PAPER)
+
+
 def recompute(run_dir: Path) -> dict[str, float]:
     """Independent recomputation of a leaderboard row (percent) from predictions.csv files."""
     frames = [pd.read_csv(p) for p in sorted((run_dir / "folds").glob("*/predictions.csv"))]
@@ -123,8 +130,8 @@ def recompute(run_dir: Path) -> dict[str, float]:
 # numbers
 
 
-def test_csv_numbers_equal_recomputation(bench, tmp_path):
-    paths = write_leaderboard(bench, tmp_path, reference=PAPER)
+def test_csv_numbers_equal_recomputation(bench, written):
+    paths = written
     assert {k: p.name for k, p in paths.items()} == {
         "md": "leaderboard.md", "csv": "leaderboard.csv", "html": "leaderboard.html",
         "png": "roc.png", "svg": "roc.svg"}
@@ -144,8 +151,8 @@ def test_csv_numbers_equal_recomputation(bench, tmp_path):
     assert ours.loc["TSBN-U", "p_auc"] < 0.05  # strength 1.7 vs 0.9 on 150 images
 
 
-def test_markdown_numbers_equal_recomputation(bench, tmp_path):
-    md = write_leaderboard(bench, tmp_path)["md"].read_text()
+def test_markdown_numbers_equal_recomputation(bench, written):
+    md = written["md"].read_text()
     rows = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in md.splitlines() if re.match(r"\| \d+ \|", line)}
     assert sorted(rows) == sorted(METHODS)
@@ -174,14 +181,15 @@ def test_markdown_numbers_equal_recomputation(bench, tmp_path):
 
 def test_reference_rows_and_differences(bench):
     rep = build_report(bench, reference=PAPER)
-    df = pd.read_csv(pd.io.common.StringIO(to_csv(rep)))
+    df = pd.read_csv(io.StringIO(to_csv(rep)))
     paper = df[df["source"] == "paper (INbreast)"].set_index("method")
     assert len(paper) == 7 and paper.loc["TSBN-U", "oof_auc"] == 89.3
     assert math.isnan(paper.loc["ResNet", "oof_auc"])
     diff = df[df["source"] == "ours - paper"].set_index("method")
     ours = df[df["source"] == "ours"].set_index("method")
     assert sorted(diff.index) == sorted(METHODS)  # only methods both have
-    assert diff.loc["SimCLR", "accuracy_mean"] == pytest.approx(ours.loc["SimCLR", "accuracy_mean"] - 84.46, abs=1e-3)
+    assert diff.loc["SimCLR", "accuracy_mean"] == pytest.approx(
+        ours.loc["SimCLR", "accuracy_mean"] - 84.46, abs=1e-3)
     assert diff.loc["TSBN-R", "oof_auc"] == pytest.approx(ours.loc["TSBN-R", "oof_auc"] - 89.9, abs=1e-3)
     md = to_markdown(rep)
     assert "| TSBN-U | paper (INbreast) | 85.53 ± 1.87 |" in md
@@ -189,7 +197,8 @@ def test_reference_rows_and_differences(bench):
 
 
 def test_reference_on_inbreast_is_not_another_dataset(tmp_path):
-    rep = build_report(make_bench(tmp_path, {"ResNet": 1.0, "TSBN-U": 1.5}, dataset="inbreast"), reference=PAPER)
+    dirs = make_bench(tmp_path, {"ResNet": 1.0, "TSBN-U": 1.5}, dataset="inbreast")
+    rep = build_report(dirs, reference=PAPER)
     assert not any("another dataset" in n for n in rep.notes)
 
 
@@ -284,8 +293,8 @@ def test_metrics_json_disagreeing_with_predictions_is_flagged(tmp_path, bench):
 # HTML and figures
 
 
-def test_html_is_one_self_contained_file(bench, tmp_path):
-    paths = write_leaderboard(bench, tmp_path, reference=PAPER)
+def test_html_is_one_self_contained_file(written):
+    paths = written
     html = paths["html"].read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
@@ -312,7 +321,7 @@ def test_cli_report_formats(bench, tmp_path):
     args = ["report", *map(str, bench)]
     res = runner.invoke(main, [*args, "--format", "csv", "--reference", str(PAPER)])
     assert res.exit_code == 0, res.output
-    df = pd.read_csv(pd.io.common.StringIO(res.stdout))
+    df = pd.read_csv(io.StringIO(res.stdout))
     assert set(df["source"]) == {"ours", "paper (INbreast)", "ours - paper"}
     res = runner.invoke(main, [*args, "--sort-by", "f1"])
     assert res.exit_code == 0 and "TSBN-U" in res.stdout and "Leaderboard" in res.stdout
@@ -340,3 +349,18 @@ def test_cli_errors_are_one_line(bench, tmp_path):
     assert res.exit_code == 0
     res = runner.invoke(main, ["report"])
     assert res.exit_code == 2  # click: missing argument
+
+
+def test_cli_on_a_bench_folder_glob(bench, tmp_path):
+    """`ssl-bench report DIR/*` after a bench: the leaderboard files beside the runs are skipped,
+    and `ssl-bench report DIR` stands for the runs inside DIR."""
+    out = tmp_path / "bench"
+    dirs = [shutil.copytree(d, out / d.name) for d in bench[:2]]
+    write_leaderboard(dirs, out)
+    runner = CliRunner()
+    res = runner.invoke(main, ["report", *map(str, sorted(out.iterdir())), "--format", "html",
+                               "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert "Skipped 5 file(s) that are not run directories" in (tmp_path / "r.html").read_text()
+    res = runner.invoke(main, ["report", str(out), "--format", "csv"])
+    assert res.exit_code == 0 and len(pd.read_csv(io.StringIO(res.stdout))) == 2

@@ -182,5 +182,6 @@ def test_paired_bootstrap_accuracy():
     p_mcnemar = 2 * stats.norm.sf(abs(b - c) / math.sqrt(b + c))
     assert abs(p - p_mcnemar) < 0.05
     # deterministic given the seed, symmetric in a and b
-    assert paired_bootstrap_accuracy(y, other, same, seed=5) == paired_bootstrap_accuracy(y, other, same, seed=5)
+    again = paired_bootstrap_accuracy(y, other, same, seed=5)
+    assert paired_bootstrap_accuracy(y, other, same, seed=5) == again
     assert paired_bootstrap_accuracy(y, same, other, n=4000, seed=3) == pytest.approx(p, abs=0.03)

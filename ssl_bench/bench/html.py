@@ -4,15 +4,26 @@ Tables come from :mod:`ssl_bench.bench.render`, so they match the markdown and C
 """
 from __future__ import annotations
 
+import base64
 from html import escape
 
 import pandas as pd
 
 from .. import __version__
 from ..engine.metrics import METRICS
-from .render import (METRIC_TITLES, P_NOTE, UNITS, describe_setup, leaderboard_display,
-                     numeric_columns, per_fold_display, provenance_display, reference_display)
-from .report import Report
+from .render import (
+    METRIC_TITLES,
+    P_NOTE,
+    REFERENCE_NOTE,
+    UNITS,
+    describe_setup,
+    leaderboard_display,
+    numeric_columns,
+    per_fold_display,
+    provenance_display,
+    reference_display,
+)
+from .report import REFERENCE_LABEL, Report
 from .roc import png_base64
 
 CSS = """
@@ -35,7 +46,7 @@ th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); white-space: no
 .num { text-align: right; } .text { text-align: left; }
 th { background: var(--head); font-weight: 600; border-bottom: 2px solid var(--line); vertical-align: bottom;
      white-space: normal; }
-.board th { max-width: 110px; }
+.board th { max-width: 120px; }
 td.warn { text-align: left; color: var(--bad); white-space: normal; min-width: 170px; font-size: 13px; }
 tbody tr:hover { background: #fafbfd; }
 .board td.best { font-weight: 700; }
@@ -60,11 +71,13 @@ footer { margin-top: 36px; font-size: 12px; }
 @media print { main { max-width: none; padding: 0; } h2 { break-after: avoid; } }
 """
 
+
 def _table(df: pd.DataFrame, css: str = "", cell_classes=None, row_classes=None) -> str:
     """An escaped HTML table, numbers right-aligned; ``cell_classes(i, col, value) -> list`` and
     ``row_classes(i) -> str`` add CSS classes."""
     right = set(numeric_columns(df))
-    head = "".join(f'<th class="{"num" if c in right else "text"}">{escape(str(c))}</th>' for c in df.columns)
+    head = "".join(f'<th class="{"num" if c in right else "text"}">'
+                   f'{escape(str(c)).replace("95% CI", "95%&nbsp;CI")}</th>' for c in df.columns)
     rows = []
     for i, row in enumerate(df.itertuples(index=False)):
         cells = []
@@ -82,27 +95,16 @@ def _table(df: pd.DataFrame, css: str = "", cell_classes=None, row_classes=None)
 def _leaderboard(report: Report) -> str:
     board = leaderboard_display(report)
     t = report.table
-    best = {}
-    for m in METRICS:
-        col = t[f"{m}_mean"]
-        best[METRIC_TITLES[m]] = col.max() if col.notna().any() else None
-    best["Pooled AUC [95% CI]"] = t["oof_auc"].max() if t["oof_auc"].notna().any() else None
-    means = {METRIC_TITLES[m]: t[f"{m}_mean"].tolist() for m in METRICS}
-    means["Pooled AUC [95% CI]"] = t["oof_auc"].tolist()
+    numbers = {METRIC_TITLES[m]: t[f"{m}_mean"] for m in METRICS}  # best mean in bold
+    numbers["Pooled AUC [95% CI]"] = t["oof_auc"]
     p_cols = {c: ("p_auc" if "AUC" in c else "p_accuracy") for c in board.columns if c.startswith("p ")}
 
     def classes(i, col, value):
-        out = []
-        if col == "Method":
-            out.append("method")
-        if col == "Warning":
-            out.append("warn")
-        if col in best and best[col] is not None and means[col][i] == best[col]:
+        out = {"Method": ["method"], "Warning": ["warn"]}.get(col, [])
+        if col in numbers and numbers[col].nunique() > 1 and numbers[col].iloc[i] == numbers[col].max():
             out.append("best")
-        if col in p_cols:
-            p = t[p_cols[col]].iloc[i]
-            if p == p and p < 0.05 and value != "baseline":
-                out.append("sig")
+        if col in p_cols and value != "baseline" and t[p_cols[col]].iloc[i] < 0.05:  # NaN: False
+            out.append("sig")
         return out
 
     return _table(board, "board", classes)
@@ -118,20 +120,19 @@ def _reference(report: Report) -> str:
         return {"ours - paper": "diff"}.get(sources[i], "paper" if sources[i].startswith("paper") else "")
 
     def cells(i, col, value):
-        if sources[i] == "ours - paper" and col not in ("Method", "Source"):
-            return ["pos"] if value.startswith("+") and value.strip("+0.") else (["neg"] if value.startswith("-") else [])
-        return []
+        if sources[i] != "ours - paper" or col in ("Method", "Source") or value == "–":
+            return []
+        return ["pos"] if float(value) > 0 else ["neg"] if float(value) < 0 else []
 
-    note = ("The TSBN paper's Table II on INbreast (percent; its AUC read off Fig. 4, compared with our "
-            "pooled AUC) beside ours; <em>ours - paper</em> in percentage points.")
-    return f"<h2>Reference: paper (INbreast)</h2><p class=\"muted\">{note}</p>" + _table(ref, "ref", cells, rows)
+    return (f"<h2>Reference: {escape(REFERENCE_LABEL)}</h2><p class=\"muted\">{escape(REFERENCE_NOTE)}</p>"
+            + _table(ref, "ref", cells, rows))
 
 
 def _folds(report: Report) -> str:
     cards = []
     for run in report.runs:
         df = per_fold_display(report, run.method)
-        table = _table(df, "fold", cell_classes=lambda i, col, v: ["summary"] if col == "Mean ± std" else [])
+        table = _table(df, "fold", lambda i, col, v: ["summary"] if col == "Mean ± std" else [])
         cards.append(f'<div class="card"><h3>{escape(run.method)}</h3>{table}</div>')
     return f'<h2>Per-fold results</h2><div class="grid">{"".join(cards)}</div>'
 
@@ -154,9 +155,10 @@ def _notes(report: Report) -> str:
     return f'<ul class="notes">{"".join(items)}</ul>'
 
 
-def to_html(report: Report) -> str:
-    """The whole report as one HTML document (a string)."""
-    img = png_base64(report)
+def to_html(report: Report, png: bytes | None = None) -> str:
+    """The whole report as one HTML document (a string); ``png``: the ROC figure, if rendered
+    already (else it is drawn here)."""
+    img = base64.b64encode(png).decode("ascii") if png is not None else png_base64(report)
     caption = ("One ROC curve per method over all held-out images of all folds (pooled out-of-fold "
                "scores), as Fig. 4 of the TSBN paper; the legend gives each pooled AUC.")
     title = f"ssl-bench leaderboard: {report.dataset}"

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..engine.metrics import METRICS
-from .report import Report, reference_comparison
+from .report import REFERENCE_LABEL, Report, reference_comparison
 from .runs import dataset_summary, provenance_table, run_dates
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
@@ -54,15 +54,18 @@ def describe_setup(report: Report) -> str:
     """One line: dataset and size per class, split, folds, seed, sort order."""
     ds = dataset_summary(report.runs)
     run = report.runs[0]
-    split = {"patient": "patient-grouped", "image": "image-level"}.get(run.data.get("split"), str(run.data.get("split", "?")))
+    split = {"patient": "patient-grouped", "image": "image-level"}.get(run.data.get("split"))
     sort = METRIC_TITLES.get(report.sort_by, report.sort_by)
     return (f"{len(report.runs)} methods · dataset {ds['name']}: {ds['n_images']} images "
             f"({ds['n_benign']} benign, {ds['n_malignant']} malignant), {ds['n_patients']} patients · "
-            f"{split} stratified {run.n_folds}-fold cross-validation · seed {run.config.get('seed', '?')}"
+            f"{split or run.data.get('split', '?')} stratified {run.n_folds}-fold cross-validation · "
+            f"seed {run.config.get('seed', '?')}"
             f" · sorted by {sort}")
 
 
 _SPLITS = {"patient": "grouped by patient (--split patient)", "image": "image-level (--split image)"}
+REFERENCE_NOTE = ("The TSBN paper's Table II on INbreast (percent; its AUC read off Fig. 4, compared "
+                  "with our pooled AUC) beside ours; 'ours - paper' in percentage points.")
 UNITS = ("Values in percent: mean ± sample std (ddof=1) over folds; pooled AUC over all out-of-fold "
          "predictions with a 95% DeLong confidence interval (logit). Threshold 0.5.")
 
@@ -81,7 +84,8 @@ def leaderboard_display(report: Report) -> pd.DataFrame:
     if report.has_p_values:
         base = report.baseline
         for col, title in (("p_auc", "p AUC"), ("p_accuracy", "p Acc.")):
-            out[f"{title} vs {base}"] = ["baseline" if m == base else fmt_p(p) for m, p in zip(t["method"], t[col])]
+            out[f"{title} vs {base}"] = ["baseline" if m == base else fmt_p(p)
+                                         for m, p in zip(t["method"], t[col])]
     if t["warning"].astype(bool).any():
         out["Warning"] = t["warning"]
     return out
@@ -111,7 +115,8 @@ def per_fold_display(report: Report, method: str) -> pd.DataFrame:
     for k in range(run.n_folds):
         if k in df.index:
             f = df.loc[k]
-            out[f"Fold {k}"] = [str(int(f["n"])), str(int(f["n_malignant"])), *(fmt_value(f[m]) for m in METRICS)]
+            out[f"Fold {k}"] = [str(int(f["n"])), str(int(f["n_malignant"])),
+                                *(fmt_value(f[m]) for m in METRICS)]
         else:
             out[f"Fold {k}"] = ["missing", *(["–"] * (1 + len(METRICS)))]
     out["Mean ± std"] = [f"Σ {int(df['n'].sum())}", f"Σ {int(df['n_malignant'].sum())}",
@@ -123,19 +128,19 @@ def provenance_display(report: Report) -> tuple[list[tuple[str, str]], pd.DataFr
     """Key facts shared by the runs, and one row per run (values that differ show per run)."""
     ds = dataset_summary(report.runs)
     run = report.runs[0]
+    split = run.data.get("split", "?")
     facts = [
         ("Dataset", f"{ds['name']}: {ds['n_images']} images ({ds['n_benign']} benign, "
                     f"{ds['n_malignant']} malignant), {ds['n_patients']} patients (from {ds['source']})"),
-        ("Split", f"{_SPLITS.get(run.data.get('split'), run.data.get('split', '?'))}, stratified by label; "
-                  f"{run.n_folds} folds, seed {run.config.get('seed', '?')}"),
+        ("Split", f"{_SPLITS.get(split, split)}, stratified by label; {run.n_folds} folds, "
+                  f"seed {run.config.get('seed', '?')}"),
+        ("Run dates", run_dates(report.runs)),
     ]
-    facts.append(("Run dates", run_dates(report.runs)))
     table = provenance_table(report.runs)
-    shared = [c for c in table.columns if c not in ("method", "run") and table[c].astype(str).nunique() == 1]
-    for c in shared:
-        facts.append((c[0].upper() + c[1:], str(table[c].iloc[0])))
-    keep = ["method", "run", *[c for c in table.columns if c not in shared and c not in ("method", "run")]]
-    table = table[keep].rename(columns={c: c[0].upper() + c[1:] for c in keep})
+    per_run = [c for c in table.columns if c in ("method", "run") or table[c].astype(str).nunique() > 1]
+    facts += [(c[0].upper() + c[1:], str(table[c].iloc[0])) for c in table.columns
+              if c not in per_run and c != "finished"]  # a shared finish time is in the run dates
+    table = table[per_run].rename(columns={c: c[0].upper() + c[1:] for c in per_run})
     return facts, table.astype(str)
 
 
@@ -156,9 +161,7 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
     if "figure" in sections and figure:
         blocks.append(("img", figure))
     if "reference" in sections and report.reference is not None:
-        blocks += [("h2", "Reference: paper (INbreast)"),
-                   ("p", "The TSBN paper's Table II (INbreast, percent; its AUC read off Fig. 4, "
-                         "compared with our pooled AUC) beside ours; *ours - paper* in percentage points."),
+        blocks += [("h2", f"Reference: {REFERENCE_LABEL}"), ("p", REFERENCE_NOTE),
                    ("table", reference_display(report))]
     if "folds" in sections:
         blocks.append(("h2", "Per-fold results"))
@@ -175,7 +178,8 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-_NUMERIC = re.compile(r"^([-+]?[\d.]+( ± [\d.]+)?( \[[\d.]+, [\d.]+\])?|<[\d.]+|Σ \d+|[–-]|n/a|baseline|missing)?$")
+_NUMERIC = re.compile(r"^([-+]?[\d.]+( ± [\d.]+)?( \[[\d.]+, [\d.]+\])?|<[\d.]+|Σ \d+|\d+/\d+"
+                      r"|[–-]|n/a|baseline|missing)?$")
 
 
 def numeric_columns(df: pd.DataFrame) -> list[str]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..engine.metrics import METRICS
 from ..errors import UserError
-from .runs import RunResult, check_comparable, load_run
+from .runs import RunResult, check_comparable, find_runs, load_run
 from .stats import auc_confidence_interval, delong_test, paired_bootstrap_accuracy
 
 __all__ = [
@@ -41,10 +41,16 @@ THRESHOLD = 0.5
 
 @dataclass
 class Report:
-    """Everything a renderer needs; numbers in percent, p-values as fractions."""
+    """Everything a renderer needs; numbers in percent, p-values as fractions.
+
+    ``table`` has one row per method, in leaderboard order: ``method, run, folds_done,
+    folds_total, <metric>_mean, <metric>_std`` for the six metrics, ``oof_auc, oof_auc_lo,
+    oof_auc_hi`` (pooled AUC and its 95% CI), ``p_auc, p_accuracy`` (only with a baseline; NaN
+    on the baseline's row) and ``warning``.
+    """
 
     runs: list[RunResult]  # in leaderboard order
-    table: pd.DataFrame  # one row per method: see _leaderboard()
+    table: pd.DataFrame
     per_fold: dict[str, pd.DataFrame]  # method -> rows per fold (n, n_malignant, metrics)
     reference: pd.DataFrame | None  # paper rows, same metric columns as `table`
     baseline: str | None  # baseline method found among the runs, else None
@@ -157,12 +163,11 @@ def _significance(runs: list[RunResult], base: RunResult, n_boot: int, seed: int
 
 
 def _unique_names(runs: list[RunResult], notes: list[str]) -> None:
-    seen: dict[str, int] = {}
+    counts = pd.Series([r.method for r in runs]).value_counts()
+    for name in counts[counts > 1].index:
+        notes.append(f"{counts[name]} runs are named {name!r}; each is labelled with its folder.")
     for r in runs:
-        seen[r.method] = seen.get(r.method, 0) + 1
-    for r in runs:
-        if seen[r.method] > 1:
-            notes.append(f"several runs are named {r.method!r}; each is labelled with its folder.")
+        if counts[r.method] > 1:
             r.method = f"{r.method} ({r.path.name})"
     if len({r.method for r in runs}) < len(runs):
         raise UserError("two runs have the same method name and folder name; rename one folder")
@@ -186,14 +191,16 @@ def build_report(
     seed: int = 0,
 ) -> Report:
     """Load run directories, check they are comparable, and build the leaderboard."""
-    dirs = [Path(d) for d in run_dirs]
+    dirs = list(run_dirs)
     if not dirs:
         raise UserError("no run directories given")
+    dirs, skipped = find_runs(dirs)
     key = {"pooled_auc": "oof_auc", "oof": "oof_auc"}.get(sort_by.lower(), sort_by.lower())
     if key not in SORT_KEYS:
         raise UserError(f"cannot sort by '{sort_by}'; choose one of {', '.join(SORT_KEYS)}")
     runs = [load_run(d) for d in dirs]
-    notes = [f"Not comparable, reported anyway (--allow-mixed): {i}." for i in check_comparable(runs, allow_mixed)]
+    notes = skipped + [f"Not comparable, reported anyway (--allow-mixed): {issue}."
+             for issue in check_comparable(runs, allow_mixed)]
     _unique_names(runs, notes)
 
     table = pd.DataFrame([_summary_row(r) for r in runs])
@@ -278,7 +285,7 @@ def write_leaderboard(
     paths.update(save_roc(report, out / "roc.png", out / "roc.svg"))
     paths["md"].write_text(to_markdown(report, figure=paths["png"].name))
     paths["csv"].write_text(to_csv(report))
-    paths["html"].write_text(to_html(report), encoding="utf-8")
+    paths["html"].write_text(to_html(report, png=paths["png"].read_bytes()), encoding="utf-8")
     if console is not None:
         print_report(report, console, sections=("leaderboard", "notes"))
     return paths

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -35,9 +36,10 @@ def roc_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], titl
             continue
         fpr, tpr, _ = roc_curve(y, s)
         label = f"{name} (AUC {auc:.1f}%)" if not math.isnan(auc) else name
-        ax.plot(fpr, tpr, color="black" if name == baseline else colors[i % 10],
-                linestyle=_STYLES[(i // 10) % 4] if name != baseline else "--",
-                linewidth=2.0 if i == 0 else 1.5, label=label, drawstyle="default")
+        is_base = name == baseline  # the baseline: black dashed, as a reference curve
+        ax.plot(fpr, tpr, color="black" if is_base else colors[i % 10],
+                linestyle="--" if is_base else _STYLES[(i // 10) % len(_STYLES)],
+                linewidth=2.0 if i == 0 else 1.5, label=label)
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="chance (AUC 50%)")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal",
            xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)")
@@ -63,7 +65,8 @@ def save_roc(report: Report, png: str | Path, svg: str | Path | None = None) -> 
     fig.savefig(paths["png"], format="png", dpi=150, metadata=_PNG_META)
     if svg is not None:
         paths["svg"] = Path(svg)
-        fig.savefig(paths["svg"], format="svg", metadata=_SVG_META)
+        with matplotlib.rc_context({"svg.hashsalt": "ssl-bench"}):  # stable element ids
+            fig.savefig(paths["svg"], format="svg", metadata=_SVG_META)
     return paths
 
 

@@ -69,7 +69,7 @@ class RunResult:
         return frozenset(self.predictions.loc[self.predictions["fold"] == k, "image_id"])
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, null_is_nan: bool = False) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
@@ -78,7 +78,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return {k: (math.nan if v is None else v) for k, v in data.items()}
+    if null_is_nan:  # metrics.json writes NaN (e.g. AUC of a one-class fold) as null
+        data = {k: (math.nan if v is None else v) for k, v in data.items()}
+    return data
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
@@ -98,12 +100,17 @@ def _read_predictions(path: Path) -> pd.DataFrame:
         df["patient_id"] = df["image_id"]
     score = pd.to_numeric(df["score"], errors="coerce")
     label = pd.to_numeric(df["label"], errors="coerce")
-    if score.isna().any() or not np.isfinite(score.to_numpy(dtype=float)).all():
-        raise UserError(f"{path}: column 'score' must hold numbers (row {int(score.isna().idxmax()) + 2})")
+    bad = ~np.isfinite(score.to_numpy(dtype=float))  # NaN from text or empty cells, or inf
+    if bad.any():
+        row = int(bad.argmax())
+        raise UserError(f"{path}: column 'score' must hold finite numbers, found {df['score'].iloc[row]!r}"
+                        f" on line {row + 2}")
     if not label.isin([0, 1]).all():
-        bad = int((~label.isin([0, 1])).to_numpy().argmax())
-        raise UserError(f"{path}: column 'label' must be 0 or 1, found {df['label'].iloc[bad]!r}")
-    out = pd.DataFrame({"image_id": df["image_id"].astype(str), "patient_id": df["patient_id"].astype(str)})
+        row = int((~label.isin([0, 1])).to_numpy().argmax())
+        raise UserError(f"{path}: column 'label' must be 0 or 1, found {df['label'].iloc[row]!r}"
+                        f" on line {row + 2}")
+    out = pd.DataFrame({"image_id": df["image_id"].astype(str),
+                        "patient_id": df["patient_id"].astype(str)})
     out["label"] = label.astype(int).to_numpy()
     out["score"] = score.astype(float).to_numpy()
     return out
@@ -142,8 +149,9 @@ def load_run(path: str | Path) -> RunResult:
     except (TypeError, ValueError):
         raise UserError(f"{cfg_path}: data.folds must be an integer") from None
     folds_dir = p / "folds"
-    present = sorted(int(d.name) for d in folds_dir.iterdir() if d.is_dir() and d.name.isdigit()) if folds_dir.is_dir() else []
-    n_folds = max([n_folds, *(k + 1 for k in present)]) if (n_folds or present) else 0
+    present = [int(d.name) for d in folds_dir.iterdir() if d.is_dir() and d.name.isdigit()] \
+        if folds_dir.is_dir() else []
+    n_folds = max([n_folds, *(k + 1 for k in present)])
 
     fold_metrics: dict[int, dict[str, float]] = {}
     stored: dict[int, dict[str, float]] = {}
@@ -152,7 +160,7 @@ def load_run(path: str | Path) -> RunResult:
         fdir = folds_dir / str(k)
         if not ((fdir / "metrics.json").is_file() and (fdir / "predictions.csv").is_file()):
             continue
-        stored[k] = _read_json(fdir / "metrics.json")
+        stored[k] = _read_json(fdir / "metrics.json", null_is_nan=True)
         pred = _read_predictions(fdir / "predictions.csv")
         pred["fold"] = k
         frames.append(pred)
@@ -173,8 +181,30 @@ def load_run(path: str | Path) -> RunResult:
         warnings.insert(0, f"partial: {len(fold_metrics)}/{n_folds} folds (missing {missing})")
     dup = predictions["image_id"].duplicated()
     if dup.any():
-        warnings.append(f"{int(dup.sum())} image(s) held out more than once (e.g. {predictions['image_id'][dup].iloc[0]})")
+        example = predictions["image_id"][dup].iloc[0]
+        warnings.append(f"{int(dup.sum())} image(s) held out more than once (e.g. {example})")
     return run
+
+
+def find_runs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """Run directories among ``paths``, as a shell glob ``DIR/*`` gives them: plain files (the
+    leaderboard files that ``bench`` writes beside its runs) are skipped with a note, and a folder
+    without ``config.yaml`` that holds run directories (a bench's ``--out``) stands for them."""
+    runs, files = [], []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file():
+            files.append(p.name)
+        elif p.is_dir() and not (p / "config.yaml").exists() \
+                and any((c / "config.yaml").is_file() for c in p.iterdir()):
+            runs += sorted(c for c in p.iterdir() if (c / "config.yaml").is_file())
+        else:
+            runs.append(p)  # a run, or an error that load_run names
+    if not runs:
+        raise UserError("no run directories among " + ", ".join(map(str, paths)))
+    if files:
+        return runs, [f"Skipped {len(files)} file(s) that are not run directories: {', '.join(files)}."]
+    return runs, []
 
 
 def _close(stored: Any, recomputed: float) -> bool:
@@ -198,11 +228,11 @@ def _where(runs: list[RunResult]) -> str:
 def comparability_issues(runs: list[RunResult]) -> list[str]:
     """What makes these runs not comparable: dataset, folds, split, seed, images per fold."""
     issues = []
-    for key, label, get in (
-        ("dataset", "dataset", lambda r: r.dataset),
-        ("folds", "number of folds", lambda r: r.n_folds),
-        ("split", "split", lambda r: r.data.get("split", "?")),
-        ("seed", "seed", lambda r: r.config.get("seed", "?")),
+    for label, get in (
+        ("dataset", lambda r: r.dataset),
+        ("number of folds", lambda r: r.n_folds),
+        ("split", lambda r: r.data.get("split", "?")),
+        ("seed", lambda r: r.config.get("seed", "?")),
     ):
         groups: dict[str, list[RunResult]] = {}
         for r in runs:
@@ -247,7 +277,7 @@ def _size(value: Any) -> str:
 
 
 def _short(commit: Any) -> str:
-    if not commit or (isinstance(commit, float) and math.isnan(commit)):
+    if not commit:
         return "none"
     text = str(commit)
     return text[:12] + ("-dirty" if text.endswith("-dirty") and len(text) > 18 else "")
@@ -288,16 +318,16 @@ def provenance_table(runs: list[RunResult]) -> pd.DataFrame:
             "method": r.method,
             "run": str(r.path),
             "pretext / transfer": f"{r.config.get('pretext', '?')} / {r.config.get('transfer', '?')}",
-            "backbone": model.get("backbone", "?"),
-            "profile": r.config.get("profile", "?"),
+            "backbone": model.get("backbone") or "?",
+            "profile": r.config.get("profile") or "?",
             "image size": _size(r.data.get("image_size")),
             "epochs (pretext)": f"{train.get('epochs', '?')} ({train.get('pretext_epochs', '?')})",
             "batch size": train.get("batch_size", "?"),
             "learning rate": train.get("lr", "?"),
-            "device": env.get("device", "?"),
+            "device": env.get("device") or "?",
             "versions": " ".join(f"{k} {env[k]}" for k in ("ssl_bench", "torch", "timm", "python")
                                  if env.get(k)) or "?",
             "git commit": _short(env.get("git_commit")),
-            "finished": env.get("finished", "?"),
+            "finished": env.get("finished") or "?",
         })
     return pd.DataFrame(rows)

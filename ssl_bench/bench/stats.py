@@ -41,7 +41,7 @@ def _check(labels, *score_vectors) -> tuple[np.ndarray, np.ndarray]:
     if y.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, got shape {y.shape}")
     values = set(np.unique(y).tolist())
-    if not values <= {0, 1, False, True}:
+    if not values <= {0, 1}:
         raise ValueError(f"labels must be 0/1, got values {sorted(values)[:5]}")
     y = y.astype(bool)
     if y.all() or not y.any():
