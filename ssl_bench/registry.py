@@ -21,6 +21,7 @@ import difflib
 import fnmatch
 import importlib
 import inspect
+import sys
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -71,6 +72,10 @@ class Registry:
         """Register ``obj`` under ``name``; used bare as a decorator ``@REG.register("name")``."""
         if obj is None:
             return lambda target: self.register(name, target)
+        if not _loaded and REGISTRIES.get(self.kind) is self and not _is_builtin(obj):
+            # a plugin imported directly, before any registry was used: load the built-ins (and
+            # the other plugins) first, so that a clash is this plugin's error, not theirs
+            ensure_loaded()
         if name in self._entries:
             raise DuplicateNameError(
                 f"{self.kind[:-1]} '{name}' is already registered "
@@ -142,13 +147,18 @@ class PluginStatus:
     error: str | None = None
 
 
+def _is_builtin(obj: Any) -> bool:
+    module = getattr(obj, "__module__", None) or ""
+    return module == "ssl_bench" or module.startswith("ssl_bench.")
+
+
 def _current_origin(obj: Any = None) -> str:
     """Origin of a registration: the plugin being loaded, else the plugin that owns ``obj``'s
     module (a plugin imported directly, before the registries loaded it), else ``built-in``."""
     if _origin_stack:
         return _origin_stack[-1]
     top = (getattr(obj, "__module__", None) or "").split(".")[0]
-    if top and top != "ssl_bench":
+    if top and not _is_builtin(obj):
         try:
             for ep in plugin_entry_points():
                 if ep.module.split(".")[0] == top:
@@ -179,6 +189,9 @@ def load_plugin(ep: metadata.EntryPoint) -> bool:
     """Import one plugin module (``ep.load()``); on failure roll back whatever it registered and
     emit one :class:`PluginWarning` naming the plugin and the reason. True when it loaded."""
     label = _distribution_label(ep)
+    importing = sys.modules.get(ep.module)
+    if importing is not None and getattr(getattr(importing, "__spec__", None), "_initializing", False):
+        return True  # imported directly and still running its own body: that import reports errors
     before = {kind: set(reg._entries) for kind, reg in REGISTRIES.items()}
     _origin_stack.append(label)
     try:

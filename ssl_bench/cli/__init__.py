@@ -21,8 +21,11 @@ class _Group(click.Group):
     """A click group that turns user errors into one clear line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
+        from .list_cmd import show_plugin_warnings
+
         try:
-            return super().invoke(ctx)
+            with show_plugin_warnings(console):
+                return super().invoke(ctx)
         except UserError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(2)

@@ -1,14 +1,72 @@
-"""``ssl-bench list``: the registered components (and timm backbones), with their origin."""
+"""``ssl-bench list``: the registered components (and timm backbones), with their origin.
+
+``--verbose`` adds each component's options (``params.<name>.<option>``) with their defaults, the
+pretext kind / the pretext kinds a transfer accepts, and the status of every plugin. A plugin that
+could not be loaded is reported as one ``warning:`` line on stderr (:func:`show_plugin_warnings`).
+"""
 from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Iterator
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..components import options
-from ..registry import REGISTRIES, summary
+from ..registry import REGISTRIES, PluginWarning, plugin_status, summary
 
 KINDS = tuple(REGISTRIES) + ("backbones",)
+
+#: constructor arguments the toolkit passes itself; not user options (see components.py)
+FIXED_ARGUMENTS = {
+    "datasets": ("root", "image_size", "cache_dir", "on_bad_image", "workers"),
+    "networks": ("in_chans", "out_chans"),
+}
+
+
+@contextlib.contextmanager
+def show_plugin_warnings(console: Console | None = None) -> Iterator[None]:
+    """Print every :class:`PluginWarning` raised inside the block as one clean line
+    (``warning: ssl-bench plugin 'x' (dist 1.0) was not loaded: ...``) on ``console`` (stderr by
+    default) instead of Python's ``file:line: PluginWarning: ...`` format; other warnings are
+    shown as usual. Meant to wrap a CLI command (registries load plugins on first use)."""
+    console = console or Console(stderr=True)
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, PluginWarning):
+                console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+            else:
+                original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+def _options_text(kind: str, obj) -> str:
+    opts = options(obj, exclude=FIXED_ARGUMENTS.get(kind, ()))
+    return "\n".join(f"{o} = {v!r}" for o, v in opts.items()) or "-"
+
+
+def _interface_text(kind: str, obj) -> str:
+    if kind == "pretexts":
+        return f"kind: {getattr(obj, 'kind', '?')}"
+    if kind == "transfers":
+        return "pretext kinds: " + ", ".join(getattr(obj, "accepts", ()))
+    return ""
+
+
+def _plugin_lines() -> list[str]:
+    lines = []
+    for st in plugin_status():
+        state = "loaded" if st.error is None else f"NOT loaded: {st.error}"
+        lines.append(f"plugin {st.name} ({st.origin}, module {st.module}): {state}")
+    return lines or ["no plugins installed (entry-point group ssl_bench.plugins)"]
 
 
 @click.command("list")
@@ -25,20 +83,28 @@ def list_components(kind, pattern, verbose):
         console.print(f"{len(names)} timm backbones (any works with --backbone):")
         console.print(", ".join(names), highlight=False)
         return
-    for k in [kind] if kind else list(REGISTRIES):
-        reg = REGISTRIES[k]
-        table = Table(title=k, title_justify="left", show_lines=verbose)
-        table.add_column("name", style="bold")
-        table.add_column("origin")
-        table.add_column("description")
-        if verbose:
-            table.add_column("options (params.<name>.<option>)")
-        for name in reg.names(pattern):
-            entry = reg.entry(name)
-            row = [name, entry.origin, summary(entry.obj)]
+    with show_plugin_warnings():
+        for k in [kind] if kind else list(REGISTRIES):
+            reg = REGISTRIES[k]
+            table = Table(title=k, title_justify="left", show_lines=verbose)
+            table.add_column("name", style="bold")
+            table.add_column("origin")
+            table.add_column("description")
             if verbose:
-                fixed = ("root", "image_size", "cache_dir", "on_bad_image", "workers", "in_chans", "out_chans")
-                opts = options(entry.obj, exclude=fixed)
-                row.append("\n".join(f"{o} = {v!r}" for o, v in opts.items()) or "-")
-            table.add_row(*row)
-        console.print(table)
+                table.add_column("option = default")
+                table.caption = "set an option with --set params.<name>.<option>=VALUE"
+                table.caption_justify = "left"
+            for name in reg.names(pattern):
+                entry = reg.entry(name)
+                description = Text(summary(entry.obj) or "(no docstring)")
+                row = [Text(name), Text(entry.origin), description]
+                if verbose:
+                    extra = _interface_text(k, entry.obj)
+                    if extra:
+                        description.append("\n" + extra, style="dim")
+                    row.append(Text(_options_text(k, entry.obj)))
+                table.add_row(*row)
+            console.print(table)
+        if verbose and not kind:
+            for line in _plugin_lines():
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
