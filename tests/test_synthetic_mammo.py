@@ -129,17 +129,17 @@ def test_dark_background_and_canonical_orientation(default_128):
     assert (left > right).all()
 
 
-def test_laterality_orientation_mirrors_left_breasts():
+def test_laterality_orientation_mirrors_right_breasts():
     table, canonical = generate(image_size=(64, 32), **SMOKE)
     table_lat, stored = generate(image_size=(64, 32), orientation="laterality", **SMOKE)
     pd.testing.assert_frame_equal(table, table_lat)
-    left = (table["laterality"] == "L").to_numpy()
-    assert np.array_equal(stored[left], canonical[left][:, :, ::-1])
-    assert np.array_equal(stored[~left], canonical[~left])
+    right = (table["laterality"] == "R").to_numpy()
+    assert np.array_equal(stored[right], canonical[right][:, :, ::-1])
+    assert np.array_equal(stored[~right], canonical[~right])
     half = stored.shape[2] // 2
     tissue_right = stored[:, :, half:].astype(np.float32).mean(axis=(1, 2))
     tissue_left = stored[:, :, :half].astype(np.float32).mean(axis=(1, 2))
-    assert (tissue_right[left] > tissue_left[left]).all()  # L: chest wall on the right edge
+    assert (tissue_right[right] > tissue_left[right]).all()  # R: chest wall on the right edge
 
 
 def test_write_png_set_round_trip(tmp_path):
@@ -147,7 +147,7 @@ def test_write_png_set_round_trip(tmp_path):
     csv_path = write_png_set(tmp_path / "synth", image_size=(64, 32), seed=1, **kwargs)
     assert csv_path == tmp_path / "synth" / "labels.csv"
     written = pd.read_csv(csv_path, dtype={"image_id": str, "patient_id": str})
-    table, images = generate(image_size=(64, 32), seed=1, **kwargs)
+    table, images = generate(image_size=(64, 32), seed=1, orientation="laterality", **kwargs)
     assert list(written.columns) == [*TABLE_COLUMNS, "path"]
     pd.testing.assert_frame_equal(written[list(TABLE_COLUMNS)], table)
     for row, image in zip(written.itertuples(), images):

@@ -36,7 +36,7 @@ class Job:
 
     @property
     def label(self) -> str:
-        return f"{self.method} fold {self.fold}"
+        return f"{self.run_name} fold {self.fold}"  # run name = method, or method-seed<N>
 
 
 @dataclass
@@ -98,7 +98,8 @@ def open_run(cfg):
     fold_of = make_folds(loaded.labels, loaded.groups, cfg.data.folds, cfg.seed, cfg.data.split)
     saved = pd.read_csv(folds_csv, dtype={"image_id": str, "patient_id": str})
     ids = loaded.samples["image_id"].astype(str).to_numpy()
-    if len(saved) != len(ids) or (saved["image_id"].to_numpy() != ids).any() or (saved["fold"].to_numpy() != fold_of).any():
+    same = len(saved) == len(ids) and (saved["image_id"].to_numpy() == ids).all()
+    if not same or (saved["fold"].to_numpy() != fold_of).any():
         raise RuntimeError(
             f"the dataset on {socket.gethostname()} gives other folds than {folds_csv} "
             f"(different data or data root on this node?)"

@@ -5,9 +5,15 @@ then the missing (method, fold) jobs go to the executor. A completed fold is nev
 rewritten; a job that still fails after its retries is recorded with its traceback in
 ``<run>/failed/fold-<k>.txt`` while the other jobs go on. Summaries and the leaderboard are
 written at the end from whatever folds are complete.
+
+Resume: rerunning the same bench with ``resume=True`` after a failure, Ctrl-C, crash or ``kill -9``
+of the driver runs only the missing folds. Leftovers of a killed process (``folds/.<k>.tmp-*``
+folders, half-written ``.<file>.*`` temporaries) are never complete folds and are removed first.
 """
 from __future__ import annotations
 
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..engine import provenance
 from ..engine.device import device_name, resolve_device
 from ..engine.experiment import PreparedRun, prepare_run, write_summary
-from ..engine.rundir import atomic_write_text
+from ..fileio import atomic_write_text
 from ..errors import UserError
 from .executors.base import Executor
 from .job import Job, JobOutcome
@@ -30,7 +36,7 @@ class BenchResult:
     runs: list[PreparedRun]
     outcomes: list[JobOutcome] = field(default_factory=list)
     skipped: int = 0  # jobs already complete before this invocation
-    summaries: dict[str, dict | None] = field(default_factory=dict)
+    summaries: dict[str, dict | None] = field(default_factory=dict)  # run name -> summary
 
     @property
     def failed(self) -> list[JobOutcome]:
@@ -43,6 +49,41 @@ class BenchResult:
 
 def failure_path(run: PreparedRun, fold: int) -> Path:
     return run.rundir.path / "failed" / f"fold-{fold}.txt"
+
+
+_TEMP_FILE = re.compile(r"^\.(config\.yaml|env\.json|summary\.json|folds\.csv|skipped\.csv|fold-\d+\.txt)\..+")
+_TEMP_FOLD = re.compile(r"^\.\d+\.tmp-")
+
+
+def remove_leftovers(run: PreparedRun) -> list[Path]:
+    """Delete what an interrupted process left half-written in a run directory; returns the paths."""
+    removed = []
+    folds = run.rundir.path / "folds"
+    for p in folds.iterdir() if folds.is_dir() else ():
+        if _TEMP_FOLD.match(p.name):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    for d in (run.rundir.path, run.rundir.path / "failed"):
+        for p in d.iterdir() if d.is_dir() else ():
+            if p.is_file() and _TEMP_FILE.match(p.name):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def job_config(cfg) -> dict:
+    """The config a job receives: paths made absolute, so any worker's working folder works."""
+    config = cfg.to_dict()
+    config["out"] = str(Path(cfg.out).expanduser().resolve())
+    return config
+
+
+def failure_text(outcome: JobOutcome) -> str:
+    attempts = "".join(f"  {line}\n" for line in outcome.history)
+    return (
+        f"{outcome.job.label} failed after {outcome.attempts} attempt(s)\n"
+        f"{attempts}\ntraceback of the last attempt:\n{outcome.error}"
+    )
 
 
 def prepare_bench(plan: BenchPlan, resume: bool) -> tuple[list[PreparedRun], list[Job], int]:
@@ -58,11 +99,13 @@ def prepare_bench(plan: BenchPlan, resume: bool) -> tuple[list[PreparedRun], lis
             )
         done += len(complete)
         runs.append(run)
-        config = cfg.to_dict()
+        remove_leftovers(run)
+        config = job_config(cfg)
         jobs.extend(Job(cfg.display_name, cfg.run_name, k, config) for k in run.folds_to_run)
-    first = runs[0].fold_of if runs else None
-    for run in runs[1:]:
-        if run.loaded is runs[0].loaded and not (run.fold_of == first).all():
+    first: dict[int, PreparedRun] = {}  # every method of one seed must use the same folds
+    for run in runs:
+        ref = first.setdefault(run.config.seed, run)
+        if run.loaded is ref.loaded and not (run.fold_of == ref.fold_of).all():
             raise UserError("methods of one bench got different folds; use one seed and split")
     return runs, jobs, done
 
@@ -91,7 +134,7 @@ def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console
             path.unlink(missing_ok=True)
             info = f"{outcome.job.label}: AUC {outcome.metrics['auc']:.3f} ({outcome.seconds:.0f}s)"
         else:
-            atomic_write_text(path, f"{outcome.job.label} failed after {outcome.attempts} attempt(s)\n\n{outcome.error}")
+            atomic_write_text(path, failure_text(outcome))
             info = f"[red]{outcome.job.label} FAILED[/]"
         progress.update(task, advance=1, info=info)
 
@@ -101,7 +144,7 @@ def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console
         executor.run(jobs, on_outcome)
     label = device_name(resolve_device(plan.configs[0].device)) if plan.configs else "cpu"
     for run in runs:
-        result.summaries[run.config.display_name] = write_summary(run, label, started)
+        result.summaries[run.config.run_name] = write_summary(run, label, started)
     if jobs and show_progress:
         console.print(f"{len(jobs)} job(s) in {time.perf_counter() - t0:.0f}s", highlight=False)
     return result

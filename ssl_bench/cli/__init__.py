@@ -27,7 +27,7 @@ class _Group(click.Group):
             with show_plugin_warnings(console):
                 return super().invoke(ctx)
         except UserError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")

@@ -1,6 +1,8 @@
 """``ssl-bench bench``: run every method x fold of a benchmark file and print the leaderboard."""
 from __future__ import annotations
 
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +14,18 @@ from .run_cmd import collect_flags
 
 out_console = Console()
 err_console = Console(stderr=True)
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that resumes this bench (the same one, with --resume)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--resume" not in args:
+        args.append("--resume")
+    return " ".join(shlex.quote(a) for a in ["ssl-bench", *args])
 
 
 def _seeds(text: str | None) -> tuple[int, ...]:
@@ -38,9 +52,11 @@ def _seeds(text: str | None) -> tuple[int, ...]:
 @click.option("--resume", is_flag=True, help="Finish the missing jobs of an earlier, interrupted bench.")
 @click.option("--executor", default="local", show_default=True, help="local | ray (ssl-bench list executors).")
 @click.option("--jobs-per-gpu", type=int, default=1, show_default=True, help="Concurrent jobs per GPU (local).")
-@click.option("--retries", type=int, default=1, show_default=True, help="Retries of a failing job.")
+@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Retries of a failing job before it is recorded as failed.")
 @click.option("--ray-address", default=None, help="Ray cluster address ('auto' = the running cluster).")
-@click.option("--gpus-per-job", type=float, default=None, help="Ray: GPUs per job (fractions allowed).")
+@click.option("--gpus-per-job", type=float, default=None,
+              help="Ray: GPUs per job (fractions allowed; default 1 if the cluster has GPUs, else 0).")
 @click.option("--cpus-per-job", type=float, default=1.0, show_default=True, help="Ray: CPUs per job.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key for every method.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
@@ -48,20 +64,30 @@ def _seeds(text: str | None) -> tuple[int, ...]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retries, ray_address,
           gpus_per_job, cpus_per_job, sets, reference, quiet, **kwargs):
-    """Run a benchmark file (e.g. benchmarks/table2.yaml): all methods x folds, then the leaderboard."""
+    """Run a benchmark file (e.g. benchmarks/table2.yaml): all methods x folds, then the leaderboard.
+
+    Interrupted or failed jobs are finished by rerunning the same command with --resume;
+    completed folds are never recomputed.
+    """
     from .. import components
+    from ..bench.job import import_extra_modules
     from ..bench.plan import load_plan
     from ..bench.runner import run_bench
     from ..registry import EXECUTORS
 
+    import_extra_modules()  # SSL_BENCH_IMPORT: extra component modules (also imported by every job)
     flags = collect_flags(kwargs)
     plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), _seeds(seeds))
     options = {"retries": retries}
+    cls = EXECUTORS.get(executor)
+    if executor != "local" and jobs_per_gpu != 1:
+        raise ConfigError("--jobs-per-gpu is for the local executor; with ray use e.g. --gpus-per-job 0.5")
+    if executor != "ray" and (ray_address or gpus_per_job is not None):
+        raise ConfigError("--ray-address and --gpus-per-job need --executor ray")
     if executor == "local":
         options["jobs_per_gpu"] = jobs_per_gpu
     elif executor == "ray":
         options.update(address=ray_address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
-    cls = EXECUTORS.get(executor)
     runner = cls(**components.check_options(executor, cls, options, {}))
     first = plan.configs[0]
     out_console.print(
@@ -69,23 +95,41 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
         f"[bold]{first.profile}[/] · dataset {first.data.dataset} · {runner.describe()}",
         highlight=False,
     )
+    previous = signal.signal(signal.SIGTERM, _terminated)  # `kill` stops as cleanly as Ctrl-C
     try:
         result = run_bench(plan, runner, resume=resume, console=err_console, show_progress=not quiet)
     except KeyboardInterrupt:
         err_console.print(
-            "[yellow]interrupted.[/] Completed folds are saved; rerun the same command with "
-            "--resume to finish the missing jobs."
+            "[yellow]interrupted[/]: running jobs were stopped; completed folds are saved. "
+            f"To finish the missing jobs run:\n  {resume_command()}",
+            highlight=False, markup=True, soft_wrap=True,
         )
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     out_dir = Path(first.out).expanduser()
-    complete = [p for p, s in zip(result.run_dirs, result.summaries.values()) if s is not None]
-    if complete:
+    by_seed: dict[int, list[Path]] = {}
+    for r in result.runs:
+        if result.summaries.get(r.config.run_name) is not None:
+            by_seed.setdefault(r.config.seed, []).append(r.rundir.path)
+    if by_seed:
         from ..bench.report import write_leaderboard
 
-        paths = write_leaderboard(complete, out_dir, reference=reference, console=out_console)
-        out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
+        for seed, complete in by_seed.items():  # --seeds: one leaderboard per seed, in seed-<s>/
+            target = out_dir / f"seed-{seed}" if len({c.seed for c in plan.configs}) > 1 else out_dir
+            paths = write_leaderboard(complete, target, reference=reference, console=out_console)
+            out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
     if result.failed:
-        err_console.print(f"[bold red]{len(result.failed)} job(s) failed[/] (tracebacks in <run>/failed/):")
+        from ..bench.job import last_line
+        from ..bench.runner import failure_path
+
+        by_name = {r.config.run_name: r for r in result.runs}
+        err_console.print(f"[bold red]{len(result.failed)} of {len(result.outcomes)} job(s) failed[/] "
+                          f"after {retries + 1} attempt(s) each:")
         for o in result.failed:
-            err_console.print(f"  - {o.job.label}: {o.error.strip().splitlines()[-1]}", highlight=False)
+            path = failure_path(by_name[o.job.run_name], o.job.fold)
+            err_console.print(f"  - {o.job.label}: {last_line(o.error)}\n    traceback: {path}",
+                              highlight=False, markup=False, soft_wrap=True)
+        err_console.print(f"Fix the cause, then rerun only the failed jobs with:\n  {resume_command()}",
+                          highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from ..config import Config, DataConfig, parse_image_size, parse_scalar, parse_set_option, set_value
 from ..errors import ConfigError
-from ..data import cbis_ddsm, inbreast, manifest, vindr  # noqa: F401  (their decorators register them)
 
 out_console = Console()
 _DEFAULTS = DataConfig()

@@ -114,11 +114,10 @@ class MammoDataset(ABC):
         from .cache import load_cached_images
 
         table, problems = self.scan()
-        self.check_problems(problems)
         images, bad = load_cached_images(
             table, self.image_size, self.cache_dir, workers=self.workers
-        )
-        self.check_problems(bad)
+        )  # decoded even when the sheet has problems, so one message lists every bad input
+        self.check_problems(problems + bad)
         if bad:
             keep = ~table["path"].isin({p.file for p in bad}).to_numpy()
             table, images = table[keep], images[keep]

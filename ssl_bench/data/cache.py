@@ -158,7 +158,7 @@ def _decode_all(misses, paths, lateralities, size, workers):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    n_workers = int(workers) if workers and int(workers) > 0 else (os.cpu_count() or 1)
+    n_workers = int(workers) if workers and int(workers) > 0 else _cpu_count()
     n_workers = min(n_workers, len(misses))
     progress = Progress(
         TextColumn("decoding images"),
@@ -206,6 +206,14 @@ def _decode_all(misses, paths, lateralities, size, workers):
             for i, target in rest:
                 yield i, decode_one(paths[i], lateralities[i], size, target)
                 progress.advance(task)
+
+
+def _cpu_count() -> int:
+    """CPUs this process may use (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _mp_context():

@@ -99,6 +99,7 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DataError(f"{where}: unsupported photometric interpretation '{photometric}' for a mammogram")
 
+    _check_native_length(ds, where)
     try:
         stored = ds.pixel_array
     except Exception as exc:  # truncated pixel data, missing decoder plugin, corrupt stream
@@ -127,6 +128,21 @@ def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         "patient_id": str(ds.get("PatientID", "")),
     }
     return np.ascontiguousarray(image, dtype=np.float32), info
+
+
+def _check_native_length(ds, where: str) -> None:
+    """Uncompressed pixel data shorter than Rows x Columns x BitsAllocated: a truncated file."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if syntax is None or syntax.is_compressed:
+        return
+    try:
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
+        found = len(ds.PixelData)
+    except Exception:
+        return  # missing attributes: let the decoder report them
+    if found < expected:
+        raise DataError(f"{where}: truncated file (pixel data has {found} of {expected} bytes)")
 
 
 def _to_unit_range(stored: np.ndarray, ds, where: str) -> tuple[np.ndarray, str]:

@@ -85,5 +85,5 @@ class SyntheticMammography(MammoDataset):
 
     def load(self) -> LoadedDataset:
         table, images = self._generate_or_load()
-        table = table.assign(path=table.get("path", "")).fillna({"path": ""})
+        table = table.assign(path="")  # generated images have no file
         return LoadedDataset(self.name, table[list(SAMPLE_COLUMNS)].reset_index(drop=True), images)

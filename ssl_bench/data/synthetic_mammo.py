@@ -37,9 +37,9 @@ resolution is rendered directly, not downscaled):
   visible from 128x64 up).
 
 Orientation: ``"canonical"`` puts every chest wall on the LEFT edge (nipple pointing right).
-``"laterality"`` stores images as a scanner would under this module's convention: left (L)
-breasts have the chest wall on the RIGHT edge, right (R) breasts on the left edge, so mirroring
-the L images brings the set back to canonical.
+``"laterality"`` stores images as the real CBIS-DDSM files are stored: left (L) breasts have the
+chest wall on the left edge, right (R) breasts on the RIGHT edge, so mirroring the R images (as
+:func:`ssl_bench.data.preprocess.flip_to_canonical` does) brings the set back to canonical.
 
 Determinism: the cohort plan, every patient, breast and image draw from their own
 ``numpy.random.SeedSequence(seed, spawn_key=(part, patient, laterality, view))``, so the output is
@@ -461,8 +461,8 @@ def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=10
         n_patients, n_benign, n_malignant: cohort shape; images = n_benign + n_malignant, each
             patient contributes 2-4 of them.
         seed: everything is a function of it (same seed, bit-identical output).
-        orientation: ``"canonical"`` (every chest wall on the left) or ``"laterality"`` (L breasts
-            with the chest wall on the right edge, R breasts on the left edge).
+        orientation: ``"canonical"`` (every chest wall on the left) or ``"laterality"`` (as
+            stored by scanners: L breasts with the chest wall on the left edge, R on the right).
 
     Returns:
         the sample table (columns :data:`TABLE_COLUMNS`, one row per image, ordered by patient,
@@ -486,7 +486,7 @@ def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=10
             geometry = _view_geometry(traits[breast.patient], view, width / height, rng)
             image = render_view((height, width), traits[breast.patient], geometry,
                                 breast.finding, lesion, view, rng)
-            if orientation == "laterality" and breast.laterality == "L":
+            if orientation == "laterality" and breast.laterality == "R":
                 image = image[:, ::-1]
             images[len(rows)] = image
             patient_id = f"P{breast.patient:0{digits}d}"
@@ -498,9 +498,12 @@ def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=10
 def write_png_set(out_dir, image_size=(768, 384), seed=0, **generate_kwargs) -> pathlib.Path:
     """Write the cohort as 16-bit grayscale PNGs plus ``labels.csv``; return the CSV path.
 
-    Images go to ``<out_dir>/images/<image_id>.png`` (value ``round(x * 65535)``); the CSV has the
-    table columns plus ``path``, relative to ``out_dir``.
+    Images go to ``<out_dir>/images/<image_id>.png`` (value ``round(x * 65535)``), stored as a
+    scanner would (R breasts mirrored, matching their ``laterality`` column, so the ``manifest``
+    dataset's preprocessing turns them back); the CSV has the table columns plus ``path``,
+    relative to ``out_dir``.
     """
+    generate_kwargs.setdefault("orientation", "laterality")
     from PIL import Image
 
     out_dir = pathlib.Path(out_dir)

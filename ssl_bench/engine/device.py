@@ -1,16 +1,23 @@
 """Device, precision and memory-format handling shared by every transfer strategy.
 
-On CUDA the fast path is: bf16 autocast (losses computed in fp32), channels_last, no host-device
-sync inside a step. On the CPU everything runs in fp32 so results are exact and reproducible.
+On CUDA the fast path is: bf16 autocast (losses computed in fp32), channels_last, cuDNN's
+autotuner (``cudnn.benchmark``: every step has the same shapes), fused Adam, no host-device sync inside a step, and optionally a CUDA graph of the whole
+step (:mod:`ssl_bench.engine.cuda_graphs`). On the CPU everything runs in fp32 so results are
+exact and reproducible.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+
+#: environment switch for CUDA-graph capture of the training step (``1``/``true`` = on), beside
+#: the config key ``train.cuda_graphs`` (either one turns it on)
+GRAPHS_ENV = "SSL_BENCH_CUDA_GRAPHS"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -26,16 +33,31 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """The autocast dtype (``None`` = plain fp32): bf16 on CUDA for ``auto``, never on the CPU."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
-    if precision == "bf16" and device.type == "cpu":
-        return torch.bfloat16
     return torch.bfloat16
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Autocast context for the forward pass, or a no-op for fp32."""
+def autocast(device: torch.device, dtype: torch.dtype | None, cache_enabled: bool = True):
+    """Autocast context for the forward pass, or a no-op for fp32. ``cache_enabled=False`` is
+    required inside CUDA-graph capture (the cast-weight cache would outlive the capture)."""
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)
+
+
+def configure_fast_path(device: torch.device) -> None:
+    """Process-wide CUDA setting of the fast path: cuDNN autotuning (every step of a stage has
+    the same shapes). Precision settings (TF32) are left as torch has them."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def graphs_requested(train_config) -> bool:
+    """Whether CUDA-graph capture of training steps is asked for: ``train.cuda_graphs`` (read
+    with ``getattr``, so it works before the key exists in :class:`TrainConfig`) or the
+    ``SSL_BENCH_CUDA_GRAPHS`` environment variable."""
+    if getattr(train_config, "cuda_graphs", False):
+        return True
+    return os.environ.get(GRAPHS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def prepare_module(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:

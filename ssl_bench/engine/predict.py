@@ -1,4 +1,7 @@
-"""Scoring images with a trained classifier: probabilities of malignancy, batched, no grad."""
+"""Scoring images with a trained classifier: probabilities of malignancy, batched, no grad.
+
+Same fast path as training: batches moved (if not already there) and cast on the device,
+channels_last and bf16 autocast on CUDA, and one device-to-host copy at the end."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,6 +25,8 @@ def predict_scores(
     out = []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device, non_blocking=True).float()
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             logits = model(x)
         out.append(torch.sigmoid(logits.float().reshape(-1)))

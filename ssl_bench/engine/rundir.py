@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,9 @@ import pandas as pd
 import torch
 
 from ..errors import UserError
+from ..fileio import atomic_write_text
 
 FOLD_FILES = ("metrics.json", "predictions.csv", "model.pt")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_json(data: Any) -> str:
@@ -92,9 +80,17 @@ class RunDir:
         (tmp / "metrics.json").write_text(to_json(metrics))
         predictions.to_csv(tmp / "predictions.csv", index=False)
         torch.save(model_state, tmp / "model.pt")
-        if final.exists():  # an incomplete leftover (cannot happen through this writer)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if self.fold_done(k):  # another process finished this fold meanwhile: keep its files
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if final.exists():  # an incomplete leftover, never a complete fold (checked above)
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not self.fold_done(k):  # lost a race to a complete fold is fine; anything else is not
+                raise
 
     def read_metrics(self, k: int) -> dict:
         data = json.loads((self.fold_dir(k) / "metrics.json").read_text())

@@ -53,11 +53,22 @@ class CollaborativeTransfer(TransferStrategy):
         branch_p = ProjectionMLP(pretext_net.encoder_channels, self.hidden_dim, self.proj_dim)
         branch_d = ProjectionMLP(num_pooled_features(backbone), self.hidden_dim, self.proj_dim)
 
-        pnet, net = ctx.prepare(pretext_net), ctx.prepare(backbone)
-        p_head, d_head = ctx.prepare(branch_p), ctx.prepare(branch_d)
+        pnet = ctx.prepare(pretext_net)
+        for m in (backbone, branch_p, branch_d):
+            ctx.prepare(m, compile=False)  # used through `downstream` below
         opt_pretext = ctx.optimizer(pretext_net)
         opt_downstream = ctx.optimizer(backbone, branch_p, branch_d)
         pretext, alpha = ctx.pretext, self.alpha
+        encode = ctx.compiled(pretext_net.encode)
+
+        def downstream(x: torch.Tensor, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Classifier logits and L_CT: one function, so ``train.compile`` covers all of it."""
+            features = backbone.forward_features(x)
+            logits = backbone.forward_head(features)
+            l_ct = collaborative_loss(branch_p(encoded), branch_d(pooled_features(backbone, features)))
+            return logits, l_ct
+
+        downstream = ctx.compiled(downstream)
 
         def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
             batch = pretext.prepare(x, y)
@@ -67,11 +78,9 @@ class CollaborativeTransfer(TransferStrategy):
             optimizer_step(opt_pretext, l_pretext)
 
             with torch.no_grad(), ctx.autocast():
-                encoded = pretext_net.encode(x)
+                encoded = encode(x)
             with ctx.autocast():
-                features = net.forward_features(x)
-                logits = net.forward_head(features)
-                l_ct = collaborative_loss(p_head(encoded), d_head(pooled_features(backbone, features)))
+                logits, l_ct = downstream(x, encoded)
             l_bce = ctx.bce(logits, y)
             l_down = alpha * l_ct + l_bce
             optimizer_step(opt_downstream, l_down)

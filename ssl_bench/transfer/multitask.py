@@ -35,16 +35,18 @@ class MultiTask(TransferStrategy):
         backbone = ctx.new_backbone()
         model = PretextModel(backbone, ctx.pretext)
         net, opt, pretext, weight = ctx.prepare(model), ctx.optimizer(model), ctx.pretext, self.weight
+        # methods other than forward are compiled one by one under train.compile
+        forward_with_logits, logits_of = ctx.compiled(model.forward_with_logits), ctx.compiled(model.logits)
 
         def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
             batch = pretext.prepare(x, y)
             with ctx.autocast():
                 if len(batch.inputs) == 1 and batch.inputs[0] is x:
-                    out, logits = net.forward_with_logits(x)
+                    out, logits = forward_with_logits(x)
                     outputs = [out]
                 else:
                     outputs = net(batch.inputs)
-                    logits = net.logits(x)
+                    logits = logits_of(x)
             l_pretext = pretext.loss(outputs, batch.targets)
             l_bce = ctx.bce(logits, y)
             optimizer_step(opt, multitask_loss(l_bce, l_pretext, weight))
