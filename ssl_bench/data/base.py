@@ -62,6 +62,10 @@ class LoadedDataset:
 class MammoDataset(ABC):
     """Base class of registered datasets.
 
+    A subclass takes its own options as keyword arguments (they become
+    ``params.<dataset>.<option>``) and passes the common settings below on:
+    ``def __init__(self, my_option=1, **settings): super().__init__(**settings)``.
+
     Args:
         root: folder holding the dataset as its owners ship it (``None`` for generated data).
         image_size: ``(height, width)`` of the preprocessed images.

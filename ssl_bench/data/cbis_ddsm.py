@@ -49,14 +49,10 @@ class CBISDDSM(MammoDataset):
 
     def __init__(
         self,
-        root: str | None = None,
-        image_size: tuple[int, int] = (768, 384),
-        cache_dir: str | Path = "~/.cache/ssl_bench",
-        on_bad_image: str = "fail",
-        workers: int = 0,
         split: str = "all",
+        **settings,
     ):
-        super().__init__(root, image_size, cache_dir, on_bad_image, workers)
+        super().__init__(**settings)
         if split not in ("all", "train", "test"):
             raise ConfigError(f"params.cbis_ddsm.split must be 'all', 'train' or 'test', got '{split}'")
         self.split = split

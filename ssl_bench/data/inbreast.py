@@ -49,14 +49,10 @@ class INbreast(MammoDataset):
 
     def __init__(
         self,
-        root: str | None = None,
-        image_size: tuple[int, int] = (768, 384),
-        cache_dir: str | Path = "~/.cache/ssl_bench",
-        on_bad_image: str = "fail",
-        workers: int = 0,
         birads3: str = "exclude",
+        **settings,
     ):
-        super().__init__(root, image_size, cache_dir, on_bad_image, workers)
+        super().__init__(**settings)
         if birads3 not in ("exclude", "benign"):
             raise ConfigError(f"params.inbreast.birads3 must be 'exclude' or 'benign', got '{birads3}'")
         self.birads3 = birads3

@@ -31,14 +31,10 @@ class Manifest(MammoDataset):
 
     def __init__(
         self,
-        root: str | None = None,
-        image_size: tuple[int, int] = (768, 384),
-        cache_dir: str | Path = "~/.cache/ssl_bench",
-        on_bad_image: str = "fail",
-        workers: int = 0,
         csv: str = "manifest.csv",
+        **settings,
     ):
-        super().__init__(root, image_size, cache_dir, on_bad_image, workers)
+        super().__init__(**settings)
         self.csv = csv
 
     def csv_path(self) -> Path:

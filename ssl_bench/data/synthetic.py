@@ -32,17 +32,13 @@ class SyntheticMammography(MammoDataset):
 
     def __init__(
         self,
-        root: str | None = None,
-        image_size: tuple[int, int] = (768, 384),
-        cache_dir: str | Path = "~/.cache/ssl_bench",
-        on_bad_image: str = "fail",
-        workers: int = 0,
         n_patients: int = 115,
         n_benign: int = 287,
         n_malignant: int = 100,
         seed: int = 0,
+        **settings,
     ):
-        super().__init__(root, image_size, cache_dir, on_bad_image, workers)
+        super().__init__(**settings)
         self.generation = {
             "n_patients": int(n_patients),
             "n_benign": int(n_benign),

@@ -15,7 +15,6 @@ duplicated ``image_id``, a DICOM under ``images/`` with no row.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -53,16 +52,12 @@ class VinDrMammo(MammoDataset):
 
     def __init__(
         self,
-        root: str | None = None,
-        image_size: tuple[int, int] = (768, 384),
-        cache_dir: str | Path = "~/.cache/ssl_bench",
-        on_bad_image: str = "fail",
-        workers: int = 0,
         split: str = "all",
         benign_birads: str = "1,2",
         malignant_birads: str = "4,5",
+        **settings,
     ):
-        super().__init__(root, image_size, cache_dir, on_bad_image, workers)
+        super().__init__(**settings)
         if split not in ("all", "training", "test"):
             raise ConfigError(f"params.vindr_mammo.split must be 'all', 'training' or 'test', got '{split}'")
         self.split = split
