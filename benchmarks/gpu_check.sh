@@ -121,4 +121,5 @@ for f in tests speed methods compile; do
         *) sed -n '/=== summary/,$p' "$OUT/$f.log" | head -n 40; grep -E "FAILED|ERROR|Traceback" "$OUT/$f.log" | head -n 5 ;;
     esac
 done
+rm -f "$OUT"/*.tmp  # a JSON write cut short by a time limit: keep to the 8 files
 say "gpu_check done in $(( $(date +%s) - T0 ))s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

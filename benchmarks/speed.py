@@ -491,7 +491,9 @@ def summary(results) -> None:
             f"{d['naive_epoch_s']:.2f}s vs ssl_bench {d['ssl_bench_epoch_s'] * 1e3:.1f}ms "
             f"-> {d['naive_over_ssl_bench']:.0f}x; data share of a TSBN-U epoch: ssl_bench "
             f"{100 * d.get('ssl_bench_data_share', float('nan')):.2f}%, naive "
-            f"{100 * d.get('naive_data_share', float('nan')):.1f}%")
+            f"{100 * d.get('naive_data_share', float('nan')):.1f}%"
+            + (f" (with CUDA graphs: ssl_bench {100 * d['ssl_bench_data_share_graphs']:.2f}%)"
+               if "ssl_bench_data_share_graphs" in d else ""))
     j = results.get("jobs", {})
     if "ratio" in j:
         log(f"jobs-per-gpu {j['many']['jobs']}: {j['many']['aggregate_img_s']:.1f} img/s aggregate vs "
@@ -590,13 +592,14 @@ def main(argv=None) -> int:
             log(f"cannot read --previous {args.previous}: {exc}")
 
     t_start = time.perf_counter()
+    # eager-only sections first: a hard crash in a CUDA-graph variant (steps) cannot lose them
     sections = [
-        ("steps", lambda: measure_steps(args, device, results, save)),
         ("data", lambda: measure_data(args, device, results, save,
                                       method_configs(args, args.batch[0])["TSBN-U"], log)),
     ]
     if args.jobs_per_gpu and args.jobs_per_gpu > 1:
         sections.append(("jobs", lambda: measure_jobs(args, results, save)))
+    sections.append(("steps", lambda: measure_steps(args, device, results, save)))
     if args.methods:
         sections.append(("methods", lambda: results["methods"].__setitem__(
             "eager", measure_methods(args, device, results, save, graphs=False))))

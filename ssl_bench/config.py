@@ -57,6 +57,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "fp32" | "bf16"
     channels_last: bool = True
     compile: bool = False
+    cuda_graphs: bool = False  # capture each training step in a CUDA graph (CUDA only; engine/cuda_graphs.py)
     augment: bool = True  # random vertical flips and small intensity jitter
 
 

@@ -76,7 +76,8 @@ def sample_crop_boxes(
     cells = F.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), (gh, gw)).flatten(1)
     weight = (cells > tissue_threshold).float()
     weight = torch.where(weight.sum(1, keepdim=True) > 0, weight, torch.ones_like(weight))
-    cell = torch.multinomial(weight, 1, generator=generator).squeeze(1)
+    # a uniform pick among the tissue cells (weights are 0/1), without multinomial's host sync
+    cell = torch.argmax(torch.rand(weight.shape, device=dev, generator=generator) * weight, dim=1)
     cy = ((cell // gw).float() + torch.rand(b, device=dev, generator=generator)) * (h / gh)
     cx = ((cell % gw).float() + torch.rand(b, device=dev, generator=generator)) * (w / gw)
 
