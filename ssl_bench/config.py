@@ -137,9 +137,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.lr": 1e-4,
         "train.weight_decay": 5e-4,
         "train.pos_weight": 15.0,
+        "train.cuda_graphs": True,  # H100: Table II projection 62 -> 39 min; falls back where a step syncs
         "data.folds": 5,
         "params.unet": {"width": 64},
-        "params.rdn": {"num_blocks": 8, "num_layers": 6, "growth": 32, "features": 64},
+        # RDN sized for time and memory at 768x384 (measured: see ssl_bench/models/rdn.py)
+        "params.rdn": {"num_blocks": 4, "num_layers": 4, "growth": 16, "features": 32},
     },
 }
 

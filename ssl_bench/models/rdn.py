@@ -39,9 +39,15 @@ Counting the tensors autograd saves (``saved_tensors_hooks``, bf16 autocast, 96x
 gives exactly these channel counts. Measured on an H100 80GB (forward + backward, bf16
 autocast, 768x384): D=16/C=8/G=64 peaks at 31.3 GiB at batch 1 and runs out of memory at batch
 4; D=8/C=6/G=32 peaks at 26.0 GiB at batch 4 (0.22 s/step), leaving room for the downstream
-ResNet50. Hence the ``paper`` profile uses D=8, C=6, G=32, features=64. With ``checkpoint=True``
-the peak drops to 6.6 GiB (paper profile) and 14.9 GiB (standard configuration, batch 4,
-1.3 s/step), so the standard configuration is usable when checkpointed.
+ResNet50. With ``checkpoint=True`` the peak drops to 6.6 GiB (D=8/C=6/G=32) and 14.9 GiB
+(standard configuration, batch 4, 1.3 s/step), so the standard configuration is usable when
+checkpointed.
+
+Time decided the ``paper`` profile: on the H100, D=8/C=6/G=32 alone took 41.7 of the 82 minutes
+projected for the whole Table II (6x TSBN-U). The ``paper`` profile therefore uses D=4, C=4,
+G=16, G0=32 (``4*(160 + 160 + 64) + 128 + 1 = 1,665`` ch -> 3.9 GB; about 15x fewer
+multiply-adds per pixel than D=8/C=6/G=32), still a residual dense network with dense blocks,
+local and global feature fusion. Set ``params.rdn.*`` for a larger one.
 """
 from __future__ import annotations
 
