@@ -1,0 +1,77 @@
+"""Transfer strategies' wiring: finetune's stage-2 head reset, multitask's summed loss, and that
+every method of a bench shares one fold assignment."""
+import pandas as pd
+import torch
+
+from ssl_bench.bench.plan import load_plan
+from ssl_bench.bench.runner import prepare_bench
+from ssl_bench.testing import tiny_fit_context
+from ssl_bench.transfer import finetune, multitask
+from ssl_bench.transfer.finetune import FineTune
+from ssl_bench.transfer.multitask import MultiTask
+
+
+def test_finetune_stage2_gets_a_fresh_head_and_keeps_the_pretrained_body(monkeypatch):
+    seen = {}
+    real_pretext_stage, real_supervised_stage = finetune.pretext_stage, finetune.supervised_stage
+
+    def spy_pretext_stage(ctx, model, epochs, stage="pretext"):
+        real_pretext_stage(ctx, model, epochs, stage)
+        body = model.backbone
+        seen["after_pretext_head"] = body.get_classifier()
+        seen["after_pretext_head_w"] = body.get_classifier().weight.detach().clone()
+        seen["after_pretext_body"] = {k: v.clone() for k, v in body.state_dict().items() if not k.startswith("fc")}
+
+    def spy_supervised_stage(ctx, backbone, epochs, stage="finetune"):
+        seen["stage2_head"] = backbone.get_classifier()
+        seen["stage2_head_w"] = backbone.get_classifier().weight.detach().clone()
+        seen["stage2_body"] = {k: v.clone() for k, v in backbone.state_dict().items() if not k.startswith("fc")}
+        real_supervised_stage(ctx, backbone, epochs, stage)
+
+    monkeypatch.setattr(finetune, "pretext_stage", spy_pretext_stage)
+    monkeypatch.setattr(finetune, "supervised_stage", spy_supervised_stage)
+    torch.manual_seed(0)
+    classifier = FineTune().fit(tiny_fit_context("gsim"))
+    assert seen["stage2_head"] is not seen["after_pretext_head"]  # a new module
+    assert not torch.equal(seen["stage2_head_w"], seen["after_pretext_head_w"])  # freshly initialised
+    assert seen["stage2_head"].out_features == 1
+    for k, v in seen["after_pretext_body"].items():  # the pretext-trained body is what stage 2 starts from
+        assert torch.equal(v, seen["stage2_body"][k]), k
+    assert classifier.get_classifier() is seen["stage2_head"]
+
+
+def test_finetune_with_no_pretext_skips_stage1(monkeypatch):
+    calls = []
+    monkeypatch.setattr(finetune, "pretext_stage", lambda *a, **k: calls.append("pretext"))
+    FineTune().fit(tiny_fit_context("none"))
+    assert calls == []
+
+
+def test_multitask_minimises_bce_plus_weighted_pretext_loss(monkeypatch):
+    recorded = []
+    real = multitask.multitask_loss
+
+    def spy(bce, pretext_loss, weight):
+        total = real(bce, pretext_loss, weight)
+        recorded.append((bce.item(), pretext_loss.item(), weight, total.item()))
+        return total
+
+    monkeypatch.setattr(multitask, "multitask_loss", spy)
+    ctx = tiny_fit_context("gsim", n_images=8, train__epochs=2)
+    MultiTask(weight=0.3).fit(ctx)
+    assert len(recorded) == 2 * ctx.steps_per_epoch()
+    for bce, pre, weight, total in recorded:
+        assert weight == 0.3
+        assert abs(total - (bce + 0.3 * pre)) < 1e-5
+
+
+def test_all_seven_methods_of_a_bench_share_identical_folds(tmp_path):
+    plan = load_plan("benchmarks/table2.yaml", "smoke", {"out": str(tmp_path)})
+    runs, jobs, done = prepare_bench(plan, resume=False)
+    assert [r.config.method for r in runs] == [
+        "ResNet", "SimCLR", "CR-F-ResNet", "GM-F-ResNet", "GM-M-ResNet", "TSBN-U", "TSBN-R"]
+    assert len(jobs) == 7 * 5 and done == 0
+    first = pd.read_csv(runs[0].rundir.path / "folds.csv")
+    for run in runs[1:]:
+        assert (run.fold_of == runs[0].fold_of).all()
+        pd.testing.assert_frame_equal(pd.read_csv(run.rundir.path / "folds.csv"), first)
