@@ -98,8 +98,8 @@ class RDN(nn.Module):
     ``forward(x) -> (B, out_chans, H, W)``; ``encode(x) -> (B, features, H, W)`` (global feature
     fusion output after the global residual); ``encoder_channels = features``. The standard
     configuration does not fit 768x384 batch 4 on an 80 GB GPU even in bf16 (~131 GB of saved
-    activations vs ~26 GB for the ``paper`` profile's D=8, C=6, G=32) unless ``checkpoint=True``
-    (14.9 GiB measured); see the module docstring.
+    activations) unless ``checkpoint=True`` (14.9 GiB measured); the ``paper`` profile uses
+    D=4, C=4, G=16, G0=32 (~3.9 GB), chosen for time; see the module docstring.
     """
 
     def __init__(
