@@ -24,17 +24,23 @@ resolution is rendered directly, not downscaled):
   toward the skin and the retro-mammary fat at the chest wall.
 - Findings (chosen per breast):
   benign: ``none``, ``round_mass`` / ``oval_mass`` (circumscribed, sharp margin) or
-  ``coarse_calcs`` (a few large, round, scattered calcifications);
-  malignant: ``spiculated_mass`` (irregular, ill-defined core with thin radiating spicules),
-  ``pleomorphic_calcs`` (a tight cluster of fine, elongated, irregular specks) or both.
-  Masses of both classes draw size and contrast from the same ranges (a spiculated mass has a
-  smaller core, so that core plus spicules adds about as much intensity as a smooth mass) and
-  every lesion covers a fraction of a percent of the image, so the class cannot be read from
-  global statistics (image mean and standard deviation); it lies in shape (spiculated vs
-  smooth margin) and texture (fine clustered vs coarse scattered calcifications). Details
-  smaller than a pixel are widened to half a pixel with their integrated intensity kept, so
-  they fade gracefully at small sizes (calcifications mostly vanish at 64x32; masses stay
-  visible from 128x64 up).
+  ``coarse_calcs`` (a few large, dense, round calcifications scattered over a few cm);
+  malignant: ``spiculated_mass`` (irregular, ill-defined, dense core with long radiating
+  spicules), ``pleomorphic_calcs`` (a tight cluster of many fine, elongated, irregular specks)
+  or both.
+  Lesions are sized as real ones (masses 1.75-4 cm, a pixel is 0.33 mm at 768x384 and 2 mm at
+  128x64), so the class-defining shape survives at the quick profile's 128x64: spicules become
+  faint lines, a pleomorphic cluster a dense mottled focus, coarse calcifications separate dots.
+  Masses of both classes draw size and contrast from the same ranges; a spiculated mass has a
+  smaller but denser core (high density is a sign of malignancy in BI-RADS) and its spicules
+  merge with the core rather than thicken it, so that core plus spicules add about as much
+  intensity as a smooth mass; the two calcification types add about the same intensity too.
+  Every lesion covers about a percent of the image or less, so the class cannot be read from
+  global statistics (image mean and standard deviation); it lies in shape (spiculated vs smooth
+  margin), local density and texture (fine clustered vs coarse scattered calcifications).
+  Lesions are rendered at least ``SUPERSAMPLE`` pixels high and area-averaged (details below a
+  pixel are further widened to half a pixel with their integrated intensity kept), so they fade
+  as they would on a detector with large pixels.
 
 Orientation: ``"canonical"`` puts every chest wall on the LEFT edge (nipple pointing right).
 ``"laterality"`` stores images as the real CBIS-DDSM files are stored: left (L) breasts have the
@@ -56,7 +62,7 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import ndimage, special
 
-VERSION = 1  # bump whenever generate() output changes for a given seed; for cache keys
+VERSION = 2  # bump whenever generate() output changes for a given seed; for cache keys
 BENIGN_FINDINGS = {"none": 0.35, "round_mass": 0.2, "oval_mass": 0.2, "coarse_calcs": 0.25}
 MALIGNANT_FINDINGS = {"spiculated_mass": 0.5, "pleomorphic_calcs": 0.3, "spiculated_mass+calcs": 0.2}
 ORIENTATIONS = ("canonical", "laterality")
@@ -64,7 +70,26 @@ TABLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "findi
 MIN_SIZE = 16
 BETA = 3.0  # power-law exponent of the anatomical background (Burgess et al. 2001)
 SINGLE_VIEW_SHARE = 0.1  # target share of patients with one breast seen in a single view
-SPICULE_WIDTH = 0.0018  # in image heights (1.4 px at 768x384)
+# Lesion sizes in image heights (about 25 cm: 0.04 is 1 cm), ranges drawn uniformly. Large
+# enough that the class-defining shape survives at 128x64 (one pixel is 2 mm there).
+MASS_RADIUS = (0.035, 0.08)  # both classes: masses of 1.75-4 cm
+MASS_CONTRAST = (0.15, 0.3)
+SPICULATED_CORE = 0.65  # core radius of a spiculated mass, fraction of its radius
+SPICULATED_DENSITY = 1.3  # its core is denser than a circumscribed mass of the same contrast
+SPICULE_COUNT = (8, 17)
+SPICULE_LENGTH = (1.0, 2.5)  # beyond the core, in mass radii
+SPICULE_WIDTH = (0.004, 0.007)  # Gaussian sigma (3-5 px at 768x384, 0.5-0.9 px at 128x64)
+SPICULE_STRENGTH = (0.6, 0.9)  # peak, fraction of the mass contrast
+PLEOMORPHIC_COUNT = (15, 41)
+PLEOMORPHIC_SPREAD = (0.006, 0.011)  # cluster std
+PLEOMORPHIC_RADIUS = (0.0012, 0.0028)
+PLEOMORPHIC_CONTRAST = (0.3, 0.6)
+COARSE_COUNT = (3, 8)
+COARSE_SPREAD = (0.04, 0.09)  # scattered within this radius
+COARSE_RADIUS = (0.004, 0.008)
+COARSE_CONTRAST = (0.3, 0.5)
+SATURATION = 0.6  # the most one lesion adds to a pixel (the overlapping specks of a dense cluster)
+SUPERSAMPLE = 384  # lesions are rendered at least this many pixels high, then area-averaged
 
 
 @dataclass(frozen=True)
@@ -270,55 +295,90 @@ def _plan_lesion(finding: str, rng) -> dict:
         "seed": int(rng.integers(2**31)),
     }
     if "mass" in finding:
-        lesion["radius"] = rng.uniform(0.015, 0.04)
-        lesion["contrast"] = rng.uniform(0.08, 0.18)
+        lesion["radius"] = rng.uniform(*MASS_RADIUS)
+        lesion["contrast"] = rng.uniform(*MASS_CONTRAST)
     return lesion
 
 
-def _stamp(canvas: np.ndarray, center_px, reach_px: float):
-    """Slices of ``canvas`` around a centre and the pixel offsets (dy, dx) from that centre."""
+def _stamp(canvas: np.ndarray, center_px, reach_px, box=None):
+    """Slices of ``canvas`` around a centre and the pixel offsets (dy, dx) from that centre.
+
+    The window is ``reach_px`` either side of the centre, or ``box = (y_lo, y_hi, x_lo, x_hi)``
+    (offsets from the centre, in pixels) when given.
+    """
     height, width = canvas.shape
     cy, cx = center_px
-    y0, y1 = max(int(cy - reach_px), 0), min(int(cy + reach_px) + 2, height)
-    x0, x1 = max(int(cx - reach_px), 0), min(int(cx + reach_px) + 2, width)
+    y_lo, y_hi, x_lo, x_hi = box if box is not None else (-reach_px, reach_px, -reach_px, reach_px)
+    y0, y1 = max(int(cy + y_lo), 0), min(int(cy + y_hi) + 2, height)
+    x0, x1 = max(int(cx + x_lo), 0), min(int(cx + x_hi) + 2, width)
     dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
     dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
     return (slice(y0, y1), slice(x0, x1)), dy, dx
 
 
-def _draw_mass(canvas, center_px, lesion: dict, kind: str, scale: float, rng) -> None:
-    """Add a mass; ``scale`` is pixels per image height."""
+def _paint(canvas: np.ndarray, window, value: np.ndarray, add: bool = False) -> None:
+    """Add ``value`` to ``canvas[window]``, or merge by the maximum (``add=False``: the spicules
+    of a mass run out of its core, they do not thicken it)."""
+    if add:
+        canvas[window] += value
+    else:
+        np.maximum(canvas[window], value, out=canvas[window])
+
+
+def _outline(dy, dx, lobes: float, rng):
+    """Radial outline factor (1 = circle) with random shape harmonics 2-6 of std ``lobes``."""
+    theta = np.arctan2(dy, dx)
+    return 1 + sum(
+        rng.normal(0, lobes) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 7)
+    )
+
+
+def _draw_circumscribed(canvas, center_px, lesion: dict, oval: bool, scale: float, rng) -> None:
+    """Round or oval mass: projected thickness of an ellipsoid, sharp margin."""
     radius = lesion["radius"] * scale
-    contrast = lesion["contrast"]
-    spiculated = kind == "spiculated_mass"
-    spicule_lengths = radius * rng.uniform(1.2, 2.8, size=rng.integers(10, 23)) if spiculated else []
-    window, dy, dx = _stamp(canvas, center_px, radius * 1.3 + max(spicule_lengths, default=0.0))
-    if kind == "oval_mass":
+    window, dy, dx = _stamp(canvas, center_px, radius * 1.6)
+    if oval:
         ratio, tilt = rng.uniform(0.5, 0.75), rng.uniform(0, np.pi)
         u = dx * np.cos(tilt) + dy * np.sin(tilt)
         v = -dx * np.sin(tilt) + dy * np.cos(tilt)
         q = np.hypot(u * np.sqrt(ratio), v / np.sqrt(ratio)) / radius  # same area as the circle
     else:
-        lobes, theta = (0.12 if spiculated else 0.015), np.arctan2(dy, dx)
-        outline = 1 + sum(
-            rng.normal(0, lobes) * np.cos(k * theta + rng.uniform(0, 2 * np.pi)) for k in range(2, 7)
-        )
-        q = np.hypot(dy, dx) / (radius * outline)
-    if spiculated:  # ill-defined margin; smaller core so that core + spicules ~ a smooth mass
-        q = q / 0.85
-        value = contrast * special.expit((1 - q) / 0.12) * np.clip(1.3 - 0.3 * q, 0, 1)
-        width_px = max(SPICULE_WIDTH * scale, 0.5)
-        strength = contrast * rng.uniform(0.45, 0.75) * SPICULE_WIDTH * scale / width_px
-        for length in spicule_lengths:
-            angle = rng.uniform(0, 2 * np.pi)
-            bend = rng.normal(0, 0.15) / radius
-            along = dx * np.cos(angle) + dy * np.sin(angle) - 0.7 * radius  # from the margin
-            across = -dx * np.sin(angle) + dy * np.cos(angle) - bend * np.clip(along, 0, None) ** 2
-            taper = _smoothstep(along, 0, 0.4 * radius) * np.clip(1 - along / length, 0, 1)
-            value = value + strength * taper * np.exp(-0.5 * (across / width_px) ** 2)
-    else:  # circumscribed: projected thickness of an ellipsoid, sharp margin
-        value = contrast * np.sqrt(np.clip(1 - q * q, 0, 1))
-    canvas[window] += value
+        q = np.hypot(dy, dx) / (radius * _outline(dy, dx, 0.015, rng))
+    _paint(canvas, window, lesion["contrast"] * np.sqrt(np.clip(1 - q * q, 0, 1)))
+
+
+def _draw_spiculated(canvas, center_px, lesion: dict, scale: float, rng) -> None:
+    """Irregular, ill-defined core with radiating spicules (straight or gently curved lines that
+    taper toward the tip). The core is smaller than a circumscribed mass of the same ``radius``,
+    so core plus spicules add about as much intensity as the smooth mass."""
+    radius, contrast = lesion["radius"] * scale, lesion["contrast"]
+    core = SPICULATED_CORE * radius
+    window, dy, dx = _stamp(canvas, center_px, core * 1.6)
+    q = np.hypot(dy, dx) / (core * _outline(dy, dx, 0.12, rng))
+    density = contrast * SPICULATED_DENSITY
+    _paint(canvas, window, density * special.expit((1 - q) / 0.12) * np.clip(1.3 - 0.3 * q, 0, 1))
+    n = int(rng.integers(*SPICULE_COUNT))
+    for length, width, strength, angle, bend in zip(
+        radius * rng.uniform(*SPICULE_LENGTH, size=n),
+        rng.uniform(*SPICULE_WIDTH, size=n) * scale,
+        contrast * rng.uniform(*SPICULE_STRENGTH, size=n),
+        rng.uniform(0, 2 * np.pi, size=n),
+        rng.normal(0, 0.12, size=n) / radius,
+    ):
+        sigma = max(width, 0.5)  # below a pixel: widened, integrated intensity kept
+        start, stop = 0.6 * core, 0.8 * core + length
+        c, s = np.cos(angle), np.sin(angle)
+        sag = abs(bend) * length**2 + 3 * sigma
+        ys = [start * s, stop * s]
+        xs = [start * c, stop * c]
+        box = (min(ys) - sag, max(ys) + sag, min(xs) - sag, max(xs) + sag)
+        window, dy, dx = _stamp(canvas, center_px, 0, box)
+        along = dx * c + dy * s - 0.8 * core  # from the core's margin outward
+        across = -dx * s + dy * c - bend * np.clip(along, 0, None) ** 2
+        t = np.clip(along / length, 0, 1)
+        taper = _smoothstep(along, 0, 0.3 * core) * (1 - t)
+        thin = sigma * (1 - 0.5 * t)  # narrower toward the tip
+        _paint(canvas, window, strength * width / sigma * taper * np.exp(-0.5 * (across / thin) ** 2))
 
 
 def _draw_specks(canvas, center_px, offsets, radii, elongations, contrasts, scale, flat_top, rng):
@@ -333,26 +393,28 @@ def _draw_specks(canvas, center_px, offsets, radii, elongations, contrasts, scal
         u = (dx * np.cos(angle) + dy * np.sin(angle)) / s1
         v = (-dx * np.sin(angle) + dy * np.cos(angle)) / s2
         r2 = u * u + v * v
-        canvas[window] += amplitude * np.exp(-0.5 * (r2 * r2 if flat_top else r2))
+        _paint(canvas, window, amplitude * np.exp(-0.5 * (r2 * r2 if flat_top else r2)), add=True)
 
 
 def _draw_pleomorphic(canvas, center_px, scale, rng) -> None:
-    n = int(rng.integers(12, 37))
-    spread = rng.uniform(0.004, 0.009)
+    """Malignant: a tight cluster of many fine, elongated, irregular specks."""
+    n = int(rng.integers(*PLEOMORPHIC_COUNT))
+    spread = rng.uniform(*PLEOMORPHIC_SPREAD)
     offsets = rng.normal(0, spread, size=(n, 2))
-    radii = rng.uniform(0.0007, 0.0018, size=n)
+    radii = rng.uniform(*PLEOMORPHIC_RADIUS, size=n)
     _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1, 3.5, size=n),
-                 rng.uniform(0.3, 0.6, size=n), scale, flat_top=False, rng=rng)
+                 rng.uniform(*PLEOMORPHIC_CONTRAST, size=n), scale, flat_top=False, rng=rng)
 
 
 def _draw_coarse(canvas, center_px, scale, rng) -> None:
-    n = int(rng.integers(2, 7))
-    spread = rng.uniform(0.03, 0.07)
-    angle, dist = rng.uniform(0, 2 * np.pi, size=n), spread * np.sqrt(rng.uniform(0, 1, size=n))
+    """Benign: a few large, round, smooth calcifications scattered over a wide area."""
+    n = int(rng.integers(*COARSE_COUNT))
+    spread = rng.uniform(*COARSE_SPREAD)
+    angle, dist = rng.uniform(0, 2 * np.pi, size=n), spread * np.sqrt(rng.uniform(0.05, 1, size=n))
     offsets = np.stack([dist * np.sin(angle), dist * np.cos(angle)], axis=1)
-    radii = rng.uniform(0.0025, 0.005, size=n)
+    radii = rng.uniform(*COARSE_RADIUS, size=n)
     _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1, 1.5, size=n),
-                 rng.uniform(0.18, 0.35, size=n), scale, flat_top=True, rng=rng)
+                 rng.uniform(*COARSE_CONTRAST, size=n), scale, flat_top=True, rng=rng)
 
 
 def _lesion_center(geometry: dict, lesion: dict, view: str) -> tuple[float, float]:
@@ -367,18 +429,35 @@ def _lesion_center(geometry: dict, lesion: dict, view: str) -> tuple[float, floa
     return float(np.clip(y, 0.05, 0.95)), float(x)
 
 
-def _draw_finding(canvas, geometry: dict, finding: str, lesion: dict, view: str, scale: float) -> None:
+def _draw_finding(shape: tuple[int, int], geometry: dict, finding: str, lesion: dict, view: str,
+                  scale: float) -> np.ndarray:
+    """The finding's added intensity on a ``shape`` canvas, rendered ``SUPERSAMPLE`` times finer
+    than needed and area-averaged, so that fine detail (spicules, specks) keeps its integrated
+    intensity at any size; at the quick size a calcification cluster becomes a mottled blob and a
+    spicule a faint line, as they would on a detector with large pixels."""
+    height, width = shape
     if finding == "none":
-        return
+        return np.zeros(shape, np.float32)
+    factor = max(1, -(-SUPERSAMPLE // height))  # ceil
+    scale = scale * factor
     rng = _rng(lesion["seed"])  # same lesion shape in both views
     y, x = _lesion_center(geometry, lesion, view)
     center_px = (y * scale, x * scale)
-    if finding in ("round_mass", "oval_mass", "spiculated_mass", "spiculated_mass+calcs"):
-        _draw_mass(canvas, center_px, lesion, finding.split("+")[0], scale, rng)
+    total = np.zeros((height * factor, width * factor), np.float32)
+    draws = []
+    if finding in ("round_mass", "oval_mass"):
+        draws.append(lambda c: _draw_circumscribed(c, center_px, lesion, finding == "oval_mass", scale, rng))
+    if finding in ("spiculated_mass", "spiculated_mass+calcs"):
+        draws.append(lambda c: _draw_spiculated(c, center_px, lesion, scale, rng))
     if finding == "coarse_calcs":
-        _draw_coarse(canvas, center_px, scale, rng)
+        draws.append(lambda c: _draw_coarse(c, center_px, scale, rng))
     if finding in ("pleomorphic_calcs", "spiculated_mass+calcs"):
-        _draw_pleomorphic(canvas, center_px, scale, rng)
+        draws.append(lambda c: _draw_pleomorphic(c, center_px, scale, rng))
+    for draw in draws:  # lesions of one breast add up (calcifications within a mass)
+        layer = np.zeros_like(total)
+        draw(layer)
+        total += np.minimum(layer, SATURATION)
+    return total.reshape(height, factor, width, factor).mean(axis=(1, 3))
 
 
 # ----------------------------------------------------------------------------- one image
@@ -437,8 +516,7 @@ def render_view(shape: tuple[int, int], traits: dict, geometry: dict, finding: s
         shade = pectoral["level"] * (1 - 0.25 * ys / pectoral["height"] + 0.04 * isotropic)
         tissue = tissue * (1 - muscle) + shade * muscle
 
-    lesions = np.zeros((height, cols), np.float32)
-    _draw_finding(lesions, geometry, finding, lesion, view, scale)
+    lesions = _draw_finding((height, cols), geometry, finding, lesion, view, scale)
     skin = 0.12 * np.exp(-0.5 * (inside / max(0.0025, 0.7 / scale)) ** 2)
     breast = tissue + skin + thickness * lesions
 
