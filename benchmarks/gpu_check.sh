@@ -79,7 +79,7 @@ for m in ("timm", "pydicom", "lightly", "numpy", "pandas", "sklearn", "scipy", "
         print(f"  {m} {getattr(mod, '__version__', '?')}")
     except Exception as exc:
         print(f"  {m} MISSING: {exc}")
-import ssl_bench.engine.fold, ssl_bench.transfer.collaborative, ssl_bench.pretext.simclr  # noqa
+import ssl_bench.experiment.fold, ssl_bench.transfer.collaborative, ssl_bench.pretext.simclr  # noqa
 print("ssl_bench imports ok")
 EOF
 } >>"$SUMMARY" 2>&1

@@ -3,7 +3,7 @@
 
 One process, one device, the same data and networks for every measurement:
 
-(a) ``reference``: a plain PyTorch loop written below (no ssl_bench training code): the TSBN-U
+(a) ``reference``: a plain PyTorch loop (``speed_reference.py``, no ssl_bench training code): the TSBN-U
     step (U-Net GSIM/MSE step, then ResNet50 forward + weighted BCE + collaborative loss step,
     as ``ssl_bench/transfer/collaborative.py``) and the supervised ResNet50 step. On CUDA: bf16
     autocast, channels_last, dataset already on the GPU, torch's defaults otherwise
@@ -49,6 +49,15 @@ for _path in (ROOT, ROOT / "benchmarks"):  # ssl_bench from this checkout; the s
 
 import torch  # noqa: E402
 
+from ssl_bench.bench.plan import load_plan  # noqa: E402
+from ssl_bench.components import display_name  # noqa: E402
+from ssl_bench.config import PROFILES, parse_image_size, set_value  # noqa: E402
+from ssl_bench.experiment.fold import build_parts  # noqa: E402
+from ssl_bench.fileio import atomic_write_text  # noqa: E402
+from ssl_bench.models.backbones import create_backbone  # noqa: E402
+from ssl_bench.training.context import FitContext  # noqa: E402
+from ssl_bench.training.device import GRAPHS_ENV, device_name, resolve_precision  # noqa: E402
+
 from speed_data import data_share, measure_data  # noqa: E402
 from speed_reference import (  # noqa: E402
     ReferenceSupervised,
@@ -86,14 +95,12 @@ def peak_gib(device: torch.device) -> float | None:
 
 def method_configs(args, batch: int, extra: tuple[str, ...] = ()) -> dict:
     """The Table II methods' resolved configs (``benchmarks/table2.yaml``), at the measured size."""
-    from ssl_bench.bench.plan import load_plan
-
     h, w = args.size
     sets = (f"data.image_size={h}x{w}", f"train.batch_size={batch}") + tuple(extra)
     if args.compile:
         sets += ("train.compile=true",)
     plan = load_plan(TABLE2, profile="smoke" if args.small else "paper", sets=sets)
-    return {c.display_name: c for c in plan.configs}
+    return {display_name(c): c for c in plan.configs}
 
 
 def random_dataset(n: int, size, device: torch.device, seed: int = 0):
@@ -141,8 +148,6 @@ def stage_times(stage: dict, n_images: int) -> dict:
 
 
 def measure_reference(kind: str, cfg, args, device, batch, tuned=False) -> dict:
-    from ssl_bench.engine.device import resolve_precision
-    from ssl_bench.models.backbones import create_backbone
 
     torch.backends.cudnn.benchmark = bool(tuned)
     torch.manual_seed(0)
@@ -174,9 +179,6 @@ def measure_reference(kind: str, cfg, args, device, batch, tuned=False) -> dict:
 
 
 def make_context(cfg, device, images, labels, progress):
-    from ssl_bench.engine.context import FitContext
-    from ssl_bench.engine.device import resolve_precision
-    from ssl_bench.engine.fold import build_parts
 
     pretext, transfer = build_parts(cfg)
     ctx = FitContext(
@@ -192,7 +194,6 @@ def with_graphs(cfg, on: bool):
 
 
 def measure_ssl(kind: str, cfgs: dict, args, device, batch, graphs=False) -> dict:
-    from ssl_bench.config import set_value
 
     cfg = with_graphs(cfgs[STEP_MODELS[kind]], graphs)
     set_value(cfg, "train.epochs", 1 + args.epochs)
@@ -259,7 +260,6 @@ def worker(spec: dict) -> None:
     args = argparse.Namespace(**spec["args"])
     args.size = tuple(args.size)
     device = torch.device(args.device)
-    from ssl_bench.config import set_value
 
     cfg = with_graphs(method_configs(args, spec["batch"])["TSBN-U"], spec["graphs"])
     set_value(cfg, "train.epochs", 10**6)
@@ -370,7 +370,6 @@ def measure_jobs(args, results, save) -> None:
 
 
 def measure_methods(args, device, results, save, graphs: bool) -> dict:
-    from ssl_bench.config import set_value
 
     out = {}
     batch = args.batch[0]
@@ -534,8 +533,6 @@ def main(argv=None) -> int:
         worker(json.loads(args.worker))
         return 0
 
-    from ssl_bench.config import PROFILES, parse_image_size
-    from ssl_bench.engine.device import GRAPHS_ENV
 
     os.environ.pop(GRAPHS_ENV, None)  # graphs on or off per variant, by the config (train.cuda_graphs)
 
@@ -562,7 +559,6 @@ def main(argv=None) -> int:
     if device.type == "cpu" and small:
         torch.set_num_threads(1)  # tiny tensors: threads cost more than they give
 
-    from ssl_bench.engine.device import device_name
 
     paper = PROFILES["paper"]
     results = {
@@ -577,9 +573,7 @@ def main(argv=None) -> int:
 
     def save():
         if args.json:
-            tmp = Path(args.json).with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=1, default=str))
-            os.replace(tmp, args.json)
+            atomic_write_text(args.json, json.dumps(results, indent=1, default=str))
 
     if args.previous and Path(args.previous).is_file():
         try:

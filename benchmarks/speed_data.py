@@ -70,7 +70,7 @@ def measure_data(args, device, results, save, cfg, log) -> None:
     import pandas as pd
 
     from ssl_bench.data.cache import load_cached_images
-    from ssl_bench.engine.context import FitContext
+    from ssl_bench.training.context import FitContext
 
     d = results["data"]
     tmp = Path(tempfile.mkdtemp(prefix="ssl_bench_speed_"))

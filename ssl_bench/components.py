@@ -1,17 +1,34 @@
 """Build registered components from the config, checking their options against their signature.
 
 A component's options are its constructor's keyword arguments. ``params.<name>.<option>`` in the
-config sets them; an unknown option is a :class:`ConfigError` that names the valid ones, and a value
-is converted to the type of the option's default.
+config sets them; an unknown option is a :class:`ConfigError` that names the valid ones, a value is
+converted to the type of the option's default, and a constructor that rejects a value
+(``ValueError``/``TypeError``) becomes one :class:`ConfigError` line too.
+
+Components declare what they need instead of core code testing them by name: a transfer's
+``needs`` (e.g. ``("pretext_network",)``) names entries of :data:`NEEDS`, each a registry and the
+config key that picks the component from it. Core code checks and names runs from those
+declarations, so a new transfer needs no edit outside its own file.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable
 
-from .config import Config, _coerce
+from .config import Config, coerce
 from .errors import ConfigError
-from .registry import Registry
+from .registry import NETWORKS, REGISTRIES, TRANSFERS, Registry
+
+#: constructor arguments the toolkit passes itself, per kind of component: never user options
+TOOLKIT_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "datasets": ("root", "image_size", "cache_dir", "on_bad_image", "workers"),
+    "networks": ("in_chans", "out_chans"),
+}
+
+#: what a component may declare in ``needs``: the registry it comes from and how the config picks it
+NEEDS: dict[str, tuple[Registry, Callable[[Config], str]]] = {
+    "pretext_network": (NETWORKS, lambda cfg: cfg.model.pretext_net),
+}
 
 
 def options(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -25,6 +42,11 @@ def options(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     return out
 
 
+def user_options(kind: str, obj: Any) -> dict[str, Any]:
+    """The options a user may set for a component of ``kind`` (without the toolkit's arguments)."""
+    return options(obj, exclude=TOOLKIT_ARGUMENTS.get(kind, ()))
+
+
 def check_options(name: str, obj: Any, given: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
     """Validate and type-convert ``given`` options of component ``name``."""
     valid = options(obj, exclude=tuple(fixed))
@@ -35,34 +57,57 @@ def check_options(name: str, obj: Any, given: dict[str, Any], fixed: dict[str, A
             raise ConfigError(f"unknown option '{key}' for '{name}' (params.{name}.{key}); valid options: {listing}")
         default = valid[key]
         if isinstance(default, (bool, int, float, str)) and value is not None:
-            value = _coerce(value, type(default), f"params.{name}.{key}")
+            value = coerce(value, type(default), f"params.{name}.{key}")
         out[key] = value
     return out
 
 
-def create(registry: Registry, name: str, cfg: Config, **fixed: Any) -> Any:
-    """``registry.create(name, **fixed, **params.<name>)`` with the options checked."""
+def build(registry: Registry, name: str, given: dict[str, Any], **fixed: Any) -> Any:
+    """``registry.get(name)(**fixed, **given)`` with ``given`` checked; any rejection is one line."""
     obj = registry.get(name)
-    kwargs = check_options(name, obj, cfg.component_params(name), fixed)
+    kwargs = check_options(name, obj, given, fixed)
     try:
         return obj(**fixed, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build '{name}' with options {kwargs}: {exc}") from None
 
 
+def create(registry: Registry, name: str, cfg: Config, **fixed: Any) -> Any:
+    """Build component ``name`` with its ``params.<name>`` options from ``cfg``."""
+    return build(registry, name, cfg.component_params(name), **fixed)
+
+
 def check_params_section(cfg: Config) -> None:
     """Every ``params.<name>`` must name a registered component and only its options."""
-    from .registry import REGISTRIES
-
-    fixed_by_kind = {
-        "datasets": ("root", "image_size", "cache_dir", "on_bad_image", "workers"),
-        "networks": ("in_chans", "out_chans"),
-    }
     for name, given in cfg.params.items():
         owners = [(kind, reg) for kind, reg in REGISTRIES.items() if name in reg]
         if not owners:
             known = sorted(n for reg in REGISTRIES.values() for n in reg.names())
             raise ConfigError(f"params.{name}: no component named '{name}'. Known: {', '.join(known)}")
         for kind, reg in owners:
-            fixed = dict.fromkeys(fixed_by_kind.get(kind, ()))
-            check_options(name, reg.get(name), given, fixed)
+            check_options(name, reg.get(name), given, dict.fromkeys(TOOLKIT_ARGUMENTS.get(kind, ())))
+
+
+def needed_components(cfg: Config) -> list[tuple[Registry, str]]:
+    """``(registry, name)`` of every component the configured transfer declares it needs."""
+    needs = getattr(TRANSFERS.get(cfg.transfer), "needs", ())
+    return [(NEEDS[need][0], NEEDS[need][1](cfg)) for need in needs]
+
+
+def check_needed_components(cfg: Config) -> None:
+    """Fail on an unknown name among the components the transfer needs (e.g. ``--pretext-net``)."""
+    for registry, name in needed_components(cfg):
+        registry.get(name)
+
+
+def run_name(cfg: Config) -> str:
+    """The run directory's name: ``cfg.name``, else ``<pretext>-<transfer>`` followed by the
+    components the transfer needs (``gsim-collab-unet``)."""
+    if cfg.name:
+        return cfg.name
+    return "-".join([cfg.pretext, cfg.transfer, *(name for _, name in needed_components(cfg))])
+
+
+def display_name(cfg: Config) -> str:
+    """The method's name in tables: its bench row (``cfg.method``), else the run name."""
+    return cfg.method or run_name(cfg)

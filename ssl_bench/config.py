@@ -6,10 +6,14 @@ Precedence, lowest first: dataclass defaults < profile < ``--config FILE`` < com
 Component options (a pretext's ``d``, a network's ``width``, ...) live under ``params.<component
 name>`` and are checked against that component's constructor signature when the run is built.
 
-Values the TSBN paper leaves open are our documented choices, all in this file:
-GSIM offset ``d`` = 0.2 (``params.gsim.d``), collaborative weight ``alpha`` = 1.0
-(``params.collab.alpha``), P/D branches = 2-layer MLPs into a 128-d space (``params.collab``),
-alternation = one pretext step then one downstream step per batch, epochs per profile below.
+Values the TSBN paper leaves open are documented defaults of the components that use them:
+GSIM offset ``d`` = 0.2 (``params.gsim.d``, :mod:`ssl_bench.pretext.gsim`); collaborative weight
+``alpha`` = 1e-3, P/D branches = 2-layer MLPs into a 128-d space, one pretext step then one
+downstream step per batch (``params.collab``, :mod:`ssl_bench.transfer.collaborative`); the
+epochs of each profile are below.
+
+This module knows nothing of components or devices: the default profile for a device is asked
+of the caller (``default_profile`` in :func:`build_config`), so reading a config needs no torch.
 """
 from __future__ import annotations
 
@@ -17,14 +21,16 @@ import copy
 import dataclasses
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from .errors import ConfigError
+from .fileio import atomic_write_text
 
 
 @dataclass
@@ -57,7 +63,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "fp32" | "bf16"
     channels_last: bool = True
     compile: bool = False
-    cuda_graphs: bool = False  # capture each training step in a CUDA graph (CUDA only; engine/cuda_graphs.py)
+    cuda_graphs: bool = False  # capture each training step in a CUDA graph (CUDA only; training/cuda_graphs.py)
     augment: bool = True  # random vertical flips and small intensity jitter
 
 
@@ -77,19 +83,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def run_name(self) -> str:
-        if self.name:
-            return self.name
-        parts = [self.pretext, self.transfer]
-        if self.transfer == "collab":
-            parts.append(self.model.pretext_net)
-        return "-".join(parts)
-
-    @property
-    def display_name(self) -> str:
-        return self.method or self.run_name
 
     def component_params(self, name: str) -> dict[str, Any]:
         return dict(self.params.get(name, {}))
@@ -146,13 +139,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def default_profile(device: str) -> str:
-    """``paper`` when the run will use CUDA, else ``quick``."""
-    from .engine.device import resolve_device
-
-    return "paper" if resolve_device(device).type == "cuda" else "quick"
-
-
 # ---------------------------------------------------------------------------------------------
 # setting values by dotted key, with type checking
 
@@ -162,11 +148,11 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
+def coerce(value: Any, annotation: Any, key: str) -> Any:
     """Convert ``value`` (a YAML value or a command-line string) to ``annotation``'s type."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, getattr(types, "UnionType", None)):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             if type(None) in args:
                 return None
@@ -175,7 +161,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
@@ -276,7 +262,7 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
                 for sub, v in value.items():
                     set_value(cfg, f"{key}.{sub}", v)
             else:
-                setattr(target, part, _coerce(value, fields[part], key))
+                setattr(target, part, coerce(value, fields[part], key))
         else:
             if not dataclasses.is_dataclass(fields[part]):
                 raise ConfigError(f"unknown config key '{key}': '{part}' has no sub-keys")
@@ -319,9 +305,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not a YAML text file (it is not valid UTF-8)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{p} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     return data
@@ -333,17 +323,23 @@ def build_config(
     flags: dict[str, Any] | None = None,
     sets: list[str] | tuple[str, ...] = (),
     profile_over_file: bool = False,
+    default_profile: Callable[[str], str] | None = None,
 ) -> Config:
     """Resolve a config: defaults < profile < file < flags < ``--set``.
 
-    ``profile=None`` takes the file's profile, else the device default (paper on CUDA).
+    ``profile=None`` takes the file's profile, else ``default_profile(device)`` (the training
+    layer's :func:`~ssl_bench.training.device.default_profile`: paper on CUDA, else quick).
     ``profile_over_file`` swaps the first two (bench files: the profile applies on top of the
     methods' settings, so ``--profile smoke`` shrinks every method).
     """
     file_values = copy.deepcopy(file_values or {})
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     device = flags.get("device") or file_values.get("device") or "auto"
-    profile = profile or file_values.get("profile") or default_profile(device)
+    profile = profile or file_values.get("profile")
+    if not profile:
+        if default_profile is None:
+            raise TypeError("build_config needs a profile or a default_profile function")
+        profile = default_profile(device)
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
     cfg = Config()
@@ -387,6 +383,4 @@ def validate(cfg: Config) -> None:
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
-    from .fileio import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -3,7 +3,8 @@
 Modelled on timm's registry (``timm/models/_registry.py``): a decorator registers a plain class or
 factory under a name, and names can be listed with shell-style wildcards. Two differences: a name
 registered twice raises, and an unknown name raises with the closest matches and the command
-that lists all of them.
+that lists all of them. A registered class gets its registry name as its ``name`` attribute (used
+in messages), so a component never repeats its own name.
 
 Built-in components live in ``ssl_bench``'s own modules and are imported the first time any
 registry is listed or looked up (``get``, ``create``, ``entry``, ``names``, ``in``);
@@ -82,6 +83,8 @@ class Registry:
                 f"(by {self._entries[name].origin}); choose another name"
             )
         self._entries[name] = Entry(name, obj, _current_origin(obj))
+        if inspect.isclass(obj) and not obj.__module__ == "builtins":
+            obj.name = name  # the registry owns the name; a component never repeats it
         return obj
 
     def unregister(self, name: str) -> None:

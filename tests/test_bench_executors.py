@@ -137,7 +137,8 @@ def test_failing_job_retried_recorded_then_resumed(tmp_path, plugin):
 def test_ray_missing_or_misconfigured_is_a_user_error(tmp_path):
     args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet"]
     r = CliRunner().invoke(main, args + ["--jobs-per-gpu", "2", "--executor", "ray"])
-    assert r.exit_code == 2 and "--gpus-per-job" in r.output
+    assert r.exit_code == 2 and "--jobs-per-gpu does not apply to the 'ray' executor" in r.output
+    assert "gpus_per_job" in r.output and "--executor local" in r.output
     r = CliRunner().invoke(main, args + ["--ray-address", "auto"])
     assert r.exit_code == 2 and "--executor ray" in r.output
     r = CliRunner().invoke(main, args + ["--executor", "ray", "--gpus-per-job", "1.5"])
@@ -161,3 +162,27 @@ def test_storage_probe_reports_an_unshared_folder(tmp_path):
     (tmp_path / f"{PROBE_PREFIX}abc").write_text("abc")
     assert probe_node([str(tmp_path)], "abc", "node1") == []
     assert (tmp_path / f"{PROBE_PREFIX}abc-node1").is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--jobs-per-gpu", "0"], "cannot build 'local'"),
+    (["--set", "params.local.jobs_per_gpu=0"], "jobs_per_gpu must be >= 1"),
+    (["--set", "params.local.jobs_pergpu=2"], "unknown option 'jobs_pergpu' for 'local'"),
+    (["--set", "params.local.retries=many"], "params.local.retries: expected an integer"),
+])
+def test_bad_executor_options_are_one_line(tmp_path, extra, message):
+    """Executors are built like every other component: flags, then params.<executor>.*, checked."""
+    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--only", "ResNet"]
+    r = CliRunner().invoke(main, args + extra)
+    assert r.exit_code == 2, r.output
+    assert message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert "Traceback" not in r.output
+
+
+def test_executor_params_override_flags():
+    from ssl_bench.cli.bench_cmd import build_executor
+    from ssl_bench.config import build_config
+
+    cfg = build_config("smoke", sets=["params.local.jobs_per_gpu=3"])
+    runner = build_executor("local", cfg, retries=2, jobs_per_gpu=1)
+    assert (runner.jobs_per_gpu, runner.retries) == (3, 2)  # --set wins over the flag, as everywhere

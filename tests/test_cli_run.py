@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from ssl_bench.cli import main
-from ssl_bench.engine.metrics import compute_metrics
+from ssl_bench.experiment.metrics import compute_metrics
 
 
 @pytest.fixture(scope="module")

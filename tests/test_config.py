@@ -1,8 +1,10 @@
 """Config: profiles, precedence, --set with type checks, unknown keys, YAML round trip."""
 import pytest
 
+from ssl_bench import components
 from ssl_bench.config import PROFILES, Config, build_config, config_from_dict, load_yaml, parse_image_size, save_yaml
 from ssl_bench.errors import ConfigError
+from ssl_bench.training.device import default_profile
 
 
 def test_paper_profile_matches_the_paper():
@@ -65,5 +67,16 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_default_profile_is_quick_on_cpu():
-    assert build_config(None, flags={"device": "cpu"}).profile == "quick"
-    assert Config().run_name == "none-finetune"
+    assert build_config(None, flags={"device": "cpu"}, default_profile=default_profile).profile == "quick"
+    with pytest.raises(TypeError, match="default_profile"):
+        build_config(None, flags={"device": "cpu"})
+
+
+def test_run_name_comes_from_what_the_transfer_needs():
+    """collab declares it needs a pretext network, so its name carries it; nobody tests 'collab'."""
+    assert components.run_name(Config()) == "none-finetune"
+    cfg = build_config("smoke", flags={"pretext": "gsim", "transfer": "collab", "model.pretext_net": "rdn"})
+    assert components.run_name(cfg) == "gsim-collab-rdn"
+    assert components.display_name(cfg) == "gsim-collab-rdn"
+    cfg.method = "TSBN-R"
+    assert components.display_name(cfg) == "TSBN-R" and components.run_name(cfg) == "gsim-collab-rdn"

@@ -379,7 +379,7 @@ def test_cache_second_load_hits_and_touch_redecodes_one(manifest_root, tmp_path,
     Manifest(root=str(manifest_root), image_size=(48, 24), cache_dir=str(tmp_path / "cache"), workers=1).load()
     assert sorted(calls) == ["0.dcm", "1.dcm", "2.dcm", "3.dcm"]
     entries = list((tmp_path / "cache" / "images").rglob("*"))
-    assert not [p for p in entries if p.name.startswith(".tmp")]  # atomic writes leave no temp files
+    assert not [p for p in entries if p.name.startswith(".")]  # atomic writes leave no (hidden) temp files
     assert len([p for p in entries if p.suffix == ".npy"]) == 4 + 1 + 4
 
 

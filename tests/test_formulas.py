@@ -1,10 +1,10 @@
-"""The paper's equations (DESIGN.md contract), against hand-computed values."""
+"""The paper's equations (docs/architecture.md, "Formulas"), against hand-computed values."""
 import math
 
 import pytest
 import torch
 
-from ssl_bench.engine.context import weighted_bce
+from ssl_bench.training.context import weighted_bce
 from ssl_bench.pretext.gsim import GrayScaleMapping, gsim_target
 from ssl_bench.transfer.collaborative import collaborative_loss
 from ssl_bench.transfer.multitask import multitask_loss

@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from ssl_bench.data.splits import check_grouping, make_folds
-from ssl_bench.engine.metrics import compute_metrics, summarize
+from ssl_bench.experiment.metrics import compute_metrics, summarize
 from ssl_bench.errors import DataError
 
 

@@ -2,7 +2,7 @@
 predictions.csv files, comparability checks, partial and broken runs, the self-contained HTML
 page, and the click command.
 
-The fixtures write run directories exactly as the DESIGN.md contract describes them (config.yaml
+The fixtures write run directories exactly as the run-directory contract (ssl_bench/experiment/rundir.py) describes them (config.yaml
 from ``Config.to_dict()``, env.json, folds/<k>/{metrics,predictions}, summary.json) from seeded
 random scores; the recomputation below uses scikit-learn directly, not ssl_bench.
 """
@@ -23,8 +23,9 @@ import yaml
 from click.testing import CliRunner
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-from ssl_bench.bench.render import to_csv, to_markdown
-from ssl_bench.bench.report import build_report, load_run, write_leaderboard
+from ssl_bench.report.render import to_csv, to_markdown
+from ssl_bench.report.leaderboard import build_report, load_run
+from ssl_bench.report.publish import write_leaderboard
 from ssl_bench.cli import main
 from ssl_bench.config import Config
 from ssl_bench.errors import UserError
@@ -40,7 +41,7 @@ METRICS = ("accuracy", "sensitivity", "specificity", "youden", "f1", "auc")
 
 
 def sk_metrics(y, s) -> dict[str, float]:
-    """The DESIGN.md metrics, straight from scikit-learn (threshold 0.5, malignant = 1)."""
+    """The Table II metrics, straight from scikit-learn (threshold 0.5, malignant = 1)."""
     pred = (np.asarray(s) >= 0.5).astype(int)
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
     sens, spec = tp / (tp + fn), tn / (tn + fp)
@@ -111,7 +112,7 @@ def bench(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def written(bench, tmp_path_factory) -> dict[str, Path]:
     """The files of ``write_leaderboard`` (what ``bench`` writes at its end), with the paper rows."""
-    return write_leaderboard(bench, tmp_path_factory.mktemp("leaderboard"), reference=PAPER)
+    return write_leaderboard(build_report(bench, reference=PAPER), tmp_path_factory.mktemp("leaderboard"))
 
 
 def recompute(run_dir: Path) -> dict[str, float]:
@@ -356,7 +357,7 @@ def test_cli_on_a_bench_folder_glob(bench, tmp_path):
     and `ssl-bench report DIR` stands for the runs inside DIR."""
     out = tmp_path / "bench"
     dirs = [shutil.copytree(d, out / d.name) for d in bench[:2]]
-    write_leaderboard(dirs, out)
+    write_leaderboard(build_report(dirs), out)
     runner = CliRunner()
     res = runner.invoke(main, ["report", *map(str, sorted(out.iterdir())), "--format", "html",
                                "--out", str(tmp_path / "r.html")])

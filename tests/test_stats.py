@@ -1,4 +1,4 @@
-"""DeLong's test (DeLong et al. 1988; Sun & Xu 2014) and the paired bootstrap of ssl_bench.bench.stats.
+"""DeLong's test (DeLong et al. 1988; Sun & Xu 2014) and the paired bootstrap of ssl_bench.report.stats.
 
 Reference values: pROC's own test suite (xrobin/pROC, tests/testthat/test-roc.test.R and
 test-var.R) on its ``aSAH`` data (Turck et al. 2010, 113 patients: 72 good and 41 poor outcomes):
@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from ssl_bench.bench.stats import (
+from ssl_bench.report.stats import (
     auc_confidence_interval,
     auc_variance,
     delong_compare,

@@ -5,8 +5,9 @@ same function runs in the driver, in a worker process or as a Ray task, and give
 every job seeds itself from (seed, fold) and honours the config's ``threads``.
 
 A job never rewrites the run directory's ``config.yaml`` or ``folds.csv`` (the driver wrote them
-before any job started); it recomputes the folds and checks them against ``folds.csv``, so a worker
-that sees another dataset or another output folder fails loudly instead of writing wrong folds.
+before any job started); it recomputes the folds and checks them against ``folds.csv``
+(:func:`ssl_bench.experiment.run.open_prepared_run`), so a worker that sees another dataset or
+another output folder fails loudly instead of writing wrong folds.
 
 Extra modules for worker processes: ``SSL_BENCH_IMPORT=pkg.mod[,pkg.mod2]`` names modules that the
 driver and every job import before running (their decorators register components), for code that
@@ -20,7 +21,10 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from ..config import config_from_dict
+from ..experiment.run import complete_fold, open_prepared_run
+from ..training.device import resolve_device
 
 IMPORT_ENV = "SSL_BENCH_IMPORT"
 
@@ -78,47 +82,14 @@ def current_job() -> dict | None:
     return dict(_current) if _current is not None else None
 
 
-def open_run(cfg):
-    """The driver-prepared run directory of ``cfg`` as a PreparedRun, without rewriting anything."""
-    import pandas as pd
-
-    from ..data.loading import load_dataset
-    from ..data.splits import make_folds
-    from ..engine.experiment import PreparedRun
-    from ..engine.rundir import RunDir
-
-    rundir = RunDir(Path(cfg.out).expanduser() / cfg.run_name)
-    folds_csv = rundir.path / "folds.csv"
-    if not folds_csv.is_file():
-        raise RuntimeError(
-            f"{folds_csv} not found on {socket.gethostname()}: the output folder must be on storage "
-            f"that the driver and every worker share, at the same path"
-        )
-    loaded = load_dataset(cfg)
-    fold_of = make_folds(loaded.labels, loaded.groups, cfg.data.folds, cfg.seed, cfg.data.split)
-    saved = pd.read_csv(folds_csv, dtype={"image_id": str, "patient_id": str})
-    ids = loaded.samples["image_id"].astype(str).to_numpy()
-    same = len(saved) == len(ids) and (saved["image_id"].to_numpy() == ids).all()
-    if not same or (saved["fold"].to_numpy() != fold_of).any():
-        raise RuntimeError(
-            f"the dataset on {socket.gethostname()} gives other folds than {folds_csv} "
-            f"(different data or data root on this node?)"
-        )
-    return PreparedRun(cfg, rundir, loaded, fold_of)
-
-
 def execute_job(config: dict, fold: int) -> dict:
     """Train + evaluate one fold and write its files (atomically); returns the fold's metrics.
 
     A fold that is already complete is read back, never recomputed or rewritten.
     """
-    from ..config import config_from_dict
-    from ..engine.device import resolve_device
-    from ..engine.experiment import complete_fold
-
     import_extra_modules()
     cfg = config_from_dict(config)
-    run = open_run(cfg)
+    run = open_prepared_run(cfg, where=socket.gethostname())
     return complete_fold(run, fold, resolve_device(cfg.device))
 
 

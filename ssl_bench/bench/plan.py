@@ -17,8 +17,9 @@ import copy
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from ..components import display_name, run_name
 from ..config import Config, build_config, load_yaml
 from ..errors import ConfigError
 
@@ -30,7 +31,7 @@ class BenchPlan:
 
     @property
     def methods(self) -> list[str]:
-        return [c.display_name for c in self.configs]
+        return [display_name(c) for c in self.configs]
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -47,6 +48,7 @@ def load_plan(
     sets: tuple[str, ...] = (),
     only: tuple[str, ...] = (),
     seeds: tuple[int, ...] = (),
+    default_profile: Callable[[str], str] | None = None,
 ) -> BenchPlan:
     data = load_yaml(path)
     unknown = set(data) - {"defaults", "methods", "description"}
@@ -72,9 +74,10 @@ def load_plan(
             method_flags = dict(flags or {})
             if seed is not None:
                 method_flags["seed"] = seed
-            cfg = build_config(profile, merged, method_flags, sets, profile_over_file=True)
+            cfg = build_config(profile, merged, method_flags, sets, profile_over_file=True,
+                               default_profile=default_profile)
             configs.append(cfg)
-    names = [c.run_name for c in configs]
+    names = [run_name(c) for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two methods would write the same run directory")
     return BenchPlan(Path(path), configs)

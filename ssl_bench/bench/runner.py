@@ -1,6 +1,6 @@
 """The benchmark runner: every method x fold of a plan, through an executor, resumable.
 
-Each method gets its run directory (DESIGN.md layout) prepared by the driver (config, folds),
+Each method gets its run directory (:mod:`ssl_bench.experiment.rundir`) prepared by the driver (config, folds),
 then the missing (method, fold) jobs go to the executor. A completed fold is never recomputed or
 rewritten; a job that still fails after its retries is recorded with its traceback in
 ``<run>/failed/fold-<k>.txt`` while the other jobs go on. Summaries and the leaderboard are
@@ -12,20 +12,19 @@ folders, half-written ``.<file>.*`` temporaries) are never complete folds and ar
 """
 from __future__ import annotations
 
-import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..engine import provenance
-from ..engine.device import device_name, resolve_device
-from ..engine.experiment import PreparedRun, prepare_run, write_summary
-from ..fileio import atomic_write_text
+from .. import components
+from ..console import progress_bar
 from ..errors import UserError
+from ..experiment import provenance
+from ..experiment.run import PreparedRun, prepare_run, write_summary
+from ..fileio import atomic_write_text
+from ..training.device import device_name, resolve_device
 from .executors.base import Executor
 from .job import Job, JobOutcome
 from .plan import BenchPlan
@@ -45,30 +44,6 @@ class BenchResult:
     @property
     def run_dirs(self) -> list[Path]:
         return [r.rundir.path for r in self.runs]
-
-
-def failure_path(run: PreparedRun, fold: int) -> Path:
-    return run.rundir.path / "failed" / f"fold-{fold}.txt"
-
-
-_TEMP_FILE = re.compile(r"^\.(config\.yaml|env\.json|summary\.json|folds\.csv|skipped\.csv|fold-\d+\.txt)\..+")
-_TEMP_FOLD = re.compile(r"^\.\d+\.tmp-")
-
-
-def remove_leftovers(run: PreparedRun) -> list[Path]:
-    """Delete what an interrupted process left half-written in a run directory; returns the paths."""
-    removed = []
-    folds = run.rundir.path / "folds"
-    for p in folds.iterdir() if folds.is_dir() else ():
-        if _TEMP_FOLD.match(p.name):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-            removed.append(p)
-    for d in (run.rundir.path, run.rundir.path / "failed"):
-        for p in d.iterdir() if d.is_dir() else ():
-            if p.is_file() and _TEMP_FILE.match(p.name):
-                p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
 
 
 def job_config(cfg) -> dict:
@@ -99,9 +74,10 @@ def prepare_bench(plan: BenchPlan, resume: bool) -> tuple[list[PreparedRun], lis
             )
         done += len(complete)
         runs.append(run)
-        remove_leftovers(run)
+        run.rundir.remove_leftovers()
         config = job_config(cfg)
-        jobs.extend(Job(cfg.display_name, cfg.run_name, k, config) for k in run.folds_to_run)
+        jobs.extend(Job(components.display_name(cfg), components.run_name(cfg), k, config)
+                    for k in run.folds_to_run)
     first: dict[int, PreparedRun] = {}  # every method of one seed must use the same folds
     for run in runs:
         ref = first.setdefault(run.config.seed, run)
@@ -115,21 +91,17 @@ def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console
     console = console or Console(stderr=True)
     started = provenance.now()
     runs, jobs, done = prepare_bench(plan, resume)
-    by_name = {r.config.run_name: r for r in runs}
+    by_name = {components.run_name(r.config): r for r in runs}
     result = BenchResult(runs, skipped=done)
     total = len(jobs) + done
     if done:
         console.print(f"resuming: {done} of {total} jobs already complete", highlight=False)
-    progress = Progress(
-        TextColumn("[bold]bench[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, disable=not show_progress,
-    )
+    progress = progress_bar("[bold]bench[/]", console=console, enabled=show_progress, eta_label=True)
 
     def on_outcome(outcome: JobOutcome) -> None:
         result.outcomes.append(outcome)
         run = by_name[outcome.job.run_name]
-        path = failure_path(run, outcome.job.fold)
+        path = run.rundir.failure_path(outcome.job.fold)
         if outcome.ok:
             path.unlink(missing_ok=True)
             info = f"{outcome.job.label}: AUC {outcome.metrics['auc']:.3f} ({outcome.seconds:.0f}s)"
@@ -144,7 +116,7 @@ def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console
         executor.run(jobs, on_outcome)
     label = device_name(resolve_device(plan.configs[0].device)) if plan.configs else "cpu"
     for run in runs:
-        result.summaries[run.config.run_name] = write_summary(run, label, started)
+        result.summaries[components.run_name(run.config)] = write_summary(run, label, started)
     if jobs and show_progress:
         console.print(f"{len(jobs)} job(s) in {time.perf_counter() - t0:.0f}s", highlight=False)
     return result

@@ -1,6 +1,9 @@
 """The ``ssl-bench`` command line: a thin click layer over the library, rendered with rich.
 
-Each command group lives in its own module of this package and is attached in :func:`_attach`.
+Each command lives in its own module of this package and is attached to :func:`main` below. The
+command modules import torch, scikit-learn and matplotlib inside the commands, so that ``--help``
+stays fast.
+
 Errors a user can cause (:class:`ssl_bench.errors.UserError`) end with one red line and exit 2.
 """
 from __future__ import annotations
@@ -13,6 +16,12 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import UserError
+from .bench_cmd import bench
+from .data_cmd import data
+from .list_cmd import list_components, show_plugin_warnings
+from .predict_cmd import predict
+from .report_cmd import report
+from .run_cmd import run
 
 console = Console(stderr=True)
 
@@ -21,8 +30,6 @@ class _Group(click.Group):
     """A click group that turns user errors into one clear line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from .list_cmd import show_plugin_warnings
-
         try:
             with show_plugin_warnings(console):
                 return super().invoke(ctx)
@@ -40,24 +47,5 @@ def main() -> None:
     """Benchmark self-supervised pretext tasks and transfer strategies on mammography."""
 
 
-def _attach() -> None:
-    import importlib
-
-    for module, command in (
-        ("list_cmd", "list_components"),
-        ("run_cmd", "run"),
-        ("data_cmd", "data"),
-        ("predict_cmd", "predict"),
-        ("bench_cmd", "bench"),
-        ("report_cmd", "report"),
-    ):
-        try:
-            mod = importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{module}":
-                continue  # command not built yet
-            raise
-        main.add_command(getattr(mod, command))
-
-
-_attach()
+for _command in (list_components, run, data, predict, bench, report):
+    main.add_command(_command)

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from .. import components
 from ..errors import ConfigError
+from ..registry import EXECUTORS
 from .run_cmd import collect_flags
 
 out_console = Console()
@@ -37,6 +39,22 @@ def _seeds(text: str | None) -> tuple[int, ...]:
         raise ConfigError(f"--seeds expects comma-separated integers, got '{text}'") from None
 
 
+def build_executor(name: str, cfg, **flags):
+    """The executor ``name`` built like every other component: the flags given on the command
+    line (``None`` = not given), then ``--set params.<name>.<option>`` over them; a flag that the
+    executor does not take is one error line."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    accepted = components.user_options("executors", EXECUTORS.get(name))
+    for option in given:
+        if option not in accepted:
+            flag = "--ray-address" if option == "address" else "--" + option.replace("_", "-")
+            owners = [e for e in EXECUTORS.names() if option in components.user_options("executors", EXECUTORS.get(e))]
+            hint = f"; it is for --executor {' or '.join(owners)}" if owners else ""
+            raise ConfigError(f"{flag} does not apply to the '{name}' executor (its options: "
+                              f"{', '.join(accepted) or 'none'}){hint}")
+    return components.build(EXECUTORS, name, {**given, **cfg.component_params(name)})
+
+
 @click.command("bench")
 @click.argument("bench_file", type=click.Path(dir_okay=False))
 @click.option("--profile", type=click.Choice(["smoke", "quick", "paper"]), default=None,
@@ -51,14 +69,16 @@ def _seeds(text: str | None) -> tuple[int, ...]:
 @click.option("--out", default="runs", show_default=True)
 @click.option("--resume", is_flag=True, help="Finish the missing jobs of an earlier, interrupted bench.")
 @click.option("--executor", default="local", show_default=True, help="local | ray (ssl-bench list executors).")
-@click.option("--jobs-per-gpu", type=int, default=1, show_default=True, help="Concurrent jobs per GPU (local).")
-@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Retries of a failing job before it is recorded as failed.")
+@click.option("--jobs-per-gpu", type=int, default=None,
+              help="Local: concurrent jobs per GPU (default 1; = params.local.jobs_per_gpu).")
+@click.option("--retries", type=int, default=None,
+              help="Retries of a failing job before it is recorded as failed (default 1; = params.<executor>.retries).")
 @click.option("--ray-address", default=None, help="Ray cluster address ('auto' = the running cluster).")
 @click.option("--gpus-per-job", type=float, default=None,
               help="Ray: GPUs per job (fractions allowed; default 1 if the cluster has GPUs, else 0).")
-@click.option("--cpus-per-job", type=float, default=1.0, show_default=True, help="Ray: CPUs per job.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key for every method.")
+@click.option("--cpus-per-job", type=float, default=None, help="Ray: CPUs per job (default 1).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key for every method; params.<executor>.<option> sets the executor.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="Paper numbers to show beside ours (e.g. benchmarks/table2_paper.csv).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -69,27 +89,21 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     Interrupted or failed jobs are finished by rerunning the same command with --resume;
     completed folds are never recomputed.
     """
-    from .. import components
-    from ..bench.job import import_extra_modules
+    # torch, scikit-learn and matplotlib load only when a command runs, so --help stays fast
+    from ..bench.job import import_extra_modules, last_line
     from ..bench.plan import load_plan
     from ..bench.runner import run_bench
-    from ..registry import EXECUTORS
+    from ..report.leaderboard import build_report
+    from ..report.publish import write_leaderboard
+    from ..report.render import print_report
+    from ..training.device import default_profile
 
     import_extra_modules()  # SSL_BENCH_IMPORT: extra component modules (also imported by every job)
     flags = collect_flags(kwargs)
-    plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), _seeds(seeds))
-    options = {"retries": retries}
-    cls = EXECUTORS.get(executor)
-    if executor != "local" and jobs_per_gpu != 1:
-        raise ConfigError("--jobs-per-gpu is for the local executor; with ray use e.g. --gpus-per-job 0.5")
-    if executor != "ray" and (ray_address or gpus_per_job is not None):
-        raise ConfigError("--ray-address and --gpus-per-job need --executor ray")
-    if executor == "local":
-        options["jobs_per_gpu"] = jobs_per_gpu
-    elif executor == "ray":
-        options.update(address=ray_address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
-    runner = cls(**components.check_options(executor, cls, options, {}))
+    plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), _seeds(seeds), default_profile)
     first = plan.configs[0]
+    runner = build_executor(executor, first, retries=retries, jobs_per_gpu=jobs_per_gpu,
+                            address=ray_address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
     out_console.print(
         f"bench {bench_file}: {len(plan.configs)} method(s) x {first.data.folds} folds · profile "
         f"[bold]{first.profile}[/] · dataset {first.data.dataset} · {runner.describe()}",
@@ -110,24 +124,21 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     out_dir = Path(first.out).expanduser()
     by_seed: dict[int, list[Path]] = {}
     for r in result.runs:
-        if result.summaries.get(r.config.run_name) is not None:
+        if result.summaries.get(components.run_name(r.config)) is not None:
             by_seed.setdefault(r.config.seed, []).append(r.rundir.path)
-    if by_seed:
-        from ..bench.report import write_leaderboard
-
-        for seed, complete in by_seed.items():  # --seeds: one leaderboard per seed, in seed-<s>/
-            target = out_dir / f"seed-{seed}" if len({c.seed for c in plan.configs}) > 1 else out_dir
-            paths = write_leaderboard(complete, target, reference=reference, console=out_console)
-            out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
+    for seed, complete in by_seed.items():  # --seeds: one leaderboard per seed, in seed-<s>/
+        target = out_dir / f"seed-{seed}" if len({c.seed for c in plan.configs}) > 1 else out_dir
+        report = build_report(complete, reference=reference)
+        paths = write_leaderboard(report, target)
+        print_report(report, out_console, sections=("leaderboard", "notes"))
+        out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
     if result.failed:
-        from ..bench.job import last_line
-        from ..bench.runner import failure_path
-
-        by_name = {r.config.run_name: r for r in result.runs}
+        by_name = {components.run_name(r.config): r for r in result.runs}
+        attempts = runner.retries + 1
         err_console.print(f"[bold red]{len(result.failed)} of {len(result.outcomes)} job(s) failed[/] "
-                          f"after {retries + 1} attempt(s) each:")
+                          f"after {attempts} attempt(s) each:")
         for o in result.failed:
-            path = failure_path(by_name[o.job.run_name], o.job.fold)
+            path = by_name[o.job.run_name].rundir.failure_path(o.job.fold)
             err_console.print(f"  - {o.job.label}: {last_line(o.error)}\n    traceback: {path}",
                               highlight=False, markup=False, soft_wrap=True)
         err_console.print(f"Fix the cause, then rerun only the failed jobs with:\n  {resume_command()}",

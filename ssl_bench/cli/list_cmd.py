@@ -16,16 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..components import options
+from ..components import user_options
 from ..registry import REGISTRIES, PluginWarning, plugin_status, summary
 
 KINDS = tuple(REGISTRIES) + ("backbones",)
-
-#: constructor arguments the toolkit passes itself; not user options (see components.py)
-FIXED_ARGUMENTS = {
-    "datasets": ("root", "image_size", "cache_dir", "on_bad_image", "workers"),
-    "networks": ("in_chans", "out_chans"),
-}
 
 
 @contextlib.contextmanager
@@ -49,7 +43,7 @@ def show_plugin_warnings(console: Console | None = None) -> Iterator[None]:
 
 
 def _options_text(kind: str, obj) -> str:
-    opts = options(obj, exclude=FIXED_ARGUMENTS.get(kind, ()))
+    opts = user_options(kind, obj)
     return "\n".join(f"{o} = {v!r}" for o, v in opts.items()) or "-"
 
 

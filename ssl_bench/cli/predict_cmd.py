@@ -16,8 +16,8 @@ from rich.table import Table
 @click.option("--device", default="auto", show_default=True)
 def predict(run_dir, images, fmt, out, device):
     """Score IMAGE files (DICOM, PNG, TIFF): mean probability over the run's fold models, and each fold's."""
-    from ..engine.device import resolve_device
-    from ..engine.inference import predict_files
+    from ..training.device import resolve_device
+    from ..experiment.inference import predict_files
 
     table = predict_files(run_dir, list(images), resolve_device(device))
     if fmt == "table" and out is None:

@@ -26,10 +26,10 @@ from ..errors import UserError
 def report(run_dirs, fmt, out, reference, baseline, sort_by, allow_mixed):
     """Leaderboard of RUN_DIR... (run directories of `ssl-bench run` / `bench`), with ROC figure,
     significance against a baseline, per-fold results and provenance."""
-    from ..bench.html import to_html
-    from ..bench.render import print_report, to_csv, to_markdown
-    from ..bench.report import build_report
-    from ..bench.roc import save_roc
+    # scikit-learn and matplotlib load only when a command runs, so --help stays fast
+    from ..report.leaderboard import build_report
+    from ..report.publish import write_report
+    from ..report.render import print_report, to_csv
 
     if fmt == "html" and out is None:
         raise UserError("--format html needs --out FILE.html (the page is written to a file)")
@@ -41,15 +41,5 @@ def report(run_dirs, fmt, out, reference, baseline, sort_by, allow_mixed):
         else:
             print_report(rep)
         return
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        figure = None
-        if fmt == "md":
-            paths = save_roc(rep, out.with_name(f"{out.stem}_roc.png"), out.with_name(f"{out.stem}_roc.svg"))
-            figure = paths["png"].name
-        text = {"md": lambda: to_markdown(rep, figure=figure), "csv": lambda: to_csv(rep),
-                "html": lambda: to_html(rep)}[fmt]()
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    write_report(rep, out, fmt)
     click.echo(f"wrote {out}", err=True)

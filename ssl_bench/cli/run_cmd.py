@@ -5,8 +5,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..config import build_config, load_yaml, parse_image_size
-from ..engine.metrics import METRICS
+from ..components import display_name
+from ..config import PROFILES, build_config, load_yaml, parse_image_size
+from ..experiment.metrics import METRICS
 
 out_console = Console()
 
@@ -23,9 +24,11 @@ def config_options(f):
                      help="Folds grouped by patient (default) or image-level."),
         click.option("--on-bad-image", "data__on_bad_image", type=click.Choice(["fail", "skip"]), default=None,
                      help="Stop on bad inputs (default) or skip and record them."),
-        click.option("--epochs", "train__epochs", type=int, default=None, help="Downstream/supervised epochs."),
-        click.option("--batch-size", "train__batch_size", type=int, default=None),
-        click.option("--image-size", "data__image_size", default=None, help="HEIGHTxWIDTH, e.g. 768x384."),
+        click.option("--epochs", "train__epochs", type=int, default=None,
+                     help="Downstream/supervised epochs (default: the profile's)."),
+        click.option("--batch-size", "train__batch_size", type=int, default=None, help="Default: the profile's."),
+        click.option("--image-size", "data__image_size", default=None,
+                     help="HEIGHTxWIDTH, e.g. 768x384 (default: the profile's)."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="auto | cpu | cuda | cuda:N"),
         click.option("--compile/--no-compile", "train__compile", default=None, help="torch.compile the networks."),
@@ -75,7 +78,9 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
 @click.command("run")
 @click.option("--pretext", default=None, help="Pretext task (ssl-bench list pretexts).")
 @click.option("--transfer", default=None, help="Transfer strategy (ssl-bench list transfers).")
-@click.option("--backbone", "model__backbone", default=None, help="Downstream timm model (default resnet50).")
+@click.option("--backbone", "model__backbone", default=None,
+              help="Downstream timm model (default: the profile's, "
+                   + ", ".join(f"{PROFILES[p]['model.backbone']} in {p}" for p in PROFILES) + ").")
 @click.option("--pretrained", "model__pretrained", default=None, help="Local weights file for the backbone.")
 @click.option("--pretext-net", "model__pretext_net", default=None, help="Pretext network for collab (unet, rdn).")
 @click.option("--fold", type=int, default=None, help="Run only this fold (0-based).")
@@ -83,12 +88,15 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @config_options
 def run(profile, config_file, sets, quiet, **kwargs):
-    """Train and cross-validate one method; writes OUT/NAME/ (see DESIGN.md run directory)."""
-    from ..engine.experiment import run_experiment
+    """Train and cross-validate one method; writes OUT/NAME/: config.yaml, folds.csv, env.json,
+    summary.json and folds/<k>/ (metrics.json, predictions.csv, model.pt)."""
+    # torch loads only when a command runs, so --help stays fast
+    from ..experiment.run import run_experiment
+    from ..training.device import default_profile
 
     file_values = load_yaml(config_file) if config_file else {}
     flags = collect_flags(kwargs)
-    cfg = build_config(profile, file_values, flags, sets)
+    cfg = build_config(profile, file_values, flags, sets, default_profile=default_profile)
     how = "given" if profile or file_values.get("profile") else f"default for device '{cfg.device}'"
     out_console.print(
         f"profile [bold]{cfg.profile}[/] ({how}) · {cfg.pretext} + {cfg.transfer} · backbone "
@@ -98,5 +106,5 @@ def run(profile, config_file, sets, quiet, **kwargs):
     prepared, summary = run_experiment(cfg, show_progress=not quiet)
     done = prepared.rundir.completed_folds(cfg.data.folds)
     fold_metrics = {k: prepared.rundir.read_metrics(k) for k in done}
-    out_console.print(metrics_table(cfg.display_name, fold_metrics, summary))
+    out_console.print(metrics_table(display_name(cfg), fold_metrics, summary))
     out_console.print(f"run directory: {prepared.rundir.path}", highlight=False)

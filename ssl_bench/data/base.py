@@ -22,19 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .cache import load_cached_images
+from .problem import Problem
 
 SAMPLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "path")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One bad input: the file (or sheet row) concerned and why it cannot be used."""
-
-    file: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.reason}"
 
 
 @dataclass
@@ -91,7 +82,7 @@ class MammoDataset(ABC):
         self.on_bad_image = on_bad_image
         self.workers = workers
 
-    name: str = "dataset"
+    name: str = "dataset"  # set to the registered name by the registry
 
     def require_root(self) -> Path:
         if self.root is None:
@@ -115,8 +106,6 @@ class MammoDataset(ABC):
 
     def load(self) -> LoadedDataset:
         """Scan, check, then decode + preprocess every image through the on-disk cache."""
-        from .cache import load_cached_images
-
         table, problems = self.scan()
         images, bad = load_cached_images(
             table, self.image_size, self.cache_dir, workers=self.workers

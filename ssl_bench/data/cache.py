@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import tempfile
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -28,8 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..console import progress_bar
 from ..errors import DataError
-from .base import Problem
+from ..fileio import atomic_write
+from .problem import Problem
 from .preprocess import PREPROCESS_VERSION, preprocess_file
 
 
@@ -55,18 +56,7 @@ def cache_file(cache_dir: str | Path, key: str) -> Path:
 
 
 def _atomic_save(target: Path, array: np.ndarray) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(target, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
 def _load_entry(target: Path, image_size: tuple[int, int]) -> np.ndarray | None:
@@ -155,20 +145,9 @@ def load_cached_images(
 
 def _decode_all(misses, paths, lateralities, size, workers):
     """Yield ``(row, (array | None, reason))`` for every miss, in parallel when worthwhile."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     n_workers = int(workers) if workers and int(workers) > 0 else _cpu_count()
     n_workers = min(n_workers, len(misses))
-    progress = Progress(
-        TextColumn("decoding images"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    progress = progress_bar("decoding images", transient=True, info=False)
     if n_workers <= 1:
         with progress:
             task = progress.add_task("decode", total=len(misses))

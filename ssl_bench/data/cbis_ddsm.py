@@ -27,7 +27,8 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
-from .base import SAMPLE_COLUMNS, MammoDataset, Problem
+from .base import SAMPLE_COLUMNS, MammoDataset
+from .problem import Problem
 from .sheets import normalise_laterality, read_sheet, row_name
 
 CSV_NAMES = {
@@ -44,8 +45,6 @@ FULL_FOLDER = re.compile(r"^(?P<kind>Mass|Calc)-(?P<split>Training|Test)_P_\d+_(
 @DATASETS.register("cbis_ddsm")
 class CBISDDSM(MammoDataset):
     """CBIS-DDSM scanned-film mammograms (TCIA download + case-description CSVs)."""
-
-    name = "cbis_ddsm"
 
     def __init__(
         self,

@@ -25,7 +25,8 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
-from .base import SAMPLE_COLUMNS, MammoDataset, Problem
+from .base import SAMPLE_COLUMNS, MammoDataset
+from .problem import Problem
 from .sheets import clean_sheet, read_sheet, row_name
 
 SHEET_COLUMNS = ("Patient ID", "Patient age", "Laterality", "View", "Acquisition date", "File Name", "ACR", "Bi-Rads")
@@ -44,8 +45,6 @@ def _integer_text(value: str) -> str:
 @DATASETS.register("inbreast")
 class INbreast(MammoDataset):
     """INbreast full-field digital mammograms (release layout: AllDICOMs/ + INbreast.csv)."""
-
-    name = "inbreast"
 
     def __init__(
         self,

@@ -17,7 +17,8 @@ import pandas as pd
 
 from ..errors import DataError
 from ..registry import DATASETS
-from .base import SAMPLE_COLUMNS, MammoDataset, Problem
+from .base import SAMPLE_COLUMNS, MammoDataset
+from .problem import Problem
 from .sheets import normalise_laterality, read_sheet, row_name
 
 LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "0.0": 0, "1.0": 1}
@@ -26,8 +27,6 @@ LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "0.0": 0, "1.0": 1}
 @DATASETS.register("manifest")
 class Manifest(MammoDataset):
     """Images listed in a CSV (path,label[,patient_id][,laterality][,view]); DICOM, PNG or TIFF."""
-
-    name = "manifest"
 
     def __init__(
         self,

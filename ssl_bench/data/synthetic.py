@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..fileio import atomic_write
 from ..registry import DATASETS
 from . import synthetic_mammo
-from .base import SAMPLE_COLUMNS, LoadedDataset, MammoDataset, Problem
+from .base import SAMPLE_COLUMNS, LoadedDataset, MammoDataset
+from .problem import Problem
 
 CACHE_VERSION = 1
 
@@ -27,8 +27,6 @@ CACHE_VERSION = 1
 @DATASETS.register("synthetic")
 class SyntheticMammography(MammoDataset):
     """Built-in synthetic mammograms shaped like INbreast (no download needed)."""
-
-    name = "synthetic"
 
     def __init__(
         self,
@@ -70,11 +68,7 @@ class SyntheticMammography(MammoDataset):
         table, images = synthetic_mammo.generate(image_size=self.image_size, **self.generation)
         table = table.assign(path="")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, images=images, table=np.array(table.to_csv(index=False)))
-            os.replace(tmp, path)
+            atomic_write(path, lambda fh: np.savez(fh, images=images, table=np.array(table.to_csv(index=False))))
         except OSError:
             pass  # an unwritable cache only costs regeneration next time
         return table, images

@@ -21,7 +21,8 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
-from .base import SAMPLE_COLUMNS, MammoDataset, Problem
+from .base import SAMPLE_COLUMNS, MammoDataset
+from .problem import Problem
 from .sheets import normalise_laterality, read_sheet, row_name
 
 SHEET = "breast-level_annotations.csv"
@@ -47,8 +48,6 @@ def parse_birads_set(value: Any, option: str) -> frozenset[int]:
 @DATASETS.register("vindr_mammo")
 class VinDrMammo(MammoDataset):
     """VinDr-Mammo full-field digital mammograms (breast-level_annotations.csv + images/)."""
-
-    name = "vindr_mammo"
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """The transfer-strategy interface.
 
 ``TransferStrategy.fit(ctx)`` trains whatever networks the strategy needs on one fold's training
-data (:class:`ssl_bench.engine.context.FitContext`) and returns the downstream classifier: a timm
+data (:class:`ssl_bench.training.context.FitContext`) and returns the downstream classifier: a timm
 model with one input channel and one logit, which alone predicts new images
 (``model(x) -> (B, 1)`` logits). Its ``state_dict`` is what a run saves as ``model.pt``.
 """
@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..engine.context import FitContext
+from ..training.context import FitContext
 from ..errors import ConfigError
 from ..pretext.base import PretextTask
 
@@ -22,7 +22,11 @@ class TransferStrategy(ABC):
 
     #: pretext kinds this strategy can train ("image", "embedding", "none")
     accepts: ClassVar[tuple[str, ...]] = ("image", "embedding")
-    name: ClassVar[str] = "transfer"
+    #: components it needs besides the pretext and the backbone, as keys of
+    #: :data:`ssl_bench.components.NEEDS` (e.g. ``("pretext_network",)``): checked before a run
+    #: starts and part of the default run name
+    needs: ClassVar[tuple[str, ...]] = ()
+    name: ClassVar[str] = "transfer"  # set to the registered name by the registry
 
     def check(self, pretext_name: str, pretext: PretextTask) -> None:
         """Refuse a pretext task this strategy cannot use, with the reason."""

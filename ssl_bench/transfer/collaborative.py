@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..engine.context import FitContext, optimizer_step
+from ..training.context import FitContext, optimizer_step
 from ..models.backbones import num_pooled_features, pooled_features
 from ..models.heads import ProjectionMLP
 from ..registry import TRANSFERS
@@ -40,7 +40,7 @@ class CollaborativeTransfer(TransferStrategy):
     """TSBN collaborative transfer: pretext network + downstream backbone joined by L_CT (eq. 2-4)."""
 
     accepts = ("image",)
-    name = "collab"
+    needs = ("pretext_network",)
 
     def __init__(self, alpha: float = 1e-3, proj_dim: int = 128, hidden_dim: int = 512):
         self.alpha = float(alpha)

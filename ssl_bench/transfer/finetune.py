@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..engine.context import FitContext, optimizer_step
+from ..training.context import FitContext, optimizer_step
 from ..models.pretext_model import PretextModel
 from ..registry import TRANSFERS
 from .base import TransferStrategy
@@ -59,7 +59,6 @@ class FineTune(TransferStrategy):
     """Two stages: pretext training of backbone + pretext head, then supervised fine-tuning."""
 
     accepts = ("image", "embedding", "none")
-    name = "finetune"
 
     def fit(self, ctx: FitContext) -> nn.Module:
         backbone = ctx.new_backbone()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..engine.context import FitContext, optimizer_step
+from ..training.context import FitContext, optimizer_step
 from ..models.pretext_model import PretextModel
 from ..registry import TRANSFERS
 from .base import TransferStrategy
@@ -26,7 +26,6 @@ class MultiTask(TransferStrategy):
     """Hard sharing: one backbone, pretext head + classifier head, losses summed each step."""
 
     accepts = ("image", "embedding")
-    name = "multitask"
 
     def __init__(self, weight: float = 1.0):
         self.weight = float(weight)

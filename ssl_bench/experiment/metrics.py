@@ -34,6 +34,12 @@ def compute_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
     }
 
 
+def pooled_auc(labels, scores) -> float:
+    """ROC AUC over all held-out images of all folds (NaN when they hold a single class)."""
+    y = np.asarray(labels, dtype=int)
+    return float(roc_auc_score(y, np.asarray(scores, dtype=float))) if len(np.unique(y)) == 2 else math.nan
+
+
 def summarize(fold_metrics: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
     """Mean and sample standard deviation (ddof=1) of each metric across folds."""
     mean, std = {}, {}

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from .report import Report, pooled_curves
+from .leaderboard import Report, pooled_curves
 
 _STYLES = ("-", "--", "-.", ":")
 _PNG_META = {"Software": None}

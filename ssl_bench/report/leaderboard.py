@@ -3,15 +3,16 @@ significance against a baseline, the paper's reference rows and the runs' proven
 
 Numbers (all in percent in the tables):
 - accuracy, sensitivity, specificity, Youden, F1, AUC: mean and sample std (ddof=1) over the
-  completed folds, recomputed from each fold's ``predictions.csv`` (DESIGN.md, "Evaluation").
+  completed folds (:func:`~ssl_bench.experiment.metrics.summarize`), recomputed from each fold's
+  ``predictions.csv``.
 - pooled out-of-fold AUC: one ROC AUC over all held-out images of all folds, with a 95% logit
-  confidence interval from DeLong's variance (:func:`~ssl_bench.bench.stats.auc_confidence_interval`).
+  confidence interval from DeLong's variance (:func:`~ssl_bench.report.stats.auc_confidence_interval`).
 - p-values against the baseline (default ``ResNet``) on the images both runs held out: DeLong's
   test for the pooled AUC (DeLong et al. 1988, fast algorithm of Sun & Xu 2014) and a paired
   bootstrap over images for accuracy at threshold 0.5. Not corrected for multiple comparisons.
 
-:func:`write_leaderboard` is what ``ssl-bench bench`` calls at the end of a benchmark;
-:func:`build_report` is the library entry point behind ``ssl-bench report``.
+:func:`build_report` builds the :class:`Report` that renderers (:mod:`.render`, :mod:`.html`,
+:mod:`.roc`) turn into text and figures and :mod:`.publish` writes to files.
 """
 from __future__ import annotations
 
@@ -23,14 +24,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..engine.metrics import METRICS
 from ..errors import UserError
+from ..experiment.metrics import METRICS, summarize
 from .runs import RunResult, check_comparable, find_runs, load_run
 from .stats import auc_confidence_interval, delong_test, paired_bootstrap_accuracy
 
 __all__ = [
     "METRICS", "SORT_KEYS", "Report", "RunResult", "build_report", "load_reference", "load_run",
-    "write_leaderboard",
 ]
 
 REFERENCE_LABEL = "paper (INbreast)"
@@ -100,13 +100,12 @@ def _percent(value: float) -> float:
 
 
 def _summary_row(run: RunResult) -> dict[str, Any]:
-    values = pd.DataFrame([run.fold_metrics[k] for k in run.completed_folds], columns=list(METRICS))
+    mean, std = summarize([run.fold_metrics[k] for k in run.completed_folds])
     row: dict[str, Any] = {"method": run.method, "run": str(run.path),
                            "folds_done": len(run.completed_folds), "folds_total": run.n_folds}
     for m in METRICS:
-        v = values[m].astype(float).dropna()
-        row[f"{m}_mean"] = _percent(v.mean()) if len(v) else math.nan
-        row[f"{m}_std"] = _percent(v.std(ddof=1)) if len(v) > 1 else math.nan
+        row[f"{m}_mean"] = _percent(mean[m])
+        row[f"{m}_std"] = _percent(std[m])
     pred = run.predictions
     try:
         auc, lo, hi = auc_confidence_interval(pred["label"], pred["score"])
@@ -253,42 +252,6 @@ def reference_comparison(report: Report) -> pd.DataFrame:
             diff = {c: mine[c] - ref[c] for c in cols if not c.endswith("_std")}
             rows.append({"method": name, "source": "ours - paper", **diff})
     return pd.DataFrame(rows, columns=["method", "source", *cols])
-
-
-def write_leaderboard(
-    run_dirs: Iterable[str | Path],
-    out_dir: str | Path,
-    reference: str | Path | None = None,
-    baseline: str | None = "ResNet",
-    sort_by: str = "auc",
-    allow_mixed: bool = False,
-    console: Any = None,
-) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.html``, ``roc.png`` and
-    ``roc.svg`` into ``out_dir``; returns ``{"md", "csv", "html", "png", "svg"} -> path``.
-
-    With a rich ``console``, also prints the leaderboard and its notes there (as ``bench`` does).
-    """
-    from .html import to_html
-    from .render import print_report, to_csv, to_markdown
-    from .roc import save_roc
-
-    report = build_report(run_dirs, reference=reference, baseline=baseline, sort_by=sort_by,
-                          allow_mixed=allow_mixed)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
-    paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv",
-             "html": out / "leaderboard.html"}
-    paths.update(save_roc(report, out / "roc.png", out / "roc.svg"))
-    paths["md"].write_text(to_markdown(report, figure=paths["png"].name))
-    paths["csv"].write_text(to_csv(report))
-    paths["html"].write_text(to_html(report, png=paths["png"].read_bytes()), encoding="utf-8")
-    if console is not None:
-        print_report(report, console, sections=("leaderboard", "notes"))
-    return paths
 
 
 def pooled_curves(report: Report) -> list[tuple[str, np.ndarray, np.ndarray, float]]:

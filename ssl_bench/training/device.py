@@ -1,9 +1,10 @@
 """Device, precision and memory-format handling shared by every transfer strategy.
 
 On CUDA the fast path is: bf16 autocast (losses computed in fp32), channels_last, cuDNN's
-autotuner (``cudnn.benchmark``: every step has the same shapes), fused Adam, no host-device sync inside a step, and optionally a CUDA graph of the whole
-step (:mod:`ssl_bench.engine.cuda_graphs`). On the CPU everything runs in fp32 so results are
-exact and reproducible.
+autotuner (``cudnn.benchmark``: every step has the same shapes), fused Adam, no host-device
+sync inside a step, and optionally a CUDA graph of the whole step
+(:mod:`ssl_bench.training.cuda_graphs`). On the CPU everything runs in fp32 so results are exact
+and reproducible.
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def default_profile(device: str) -> str:
+    """The profile a run gets when none is given: ``paper`` when it will use CUDA, else ``quick``."""
+    return "paper" if resolve_device(device).type == "cuda" else "quick"
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype (``None`` = plain fp32): bf16 on CUDA for ``auto``, never on the CPU."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
@@ -52,10 +58,9 @@ def configure_fast_path(device: torch.device) -> None:
 
 
 def graphs_requested(train_config) -> bool:
-    """Whether CUDA-graph capture of training steps is asked for: ``train.cuda_graphs`` (read
-    with ``getattr``, so it works before the key exists in :class:`TrainConfig`) or the
+    """Whether CUDA-graph capture of training steps is asked for: ``train.cuda_graphs`` or the
     ``SSL_BENCH_CUDA_GRAPHS`` environment variable."""
-    if getattr(train_config, "cuda_graphs", False):
+    if train_config.cuda_graphs:
         return True
     return os.environ.get(GRAPHS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 

@@ -1,32 +1,25 @@
-"""Reading run directories (DESIGN.md "Run directory (contract)") for reports, and checking that
-several runs can be compared on one leaderboard.
+"""Run directories loaded for reports (through :class:`~ssl_bench.experiment.rundir.RunDir`, which
+owns their layout and says which folds are complete), and the check that several runs can be
+compared on one leaderboard.
 
-```
-<run>/config.yaml   <run>/env.json   <run>/summary.json
-<run>/folds/<k>/metrics.json   <run>/folds/<k>/predictions.csv  (image_id, patient_id, label, score)
-```
-A fold counts as completed when its ``metrics.json`` and ``predictions.csv`` exist. A run with
-some folds missing is loaded as *partial* (with a warning), never refused; a path that is not a
-run directory, or a file that cannot be parsed, is a :class:`~ssl_bench.errors.UserError` that
-names the path and what is wrong. Per-fold metrics are recomputed from ``predictions.csv`` with
-:func:`ssl_bench.engine.metrics.compute_metrics`, and a ``metrics.json`` that disagrees is flagged.
+A run with some folds missing is loaded as *partial* (with a warning), never refused; a path that
+is not a run directory, or a file that cannot be parsed, is a :class:`~ssl_bench.errors.UserError`
+that names the path and what is wrong. Per-fold metrics are recomputed from ``predictions.csv`` with
+:func:`ssl_bench.experiment.metrics.compute_metrics`, and a ``metrics.json`` that disagrees is flagged.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import yaml
 
-from ..engine.metrics import METRICS, compute_metrics
 from ..errors import UserError
+from ..experiment.metrics import METRICS, compute_metrics
+from ..experiment.rundir import RunDir
 
-PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
 _TOLERANCE = 1e-6  # metrics.json vs recomputation
 
 
@@ -69,53 +62,6 @@ class RunResult:
         return frozenset(self.predictions.loc[self.predictions["fold"] == k, "image_id"])
 
 
-def _read_json(path: Path, null_is_nan: bool = False) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    if null_is_nan:  # metrics.json writes NaN (e.g. AUC of a one-class fold) as null
-        data = {k: (math.nan if v is None else v) for k, v in data.items()}
-    return data
-
-
-def _read_predictions(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    missing = [c for c in ("image_id", "label", "score") if c not in df.columns]
-    if missing:
-        raise UserError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_COLUMNS)}"
-            f", found {', '.join(map(str, df.columns)) or 'none'}"
-        )
-    if df.empty:
-        raise UserError(f"{path}: no predictions (the file has a header only)")
-    if "patient_id" not in df.columns:
-        df["patient_id"] = df["image_id"]
-    score = pd.to_numeric(df["score"], errors="coerce")
-    label = pd.to_numeric(df["label"], errors="coerce")
-    bad = ~np.isfinite(score.to_numpy(dtype=float))  # NaN from text or empty cells, or inf
-    if bad.any():
-        row = int(bad.argmax())
-        raise UserError(f"{path}: column 'score' must hold finite numbers, found {df['score'].iloc[row]!r}"
-                        f" on line {row + 2}")
-    if not label.isin([0, 1]).all():
-        row = int((~label.isin([0, 1])).to_numpy().argmax())
-        raise UserError(f"{path}: column 'label' must be 0 or 1, found {df['label'].iloc[row]!r}"
-                        f" on line {row + 2}")
-    out = pd.DataFrame({"image_id": df["image_id"].astype(str),
-                        "patient_id": df["patient_id"].astype(str)})
-    out["label"] = label.astype(int).to_numpy()
-    out["score"] = score.astype(float).to_numpy()
-    return out
-
-
 def _method_name(path: Path, config: dict, summary: dict) -> str:
     for value in (summary.get("method"), config.get("method"), config.get("name")):
         if isinstance(value, str) and value.strip():
@@ -125,43 +71,26 @@ def _method_name(path: Path, config: dict, summary: dict) -> str:
 
 def load_run(path: str | Path) -> RunResult:
     """Load one run directory. Missing folds make it partial; a broken directory is a UserError."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"run directory not found: {p}")
-    if not p.is_dir():
-        raise UserError(f"not a run directory: {p} is a file")
-    cfg_path = p / "config.yaml"
-    if not cfg_path.is_file():
-        raise UserError(f"not a run directory: {p} has no config.yaml")
-    try:
-        config = yaml.safe_load(cfg_path.read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"{cfg_path} is not valid YAML: {exc}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{cfg_path}: expected a mapping at the top level")
+    rundir = RunDir.open(path)
+    p = rundir.path
+    config = rundir.read_config()
     warnings: list[str] = []
-    env = _read_json(p / "env.json") if (p / "env.json").is_file() else {}
+    env = rundir.read_optional_json("env.json")
     if not env:
         warnings.append("env.json missing: provenance incomplete")
-    summary = _read_json(p / "summary.json") if (p / "summary.json").is_file() else {}
+    summary = rundir.read_optional_json("summary.json")
     try:
         n_folds = int((config.get("data") or {}).get("folds") or summary.get("folds") or 0)
     except (TypeError, ValueError):
-        raise UserError(f"{cfg_path}: data.folds must be an integer") from None
-    folds_dir = p / "folds"
-    present = [int(d.name) for d in folds_dir.iterdir() if d.is_dir() and d.name.isdigit()] \
-        if folds_dir.is_dir() else []
-    n_folds = max([n_folds, *(k + 1 for k in present)])
+        raise UserError(f"{p / 'config.yaml'}: data.folds must be an integer") from None
+    n_folds = max([n_folds, *(k + 1 for k in rundir.present_folds())])
 
     fold_metrics: dict[int, dict[str, float]] = {}
     stored: dict[int, dict[str, float]] = {}
     frames = []
-    for k in range(n_folds):
-        fdir = folds_dir / str(k)
-        if not ((fdir / "metrics.json").is_file() and (fdir / "predictions.csv").is_file()):
-            continue
-        stored[k] = _read_json(fdir / "metrics.json", null_is_nan=True)
-        pred = _read_predictions(fdir / "predictions.csv")
+    for k in rundir.completed_folds(n_folds):
+        stored[k] = rundir.read_metrics(k)
+        pred = rundir.read_predictions(k)
         pred["fold"] = k
         frames.append(pred)
         fold_metrics[k] = compute_metrics(pred["label"], pred["score"])
@@ -195,9 +124,8 @@ def find_runs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
         p = Path(raw)
         if p.is_file():
             files.append(p.name)
-        elif p.is_dir() and not (p / "config.yaml").exists() \
-                and any((c / "config.yaml").is_file() for c in p.iterdir()):
-            runs += sorted(c for c in p.iterdir() if (c / "config.yaml").is_file())
+        elif p.is_dir() and not RunDir.is_run(p) and any(RunDir.is_run(c) for c in p.iterdir()):
+            runs += sorted(c for c in p.iterdir() if RunDir.is_run(c))
         else:
             runs.append(p)  # a run, or an error that load_run names
     if not runs:

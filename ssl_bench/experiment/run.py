@@ -1,32 +1,29 @@
 """One method's cross-validation run: prepare its run directory, run the missing folds, summarise.
 
-The bench runner reuses the three steps (:func:`prepare_run`, :func:`run_fold` via
-:func:`complete_fold`, :func:`write_summary`) to schedule folds of many methods.
+The bench runner reuses the steps (:func:`prepare_run` in the driver, :func:`open_prepared_run`
+and :func:`complete_fold` in each job, :func:`write_summary` at the end) to schedule folds of many
+methods.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
-from sklearn.metrics import roc_auc_score
 
 from .. import components
-from ..config import Config, save_yaml
+from ..config import Config
 from ..data.base import LoadedDataset
 from ..data.loading import load_dataset
 from ..data.splits import check_grouping, make_folds
-from ..errors import UserError
+from ..registry import DATASETS
+from ..training.device import device_name, resolve_device
+from ..training.progress import TrainingProgress
 from . import provenance
-from .device import device_name, resolve_device
 from .fold import build_parts, run_fold
-from .metrics import summarize
-from .progress import TrainingProgress
+from .metrics import pooled_auc, summarize
 from .rundir import RunDir
-
-# Keys that may differ between two invocations writing the same run directory.
-_VOLATILE_KEYS = ("fold", "out", "device", "threads")
 
 
 @dataclass
@@ -42,59 +39,59 @@ class PreparedRun:
         return [k for k in wanted if not self.rundir.fold_done(k)]
 
 
-def _comparable(d: dict) -> dict:
-    """The settings that decide a run's results (not where files go or how fast it runs)."""
-    out = {k: v for k, v in d.items() if k not in _VOLATILE_KEYS}
-    out["data"] = {k: v for k, v in (d.get("data") or {}).items() if k not in ("cache_dir", "workers")}
-    return out
-
-
-def check_existing_config(rundir: RunDir, cfg: Config) -> None:
-    """Refuse to mix folds of two different configurations in one run directory."""
-    path = rundir.path / "config.yaml"
-    if not path.exists():
-        return
-    old = yaml.safe_load(path.read_text()) or {}
-    new = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))
-    if _comparable(old) != _comparable(new) and any((rundir.path / "folds").glob("[0-9]*")):
-        diff = sorted(k for k in set(old) | set(new) if _comparable(old).get(k) != _comparable(new).get(k))
-        raise UserError(
-            f"{rundir.path} already holds folds of a different configuration (differs in: "
-            f"{', '.join(diff)}); choose another --out or run name (--set name=...)"
-        )
-
-
 def validate_parts(cfg: Config) -> None:
     """Fail fast, before any data is loaded, on unknown names and options."""
     components.check_params_section(cfg)
     build_parts(cfg)
-    from ..registry import DATASETS, NETWORKS
-
     DATASETS.get(cfg.data.dataset)
-    if cfg.transfer == "collab":
-        NETWORKS.get(cfg.model.pretext_net)
+    components.check_needed_components(cfg)
 
 
-def prepare_run(cfg: Config, loaded: LoadedDataset | None = None) -> PreparedRun:
-    validate_parts(cfg)
-    rundir = RunDir.create(cfg.out, cfg.run_name)
-    check_existing_config(rundir, cfg)
-    loaded = loaded if loaded is not None else load_dataset(cfg)
+def fold_table(loaded: LoadedDataset, fold_of: np.ndarray) -> pd.DataFrame:
+    """The rows of ``folds.csv``: every image with its patient, label and held-out fold."""
+    return loaded.samples[["image_id", "patient_id", "label"]].assign(fold=fold_of)
+
+
+def compute_folds(cfg: Config, loaded: LoadedDataset) -> np.ndarray:
+    """Each image's held-out fold: stratified, grouped by patient (checked) unless split=image."""
     fold_of = make_folds(loaded.labels, loaded.groups, cfg.data.folds, cfg.seed, cfg.data.split)
     if cfg.data.split == "patient":
         check_grouping(fold_of, loaded.groups)
-    folds = loaded.samples[["image_id", "patient_id", "label"]].assign(fold=fold_of)
-    folds_csv = rundir.path / "folds.csv"
-    if folds_csv.exists():
-        old = pd.read_csv(folds_csv, dtype={"image_id": str, "patient_id": str})
-        if not old.reset_index(drop=True).equals(folds.reset_index(drop=True)):
-            raise UserError(f"{folds_csv} holds different folds than this run would use; choose another --out")
-    else:
-        rundir.write_text("folds.csv", folds.to_csv(index=False))
-    save_yaml(cfg, rundir.path / "config.yaml")
+    return fold_of
+
+
+def prepare_run(cfg: Config, loaded: LoadedDataset | None = None) -> PreparedRun:
+    """Check the parts, create or reopen the run directory, load the data and fix the folds."""
+    validate_parts(cfg)
+    rundir = RunDir.create(cfg.out, components.run_name(cfg))
+    rundir.check_config(cfg)
+    loaded = loaded if loaded is not None else load_dataset(cfg)
+    fold_of = compute_folds(cfg, loaded)
+    rundir.record_folds(fold_table(loaded, fold_of))
+    rundir.write_config(cfg)
     if loaded.skipped:
         skipped = pd.DataFrame([{"file": p.file, "reason": p.reason} for p in loaded.skipped])
         rundir.write_text("skipped.csv", skipped.to_csv(index=False))
+    return PreparedRun(cfg, rundir, loaded, fold_of)
+
+
+def open_prepared_run(cfg: Config, where: str = "this machine") -> PreparedRun:
+    """A run directory that a driver already prepared, reopened without rewriting anything (a
+    bench job, possibly on another node): the data must give exactly the folds of ``folds.csv``."""
+    rundir = RunDir(Path(cfg.out).expanduser() / components.run_name(cfg))
+    folds_csv = rundir.path / "folds.csv"
+    if not folds_csv.is_file():
+        raise RuntimeError(
+            f"{folds_csv} not found on {where}: the output folder must be on storage "
+            f"that the driver and every worker share, at the same path"
+        )
+    loaded = load_dataset(cfg)
+    fold_of = compute_folds(cfg, loaded)
+    if not rundir.folds_match(loaded.samples["image_id"].astype(str).to_numpy(), fold_of):
+        raise RuntimeError(
+            f"the dataset on {where} gives other folds than {folds_csv} "
+            f"(different data or data root on this node?)"
+        )
     return PreparedRun(cfg, rundir, loaded, fold_of)
 
 
@@ -102,7 +99,7 @@ def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress |
     """Train + evaluate fold ``k`` unless it is already complete; returns its metrics."""
     if not run.rundir.fold_done(k):
         result = run_fold(run.config, run.loaded, run.fold_of, k, device, progress)
-        run.rundir.write_fold(k, result.metrics, result.predictions, result.model_state)
+        run.rundir.write_fold(k, result.metrics, result.predictions, result.model)
     return run.rundir.read_metrics(k)
 
 
@@ -118,13 +115,12 @@ def write_summary(run: PreparedRun, device_label: str, started: str) -> dict | N
     fold_metrics = [rundir.read_metrics(k) for k in k_all]
     mean, std = summarize(fold_metrics)
     pooled = pd.concat([rundir.read_predictions(k) for k in k_all], ignore_index=True)
-    oof_auc = float(roc_auc_score(pooled["label"], pooled["score"])) if pooled["label"].nunique() == 2 else float("nan")
     summary = {
-        "method": cfg.display_name,
+        "method": components.display_name(cfg),
         "folds": cfg.data.folds,
         "mean": mean,
         "std": std,
-        "oof_auc": oof_auc,
+        "oof_auc": pooled_auc(pooled["label"], pooled["score"]),
         "per_fold": fold_metrics,
     }
     rundir.write_json("summary.json", summary)
@@ -138,7 +134,7 @@ def run_experiment(cfg: Config, show_progress: bool = True, console=None) -> tup
     run = prepare_run(cfg)
     with TrainingProgress(console, enabled=show_progress) as progress:
         todo = run.folds_to_run
-        progress.start_folds(f"{cfg.display_name} folds", len(todo))
+        progress.start_folds(f"{components.display_name(cfg)} folds", len(todo))
         for k in todo:
             metrics = complete_fold(run, k, device, progress)
             progress.fold_done(f"fold {k}: AUC {metrics['auc']:.3f}")

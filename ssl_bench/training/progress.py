@@ -3,14 +3,8 @@ and one for the steps of the current epoch, with the last epoch's mean loss."""
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+
+from ..console import progress_bar
 
 
 class TrainingProgress:
@@ -18,17 +12,7 @@ class TrainingProgress:
 
     def __init__(self, console: Console | None = None, enabled: bool = True):
         self.enabled = enabled
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console or Console(stderr=True),
-            transient=False,
-            disable=not enabled,
-        )
+        self._progress = progress_bar(console=console, enabled=enabled)
         self._fold = self._epoch = self._step = None
 
     def __enter__(self) -> "TrainingProgress":

@@ -1,6 +1,6 @@
 """The leaderboard as one self-contained HTML page: inline CSS, the ROC figure embedded as a
 base64 PNG, no scripts, fonts or links to fetch, so it opens in a browser with no network.
-Tables come from :mod:`ssl_bench.bench.render`, so they match the markdown and CSV outputs.
+Tables come from :mod:`ssl_bench.report.render`, so they match the markdown and CSV outputs.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from html import escape
 import pandas as pd
 
 from .. import __version__
-from ..engine.metrics import METRICS
+from ..experiment.metrics import METRICS
 from .render import (
     METRIC_TITLES,
     P_NOTE,
@@ -23,7 +23,7 @@ from .render import (
     provenance_display,
     reference_display,
 )
-from .report import REFERENCE_LABEL, Report
+from .leaderboard import REFERENCE_LABEL, Report
 from .roc import png_base64
 
 CSS = """

@@ -13,11 +13,12 @@ from .. import components
 from ..config import Config
 from ..data.base import LoadedDataset
 from ..registry import PRETEXTS, TRANSFERS
-from .context import FitContext
-from .device import resolve_precision
+from ..training.context import FitContext
+from ..training.device import resolve_precision
+from ..training.progress import TrainingProgress
+from ..training.scoring import predict_scores
 from .metrics import compute_metrics
-from .predict import predict_scores
-from .progress import TrainingProgress
+from .rundir import model_record
 
 
 def seed_everything(seed: int, fold: int) -> None:
@@ -41,7 +42,7 @@ class FoldResult:
     fold: int
     metrics: dict
     predictions: pd.DataFrame
-    model_state: dict
+    model: dict  # the model.pt record (see rundir.py)
 
 
 class DeviceImages:
@@ -96,12 +97,5 @@ def run_fold(
             "score": scores,
         }
     )
-    model_state = {
-        "backbone": cfg.model.backbone,
-        "in_chans": 1,
-        "num_classes": 1,
-        "image_size": list(cfg.data.image_size),
-        "state_dict": {n: t.detach().cpu() for n, t in classifier.state_dict().items()},
-    }
     metrics = compute_metrics(predictions["label"], predictions["score"])
-    return FoldResult(k, metrics, predictions, model_state)
+    return FoldResult(k, metrics, predictions, model_record(cfg.model.backbone, cfg.data.image_size, classifier))

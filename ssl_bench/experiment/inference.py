@@ -7,39 +7,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
+from ..data.preprocess import preprocess_file
 from ..errors import DataError, UserError
-from .predict import predict_scores
+from ..models.backbones import create_backbone
+from ..training.scoring import predict_scores
+from .rundir import RunDir
 
 
 def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.nn.Module]]]:
-    """The run's config and ``(fold, classifier)`` for every completed fold."""
-    from ..models.backbones import create_backbone
-
-    run = Path(run_dir)
-    config_path = run / "config.yaml"
-    if not config_path.is_file():
-        raise UserError(f"{run} is not a run directory (no config.yaml)")
-    config = yaml.safe_load(config_path.read_text())
+    """The run's config and ``(fold, classifier)`` for every fold that has a ``model.pt``."""
+    rundir = RunDir.open(run_dir)
+    config = rundir.read_config()
     models = []
-    for path in sorted((run / "folds").glob("*/model.pt"), key=lambda p: int(p.parent.name)):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(f"cannot load {path}: {exc}") from None
-        model = create_backbone(state["backbone"], in_chans=state["in_chans"], num_classes=state["num_classes"])
-        model.load_state_dict(state["state_dict"])
-        models.append((int(path.parent.name), model.eval()))
+    for k in rundir.folds_with_model():
+        record = rundir.read_model(k)
+        model = create_backbone(record["backbone"], in_chans=record["in_chans"], num_classes=record["num_classes"])
+        model.load_state_dict(record["state_dict"])
+        models.append((k, model.eval()))
     if not models:
-        raise UserError(f"{run} holds no trained fold (folds/<k>/model.pt)")
+        raise UserError(f"{rundir.path} holds no trained fold (folds/<k>/model.pt)")
     return config, models
 
 
 def predict_files(run_dir: str | Path, files: list[str], device: torch.device) -> pd.DataFrame:
     """One row per file: ``file``, ``probability`` (mean over folds), ``fold_<k>`` per fold."""
-    from ..data.preprocess import preprocess_file
-
     config, models = load_fold_models(run_dir)
     size = tuple(config["data"]["image_size"])
     images, problems = [], []

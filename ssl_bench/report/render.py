@@ -1,6 +1,6 @@
-"""Rendering a :class:`~ssl_bench.bench.report.Report` as markdown (files and the terminal, via
+"""Rendering a :class:`~ssl_bench.report.leaderboard.Report` as markdown (files and the terminal, via
 rich) and CSV. The display tables built here (strings, percent with two decimals) are shared with
-the HTML page (:mod:`ssl_bench.bench.html`), so every output shows the same numbers.
+the HTML page (:mod:`ssl_bench.report.html`), so every output shows the same numbers.
 """
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import re
 from typing import Any, Sequence
 
 import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
 
-from ..engine.metrics import METRICS
-from .report import REFERENCE_LABEL, Report, reference_comparison
+from ..experiment.metrics import METRICS
+from .leaderboard import REFERENCE_LABEL, Report, reference_comparison
 from .runs import dataset_summary, provenance_table, run_dates
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
@@ -223,9 +227,6 @@ def _rich_tables(df: pd.DataFrame, width: int) -> list[Any]:
     per row does not fit, headers are abbreviated and ``mean ± std`` / ``AUC [CI]`` cells stack on
     two lines; when that does not fit either, the columns are split over several tables, each
     repeating the key columns (method, source, fold)."""
-    from rich import box
-    from rich.table import Table
-
     free = {"Warning", "Run"}
 
     def col_width(frame: pd.DataFrame, c: str) -> int:
@@ -261,8 +262,6 @@ def _rich_tables(df: pd.DataFrame, width: int) -> list[Any]:
 
 def print_report(report: Report, console: Any = None, sections: Sequence[str] = SECTIONS) -> None:
     """The report in the terminal: rich markdown for the text, rich tables for the tables."""
-    from rich.console import Console
-    from rich.markdown import Markdown
 
     console = console or Console()
     for i, (kind, content) in enumerate(report_blocks(report, sections)):
@@ -282,8 +281,6 @@ def print_report(report: Report, console: Any = None, sections: Sequence[str] = 
 
 def print_markdown(text: str, console: Any = None) -> None:
     """Render markdown text in the terminal with rich."""
-    from rich.console import Console
-    from rich.markdown import Markdown
 
     (console or Console()).print(Markdown(text))
 

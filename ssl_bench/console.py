@@ -1,0 +1,41 @@
+"""The one place rich progress bars are built, so every bar of the toolkit (training, benchmark
+grid, image decoding) looks and behaves the same: a label, the bar, done/total, a free-text
+``info`` field, elapsed time and the estimated time left."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def progress_bar(
+    label: str | ProgressColumn = "{task.description}",
+    console: Console | None = None,
+    enabled: bool = True,
+    transient: bool = False,
+    info: bool = True,
+    eta_label: bool = False,
+) -> Progress:
+    """A rich ``Progress`` on ``console`` (stderr by default).
+
+    ``label`` is the first column (a rich markup template or a column); ``info=True`` adds the
+    ``{task.fields[info]}`` column, so every task must then be added with ``info=...``;
+    ``eta_label`` writes "ETA" before the time left; ``enabled=False`` prints nothing.
+    """
+    columns: list[ProgressColumn] = [label if isinstance(label, ProgressColumn) else TextColumn(label),
+                                     BarColumn(), MofNCompleteColumn()]
+    if info:
+        columns.append(TextColumn("{task.fields[info]}"))
+    columns.append(TimeElapsedColumn())
+    if eta_label:
+        columns.append(TextColumn("ETA"))
+    columns.append(TimeRemainingColumn())
+    return Progress(*columns, console=console or Console(stderr=True), transient=transient,
+                    disable=not enabled)

@@ -1,0 +1,320 @@
+"""The run directory: the one module that writes it, reads it and says what it holds.
+
+```
+<out>/<run-name>/config.yaml   the fully resolved config (rerunning it reproduces the run)
+                 folds.csv     image_id, patient_id, label, fold: the folds every job must use
+                 env.json      provenance (versions, git commit, device, dates, dataset size)
+                 summary.json  mean and std over folds, pooled out-of-fold AUC (once all folds are done)
+                 skipped.csv   inputs left out with --on-bad-image skip (if any)
+                 failed/fold-<k>.txt   traceback of a bench job that failed after its retries
+<out>/<run-name>/folds/<k>/metrics.json  predictions.csv  model.pt
+```
+
+A fold is *complete* when its results (``metrics.json`` and ``predictions.csv``) exist: that is
+what every reader (resume, bench, report) counts. ``model.pt`` is written with them but is only
+needed to score new images, so published runs may drop the weights and still report. A fold's
+three files are written into ``folds/.<k>.tmp-<pid>/`` and the folder is renamed to ``folds/<k>``
+in one step, so a fold exists completely or not at all and a complete fold is never rewritten;
+every other file is written atomically (:mod:`ssl_bench.fileio`). Leftovers of a killed process
+are hidden names (``.<k>.tmp-*``, ``.<file>.*``) that no reader mistakes for results.
+
+``model.pt`` (:data:`MODEL_FORMAT`, version :data:`MODEL_VERSION`) is a plain dict of tensors and
+strings that ``torch.load(..., weights_only=True)`` reads: ``format``, ``version``, ``backbone``
+(timm name), ``in_chans``, ``num_classes``, ``image_size`` ``[height, width]`` and ``state_dict``
+of the downstream classifier. Files written before the version field existed are read as version 0.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from ..config import Config, load_yaml, save_yaml
+from ..errors import UserError
+from ..fileio import atomic_write_text
+
+RESULT_FILES = ("metrics.json", "predictions.csv")
+MODEL_FILE = "model.pt"
+PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
+FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
+MODEL_FORMAT = "ssl-bench-model"
+MODEL_VERSION = 1
+MODEL_KEYS = ("backbone", "in_chans", "num_classes", "image_size", "state_dict")
+# Config keys that may differ between two invocations writing the same run directory: where
+# files go and how fast it runs, never what decides the results.
+VOLATILE_KEYS = ("fold", "out", "device", "threads")
+VOLATILE_DATA_KEYS = ("cache_dir", "workers")
+
+_TEMP_FOLD = re.compile(r"^\.\d+\.tmp-")
+_TEMP_FILE = re.compile(r"^\.(config\.yaml|env\.json|summary\.json|folds\.csv|skipped\.csv|fold-\d+\.txt)\..+")
+
+
+def to_json(data: Any) -> str:
+    """JSON with NaN written as null (valid JSON for every reader)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(data), indent=2) + "\n"
+
+
+def read_json(path: Path, null_is_nan: bool = False) -> dict[str, Any]:
+    """A JSON object from ``path``; ``null_is_nan`` turns top-level nulls back into NaN."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    if null_is_nan:  # metrics.json writes NaN (e.g. AUC of a one-class fold) as null
+        data = {k: (math.nan if v is None else v) for k, v in data.items()}
+    return data
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A fold's ``predictions.csv``, checked: ids as strings, labels 0/1, finite scores."""
+    try:
+        df = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    missing = [c for c in ("image_id", "label", "score") if c not in df.columns]
+    if missing:
+        raise UserError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_COLUMNS)}"
+            f", found {', '.join(map(str, df.columns)) or 'none'}"
+        )
+    if df.empty:
+        raise UserError(f"{path}: no predictions (the file has a header only)")
+    if "patient_id" not in df.columns:
+        df["patient_id"] = df["image_id"]
+    score = pd.to_numeric(df["score"], errors="coerce")
+    label = pd.to_numeric(df["label"], errors="coerce")
+    bad = ~np.isfinite(score.to_numpy(dtype=float))  # NaN from text or empty cells, or inf
+    if bad.any():
+        row = int(bad.argmax())
+        raise UserError(f"{path}: column 'score' must hold finite numbers, found {df['score'].iloc[row]!r}"
+                        f" on line {row + 2}")
+    if not label.isin([0, 1]).all():
+        row = int((~label.isin([0, 1])).to_numpy().argmax())
+        raise UserError(f"{path}: column 'label' must be 0 or 1, found {df['label'].iloc[row]!r}"
+                        f" on line {row + 2}")
+    out = pd.DataFrame({"image_id": df["image_id"].astype(str), "patient_id": df["patient_id"].astype(str)})
+    out["label"] = label.astype(int).to_numpy()
+    out["score"] = score.astype(float).to_numpy()
+    return out
+
+
+def model_record(backbone: str, image_size: tuple[int, int] | list[int], classifier: torch.nn.Module) -> dict:
+    """What ``model.pt`` holds for a trained downstream classifier (1 input channel, 1 logit)."""
+    return {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "backbone": backbone,
+        "in_chans": 1,
+        "num_classes": 1,
+        "image_size": list(image_size),
+        "state_dict": {n: t.detach().cpu() for n, t in classifier.state_dict().items()},
+    }
+
+
+def load_model_record(path: Path) -> dict:
+    """Read and check a ``model.pt`` (tensors and plain values only: no code is run)."""
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot load {path}: {exc}") from None
+    if not isinstance(record, dict) or record.get("format", MODEL_FORMAT) != MODEL_FORMAT:
+        raise UserError(f"not a ssl-bench model file: {path}")
+    version = record.get("version", 0)
+    if not isinstance(version, int) or version > MODEL_VERSION:
+        raise UserError(f"{path} is a model file of version {version!r}; this ssl-bench reads up to "
+                        f"version {MODEL_VERSION} (upgrade ssl-bench)")
+    missing = [k for k in MODEL_KEYS if k not in record]
+    if missing:
+        raise UserError(f"not a ssl-bench model file: {path} (missing {', '.join(missing)})")
+    return record
+
+
+def comparable_config(config: dict) -> dict:
+    """The settings of a config dict that decide a run's results."""
+    out = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
+    out["data"] = {k: v for k, v in (config.get("data") or {}).items() if k not in VOLATILE_DATA_KEYS}
+    return out
+
+
+class RunDir:
+    """Paths, writers and readers of one run directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, out: str | Path, name: str) -> "RunDir":
+        """``<out>/<name>/`` with its ``folds/`` folder, checked writable."""
+        path = Path(out).expanduser() / name
+        try:
+            (path / "folds").mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run directory (one with a ``config.yaml``), for reading."""
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"run directory not found: {p}")
+        if not p.is_dir():
+            raise UserError(f"not a run directory: {p} is a file")
+        if not (p / "config.yaml").is_file():
+            raise UserError(f"not a run directory: {p} has no config.yaml")
+        return cls(p)
+
+    @staticmethod
+    def is_run(path: Path) -> bool:
+        return (path / "config.yaml").is_file()
+
+    # ---- folds ---------------------------------------------------------------------------
+    def fold_dir(self, k: int) -> Path:
+        return self.path / "folds" / str(k)
+
+    def fold_done(self, k: int) -> bool:
+        d = self.fold_dir(k)
+        return all((d / f).is_file() for f in RESULT_FILES)
+
+    def completed_folds(self, n_folds: int) -> list[int]:
+        return [k for k in range(n_folds) if self.fold_done(k)]
+
+    def present_folds(self) -> list[int]:
+        """Indices of every ``folds/<k>`` folder, complete or not (temporary folders excluded)."""
+        folds = self.path / "folds"
+        return sorted(int(d.name) for d in folds.iterdir() if d.is_dir() and d.name.isdigit()) \
+            if folds.is_dir() else []
+
+    def model_path(self, k: int) -> Path:
+        return self.fold_dir(k) / MODEL_FILE
+
+    def write_fold(self, k: int, metrics: dict, predictions: pd.DataFrame, model: dict) -> None:
+        """Write a fold's three files into a temporary folder, then rename it into place."""
+        final = self.fold_dir(k)
+        if self.fold_done(k):
+            return  # never rewrite a completed fold
+        tmp = final.parent / f".{k}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / "metrics.json").write_text(to_json(metrics))
+        predictions.to_csv(tmp / "predictions.csv", index=False)
+        torch.save(model, tmp / MODEL_FILE)
+        if self.fold_done(k):  # another process finished this fold meanwhile: keep its files
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if final.exists():  # an incomplete leftover, never a complete fold (checked above)
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not self.fold_done(k):  # lost a race to a complete fold is fine; anything else is not
+                raise
+
+    def read_metrics(self, k: int) -> dict:
+        return read_json(self.fold_dir(k) / "metrics.json", null_is_nan=True)
+
+    def read_predictions(self, k: int) -> pd.DataFrame:
+        return read_predictions(self.fold_dir(k) / "predictions.csv")
+
+    def read_model(self, k: int) -> dict:
+        return load_model_record(self.model_path(k))
+
+    def folds_with_model(self) -> list[int]:
+        return [k for k in self.present_folds() if self.model_path(k).is_file()]
+
+    # ---- folds.csv -------------------------------------------------------------------------
+    def record_folds(self, folds: pd.DataFrame) -> None:
+        """Write ``folds.csv``, or check that an existing one holds exactly these folds."""
+        path = self.path / "folds.csv"
+        if not path.exists():
+            self.write_text("folds.csv", folds.to_csv(index=False))
+        elif not self.read_folds().reset_index(drop=True).equals(folds.reset_index(drop=True)):
+            raise UserError(f"{path} holds different folds than this run would use; choose another --out")
+
+    def read_folds(self) -> pd.DataFrame:
+        return pd.read_csv(self.path / "folds.csv", dtype={"image_id": str, "patient_id": str})
+
+    def folds_match(self, image_ids: np.ndarray, fold_of: np.ndarray) -> bool:
+        """Whether ``folds.csv`` assigns exactly these images to exactly these folds."""
+        saved = self.read_folds()
+        return len(saved) == len(image_ids) and (saved["image_id"].to_numpy() == image_ids).all() \
+            and (saved["fold"].to_numpy() == fold_of).all()
+
+    # ---- config.yaml -------------------------------------------------------------------------
+    def read_config(self) -> dict:
+        """The run's ``config.yaml`` as a plain dict (as saved: fully resolved)."""
+        return load_yaml(self.path / "config.yaml")
+
+    def check_config(self, cfg: Config) -> None:
+        """Refuse to mix folds of two different configurations in one run directory."""
+        if not (self.path / "config.yaml").exists() or not self.present_folds():
+            return
+        as_saved = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # tuples become lists, as on disk
+        old, new = comparable_config(self.read_config()), comparable_config(as_saved)
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise UserError(
+                f"{self.path} already holds folds of a different configuration (differs in: "
+                f"{', '.join(diff)}); choose another --out or run name (--set name=...)"
+            )
+
+    def write_config(self, cfg: Config) -> None:
+        save_yaml(cfg, self.path / "config.yaml")
+
+    # ---- other files ---------------------------------------------------------------------
+    def read_optional_json(self, name: str) -> dict:
+        """``env.json`` or ``summary.json``, or ``{}`` when the file does not exist."""
+        path = self.path / name
+        return read_json(path) if path.is_file() else {}
+
+    def write_json(self, name: str, data: dict) -> None:
+        atomic_write_text(self.path / name, to_json(data))
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
+
+    def failure_path(self, k: int) -> Path:
+        return self.path / "failed" / f"fold-{k}.txt"
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete what an interrupted process left half-written; returns the paths removed."""
+        removed = []
+        folds = self.path / "folds"
+        for p in folds.iterdir() if folds.is_dir() else ():
+            if _TEMP_FOLD.match(p.name):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p)
+        for d in (self.path, self.path / "failed"):
+            for p in d.iterdir() if d.is_dir() else ():
+                if p.is_file() and _TEMP_FILE.match(p.name):
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        return removed
+

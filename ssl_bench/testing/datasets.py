@@ -1,0 +1,65 @@
+"""The contract of a dataset (:class:`ssl_bench.data.base.MammoDataset`)."""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from ..data.base import SAMPLE_COLUMNS, LoadedDataset, MammoDataset
+from ..registry import DATASETS
+from .common import build_component, check_common, expect
+
+
+def check_dataset(
+    name_or_cls: Any,
+    root: str | None = None,
+    image_size: tuple[int, int] = (64, 32),
+    cache_dir: str | None = None,
+    **options: Any,
+):
+    """Check a dataset (:class:`ssl_bench.data.base.MammoDataset`) by loading it; returns the
+    :class:`~ssl_bench.data.base.LoadedDataset`.
+
+    - built as ``cls(root=..., image_size=..., cache_dir=..., on_bad_image="fail", workers=1,
+      **options)``, a ``MammoDataset``; ``load()`` returns a ``LoadedDataset``;
+    - the sample table has exactly the columns ``SAMPLE_COLUMNS`` in order, at least one row,
+      unique string ``image_id``s, non-empty string ``patient_id``s, integer labels in {0, 1},
+      ``laterality`` in ``L``/``R``/empty, string ``view`` and ``path``;
+    - images: a float16 ``numpy`` array ``(N, H, W)`` at ``image_size``, finite, in [0, 1].
+
+    ``cache_dir`` defaults to a temporary folder deleted afterwards.
+    """
+    name, cls, what = check_common(DATASETS, name_or_cls)
+    with contextlib.ExitStack() as stack:
+        if cache_dir is None:
+            cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="ssl_bench_check_"))
+        ds = build_component(cls, what, root=root, image_size=tuple(image_size), cache_dir=cache_dir,
+                    on_bad_image="fail", workers=1, **options)
+        expect(isinstance(ds, MammoDataset), what, f"must be a MammoDataset subclass, got {type(ds).__name__}")
+        loaded = ds.load()
+    expect(isinstance(loaded, LoadedDataset), what, f"load() must return a LoadedDataset, got {type(loaded).__name__}")
+    table, images = loaded.samples, loaded.images
+    expect(list(table.columns) == list(SAMPLE_COLUMNS), what,
+            f"sample table columns must be {list(SAMPLE_COLUMNS)}, got {list(table.columns)}")
+    n = len(table)
+    expect(n > 0, what, "load() returned no samples")
+    ids = table["image_id"].tolist()
+    expect(all(isinstance(v, str) and v for v in ids), what, "image_id must be non-empty strings")
+    expect(len(set(ids)) == n, what, "image_id values must be unique")
+    expect(all(isinstance(v, str) and v for v in table["patient_id"]), what, "patient_id must be non-empty strings")
+    labels = table["label"].tolist()
+    expect(all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v in (0, 1) for v in labels), what,
+            f"label must be the integers 0 (benign) / 1 (malignant), got {sorted(set(map(repr, labels)))[:5]}")
+    bad_side = set(table["laterality"]) - {"L", "R", ""}
+    expect(not bad_side, what, f"laterality must be 'L', 'R' or '', got {sorted(map(repr, bad_side))}")
+    for column in ("view", "path"):
+        expect(all(isinstance(v, str) for v in table[column]), what, f"{column} must be strings")
+    expect(isinstance(images, np.ndarray), what, f"images must be a numpy array, got {type(images).__name__}")
+    expect(images.dtype == np.float16, what, f"images must be float16, got {images.dtype}")
+    expect(images.shape == (n, *image_size), what, f"images must be (N, H, W) = {(n, *image_size)}, got {images.shape}")
+    expect(bool(np.isfinite(images).all()), what, "images have non-finite values")
+    lo, hi = float(images.min()), float(images.max())
+    expect(lo >= 0.0 and hi <= 1.0, what, f"images must be in [0, 1], found [{lo}, {hi}]")
+    return loaded

@@ -1,0 +1,112 @@
+"""The contract of a transfer strategy (:class:`ssl_bench.transfer.base.TransferStrategy`), and the tiny
+:class:`~ssl_bench.training.context.FitContext` it is trained on."""
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import components
+from ..components import NEEDS
+from ..config import build_config
+from ..errors import UserError
+from ..models.backbones import create_backbone
+from ..registry import PRETEXTS, TRANSFERS
+from ..training.context import FitContext
+from ..transfer.base import TransferStrategy
+from .common import PRETEXT_KINDS, SAMPLE_PRETEXTS, build_component, check_common, expect, fail
+
+
+def tiny_fit_context(pretext: Any, image_size: tuple[int, int] = (64, 32), n_images: int = 8, **overrides: Any):
+    """A :class:`~ssl_bench.training.context.FitContext` on ``n_images`` random images (half of them
+    malignant) with the ``smoke`` profile, one epoch per stage, batch 4, on the CPU.
+
+    ``pretext``: a task instance or a registered name. ``overrides``: dotted config keys with
+    ``__`` for ``.`` (``train__epochs=2``)."""
+    flags = {"device": "cpu", "data.image_size": tuple(image_size), "train.epochs": 1,
+             "train.pretext_epochs": 1, "train.batch_size": 4}
+    flags.update({k.replace("__", "."): v for k, v in overrides.items()})
+    name = pretext if isinstance(pretext, str) else None
+    if name:
+        flags["pretext"] = name
+    cfg = build_config("smoke", flags=flags)
+    if name:
+        pretext = components.create(PRETEXTS, name, cfg)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(n_images, 1, *image_size, generator=g).half()
+    labels = (torch.arange(n_images) % 2).float()
+    return FitContext(config=cfg, pretext=pretext, images=images, labels=labels, device=torch.device("cpu"))
+
+
+def check_transfer(
+    name_or_cls: Any,
+    pretexts: list[str] | tuple[str, ...] | None = None,
+    image_size: tuple[int, int] = (64, 32),
+    **options: Any,
+) -> dict[str, nn.Module]:
+    """Check a transfer strategy (:class:`ssl_bench.transfer.base.TransferStrategy`); returns
+    ``{pretext name: trained classifier}``.
+
+    - a ``TransferStrategy`` subclass whose ``accepts`` is a non-empty subset of
+      ``image``/``embedding``/``none``; ``check()`` refuses a pretext of a kind it does not
+      accept with a ``UserError`` (one clear CLI line);
+    - for each pretext (default: one built-in task per accepted kind, :data:`SAMPLE_PRETEXTS`),
+      ``fit(ctx)`` on a tiny :func:`tiny_fit_context` returns an ``nn.Module`` on the CPU that maps
+      ``(B, 1, H, W)`` to finite ``(B, 1)`` logits in eval mode, and whose ``state_dict``
+      round-trips through ``torch.load(weights_only=True)`` into a fresh
+      ``create_backbone(config.model.backbone, in_chans=1, num_classes=1)`` (what ``model.pt``
+      and ``ssl-bench predict`` rely on).
+    """
+    name, cls, what = check_common(TRANSFERS, name_or_cls)
+    transfer = build_component(cls, what, **options)
+    expect(isinstance(transfer, TransferStrategy), what, f"must be a TransferStrategy subclass, got {type(transfer).__name__}")
+    accepts = tuple(transfer.accepts)
+    unknown = [n for n in getattr(transfer, "needs", ()) if n not in NEEDS]
+    expect(not unknown, what, f"needs {unknown!r}, but the toolkit provides only {sorted(NEEDS)}")
+    expect(bool(accepts) and set(accepts) <= set(PRETEXT_KINDS), what,
+            f"accepts must be a non-empty subset of {PRETEXT_KINDS}, got {accepts!r}")
+    for kind in set(PRETEXT_KINDS) - set(accepts):
+        refused = PRETEXTS.create(SAMPLE_PRETEXTS[kind])
+        try:
+            transfer.check(SAMPLE_PRETEXTS[kind], refused)
+        except UserError:
+            pass
+        else:
+            fail(what, f"check() accepted a pretext of kind '{kind}', which is not in accepts {accepts}")
+
+    results = {}
+    for pretext_name in pretexts or [SAMPLE_PRETEXTS[k] for k in accepts]:
+        torch.manual_seed(0)
+        ctx = tiny_fit_context(pretext_name, image_size)
+        where = f"{what} with pretext '{pretext_name}'"
+        transfer = build_component(cls, what, **options)
+        try:
+            transfer.check(pretext_name, ctx.pretext)
+        except UserError as exc:
+            fail(where, f"check() refused a pretext of kind '{ctx.pretext.kind}' that accepts lists: {exc}")
+        classifier = transfer.fit(ctx)
+        expect(isinstance(classifier, nn.Module), where, f"fit() must return an nn.Module, got {type(classifier).__name__}")
+        devices = {p.device.type for p in classifier.parameters()}
+        expect(devices <= {"cpu"}, where, f"fit() must return the classifier on ctx.device (cpu), found {devices}")
+        x = torch.rand(3, 1, *image_size, generator=torch.Generator().manual_seed(2))
+        classifier.eval()
+        with torch.no_grad():
+            logits = classifier(x)
+        expect(isinstance(logits, torch.Tensor) and tuple(logits.shape) == (3, 1), where,
+                f"the classifier must map (B, 1, H, W) to (B, 1) logits, got "
+                f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+        expect(bool(torch.isfinite(logits).all()), where, "the classifier's logits are not finite")
+        buffer = io.BytesIO()
+        torch.save(classifier.state_dict(), buffer)
+        buffer.seek(0)
+        state = torch.load(buffer, weights_only=True)
+        fresh = create_backbone(ctx.config.model.backbone, in_chans=1, num_classes=1)
+        try:
+            fresh.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            fail(where, f"the classifier's state_dict does not load into a fresh '{ctx.config.model.backbone}' "
+                  f"backbone (in_chans=1, num_classes=1), which is how model.pt is reloaded: {exc}")
+        results[pretext_name] = classifier
+    return results

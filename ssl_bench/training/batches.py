@@ -1,0 +1,61 @@
+"""A fold's training images on the device and the shuffled, augmented batches drawn from them.
+
+The images sit on the device as one float16 tensor; each epoch's order is one ``randperm`` on the
+device and batches are gathered, cast and augmented there, so no data crosses from the host
+during training (the data share of an epoch is negligible: ``benchmarks/speed.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Label-preserving augmentation on the device: random vertical flip (breasts keep facing the
+    same side, so never horizontal) and a mild random gamma (0.8-1.25) per image."""
+    b = x.shape[0]
+    flip = torch.rand(b, device=x.device, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-2), x)
+    gamma = torch.exp(
+        (torch.rand(b, device=x.device, generator=generator) * 2 - 1) * 0.223
+    )  # log(1.25) = 0.223
+    return x.clamp_min(0).pow(gamma[:, None, None, None])
+
+
+@dataclass
+class FoldBatches:
+    """One fold's training images ``(N, 1, H, W)`` float16 in [0, 1] and labels ``(N,)`` (1 =
+    malignant), both on the device, served as shuffled batches."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    augment: bool = True
+    channels_last: bool = True
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+    def steps_per_epoch(self) -> int:
+        n, b = self.n_images, self.batch_size
+        return n // b + (1 if n % b > 1 else 0)
+
+    def epoch(self, augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One shuffled epoch of ``(images float32 (B,1,H,W), labels (B,))`` on the device.
+        A last batch of a single image is dropped (BatchNorm cannot train on one sample)."""
+        augment = self.augment if augment is None else augment
+        device = self.images.device
+        order = torch.randperm(self.n_images, device=device)
+        for start in range(0, self.n_images, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if idx.numel() < 2:
+                break
+            x = self.images.index_select(0, idx).float()
+            if augment:
+                x = augment_batch(x)
+            if device.type == "cuda" and self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels.index_select(0, idx)

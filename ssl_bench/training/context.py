@@ -1,0 +1,123 @@
+"""What a transfer strategy gets to train on one fold: :class:`FitContext`, the facade over the
+fold's batches (:mod:`.batches`), the network and optimiser builders (:mod:`.builders`) and the
+training loop (:mod:`.loop`). Strategies, built-in or plugins, use only this class.
+
+The loop is the CUDA fast path every strategy shares:
+
+- the images sit on the device as one float16 tensor (:class:`ssl_bench.experiment.fold.DeviceImages`);
+  each epoch's order is one ``randperm`` on the device, batches are gathered and augmented there;
+- the forward pass runs under bf16 autocast on CUDA (losses in fp32), modules and batches are
+  channels_last, cuDNN autotunes the fixed shapes, Adam is fused (one kernel for all parameters);
+- no host-device sync inside a step: losses are accumulated on the device and read back once
+  per epoch (no ``.item()``, no Python branching on tensor values);
+- ``train.compile`` wraps modules (and the functions a strategy passes to :meth:`FitContext.compiled`)
+  in ``torch.compile``;
+- CUDA-graph capture of the whole step (``train.cuda_graphs``, or the ``SSL_BENCH_CUDA_GRAPHS=1``
+  environment variable): see :mod:`ssl_bench.training.cuda_graphs`.
+
+On the CPU the same code runs in fp32 with none of the CUDA-only settings, so the fast path's
+results equal a plain PyTorch loop's (``tests/test_fast_path.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, TypeVar
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..pretext.base import PretextTask
+from .batches import FoldBatches, augment_batch
+from .builders import Builders
+from .device import configure_fast_path, graphs_requested
+from .loop import StepFn, TrainingLoop, optimizer_step
+from .losses import weighted_bce
+from .progress import TrainingProgress
+
+F_ = TypeVar("F_", bound=Callable)
+
+__all__ = ["FitContext", "StepFn", "augment_batch", "optimizer_step", "weighted_bce"]
+
+
+@dataclass
+class FitContext:
+    """Training inputs and helpers for one fold (see module docstring)."""
+
+    config: Config
+    pretext: PretextTask
+    images: torch.Tensor  # (N, 1, H, W) float16 on `device`, values in [0, 1]
+    labels: torch.Tensor  # (N,) float32 on `device`, 1 = malignant
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    progress: TrainingProgress = field(default_factory=lambda: TrainingProgress(enabled=False))
+    #: CUDA-graph capture of training steps: asked for (config or env), and on a CUDA device
+    use_graphs: bool = field(init=False)
+    data: FoldBatches = field(init=False)
+    builders: Builders = field(init=False)
+    loop: TrainingLoop = field(init=False)
+
+    def __post_init__(self) -> None:
+        configure_fast_path(self.device)
+        t = self.config.train
+        self.use_graphs = self.device.type == "cuda" and graphs_requested(t)
+        self.data = FoldBatches(self.images, self.labels, t.batch_size, t.augment, t.channels_last)
+        self.builders = Builders(self.config, self.device, self.amp_dtype, self.use_graphs)
+        self.loop = TrainingLoop(self.data, self.use_graphs, self.progress)
+
+    # ---- factories (Builders) --------------------------------------------------------------
+    def new_backbone(self) -> nn.Module:
+        """The downstream timm backbone with a 1-logit classifier, 1 input channel."""
+        return self.builders.new_backbone()
+
+    def new_pretext_network(self) -> nn.Module:
+        """The registered pretext network (``model.pretext_net``), image in, image out."""
+        return self.builders.new_pretext_network()
+
+    def params(self, name: str) -> dict:
+        """The ``params.<name>`` options of the run's config."""
+        return self.config.component_params(name)
+
+    def optimizer(self, *modules: nn.Module) -> torch.optim.Optimizer:
+        """Adam with the run's learning rate and weight decay (fused on CUDA)."""
+        return self.builders.optimizer(*modules)
+
+    def prepare(self, module: nn.Module, compile: bool = True) -> nn.Module:
+        """Move to the device for the fast path; the module to call in steps (compiled when
+        ``train.compile``; the original stays the one to save)."""
+        return self.builders.prepare(module, compile)
+
+    def compiled(self, fn: F_) -> F_:
+        """``torch.compile(fn)`` when ``train.compile``, else ``fn`` itself."""
+        return self.builders.compiled(fn)
+
+    def autocast(self):
+        """The forward pass's autocast context (bf16 on CUDA; a no-op in fp32)."""
+        return self.builders.autocast()
+
+    def bce(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """TSBN eq. 3 with the run's malignant weight (``train.pos_weight``)."""
+        return weighted_bce(logits, labels, self.config.train.pos_weight)
+
+    # ---- data (FoldBatches) ----------------------------------------------------------------
+    @property
+    def n_images(self) -> int:
+        return self.data.n_images
+
+    def steps_per_epoch(self) -> int:
+        return self.data.steps_per_epoch()
+
+    def batches(self, augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One shuffled epoch of ``(images (B,1,H,W), labels (B,))`` on the device."""
+        return self.data.epoch(augment)
+
+    # ---- the loop (TrainingLoop) -------------------------------------------------------------
+    @property
+    def graph_stats(self) -> dict[str, dict]:
+        """Per stage, how the CUDA-graph wrapper ran its steps (empty when graphs are off)."""
+        return self.loop.graph_stats
+
+    def train(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
+        """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
+        epoch's mean losses (see :class:`~ssl_bench.training.loop.TrainingLoop`)."""
+        return self.loop.run(stage, epochs, step)

@@ -1,0 +1,69 @@
+"""The training loop every transfer strategy runs: epochs of a strategy's step function over a
+fold's batches, with losses kept on the device and read back once per epoch.
+
+No host-device sync happens inside a step: a step returns detached loss tensors, the loop sums
+them on the device, and one copy per epoch brings the means back (no ``.item()``, no Python
+branching on tensor values). With CUDA graphs on, the step is captured after a few eager steps
+and replayed (:mod:`ssl_bench.training.cuda_graphs`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .batches import FoldBatches
+from .cuda_graphs import GraphedStep
+from .progress import TrainingProgress
+
+StepFn = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@dataclass
+class TrainingLoop:
+    """Runs stages (named runs of ``epochs`` epochs of one step function) and reports progress."""
+
+    batches: FoldBatches
+    use_graphs: bool = False
+    progress: TrainingProgress = field(default_factory=lambda: TrainingProgress(enabled=False))
+    #: per stage, how the CUDA-graph wrapper ran its steps (empty when graphs are off)
+    graph_stats: dict[str, dict] = field(default_factory=dict)
+
+    def run(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
+        """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
+        epoch's mean losses. A loss that becomes NaN or infinite stops training with the stage
+        and loss named."""
+        if self.use_graphs:
+            step = GraphedStep(step, name=stage)
+        last: dict[str, float] = {}
+        self.progress.start_stage(stage, epochs, self.batches.steps_per_epoch())
+        for _ in range(epochs):
+            sums: dict[str, torch.Tensor] = {}
+            count = 0
+            for x, y in self.batches.epoch():
+                losses = step(x, y)
+                for k, v in losses.items():
+                    v = v.detach().float()
+                    # a copy to start from: a graph's outputs are overwritten by the next replay
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                count += 1
+                self.progress.step()
+            if count:
+                stacked = torch.stack(list(sums.values())).cpu() / count  # the epoch's one sync
+                last = dict(zip(sums, stacked.tolist()))
+                for k, v in last.items():
+                    if not math.isfinite(v):
+                        raise FloatingPointError(f"{stage}: loss {k} became {v}; lower train.lr")
+            self.progress.epoch_done(last)
+        self.progress.finish_stage()
+        if isinstance(step, GraphedStep):
+            self.graph_stats[stage] = step.stats()
+        return last

@@ -1,0 +1,41 @@
+"""The architecture holds: the layers contract in pyproject.toml (import-linter) is kept and no
+module of ssl_bench takes part in an import cycle, function-level imports included."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import grimp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_layers_contract_is_kept():
+    exe = shutil.which("lint-imports")
+    assert exe, "lint-imports (import-linter, a test dependency) is not installed"
+    done = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 kept, 0 broken" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return grimp.build_graph("ssl_bench", cache_dir=None)
+
+
+def test_no_import_cycles(graph):
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            if imported != module and graph.chain_exists(importer=imported, imported=module):
+                chain = graph.find_shortest_chain(importer=imported, imported=module)
+                cycles.append(" -> ".join((module, *chain)))
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_cycle_check_can_fail(graph):
+    """The check above finds a cycle when there is one."""
+    graph.add_import(importer="ssl_bench.errors", imported="ssl_bench.config")
+    assert graph.chain_exists(importer="ssl_bench.config", imported="ssl_bench.errors")
