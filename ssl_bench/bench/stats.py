@@ -116,6 +116,13 @@ def delong_compare(labels, scores_a, scores_b, level: float = 0.95) -> DeLongCom
     else ``z = +-inf, p = 0``.
     """
     aucs, cov = delong_covariance(labels, scores_a, scores_b)
+    return DeLongComparison(*_z_test(aucs, cov, level))
+
+
+def _z_test(aucs: np.ndarray, cov: np.ndarray, level: float) -> tuple[float, ...]:
+    """``(auc_a, auc_b, diff, se, z, p, ci_low, ci_high)`` of the Wald test of ``auc_a == auc_b``
+    from the AUCs' 2 x 2 covariance matrix, with the zero-variance guard of :func:`delong_compare`.
+    """
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
     se = math.sqrt(var) if var > 0 else 0.0
@@ -129,9 +136,7 @@ def delong_compare(labels, scores_a, scores_b, level: float = 0.95) -> DeLongCom
         z = diff / se
         p = float(min(1.0, 2.0 * stats.norm.sf(abs(z))))
     q = float(stats.norm.ppf(0.5 + level / 2.0))
-    return DeLongComparison(
-        float(aucs[0]), float(aucs[1]), diff, se, z, p, diff - q * se, diff + q * se
-    )
+    return float(aucs[0]), float(aucs[1]), diff, se, z, p, diff - q * se, diff + q * se
 
 
 def delong_test(labels, scores_a, scores_b) -> tuple[float, float, float]:
@@ -155,11 +160,20 @@ def auc_confidence_interval(
     ``method="plain"`` is ``AUC +- z se`` clipped to [0, 1], as pROC's ``ci.auc(method="delong")``.
     An AUC of exactly 0 or 1 (no logit) falls back to the plain interval.
     """
+    _check_interval_args(level, method)
+    auc, var = auc_variance(labels, scores)
+    return _wald_interval(auc, var, level, method)
+
+
+def _check_interval_args(level: float, method: str) -> None:
     if method not in ("logit", "plain"):
         raise ValueError(f"method must be 'logit' or 'plain', got {method!r}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    auc, var = auc_variance(labels, scores)
+
+
+def _wald_interval(auc: float, var: float, level: float, method: str) -> tuple[float, float, float]:
+    """``(auc, lo, hi)`` from an AUC and its variance: see :func:`auc_confidence_interval`."""
     se = math.sqrt(max(var, 0.0))
     q = float(stats.norm.ppf(0.5 + level / 2.0))
     if method == "logit" and 0.0 < auc < 1.0:
@@ -202,3 +216,4 @@ def paired_bootstrap_accuracy(labels, pred_a, pred_b, n: int = 2000, seed: int =
         extreme += int(np.sum(np.abs(means - observed) >= abs(observed) - 1e-12))
         done += size
     return float(min(1.0, (1 + extreme) / (n + 1)))
+
