@@ -1,5 +1,5 @@
-"""Patient-clustered statistics of ssl_bench.bench.stats: Obuchowski (1997) and the cluster
-bootstrap.
+"""Patient-clustered statistics of ssl_bench.bench.stats: Obuchowski (1997), the cluster
+bootstrap, and Holm's (1979) adjustment.
 
 The simulations draw patients with 2-4 images sharing a patient random effect (a known
 within-patient correlation) and check the clustered standard errors three ways: against the
@@ -26,6 +26,7 @@ from ssl_bench.bench.stats import (
     clustered_auc_variance,
     delong_compare,
     delong_covariance,
+    holm_adjust,
     obuchowski_compare,
     obuchowski_covariance,
     obuchowski_test,
@@ -395,4 +396,23 @@ def test_clustered_accuracy_test_widens_the_image_level_bootstrap():
     t = clustered_accuracy_test(y, a, b, pid, threshold=0.5, threshold_b=0.9, n=200, seed=0)
     assert t.estimate_b == pytest.approx(np.mean(y == 0))
     assert clustered_accuracy_test(y, a, a, pid, n=200).p_value == 1.0
+
+
+# --- Holm (1979) --------------------------------------------------------------------------------
+
+
+def test_holm_adjust_hand_computed():
+    # m = 4 (the NaN is not counted). Sorted: 0.005, 0.01, 0.03, 0.04 -> times 4, 3, 2, 1:
+    # 0.02, 0.03, 0.06, 0.04 -> running max: 0.02, 0.03, 0.06, 0.06
+    adj = holm_adjust([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert adj[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02], rel=1e-12)
+    assert math.isnan(adj[4])
+    # capped at 1; monotone in the sorted order
+    assert holm_adjust([0.5, 0.4, 0.9]) == pytest.approx([1.0, 1.0, 1.0])
+    assert holm_adjust([0.02, 0.2]) == pytest.approx([0.04, 0.2])
+    assert holm_adjust([0.3]) == pytest.approx([0.3])
+    assert np.isnan(holm_adjust([math.nan, math.nan])).all()
+    assert holm_adjust([]).size == 0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm_adjust([0.2, 1.2])
 

@@ -1,5 +1,5 @@
 """Significance tests for the leaderboard: DeLong's test for correlated ROC AUCs and a paired
-bootstrap for accuracy, and their patient-clustered counterparts.
+bootstrap for accuracy, their patient-clustered counterparts, and Holm's adjustment.
 
 - DeLong, DeLong & Clarke-Pearson (1988), "Comparing the areas under two or more correlated
   receiver operating characteristic curves: a nonparametric approach", Biometrics 44:837-845.
@@ -26,6 +26,9 @@ as the independent units:
   Application", sec. 3.8: percentile intervals for any metric (:func:`cluster_bootstrap`), a
   paired version for the difference of two methods (:func:`paired_cluster_bootstrap`), and the
   accuracy test built on it (:func:`clustered_accuracy_test`).
+- Holm (1979), "A simple sequentially rejective multiple test procedure", Scandinavian Journal of
+  Statistics 6:65-70, for the p-values of several methods against one baseline
+  (:func:`holm_adjust`).
 
 Conventions: label 1 = positive (malignant); a higher score means more likely positive; tied
 scores count one half. Two-sided tests throughout.
@@ -52,6 +55,7 @@ __all__ = [
     "delong_compare",
     "delong_covariance",
     "delong_test",
+    "holm_adjust",
     "obuchowski_compare",
     "obuchowski_covariance",
     "obuchowski_test",
@@ -549,3 +553,27 @@ def clustered_accuracy_test(
 
 def _mean_of_scores(labels, correct) -> float:
     return float(np.mean(correct))
+
+
+def holm_adjust(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error rate), same order as the input.
+
+    Holm (1979), "A simple sequentially rejective multiple test procedure", Scandinavian Journal of
+    Statistics 6:65-70. With the m p-values sorted, ``p_(1) <= ... <= p_(m)``, the adjusted value
+    is ``max_{j <= i} min(1, (m - j + 1) p_(j))``; rejecting where it is ``<= alpha`` is Holm's
+    procedure at level alpha. NaN entries (e.g. the baseline's own row) stay NaN and are not
+    counted in m. Tied p-values get equal adjusted values.
+    """
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"p_values must be one-dimensional, got shape {p.shape}")
+    finite = ~np.isnan(p)
+    if ((p[finite] < 0) | (p[finite] > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(finite)
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = order.size
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(stepped)
+    return out
