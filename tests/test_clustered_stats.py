@@ -1,5 +1,5 @@
-"""Patient-clustered statistics of ssl_bench.bench.stats: Obuchowski (1997), the cluster
-bootstrap, and Holm's (1979) adjustment.
+"""Patient-clustered statistics of ssl_bench.bench.stats (Obuchowski 1997, cluster bootstrap, Holm
+1979) and the clinicians' metrics of ssl_bench.bench.clinical.
 
 The simulations draw patients with 2-4 images sharing a patient random effect (a known
 within-patient correlation) and check the clustered standard errors three ways: against the
@@ -10,13 +10,21 @@ the comments; the assertions leave room for them.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ssl_bench.bench.clinical import (
+    aggregate_scores,
+    auprc,
+    operating_point_at_specificity,
+    sensitivity_at_specificity,
+    youden_threshold,
+)
 from ssl_bench.bench.stats import (
     auc_confidence_interval,
     auc_variance,
@@ -420,3 +428,76 @@ def test_holm_adjust_hand_computed():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         holm_adjust([0.2, 1.2])
 
+
+# --- clinicians' metrics ------------------------------------------------------------------------
+
+# 10 images: by descending score .9(+) .8(-) .7(+) .6(+) .5(+) .4(-) .35(+) .3(-) .2(-) .1(-)
+Y10 = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1, 1])
+S10 = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.6, 0.7, 0.8, 0.9, 0.5])
+
+
+def test_auprc_is_average_precision():
+    # by hand: recall steps of 1/2 at precision 1/1 and 2/3
+    assert auprc([1, 0, 1], [0.9, 0.8, 0.7]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    rng = np.random.default_rng(10)
+    y = (rng.random(300) < 0.2).astype(int)
+    s = np.round(y + rng.normal(size=300), 1)
+    assert auprc(y, s) == pytest.approx(average_precision_score(y, s), rel=1e-12)
+    with pytest.raises(ValueError, match="single class"):
+        auprc([0, 0, 0], [0.1, 0.2, 0.3])
+
+
+def test_sensitivity_at_specificity_hand_computed():
+    # 5 negatives: specificity >= 0.8 allows 1 false positive -> threshold .5, TP = 4 of 5
+    assert operating_point_at_specificity(Y10, S10, 0.8) == pytest.approx((0.5, 0.8, 0.8))
+    # >= 0.9 and >= 0.95 allow none: only the .9 image is above every negative
+    assert sensitivity_at_specificity(Y10, S10, 0.9) == pytest.approx(0.2)
+    assert operating_point_at_specificity(Y10, S10, 0.95) == pytest.approx((0.9, 0.2, 1.0))
+    # >= 0.6: 2 false positives, threshold .35 reaches all 5 positives
+    assert operating_point_at_specificity(Y10, S10, 0.6) == pytest.approx((0.35, 1.0, 0.6))
+    # ties: a negative tied with the best positive -> no threshold separates them
+    assert operating_point_at_specificity([0, 1, 0], [0.9, 0.9, 0.1], 0.9) == (math.inf, 0.0, 1.0)
+    # among equally sensitive points, the most specific
+    assert operating_point_at_specificity([1, 0, 0, 0], [0.9, 0.5, 0.4, 0.3], 0.0)[2] == 1.0
+
+
+def test_youden_threshold_hand_computed():
+    # J = TPR - FPR: .9: .2-0, .8: .2-.2, .7: .4-.2, .6: .6-.2, .5: .8-.2 = .6, .4: .8-.4,
+    # .35: 1-.4 = .6, ... -> tie at .5 and .35: the higher threshold, .5
+    assert youden_threshold(Y10, S10) == 0.5
+    assert youden_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.8  # J = .5 at .8 and .35
+    assert youden_threshold([0, 1], [0.2, 0.7]) == 0.7
+
+
+def test_aggregate_scores_by_hand():
+    y = np.array([0, 0, 1, 1, 0, 0, 0, 1])
+    s = np.array([0.1, 0.3, 0.8, 0.4, 0.2, 0.2, 0.5, 0.6])
+    patient = np.array(["A", "A", "A", "A", "B", "B", "C", "C"])
+    side = np.array(["L", "L", "R", "R", "L", "L", "R", "R"])
+    breast = aggregate_scores(y, s, patient, side, how="mean")
+    assert breast.keys[0].tolist() == ["A", "A", "B", "C"]
+    assert breast.keys[1].tolist() == ["L", "R", "L", "R"]
+    assert breast.labels.tolist() == [0, 1, 0, 1]
+    assert breast.scores == pytest.approx([0.2, 0.6, 0.2, 0.55])
+    assert breast.sizes.tolist() == [2, 2, 2, 2]
+    pat = aggregate_scores(y, s, patient, how="max")
+    assert pat.keys[0].tolist() == ["A", "B", "C"]
+    assert pat.labels.tolist() == [1, 0, 1] and pat.scores == pytest.approx([0.8, 0.2, 0.6])
+    assert aggregate_scores(y, s, patient).scores == pytest.approx([0.4, 0.2, 0.55])
+    # breast level with the patient as the cluster of the clustered tests
+    assert breast.keys[0].size == breast.labels.size
+    with pytest.raises(ValueError, match="how"):
+        aggregate_scores(y, s, patient, how="median")
+    with pytest.raises(ValueError, match="key array holds 3"):
+        aggregate_scores(y, s, patient[:3])
+
+
+def test_clinical_metrics_in_the_patient_bootstrap():
+    rng = np.random.default_rng(12)
+    y, a, b, pid = simulate_patients(rng, n_patients=60)
+    sens90 = functools.partial(sensitivity_at_specificity, specificity=0.9)
+    r = cluster_bootstrap(y, a, pid, sens90, n=200, seed=0)
+    assert 0.0 <= r.ci_low <= r.estimate <= r.ci_high <= 1.0
+    assert r.estimate == sensitivity_at_specificity(y, a, 0.9)
+    p = paired_cluster_bootstrap(y, a, b, pid, auprc, n=200, seed=0)
+    assert p.estimate_a == pytest.approx(average_precision_score(y, a))
