@@ -2,7 +2,7 @@
 patient-level scores aggregated from images, and a Youden operating point. Pure functions over
 arrays, computed with scikit-learn; values are fractions in [0, 1].
 
-Conventions as in :mod:`ssl_bench.bench.stats`: label 1 = positive (malignant); a higher score
+Conventions as in :mod:`ssl_bench.report.stats`: label 1 = positive (malignant); a higher score
 means more likely positive; an image is called positive when ``score >= threshold`` (the
 convention of ``sklearn.metrics.roc_curve``, whose operating point at threshold t predicts
 positive for ``score >= t``).
@@ -18,7 +18,7 @@ positive for ``score >= t``).
   breast share its label; a patient is malignant if any breast is).
 
 These functions take no cluster ids; for intervals over patients pass them as the ``metric`` of
-:func:`ssl_bench.bench.stats.cluster_bootstrap`, e.g.
+:func:`ssl_bench.report.stats.cluster_bootstrap`, e.g.
 ``functools.partial(sensitivity_at_specificity, specificity=0.9)``.
 """
 from __future__ import annotations
@@ -118,7 +118,7 @@ def aggregate_scores(labels, scores, *keys, how: str = "mean") -> GroupedScores:
     Patient level: ``aggregate_scores(y, s, patient_id)``; breast level:
     ``aggregate_scores(y, s, patient_id, laterality)`` (the group is the pair; ``keys[0]`` of
     the result is then each breast's patient, the cluster id for the clustered tests of
-    :mod:`ssl_bench.bench.stats`). A group's label is the max of its images' labels (malignant if
+    :mod:`ssl_bench.report.stats`). A group's label is the max of its images' labels (malignant if
     any image is); its score the ``mean`` or ``max`` of its images' scores (``how``). Labels are
     not required to hold both classes here.
     """
