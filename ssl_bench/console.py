@@ -1,7 +1,10 @@
-"""The one place rich progress bars are built, so every bar of the toolkit (training, benchmark
-grid, image decoding) looks and behaves the same: a label, the bar, done/total, a free-text
-``info`` field, elapsed time and the estimated time left."""
+"""The one place rich consoles and progress bars are built, so every bar of the toolkit (training,
+benchmark grid, image decoding) looks and behaves the same: a label, the bar, done/total, a
+free-text ``info`` field, elapsed time and the estimated time left; and so that output written
+to a file or a pipe (a log, CI, ``tee``) is not cut at rich's default 80 columns."""
 from __future__ import annotations
+
+import os
 
 from rich.console import Console
 from rich.progress import (
@@ -13,6 +16,19 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+#: width of output that does not go to a terminal (rich would use 80 columns and cut tables)
+FILE_WIDTH = 200
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr): the terminal's width on a terminal, else
+    :data:`FILE_WIDTH` columns (``COLUMNS`` in the environment still wins)."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=FILE_WIDTH)
+    return console
 
 
 def progress_bar(
@@ -37,5 +53,5 @@ def progress_bar(
     if eta_label:
         columns.append(TextColumn("ETA"))
     columns.append(TimeRemainingColumn())
-    return Progress(*columns, console=console or Console(stderr=True), transient=transient,
+    return Progress(*columns, console=console or make_console(stderr=True), transient=transient,
                     disable=not enabled)

@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ssl_bench.cli import main
 from ssl_bench.experiment.metrics import compute_metrics
+from ssl_bench.experiment.operating_point import degenerate_reason
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,16 @@ def test_run_directory_contract(smoke_run):
     for k in range(5):
         fold = run / "folds" / str(k)
         metrics = json.loads((fold / "metrics.json").read_text())
-        assert set(metrics) == {"accuracy", "sensitivity", "specificity", "youden", "f1", "auc"}
-        preds = pd.read_csv(fold / "predictions.csv")
-        assert list(preds.columns) == ["image_id", "patient_id", "label", "score"]
+        assert set(metrics) == {"accuracy", "sensitivity", "specificity", "youden", "f1", "auc",
+                                "op_threshold", "op_accuracy", "op_sensitivity", "op_specificity",
+                                "degenerate"}
+        preds = pd.read_csv(fold / "predictions.csv", keep_default_na=False)
+        assert list(preds.columns) == ["image_id", "patient_id", "label", "score", "laterality"]
+        assert set(preds["laterality"]) <= {"L", "R"}
+        at_op = compute_metrics(preds["label"], preds["score"], metrics["op_threshold"])
+        assert metrics["op_sensitivity"] == pytest.approx(at_op["sensitivity"])
+        assert metrics["op_specificity"] == pytest.approx(at_op["specificity"])
+        assert metrics["degenerate"] == degenerate_reason(preds["score"])
         assert set(preds["image_id"]) == set(folds.loc[folds["fold"] == k, "image_id"])
         recomputed = compute_metrics(preds["label"], preds["score"])
         assert metrics["auc"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]))
@@ -52,6 +60,14 @@ def test_run_directory_contract(smoke_run):
     assert summary["folds"] == 5 and set(summary["mean"]) == set(summary["std"])
     pooled = pd.concat(pooled)
     assert summary["oof_auc"] == pytest.approx(roc_auc_score(pooled["label"], pooled["score"]))
+    # pooled metrics clinicians read, against scikit-learn and pandas
+    assert summary["pooled"]["auprc"] == pytest.approx(average_precision_score(pooled["label"], pooled["score"]))
+    patients = pooled.groupby("patient_id").agg(label=("label", "max"), score=("score", "mean"))
+    assert summary["pooled"]["patient_auc"] == pytest.approx(roc_auc_score(patients["label"], patients["score"]))
+    breasts = pooled.groupby(["patient_id", "laterality"]).agg(label=("label", "max"), score=("score", "mean"))
+    assert summary["pooled"]["breast_auc"] == pytest.approx(roc_auc_score(breasts["label"], breasts["score"]))
+    flagged = {str(k): m["degenerate"] for k, m in enumerate(summary["per_fold"]) if m["degenerate"]}
+    assert summary["degenerate_folds"] == flagged
     # no patient in two folds
     assert folds.groupby("patient_id")["fold"].nunique().max() == 1
 

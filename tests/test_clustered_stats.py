@@ -1,5 +1,5 @@
 """Patient-clustered statistics of ssl_bench.report.stats (Obuchowski 1997, cluster bootstrap, Holm
-1979) and the clinicians' metrics of ssl_bench.report.clinical.
+1979) and the clinicians' metrics of ssl_bench.experiment.clinical.
 
 The simulations draw patients with 2-4 images sharing a patient random effect (a known
 within-patient correlation) and check the clustered standard errors three ways: against the
@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ssl_bench.report.clinical import (
+from ssl_bench.experiment.clinical import (
     aggregate_scores,
     auprc,
     operating_point_at_specificity,

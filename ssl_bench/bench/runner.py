@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .. import components
-from ..console import progress_bar
+from ..console import make_console, progress_bar
 from ..errors import UserError
 from ..experiment import provenance
 from ..experiment.run import PreparedRun, prepare_run, write_summary
@@ -88,7 +88,7 @@ def prepare_bench(plan: BenchPlan, resume: bool) -> tuple[list[PreparedRun], lis
 
 def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console: Console | None = None,
               show_progress: bool = True) -> BenchResult:
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     started = provenance.now()
     runs, jobs, done = prepare_bench(plan, resume)
     by_name = {components.run_name(r.config): r for r in runs}

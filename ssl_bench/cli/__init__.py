@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from ..console import make_console
 from ..errors import UserError
 from .bench_cmd import bench
 from .data_cmd import data
@@ -23,7 +23,8 @@ from .predict_cmd import predict
 from .report_cmd import report
 from .run_cmd import run
 
-console = Console(stderr=True)
+
+console = make_console(stderr=True)
 
 
 class _Group(click.Group):

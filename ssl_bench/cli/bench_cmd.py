@@ -7,15 +7,16 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from .. import components
+from ..console import make_console
 from ..errors import ConfigError
 from ..registry import EXECUTORS
 from .run_cmd import collect_flags
 
-out_console = Console()
-err_console = Console(stderr=True)
+
+out_console = make_console()
+err_console = make_console(stderr=True)
 
 
 def _terminated(signum, frame):
@@ -94,7 +95,7 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     from ..bench.plan import load_plan
     from ..bench.runner import run_bench
     from ..report.leaderboard import build_report
-    from ..report.publish import write_leaderboard
+    from ..report.publish import write_leaderboard, write_seed_leaderboard
     from ..report.render import print_report
     from ..training.device import default_profile
 
@@ -126,12 +127,17 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     for r in result.runs:
         if result.summaries.get(components.run_name(r.config)) is not None:
             by_seed.setdefault(r.config.seed, []).append(r.rundir.path)
+    several_seeds = len({c.seed for c in plan.configs}) > 1
+    reports = {}
     for seed, complete in by_seed.items():  # --seeds: one leaderboard per seed, in seed-<s>/
-        target = out_dir / f"seed-{seed}" if len({c.seed for c in plan.configs}) > 1 else out_dir
-        report = build_report(complete, reference=reference)
-        paths = write_leaderboard(report, target)
-        print_report(report, out_console, sections=("leaderboard", "notes"))
+        target = out_dir / f"seed-{seed}" if several_seeds else out_dir
+        reports[seed] = build_report(complete, reference=reference)
+        paths = write_leaderboard(reports[seed], target)
+        print_report(reports[seed], out_console, sections=("leaderboard", "notes"))
         out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
+    if several_seeds and len(reports) > 1:
+        paths = write_seed_leaderboard(reports, out_dir)
+        out_console.print(f"leaderboard across seeds: {paths['md']}, {paths['csv']}", highlight=False)
     if result.failed:
         by_name = {components.run_name(r.config): r for r in result.runs}
         attempts = runner.retries + 1

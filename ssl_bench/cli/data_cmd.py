@@ -7,13 +7,14 @@ from pathlib import Path
 
 import click
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from ..config import Config, DataConfig, parse_image_size, parse_scalar, parse_set_option, set_value
+from ..console import make_console
 from ..errors import ConfigError
 
-out_console = Console()
+
+out_console = make_console()
 _DEFAULTS = DataConfig()
 
 

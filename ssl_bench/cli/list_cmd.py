@@ -17,7 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..components import user_options
+from ..console import make_console
 from ..registry import REGISTRIES, PluginWarning, plugin_status, summary
+
 
 KINDS = tuple(REGISTRIES) + ("backbones",)
 
@@ -28,7 +30,7 @@ def show_plugin_warnings(console: Console | None = None) -> Iterator[None]:
     (``warning: ssl-bench plugin 'x' (dist 1.0) was not loaded: ...``) on ``console`` (stderr by
     default) instead of Python's ``file:line: PluginWarning: ...`` format; other warnings are
     shown as usual. Meant to wrap a CLI command (registries load plugins on first use)."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     with warnings.catch_warnings():
         original = warnings.showwarning
 
@@ -69,7 +71,7 @@ def _plugin_lines() -> list[str]:
 @click.option("--verbose", "-v", is_flag=True, help="Show each component's options and defaults.")
 def list_components(kind, pattern, verbose):
     """List pretexts, transfers, networks, datasets, executors or timm backbones."""
-    console = Console()
+    console = make_console()
     if kind == "backbones":
         import timm
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
+import numpy as np
 from rich.table import Table
+
+from ..console import make_console
 
 
 @click.command("predict")
@@ -15,9 +17,11 @@ from rich.table import Table
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write csv/json here instead of stdout.")
 @click.option("--device", default="auto", show_default=True)
 def predict(run_dir, images, fmt, out, device):
-    """Score IMAGE files (DICOM, PNG, TIFF): mean probability over the run's fold models, and each fold's."""
-    from ..training.device import resolve_device
+    """Score IMAGE files (DICOM, PNG, TIFF): mean probability of malignancy over the run's fold
+    models, the call at the run's operating point (threshold chosen on the training folds), and
+    each fold's probability."""
     from ..experiment.inference import predict_files
+    from ..training.device import resolve_device
 
     table = predict_files(run_dir, list(images), resolve_device(device))
     if fmt == "table" and out is None:
@@ -25,8 +29,9 @@ def predict(run_dir, images, fmt, out, device):
         for col in table.columns:
             view.add_column(col, justify="left" if col == "file" else "right")
         for row in table.itertuples(index=False):
-            view.add_row(row[0], *(f"{v:.4f}" for v in row[1:]))
-        Console().print(view)
+            view.add_row(row[0], *(("yes" if v else "no") if isinstance(v, (bool, np.bool_)) else f"{v:.4f}"
+                                   for v in row[1:]))
+        make_console().print(view)
         return
     text = (
         json.dumps(table.to_dict(orient="records"), indent=2)

@@ -18,12 +18,21 @@ from ..errors import UserError
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reference numbers to show beside ours, e.g. benchmarks/table2_paper.csv.")
 @click.option("--baseline", default="ResNet", show_default=True,
-              help="Method the p-values compare against (DeLong for AUC, paired bootstrap for accuracy).")
+              help="Method the p-values compare against (patients as the unit: Obuchowski's clustered "
+                   "test for AUC, paired patient bootstrap for accuracy; raw and Holm-adjusted).")
+@click.option("--control", default="Non-spatial", show_default=True,
+              help="The non-spatial control row: each method is marked as beating it or not.")
+@click.option("--aggregate", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
+              help="How a breast's (a patient's) image scores combine for breast- and patient-level AUC.")
+@click.option("--n-boot", type=int, default=1000, show_default=True,
+              help="Patient-bootstrap resamples for confidence intervals and the accuracy test.")
 @click.option("--sort-by", default="auc", show_default=True,
-              help="Metric to sort by: accuracy, sensitivity, specificity, youden, f1, auc or oof_auc.")
+              help="Metric to sort by: accuracy, sensitivity, specificity, youden, f1, auc (fold means), "
+                   "oof_auc, auprc, sens_at_spec90, sens_at_spec95, breast_auc, patient_auc, op_sensitivity "
+                   "or op_specificity (pooled).")
 @click.option("--allow-mixed", is_flag=True,
               help="Report runs that differ in dataset, folds, split, seed or images anyway.")
-def report(run_dirs, fmt, out, reference, baseline, sort_by, allow_mixed):
+def report(run_dirs, fmt, out, reference, baseline, control, aggregate, n_boot, sort_by, allow_mixed):
     """Leaderboard of RUN_DIR... (run directories of `ssl-bench run` / `bench`), with ROC figure,
     significance against a baseline, per-fold results and provenance."""
     # scikit-learn and matplotlib load only when a command runs, so --help stays fast
@@ -34,7 +43,7 @@ def report(run_dirs, fmt, out, reference, baseline, sort_by, allow_mixed):
     if fmt == "html" and out is None:
         raise UserError("--format html needs --out FILE.html (the page is written to a file)")
     rep = build_report(run_dirs, reference=reference, baseline=baseline, sort_by=sort_by,
-                       allow_mixed=allow_mixed)
+                       allow_mixed=allow_mixed, n_boot=n_boot, control=control, aggregate=aggregate)
     if out is None:
         if fmt == "csv":
             click.echo(to_csv(rep), nl=False)

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from ..components import display_name
 from ..config import PROFILES, build_config, load_yaml, parse_image_size
+from ..console import make_console
 from ..experiment.metrics import METRICS
 
-out_console = Console()
+
+out_console = make_console()
 
 
 def config_options(f):
@@ -58,20 +59,46 @@ def collect_flags(kwargs: dict) -> dict:
     return flags
 
 
+OP_COLUMNS = {"op_threshold": "op thr", "op_sensitivity": "op sens", "op_specificity": "op spec"}
+
+
+def _percent(value) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.2f}"
+
+
 def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | None) -> Table:
+    """Per-fold metrics (percent) at the paper's threshold 0.5 and at each fold's operating point
+    (chosen on its training predictions), mean ± std, pooled metrics and degenerate folds."""
     table = Table(title=title)
     table.add_column("fold")
     for m in METRICS:
         table.add_column(m, justify="right")
+    for header in OP_COLUMNS.values():
+        table.add_column(header, justify="right")
+    table.add_column("flag")
     for k, metrics in sorted(fold_metrics.items()):
-        table.add_row(str(k), *(f"{100 * metrics[m]:.2f}" for m in METRICS))
+        table.add_row(str(k), *(_percent(metrics[m]) for m in METRICS),
+                      *(_percent(metrics.get(m)) for m in OP_COLUMNS),
+                      "degenerate" if metrics.get("degenerate") else "")
     if summary:
+        mean, std = summary["mean"], summary["std"]
         table.add_row(
             "mean ± std",
-            *(f"{100 * summary['mean'][m]:.2f} ± {100 * summary['std'][m]:.2f}" for m in METRICS),
+            *(f"{_percent(mean[m])} ± {_percent(std[m])}" for m in METRICS),
+            *(f"{_percent(mean.get(m))} ± {_percent(std.get(m))}" if m in mean else "" for m in OP_COLUMNS),
+            "",
             style="bold",
         )
-        table.caption = f"pooled out-of-fold AUC {summary['oof_auc']:.4f} · values in percent"
+        pooled = summary.get("pooled") or {}
+        lines = [f"pooled out-of-fold AUC {summary['oof_auc']:.4f}"]
+        if pooled:
+            lines[0] += (f" · AUPRC {pooled['auprc']:.4f} · at the operating points: sensitivity "
+                         f"{pooled['op_sensitivity']:.3f}, specificity {pooled['op_specificity']:.3f}")
+        lines.append("values in percent; threshold metrics at 0.5 as in TSBN; op = each fold's operating "
+                     "point, chosen on its training predictions (Youden)")
+        for k, reason in (summary.get("degenerate_folds") or {}).items():
+            lines.append(f"fold {k} is degenerate: {reason}")
+        table.caption = "\n".join(lines)
     return table
 
 

@@ -1,5 +1,6 @@
 """Train and evaluate one cross-validation fold: build the pretext task and transfer strategy,
-fit on the other folds' images, score the held-out fold, compute its metrics."""
+fit on the other folds' images, score the held-out fold, choose the operating point on the
+training images' scores, compute the fold's metrics."""
 from __future__ import annotations
 
 import random
@@ -17,7 +18,8 @@ from ..training.context import FitContext
 from ..training.device import resolve_precision
 from ..training.progress import TrainingProgress
 from ..training.scoring import predict_scores
-from .metrics import compute_metrics
+from .metrics import fold_metrics
+from .operating_point import operating_threshold
 from .rundir import model_record
 
 
@@ -86,8 +88,12 @@ def run_fold(
         progress=progress or TrainingProgress(enabled=False),
     )
     classifier = transfer.fit(ctx)
+    batch = max(cfg.train.batch_size, 16)
     held_out = images.index_select(0, torch.from_numpy(test_idx).to(device))
-    scores = predict_scores(classifier, held_out, device, amp_dtype, batch_size=max(cfg.train.batch_size, 16))
+    scores = predict_scores(classifier, held_out, device, amp_dtype, batch_size=batch)
+    # the operating point comes from the training images' scores, never from the held-out fold
+    train_scores = predict_scores(classifier, ctx.images, device, amp_dtype, batch_size=batch)
+    threshold = operating_threshold(loaded.labels[fold_of != k], train_scores)
     table = loaded.samples.iloc[test_idx]
     predictions = pd.DataFrame(
         {
@@ -95,7 +101,8 @@ def run_fold(
             "patient_id": table["patient_id"].astype(str).to_numpy(),
             "label": table["label"].astype(int).to_numpy(),
             "score": scores,
+            "laterality": table["laterality"].fillna("").astype(str).to_numpy(),
         }
     )
-    metrics = compute_metrics(predictions["label"], predictions["score"])
+    metrics = fold_metrics(predictions["label"], predictions["score"], threshold)
     return FoldResult(k, metrics, predictions, model_record(cfg.model.backbone, cfg.data.image_size, classifier))

@@ -1,5 +1,7 @@
 """Scoring new images with a finished run: every fold's classifier (``model.pt``, loaded with
-``weights_only=True``), the run's own preprocessing, and the mean probability over folds."""
+``weights_only=True``), the run's own preprocessing, the mean probability over folds, and the
+call at the run's operating point (the mean of the folds' thresholds, each chosen on that fold's
+training predictions)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,4 +51,17 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device) -
     for k, model in models:
         per_fold[f"fold_{k}"] = predict_scores(model.to(device), batch, device)
     table["probability"] = np.mean(list(per_fold.values()), axis=0)
+    table["threshold"] = operating_threshold_of(RunDir.open(run_dir), [k for k, _ in models])
+    table["malignant"] = table["probability"] >= table["threshold"]
     return pd.concat([table, pd.DataFrame(per_fold)], axis=1)
+
+
+def operating_threshold_of(rundir: RunDir, folds: list[int]) -> float:
+    """The run's operating point for the fold ensemble: the mean of the folds' operating
+    thresholds (each chosen on that fold's training predictions; 0.5 for runs that predate them)."""
+    values = []
+    for k in folds:
+        metrics = rundir.read_metrics(k) if rundir.fold_done(k) else {}
+        value = metrics.get("op_threshold", 0.5)
+        values.append(0.5 if value is None or value != value else float(value))
+    return float(np.mean(values))

@@ -1,18 +1,34 @@
-"""Classification metrics of the TSBN paper's Table II, computed with scikit-learn.
+"""Classification metrics of the TSBN paper's Table II, computed with scikit-learn, and the
+pooled metrics clinicians read.
 
 Malignant = positive class (label 1); a score is the predicted probability of malignancy and the
-decision threshold is 0.5. Values are fractions in [0, 1]:
+paper's decision threshold is 0.5. Values are fractions in [0, 1]:
 accuracy, sensitivity = TP/(TP+FN), specificity = TN/(TN+FP), Youden index = sens + spec - 1,
-F1 of the malignant class, ROC AUC (NaN when a fold holds a single class).
+F1 of the malignant class, ROC AUC (NaN when a fold holds a single class). Each fold also
+reports accuracy, sensitivity and specificity at its own operating point (``op_*``, threshold
+``op_threshold`` chosen on its training predictions: :mod:`.operating_point`).
+
+Pooled over all held-out images of all folds (:func:`pooled_metrics`): ROC AUC, AUPRC (average
+precision), sensitivity at 90% and 95% specificity, AUC at breast level (a breast's views
+aggregated by mean or max) and at patient level, and sensitivity/specificity at each fold's
+operating point.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
+from .clinical import aggregate_scores, auprc, sensitivity_at_specificity
+from .operating_point import degenerate_reason
+
 METRICS = ("accuracy", "sensitivity", "specificity", "youden", "f1", "auc")
+OP_METRICS = ("op_accuracy", "op_sensitivity", "op_specificity")
+POOLED_METRICS = ("auc", "auprc", "sens_at_spec90", "sens_at_spec95", "breast_auc", "patient_auc",
+                  "op_sensitivity", "op_specificity")
+AGGREGATES = ("mean", "max")
 
 
 def compute_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
@@ -34,6 +50,50 @@ def compute_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
     }
 
 
+def fold_metrics(labels, scores, op_threshold: float) -> dict[str, float | str]:
+    """A held-out fold's metrics: Table II's at 0.5, the ``op_*`` ones at ``op_threshold`` (chosen
+    on the fold's training predictions), and ``degenerate`` (the reason, or ``""``)."""
+    at_op = compute_metrics(labels, scores, op_threshold)
+    return {
+        **compute_metrics(labels, scores),
+        "op_threshold": float(op_threshold),
+        **{f"op_{m}": at_op[m] for m in ("accuracy", "sensitivity", "specificity")},
+        "degenerate": degenerate_reason(scores),
+    }
+
+
+def pooled_metrics(predictions: pd.DataFrame, thresholds: dict[int, float], aggregate: str = "mean") -> dict[str, float]:
+    """:data:`POOLED_METRICS` over all held-out predictions (columns ``label``, ``score``,
+    ``patient_id``, ``fold`` and, for breast level, ``laterality``); ``thresholds``: each fold's
+    operating threshold. A metric that needs both classes is NaN when they are not there."""
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+    y = predictions["label"].to_numpy(dtype=int)
+    s = predictions["score"].to_numpy(dtype=float)
+    out = dict.fromkeys(POOLED_METRICS, math.nan)
+    called = s >= predictions["fold"].map(thresholds).to_numpy(dtype=float)
+    if (y == 1).any():
+        out["op_sensitivity"] = float(called[y == 1].mean())
+    if (y == 0).any():
+        out["op_specificity"] = float(1 - called[y == 0].mean())
+    if len(np.unique(y)) < 2:
+        return out
+    patients = predictions["patient_id"].astype(str).to_numpy()
+    out.update(auc=float(roc_auc_score(y, s)), auprc=auprc(y, s),
+               sens_at_spec90=sensitivity_at_specificity(y, s, 0.90),
+               sens_at_spec95=sensitivity_at_specificity(y, s, 0.95))
+    patient = aggregate_scores(y, s, patients, how=aggregate)
+    out["patient_auc"] = _auc_or_nan(patient.labels, patient.scores)
+    if "laterality" in predictions and (predictions["laterality"].fillna("").astype(str) != "").all():
+        breast = aggregate_scores(y, s, patients, predictions["laterality"].astype(str).to_numpy(), how=aggregate)
+        out["breast_auc"] = _auc_or_nan(breast.labels, breast.scores)
+    return out
+
+
+def _auc_or_nan(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else math.nan
+
+
 def pooled_auc(labels, scores) -> float:
     """ROC AUC over all held-out images of all folds (NaN when they hold a single class)."""
     y = np.asarray(labels, dtype=int)
@@ -43,7 +103,8 @@ def pooled_auc(labels, scores) -> float:
 def summarize(fold_metrics: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
     """Mean and sample standard deviation (ddof=1) of each metric across folds."""
     mean, std = {}, {}
-    for name in METRICS:
+    names = [m for m in (*METRICS, *OP_METRICS) if all(m in f for f in fold_metrics)]
+    for name in names:
         values = np.array([m[name] for m in fold_metrics], dtype=float)
         mean[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
         std[name] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else math.nan

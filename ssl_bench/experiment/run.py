@@ -22,7 +22,7 @@ from ..training.device import device_name, resolve_device
 from ..training.progress import TrainingProgress
 from . import provenance
 from .fold import build_parts, run_fold
-from .metrics import pooled_auc, summarize
+from .metrics import pooled_auc, pooled_metrics, summarize
 from .rundir import RunDir
 
 
@@ -114,13 +114,17 @@ def write_summary(run: PreparedRun, device_label: str, started: str) -> dict | N
         return None
     fold_metrics = [rundir.read_metrics(k) for k in k_all]
     mean, std = summarize(fold_metrics)
-    pooled = pd.concat([rundir.read_predictions(k) for k in k_all], ignore_index=True)
+    pooled = pd.concat([rundir.read_predictions(k).assign(fold=k) for k in k_all], ignore_index=True)
+    thresholds = {k: float(m.get("op_threshold", 0.5)) for k, m in zip(k_all, fold_metrics)}
     summary = {
         "method": components.display_name(cfg),
         "folds": cfg.data.folds,
         "mean": mean,
         "std": std,
         "oof_auc": pooled_auc(pooled["label"], pooled["score"]),
+        "pooled": pooled_metrics(pooled, thresholds, aggregate="mean"),
+        "aggregate": "mean",
+        "degenerate_folds": {str(k): m["degenerate"] for k, m in zip(k_all, fold_metrics) if m.get("degenerate")},
         "per_fold": fold_metrics,
     }
     rundir.write_json("summary.json", summary)

@@ -4,11 +4,15 @@
 <out>/<run-name>/config.yaml   the fully resolved config (rerunning it reproduces the run)
                  folds.csv     image_id, patient_id, label, fold: the folds every job must use
                  env.json      provenance (versions, git commit, device, dates, dataset size)
-                 summary.json  mean and std over folds, pooled out-of-fold AUC (once all folds are done)
+                 summary.json  mean and std over folds, pooled metrics, degenerate folds (once all folds are done)
                  skipped.csv   inputs left out with --on-bad-image skip (if any)
                  failed/fold-<k>.txt   traceback of a bench job that failed after its retries
 <out>/<run-name>/folds/<k>/metrics.json  predictions.csv  model.pt
 ```
+
+``predictions.csv``: ``image_id, patient_id, label, score, laterality`` (score = probability of
+malignancy; laterality may be empty). ``metrics.json``: the Table II metrics at threshold 0.5,
+``op_threshold`` and the ``op_*`` metrics at the fold's own operating point, ``degenerate``.
 
 A fold is *complete* when its results (``metrics.json`` and ``predictions.csv``) exist: that is
 what every reader (resume, bench, report) counts. ``model.pt`` is written with them but is only
@@ -44,7 +48,7 @@ from ..fileio import atomic_write_text
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
 MODEL_FILE = "model.pt"
-PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score")
+PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
 MODEL_FORMAT = "ssl-bench-model"
 MODEL_VERSION = 1
@@ -91,7 +95,7 @@ def read_json(path: Path, null_is_nan: bool = False) -> dict[str, Any]:
 def read_predictions(path: Path) -> pd.DataFrame:
     """A fold's ``predictions.csv``, checked: ids as strings, labels 0/1, finite scores."""
     try:
-        df = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+        df = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "laterality": str})
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     missing = [c for c in ("image_id", "label", "score") if c not in df.columns]
@@ -118,6 +122,8 @@ def read_predictions(path: Path) -> pd.DataFrame:
     out = pd.DataFrame({"image_id": df["image_id"].astype(str), "patient_id": df["patient_id"].astype(str)})
     out["label"] = label.astype(int).to_numpy()
     out["score"] = score.astype(float).to_numpy()
+    # breast side, for breast-level metrics; absent in runs written before it was recorded
+    out["laterality"] = df["laterality"].fillna("").astype(str).to_numpy() if "laterality" in df else ""
     return out
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 from .. import __version__
 from ..experiment.metrics import METRICS
 from .render import (
+    CLINICAL_NOTE,
+    clinical_display,
     METRIC_TITLES,
     P_NOTE,
     REFERENCE_NOTE,
@@ -53,6 +55,7 @@ tbody tr:hover { background: #fafbfd; }
 .board td.method { font-weight: 600; }
 td.sig { font-weight: 700; color: var(--accent); }
 tr.paper td { color: var(--muted); font-style: italic; }
+tr.control td { color: var(--muted); font-style: italic; border-top: 2px solid var(--line); }
 tr.diff td { border-bottom: 2px solid var(--line); }
 td.pos { color: var(--good); } td.neg { color: var(--bad); }
 td.summary { font-weight: 600; background: var(--head); }
@@ -103,11 +106,20 @@ def _leaderboard(report: Report) -> str:
         out = {"Method": ["method"], "Warning": ["warn"]}.get(col, [])
         if col in numbers and numbers[col].nunique() > 1 and numbers[col].iloc[i] == numbers[col].max():
             out.append("best")
-        if col in p_cols and value != "baseline" and t[p_cols[col]].iloc[i] < 0.05:  # NaN: False
+        if col in p_cols and value != "baseline" and t[f"{p_cols[col]}_holm"].iloc[i] < 0.05:  # NaN: False
             out.append("sig")
         return out
 
-    return _table(board, "board", classes)
+    def rows(i):
+        return "control" if t["role"].iloc[i] == "control" else ""
+
+    return _table(board, "board", classes, rows)
+
+
+def _clinical(report: Report) -> str:
+    return (f"<h2>Pooled metrics clinicians read</h2><p class=\"muted\">"
+            f"{escape(CLINICAL_NOTE.format(aggregate=report.aggregate))}</p>"
+            + _table(clinical_display(report), "clinical"))
 
 
 def _reference(report: Report) -> str:
@@ -165,7 +177,7 @@ def to_html(report: Report, png: bytes | None = None) -> str:
     body = [
         f"<header><h1>{escape(title)}</h1><p class=\"setup\">{escape(describe_setup(report))}.</p>"
         f"<p class=\"units\">{escape(UNITS)}</p></header>",
-        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report),
+        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report), _clinical(report),
         "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
         f"<figcaption>{escape(caption)}</figcaption></figure></div>",

@@ -1,15 +1,20 @@
-"""The leaderboard of a benchmark: one row per method, Table II layout, with pooled out-of-fold AUC,
-significance against a baseline, the paper's reference rows and the runs' provenance.
+"""The leaderboard of a benchmark: one row per method, Table II layout, with pooled out-of-fold
+metrics, significance against a baseline and against a non-spatial control, the paper's reference
+rows and the runs' provenance.
 
 Numbers (all in percent in the tables):
 - accuracy, sensitivity, specificity, Youden, F1, AUC: mean and sample std (ddof=1) over the
   completed folds (:func:`~ssl_bench.experiment.metrics.summarize`), recomputed from each fold's
-  ``predictions.csv``.
-- pooled out-of-fold AUC: one ROC AUC over all held-out images of all folds, with a 95% logit
-  confidence interval from DeLong's variance (:func:`~ssl_bench.report.stats.auc_confidence_interval`).
-- p-values against the baseline (default ``ResNet``) on the images both runs held out: DeLong's
-  test for the pooled AUC (DeLong et al. 1988, fast algorithm of Sun & Xu 2014) and a paired
-  bootstrap over images for accuracy at threshold 0.5. Not corrected for multiple comparisons.
+  ``predictions.csv``, at the paper's threshold 0.5;
+- pooled over all held-out images of all folds, with patient-clustered 95% CIs
+  (:mod:`.pooled`): ROC AUC, AUPRC, sensitivity at 90% / 95% specificity, breast- and
+  patient-level AUC (views aggregated by ``aggregate``), and sensitivity/specificity at each
+  fold's own operating point (chosen on its training predictions);
+- p-values against the baseline (default ``ResNet``) and the control (default ``Non-spatial``,
+  the non-spatial baseline row) on the images both runs held out, patients as the unit, raw and
+  Holm-adjusted over the methods compared (:mod:`.significance`);
+- degenerate folds (constant scores, or >= 95% of held-out images on one side of 0.5) counted
+  and named in the warnings.
 
 :func:`build_report` builds the :class:`Report` that renderers (:mod:`.render`, :mod:`.html`,
 :mod:`.roc`) turn into text and figures and :mod:`.publish` writes to files.
@@ -25,9 +30,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..experiment.metrics import METRICS, summarize
+from ..experiment.metrics import AGGREGATES, METRICS, POOLED_METRICS, summarize
+from ..experiment.operating_point import degenerate_reason
+from .pooled import pooled_with_intervals
 from .runs import RunResult, check_comparable, find_runs, load_run
-from .stats import auc_confidence_interval, delong_test, paired_bootstrap_accuracy
+from .significance import compare_all
 
 __all__ = [
     "METRICS", "SORT_KEYS", "Report", "RunResult", "build_report", "load_reference", "load_run",
@@ -35,18 +42,26 @@ __all__ = [
 
 REFERENCE_LABEL = "paper (INbreast)"
 REFERENCE_DATASET = "inbreast"
-SORT_KEYS = (*METRICS, "oof_auc")
-THRESHOLD = 0.5
+SORT_KEYS = (*METRICS, "oof_auc", *(m for m in POOLED_METRICS if m != "auc"))
+#: how the notes name the resampling unit of every interval and test
+UNIT_NOTE = ("patients are the resampling unit: pooled, breast- and patient-level AUCs get "
+             "Obuchowski's clustered variance (1997), AUPRC and sensitivities at fixed specificity a "
+             "patient bootstrap ({n_boot} resamples), and paired tests compare AUCs with Obuchowski's "
+             "clustered test and accuracies (threshold 0.5) with a paired patient bootstrap")
 
 
 @dataclass
 class Report:
     """Everything a renderer needs; numbers in percent, p-values as fractions.
 
-    ``table`` has one row per method, in leaderboard order: ``method, run, folds_done,
-    folds_total, <metric>_mean, <metric>_std`` for the six metrics, ``oof_auc, oof_auc_lo,
-    oof_auc_hi`` (pooled AUC and its 95% CI), ``p_auc, p_accuracy`` (only with a baseline; NaN
-    on the baseline's row) and ``warning``.
+    ``table`` has one row per method, in leaderboard order (the control last): ``method, role``
+    (``"control"`` or ``""``), ``run, folds_done, folds_total``, ``<metric>_mean, <metric>_std``
+    for the six metrics, ``oof_auc, oof_auc_lo, oof_auc_hi`` (pooled AUC and its 95% CI),
+    ``<pooled metric>[_lo|_hi]`` for AUPRC, the sensitivities at fixed specificity, breast- and
+    patient-level AUC and the operating point's sensitivity/specificity, ``degenerate`` (number
+    of degenerate folds), with a baseline ``p_auc, p_auc_holm, p_accuracy, p_accuracy_holm``
+    (NaN on its row), with a control ``control_auc_diff, control_p_auc, control_p_auc_holm,
+    beats_control``, and ``warning``.
     """
 
     runs: list[RunResult]  # in leaderboard order
@@ -56,7 +71,9 @@ class Report:
     baseline: str | None  # baseline method found among the runs, else None
     sort_by: str
     notes: list[str] = field(default_factory=list)
-    n_boot: int = 2000
+    n_boot: int = 1000
+    control: str | None = None  # the non-spatial control found among the runs, else None
+    aggregate: str = "mean"
 
     @property
     def has_p_values(self) -> bool:
@@ -99,24 +116,33 @@ def _percent(value: float) -> float:
     return 100.0 * value if value is not None and not math.isnan(value) else math.nan
 
 
-def _summary_row(run: RunResult) -> dict[str, Any]:
+def _summary_row(run: RunResult, aggregate: str, n_boot: int, seed: int) -> dict[str, Any]:
     mean, std = summarize([run.fold_metrics[k] for k in run.completed_folds])
-    row: dict[str, Any] = {"method": run.method, "run": str(run.path),
+    row: dict[str, Any] = {"method": run.method, "role": "", "run": str(run.path),
                            "folds_done": len(run.completed_folds), "folds_total": run.n_folds}
     for m in METRICS:
         row[f"{m}_mean"] = _percent(mean[m])
         row[f"{m}_std"] = _percent(std[m])
-    pred = run.predictions
-    try:
-        auc, lo, hi = auc_confidence_interval(pred["label"], pred["score"])
-        row.update(oof_auc=_percent(auc), oof_auc_lo=_percent(lo), oof_auc_hi=_percent(hi))
-    except ValueError:  # a single class among the pooled predictions
-        row.update(oof_auc=math.nan, oof_auc_lo=math.nan, oof_auc_hi=math.nan)
+    thresholds = {k: _threshold(run.stored_metrics[k]) for k in run.completed_folds}
+    pooled = pooled_with_intervals(run.predictions, thresholds, aggregate, n_boot, seed)
+    for name, value in pooled.items():
+        row[name.replace("auc", "oof_auc", 1) if name.startswith("auc") else name] = _percent(value)
     stored = run.summary.get("oof_auc")
     if isinstance(stored, (int, float)) and not math.isnan(stored) and not math.isnan(row["oof_auc"]) \
             and not run.partial and abs(100 * stored - row["oof_auc"]) > 1e-4:
         run.warnings.append("summary.json oof_auc disagrees with predictions.csv")
+    degenerate = {k: degenerate_reason(run.predictions.loc[run.predictions["fold"] == k, "score"])
+                  for k in run.completed_folds}
+    degenerate = {k: why for k, why in degenerate.items() if why}
+    row["degenerate"] = len(degenerate)
+    run.degenerate = degenerate  # shown in the "Degenerate folds" column and the per-fold table
     return row
+
+
+def _threshold(metrics: dict) -> float:
+    """A fold's operating threshold (0.5 for runs written before operating points existed)."""
+    value = metrics.get("op_threshold", 0.5)
+    return 0.5 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def _per_fold(run: RunResult) -> pd.DataFrame:
@@ -124,41 +150,10 @@ def _per_fold(run: RunResult) -> pd.DataFrame:
     for k in run.completed_folds:
         pred = run.predictions[run.predictions["fold"] == k]
         rows.append({"fold": k, "n": len(pred), "n_malignant": int(pred["label"].sum()),
-                     **{m: _percent(run.fold_metrics[k][m]) for m in METRICS}})
+                     **{m: _percent(run.fold_metrics[k][m]) for m in METRICS},
+                     "op_threshold": _threshold(run.stored_metrics[k]),
+                     "degenerate": run.degenerate.get(k, "")})
     return pd.DataFrame(rows).set_index("fold")
-
-
-def _paired(base: RunResult, run: RunResult) -> pd.DataFrame:
-    """The images both runs held out, with both scores (same label required)."""
-    a = base.predictions[["image_id", "label", "score"]].drop_duplicates("image_id")
-    b = run.predictions[["image_id", "label", "score"]].drop_duplicates("image_id")
-    both = a.merge(b, on="image_id", suffixes=("_base", "_run"))
-    return both[both["label_base"] == both["label_run"]]
-
-
-def _significance(runs: list[RunResult], base: RunResult, n_boot: int, seed: int,
-                  notes: list[str]) -> dict[str, tuple[float, float]]:
-    out: dict[str, tuple[float, float]] = {}
-    n_base = base.predictions["image_id"].nunique()
-    for run in runs:
-        if run is base:
-            continue
-        both = _paired(base, run)
-        if len(both) < n_base or len(both) < run.predictions["image_id"].nunique():
-            notes.append(f"p-values of {run.method} use the {len(both)} images it shares with "
-                         f"{base.method} (of {n_base}).")
-        y = both["label_base"].to_numpy()
-        try:
-            p_auc = delong_test(y, both["score_run"], both["score_base"])[2]
-        except ValueError:
-            p_auc = math.nan
-        if len(both):
-            p_acc = paired_bootstrap_accuracy(y, both["score_run"] >= THRESHOLD,
-                                              both["score_base"] >= THRESHOLD, n=n_boot, seed=seed)
-        else:
-            p_acc = math.nan
-        out[run.method] = (p_auc, p_acc)
-    return out
 
 
 def _unique_names(runs: list[RunResult], notes: list[str]) -> None:
@@ -186,13 +181,19 @@ def build_report(
     baseline: str | None = "ResNet",
     sort_by: str = "auc",
     allow_mixed: bool = False,
-    n_boot: int = 2000,
+    n_boot: int = 1000,
     seed: int = 0,
+    control: str | None = "Non-spatial",
+    aggregate: str = "mean",
 ) -> Report:
     """Load run directories, check they are comparable, and build the leaderboard."""
     dirs = list(run_dirs)
     if not dirs:
         raise UserError("no run directories given")
+    if aggregate not in AGGREGATES:
+        raise UserError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got '{aggregate}'")
+    if n_boot < 100:
+        raise UserError(f"--n-boot must be at least 100, got {n_boot}")
     dirs, skipped = find_runs(dirs)
     key = {"pooled_auc": "oof_auc", "oof": "oof_auc"}.get(sort_by.lower(), sort_by.lower())
     if key not in SORT_KEYS:
@@ -202,22 +203,33 @@ def build_report(
              for issue in check_comparable(runs, allow_mixed)]
     _unique_names(runs, notes)
 
-    table = pd.DataFrame([_summary_row(r) for r in runs])
+    table = pd.DataFrame([_summary_row(r, aggregate, n_boot, seed) for r in runs])
     base = _find_baseline(runs, baseline)
+    ctrl = _find_baseline(runs, control)
+    if ctrl is not None and ctrl is base:
+        ctrl = None
     if base is not None:
-        pv = _significance(runs, base, n_boot, seed, notes)
-        table["p_auc"] = [pv.get(m, (math.nan, math.nan))[0] for m in table["method"]]
-        table["p_accuracy"] = [pv.get(m, (math.nan, math.nan))[1] for m in table["method"]]
-        notes.insert(0, (
-            f"p-values compare each method with the baseline {base.method} on the same held-out "
-            f"images: DeLong's test for the pooled out-of-fold AUC and a paired bootstrap over images "
-            f"({n_boot} resamples) for accuracy; not corrected for multiple comparisons."))
+        _add_comparisons(table, runs, base, "", n_boot, seed, notes)
+        notes.insert(0, (f"p-values compare each method with the baseline {base.method} on the same "
+                         f"held-out images; Holm-adjusted values (Holm 1979) correct for the "
+                         f"{len(runs) - 1} methods compared."))
     elif baseline:
         names = ", ".join(r.method for r in runs)
         notes.insert(0, f"Baseline '{baseline}' is not among the runs ({names}); no p-values.")
+    if ctrl is not None:
+        _add_comparisons(table, runs, ctrl, "control_", n_boot, seed, notes)
+        table["beats_control"] = [math.nan if r is ctrl or math.isnan(p) else bool(p < 0.05 and d > 0)
+                                  for r, p, d in zip(runs, table["control_p_auc_holm"], table["control_auc_diff"])]
+        table.loc[[r is ctrl for r in runs], "role"] = "control"
+        notes.append(f"{ctrl.method} is the control: a logistic regression on intensity histograms and "
+                     f"global statistics (no spatial information). A method 'beats' it when its pooled "
+                     f"AUC is higher with a Holm-adjusted p < 0.05; one that does not has not shown "
+                     f"that it learned more than breast density and brightness.")
+    notes.append(UNIT_NOTE.format(n_boot=n_boot)[0].upper() + UNIT_NOTE.format(n_boot=n_boot)[1:] + ".")
     table["warning"] = ["; ".join(r.warnings) for r in runs]
-    col = "oof_auc" if key == "oof_auc" else f"{key}_mean"
-    order = table.sort_values([col, "method"], ascending=[False, True], na_position="last").index
+    col = f"{key}_mean" if key in METRICS else key
+    order = table.assign(_control=table["role"] == "control").sort_values(
+        ["_control", col, "method"], ascending=[True, False, True], na_position="last").index
     table = table.loc[order].reset_index(drop=True)
     runs = [runs[i] for i in order]
 
@@ -233,7 +245,23 @@ def build_report(
             notes.append(f"{r.method} is partial ({len(r.completed_folds)}/{r.n_folds} folds): its "
                          f"means cover the completed folds only.")
     return Report(runs, table, {r.method: _per_fold(r) for r in runs}, ref,
-                  base.method if base is not None else None, key, notes, n_boot)
+                  base.method if base is not None else None, key, notes, n_boot,
+                  ctrl.method if ctrl is not None else None, aggregate)
+
+
+def _add_comparisons(table: pd.DataFrame, runs: list[RunResult], ref: RunResult, prefix: str,
+                     n_boot: int, seed: int, notes: list[str]) -> None:
+    """Columns ``<prefix>auc_diff, <prefix>p_auc[_holm], <prefix>p_accuracy[_holm]`` (NaN on the
+    reference's own row), and a note for every method compared on fewer images than it has."""
+    results = compare_all(runs, ref, n_boot, seed)
+    n_ref = ref.predictions["image_id"].nunique()
+    for run in runs:
+        shared = results.get(run.method, {}).get("n_images")
+        if shared is not None and (shared < n_ref or shared < run.predictions["image_id"].nunique()):
+            notes.append(f"p-values of {run.method} against {ref.method} use the {shared} images they "
+                         f"share (of {n_ref}).")
+    for name in ("auc_diff", "p_auc", "p_auc_holm", "p_accuracy", "p_accuracy_holm"):
+        table[prefix + name] = [results.get(r.method, {}).get(name, math.nan) for r in runs]
 
 
 def reference_comparison(report: Report) -> pd.DataFrame:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .html import to_html
 from .leaderboard import Report
-from .render import to_csv, to_markdown
+from .render import fmt_mean_std, markdown_table, to_csv, to_markdown
 from .roc import save_roc
+from .seeds import across_seeds
 
 FORMATS = ("md", "csv", "html")
 
@@ -67,4 +70,27 @@ def write_leaderboard(report: Report, out_dir: str | Path) -> dict[str, Path]:
         raise UserError(f"cannot write {out / 'roc.png'}: {exc.strerror or exc}") from None
     for fmt in FORMATS:
         paths.update(write_report(report, out / f"leaderboard.{fmt}", fmt, roc=paths))
+    return paths
+
+
+def write_seed_leaderboard(reports: dict[int, Report], out_dir: str | Path) -> dict[str, Path]:
+    """``leaderboard-seeds.md`` and ``.csv`` in ``out_dir``: every method's mean ± std across the
+    seeds' results (:func:`~ssl_bench.report.seeds.across_seeds`)."""
+    out = Path(out_dir)
+    _make_folder(out)
+    table = across_seeds(reports)
+    titles = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
+    shown = pd.DataFrame({"Method": table["method"], "Seeds": table["seeds"].astype(str),
+                          **{t: [fmt_mean_std(m, s) for m, s in zip(table[f"{t}_mean"], table[f"{t}_std"])]
+                             for t in titles}})
+    seeds = ", ".join(map(str, sorted(reports)))
+    text = (f"# Leaderboard across seeds {seeds}\n\nPer method: mean ± sample std across seeds of each "
+            f"seed's result (percent): fold means for the Table II metrics, pooled values for the "
+            f"pooled ones. Per-seed leaderboards: seed-<s>/leaderboard.md.\n\n{markdown_table(shown)}\n")
+    paths = {"md": out / "leaderboard-seeds.md", "csv": out / "leaderboard-seeds.csv"}
+    try:
+        atomic_write_text(paths["md"], text)
+        atomic_write_text(paths["csv"], table.to_csv(index=False))
+    except OSError as exc:
+        raise UserError(f"cannot write {paths['md']}: {exc.strerror or exc}") from None
     return paths

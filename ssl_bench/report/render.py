@@ -11,18 +11,26 @@ from typing import Any, Sequence
 
 import pandas as pd
 from rich import box
-from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from ..console import make_console
 from ..experiment.metrics import METRICS
 from .leaderboard import REFERENCE_LABEL, Report, reference_comparison
 from .runs import dataset_summary, provenance_table, run_dates
 
+
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
-SECTIONS = ("leaderboard", "notes", "figure", "reference", "folds", "provenance")
-P_NOTE = "not corrected for multiple comparisons"
+SECTIONS = ("leaderboard", "notes", "clinical", "figure", "reference", "folds", "provenance")
+P_NOTE = "raw, with Holm-adjusted values in brackets"
+CLINICAL_TITLES = {"oof_auc": "Pooled AUC", "auprc": "AUPRC", "sens_at_spec90": "Sens. @ 90% spec.",
+                   "sens_at_spec95": "Sens. @ 95% spec.", "breast_auc": "Breast AUC",
+                   "patient_auc": "Patient AUC", "op_sensitivity": "Op. sens.", "op_specificity": "Op. spec."}
+CLINICAL_NOTE = ("Pooled over all held-out images of all folds, with patient-clustered 95% confidence "
+                 "intervals. Breast and patient level: the {aggregate} of a breast's (a patient's) image "
+                 "scores. Op. sens./spec.: at each fold's operating point, chosen on that fold's training "
+                 "predictions (Youden), never on the held-out fold.")
 TEXT_COLUMNS = frozenset({"Method", "Source", "Warning", "Run", "Metric"})
 
 
@@ -45,7 +53,7 @@ def fmt_mean_std(mean: Any, std: Any, digits: int = 2) -> str:
 def fmt_ci(v: Any, lo: Any, hi: Any) -> str:
     if _nan(v):
         return "–"
-    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{v:.2f}" if _nan(lo) or _nan(hi) else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 def fmt_p(p: Any) -> str:
@@ -70,8 +78,9 @@ def describe_setup(report: Report) -> str:
 _SPLITS = {"patient": "grouped by patient (--split patient)", "image": "image-level (--split image)"}
 REFERENCE_NOTE = ("The TSBN paper's Table II on INbreast (percent; its AUC read off Fig. 4, compared "
                   "with our pooled AUC) beside ours; 'ours - paper' in percentage points.")
-UNITS = ("Values in percent: mean ± sample std (ddof=1) over folds; pooled AUC over all out-of-fold "
-         "predictions with a 95% DeLong confidence interval (logit). Threshold 0.5.")
+UNITS = ("Values in percent: mean ± sample std (ddof=1) over folds at the paper's threshold 0.5; pooled "
+         "AUC over all out-of-fold predictions with a 95% patient-clustered confidence interval "
+         "(Obuchowski 1997, logit).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,10 +97,36 @@ def leaderboard_display(report: Report) -> pd.DataFrame:
     if report.has_p_values:
         base = report.baseline
         for col, title in (("p_auc", "p AUC"), ("p_accuracy", "p Acc.")):
-            out[f"{title} vs {base}"] = ["baseline" if m == base else fmt_p(p)
-                                         for m, p in zip(t["method"], t[col])]
+            out[f"{title} vs {base}"] = ["baseline" if m == base else fmt_p_holm(p, h)
+                                         for m, p, h in zip(t["method"], t[col], t[f"{col}_holm"])]
+    if report.control is not None:
+        out[f"vs {report.control}"] = [_versus_control(r, b, d, p) for r, b, d, p in zip(
+            t["role"], t["beats_control"], t["control_auc_diff"], t["control_p_auc_holm"])]
+    if t["degenerate"].astype(int).any():
+        out["Degenerate folds"] = [", ".join(map(str, r.degenerate)) for r in report.runs]
     if t["warning"].astype(bool).any():
         out["Warning"] = t["warning"]
+    return out
+
+
+def _versus_control(role: str, beats: Any, diff: Any, p_holm: Any) -> str:
+    if role == "control":
+        return "control"
+    if _nan(beats):
+        return "n/a"
+    return f"{'beats' if beats else 'no'} ({100 * diff:+.1f} pts, p {fmt_p(p_holm)})"
+
+
+def fmt_p_holm(p: Any, holm: Any) -> str:
+    return "n/a" if _nan(p) else f"{fmt_p(p)} [{fmt_p(holm)}]"
+
+
+def clinical_display(report: Report) -> pd.DataFrame:
+    """Pooled metrics clinicians read, each with its patient-clustered 95% CI."""
+    t = report.table
+    out = pd.DataFrame({"Method": t["method"]})
+    for col, title in CLINICAL_TITLES.items():
+        out[title] = [fmt_ci(*v) for v in zip(t[col], t[f"{col}_lo"], t[f"{col}_hi"])]
     return out
 
 
@@ -115,16 +150,19 @@ def per_fold_display(report: Report, method: str) -> pd.DataFrame:
     run = next(r for r in report.runs if r.method == method)
     df = report.per_fold[method]
     row = report.table.set_index("method").loc[method]
-    out: dict[str, list[str]] = {"Metric": ["Images", "Malignant", *(METRIC_TITLES[m] for m in METRICS)]}
+    out: dict[str, list[str]] = {"Metric": ["Images", "Malignant", *(METRIC_TITLES[m] for m in METRICS),
+                                            "Op. threshold", "Degenerate"]}
     for k in range(run.n_folds):
         if k in df.index:
             f = df.loc[k]
             out[f"Fold {k}"] = [str(int(f["n"])), str(int(f["n_malignant"])),
-                                *(fmt_value(f[m]) for m in METRICS)]
+                                *(fmt_value(f[m]) for m in METRICS), fmt_value(f["op_threshold"], 3),
+                                f["degenerate"] or "no"]
         else:
-            out[f"Fold {k}"] = ["missing", *(["–"] * (1 + len(METRICS)))]
+            out[f"Fold {k}"] = ["missing", *(["–"] * (3 + len(METRICS)))]
     out["Mean ± std"] = [f"Σ {int(df['n'].sum())}", f"Σ {int(df['n_malignant'].sum())}",
-                         *(fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS)]
+                         *(fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS),
+                         "", f"{int(row['degenerate'])} of {len(df)}"]
     return pd.DataFrame(out)
 
 
@@ -162,6 +200,9 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
         blocks.append(("table", leaderboard_display(report)))
     if "notes" in sections and report.notes:
         blocks.append(("ul", report.notes))
+    if "clinical" in sections:
+        blocks += [("h2", "Pooled metrics clinicians read"),
+                   ("p", CLINICAL_NOTE.format(aggregate=report.aggregate)), ("table", clinical_display(report))]
     if "figure" in sections and figure:
         blocks.append(("img", figure))
     if "reference" in sections and report.reference is not None:
@@ -263,7 +304,7 @@ def _rich_tables(df: pd.DataFrame, width: int) -> list[Any]:
 def print_report(report: Report, console: Any = None, sections: Sequence[str] = SECTIONS) -> None:
     """The report in the terminal: rich markdown for the text, rich tables for the tables."""
 
-    console = console or Console()
+    console = console or make_console()
     for i, (kind, content) in enumerate(report_blocks(report, sections)):
         if i and kind in ("h2", "h3", "table"):
             console.print()
@@ -282,7 +323,7 @@ def print_report(report: Report, console: Any = None, sections: Sequence[str] = 
 def print_markdown(text: str, console: Any = None) -> None:
     """Render markdown text in the terminal with rich."""
 
-    (console or Console()).print(Markdown(text))
+    (console or make_console()).print(Markdown(text))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,8 +35,9 @@ class RunResult:
     n_folds: int  # folds the run was configured for
     fold_metrics: dict[int, dict[str, float]]  # recomputed from predictions.csv (fractions)
     stored_metrics: dict[int, dict[str, float]]  # as written in metrics.json
-    predictions: pd.DataFrame  # pooled: image_id, patient_id, label, score, fold
+    predictions: pd.DataFrame  # pooled: image_id, patient_id, label, score, laterality, fold
     warnings: list[str] = field(default_factory=list)
+    degenerate: dict[int, str] = field(default_factory=dict)  # fold -> why its scores say nothing
 
     @property
     def completed_folds(self) -> list[int]:
