@@ -339,10 +339,12 @@ def to_csv(report: Report) -> str:
     if not ref.empty:
         ref = ref[ref["source"] != "ours"]
         t = pd.concat([t, ref], ignore_index=True)
-    cols = ["source", "method", "folds_done", "folds_total",
+    pooled = [f"{c}{s}" for c in CLINICAL_TITLES for s in ("", "_lo", "_hi")]
+    tests = [c for c in ("p_auc", "p_auc_holm", "p_accuracy", "p_accuracy_holm", "control_auc_diff",
+                         "control_p_auc", "control_p_auc_holm", "beats_control") if c in t.columns]
+    cols = ["source", "method", "role", "folds_done", "folds_total",
             *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
-            "oof_auc", "oof_auc_lo", "oof_auc_hi",
-            *([c for c in ("p_auc", "p_accuracy") if c in t.columns]), "warning", "run"]
+            *pooled, *tests, "degenerate", "warning", "run"]
     buf = io.StringIO()
     t[cols].to_csv(buf, index=False, float_format="%.6g")
     return buf.getvalue()
