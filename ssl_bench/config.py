@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import types
@@ -380,6 +381,26 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{key} must be at least 1")
     if cfg.train.pretext_epochs < 0:
         raise ConfigError("train.pretext_epochs must be at least 0")
+    for key, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False), ("pos_weight", 0.0, True)):
+        value = getattr(cfg.train, key)
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            bound = "greater than" if strict else "at least"
+            raise ConfigError(f"train.{key} must be a finite number {bound} {low:g}, got {value!r}")
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be in 0..{2**32 - 1}, got {cfg.seed}")
+    if cfg.threads < 0:
+        raise ConfigError(f"threads must be at least 0 (0 = torch's default), got {cfg.threads}")
+    if cfg.name is not None:
+        check_path_name(cfg.name, "name")
+
+
+def check_path_name(name: str, what: str = "name") -> str:
+    """``name`` as one folder name inside an output folder: no separators, no ``..``, not absolute,
+    not hidden (hidden names are the run directory's temporary files)."""
+    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in '/\\\0:'):
+        raise ConfigError(f"{what} {name!r} cannot be used as a folder name: use letters, digits, "
+                          f"'-', '_' or spaces, without '/', '\\', ':' or a leading '.'")
+    return name
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:

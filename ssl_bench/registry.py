@@ -199,7 +199,9 @@ def load_plugin(ep: metadata.EntryPoint) -> bool:
     _origin_stack.append(label)
     try:
         ep.load()
-    except Exception as exc:  # a broken plugin must never break the toolkit
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a broken plugin, even one calling sys.exit(), must not break the toolkit
         for kind, reg in REGISTRIES.items():
             for name in set(reg._entries) - before[kind]:
                 reg.unregister(name)

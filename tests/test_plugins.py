@@ -212,3 +212,23 @@ def test_rotation_plugin_runs_with_finetune(tmp_path):
     result = CliRunner().invoke(main, args, env=WIDE)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "rotation-finetune" / "summary.json").is_file()
+
+
+EXITING = """
+import sys
+sys.exit(3)
+"""
+
+
+def test_a_plugin_that_exits_is_one_warning_and_the_rest_works(fake_plugins):
+    """A plugin calling sys.exit() at import used to end every command with no output."""
+    fake_plugins.add("exit-demo", "0.1", "exit_demo", "exit_demo_plugin", EXITING)
+    fake_plugins.add("broken-demo", "1.0", "broken_demo", "broken_demo_plugin", BROKEN)
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(main, ["list", "pretexts"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    (line,) = _plugin_lines(result.output, "exit_demo")
+    assert "was not loaded: SystemExit: 3" in line
+    assert _count_warnings(recorded, result.output, "broken_demo") == 1  # the other plugins' too
+    assert "gsim" in result.output

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 import yaml
 
-from ..config import Config, load_yaml, save_yaml
+from ..config import Config, check_path_name, load_yaml, save_yaml
 from ..errors import UserError
 from ..fileio import atomic_write_text
 
@@ -173,8 +173,12 @@ class RunDir:
 
     @classmethod
     def create(cls, out: str | Path, name: str) -> "RunDir":
-        """``<out>/<name>/`` with its ``folds/`` folder, checked writable."""
-        path = Path(out).expanduser() / name
+        """``<out>/<name>/`` with its ``folds/`` folder, checked to lie directly inside ``out``
+        (``name`` is one folder name, not a path) and writable."""
+        parent = Path(out).expanduser()
+        path = parent / check_path_name(name, "run name")
+        if path.resolve().parent != parent.resolve():
+            raise UserError(f"run name {name!r} would write outside --out {parent}")
         try:
             (path / "folds").mkdir(parents=True, exist_ok=True)
             probe = path / ".write-probe"

@@ -1,0 +1,63 @@
+"""Mistakes a user can make are one clear line and exit 2, never a traceback, and nothing is
+written outside --out."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ssl_bench.cli import main
+from ssl_bench.config import build_config
+from ssl_bench.errors import ConfigError, UserError
+from ssl_bench.experiment.rundir import RunDir
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.lr=-1", "train.lr must be a finite number greater than 0"),
+    ("train.lr=nan", "train.lr must be a finite number greater than 0, got nan"),
+    ("train.weight_decay=-1", "train.weight_decay must be a finite number at least 0"),
+    ("train.pos_weight=0", "train.pos_weight must be a finite number greater than 0"),
+    ("seed=-1", "seed must be in 0..4294967295"),
+    ("threads=-2", "threads must be at least 0"),
+    ("name=../x", "cannot be used as a folder name"),
+    ("name=/srv/victim", "cannot be used as a folder name"),
+    ("name=.hidden", "cannot be used as a folder name"),
+])
+def test_bad_values_are_config_errors(item, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        build_config("smoke", sets=[item])
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--profile", "smoke", "--set", "train.lr=-1"],
+    ["run", "--profile", "smoke", "--seed", "-1"],
+    ["run", "--profile", "smoke", "--name", "../escape"],
+])
+def test_cli_user_errors_are_one_line(tmp_path, args):
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "escape").exists()
+
+
+def test_binary_config_file_is_one_line(tmp_path):
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    for command in (["run", "--profile", "smoke", "--config", str(binary)], ["bench", str(binary)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and "not a YAML text file" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bench_method_named_like_a_path_writes_nothing_outside_out(tmp_path):
+    bench = tmp_path / "bench.yaml"
+    victim = tmp_path / "victim"
+    bench.write_text(f"methods:\n  {victim}: {{pretext: none, transfer: finetune}}\n")
+    result = CliRunner().invoke(main, ["bench", str(bench), "--profile", "smoke", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "cannot be used as a folder name" in result.output, result.output
+    assert not victim.exists()
+
+
+def test_run_directories_stay_inside_out(tmp_path):
+    with pytest.raises(UserError, match="folder name"):
+        RunDir.create(tmp_path, "../outside")
+    assert RunDir.create(tmp_path, "inside").path == tmp_path / "inside"
