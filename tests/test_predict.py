@@ -39,15 +39,15 @@ def test_predict_scores_new_dicom_and_png_files(trained, tmp_path):
     result = invoke("predict", "--run", run, *dicoms, png, "--format", "csv", "--out", out)
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert list(table.columns) == ["file", "probability", "threshold", "malignant", "fold_0", "fold_1"]
+    assert list(table.columns) == ["file", "p_malignant", "threshold", "malignant", "fold_0", "fold_1"]
     thresholds = [json.loads((run / "folds" / str(k) / "metrics.json").read_text())["op_threshold"] for k in (0, 1)]
     assert np.allclose(table["threshold"], np.mean(thresholds))  # the folds' operating points
-    assert (table["malignant"] == (table["probability"] >= table["threshold"])).all()
+    assert (table["malignant"] == (table["p_malignant"] >= table["threshold"])).all()
     assert len(table) == 3
     assert ((table[["fold_0", "fold_1"]] >= 0) & (table[["fold_0", "fold_1"]] <= 1)).all().all()
-    assert np.allclose(table["probability"], table[["fold_0", "fold_1"]].mean(axis=1))
+    assert np.allclose(table["p_malignant"], table[["fold_0", "fold_1"]].mean(axis=1))
     as_json = json.loads(invoke("predict", "--run", run, dicoms[0], "--format", "json").output)
-    assert as_json[0]["probability"] == pytest.approx(table["probability"][0], rel=1e-6)
+    assert as_json[0]["p_malignant"] == pytest.approx(table["p_malignant"][0], rel=1e-6)
 
 
 def test_predict_user_errors(trained, tmp_path):

@@ -61,3 +61,50 @@ def test_run_directories_stay_inside_out(tmp_path):
     with pytest.raises(UserError, match="folder name"):
         RunDir.create(tmp_path, "../outside")
     assert RunDir.create(tmp_path, "inside").path == tmp_path / "inside"
+
+
+class _NotTensors:  # what a pickle that runs code on load would hold instead of tensors
+    pass
+
+
+def test_unsafe_or_malformed_model_files_are_one_line(tmp_path):
+    import torch
+
+    from ssl_bench.experiment.rundir import load_model_record
+
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"state_dict": _NotTensors()}, unsafe)
+    with pytest.raises(UserError) as info:
+        load_model_record(unsafe)
+    text = str(info.value)
+    assert text.startswith("not a ssl-bench model file") and "\n" not in text
+    assert "weights_only" not in text
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a zip at all")
+    with pytest.raises(UserError, match="not a ssl-bench model file"):
+        load_model_record(garbage)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"format": "something-else"}, wrong)
+    with pytest.raises(UserError, match="not a ssl-bench model file"):
+        load_model_record(wrong)
+
+
+def test_duplicate_image_ids_are_refused():
+    import numpy as np
+    import pandas as pd
+
+    from ssl_bench.data.base import LoadedDataset
+    from ssl_bench.errors import DataError
+
+    table = pd.DataFrame({"image_id": ["a", "b", "a"], "patient_id": ["p", "p", "q"], "label": [0, 1, 0]})
+    with pytest.raises(DataError, match="lists 1 image id.s. more than once .e.g. a."):
+        LoadedDataset("demo", table, np.zeros((3, 16, 16), np.float16))
+
+
+def test_rerunning_a_finished_run_says_so(tmp_path):
+    args = ["run", "--pretext", "none", "--transfer", "finetune", "--profile", "smoke", "--folds", "2",
+            "--out", str(tmp_path)]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "all 2 folds are already done" in again.output, again.output

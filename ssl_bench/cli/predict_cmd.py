@@ -23,7 +23,9 @@ def predict(run_dir, images, fmt, out, device):
     from ..experiment.inference import predict_files
     from ..training.device import resolve_device
 
-    table = predict_files(run_dir, list(images), resolve_device(device))
+    err = make_console(stderr=True)
+    table = predict_files(run_dir, list(images), resolve_device(device),
+                          on_partial=lambda text: err.print(f"[yellow]warning:[/] {text}", highlight=False))
     if fmt == "table" and out is None:
         view = Table(title=f"malignancy probability ({run_dir})")
         for col in table.columns:
@@ -34,7 +36,7 @@ def predict(run_dir, images, fmt, out, device):
         make_console().print(view)
         return
     text = (
-        json.dumps(table.to_dict(orient="records"), indent=2)
+        json.dumps(table.to_dict(orient="records"), indent=2) + "\n"
         if fmt == "json"
         else table.to_csv(index=False)
     )

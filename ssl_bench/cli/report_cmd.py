@@ -17,9 +17,10 @@ from ..errors import UserError
                    "(<out>_roc.png/.svg) beside it; html embeds it.")
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reference numbers to show beside ours, e.g. benchmarks/table2_paper.csv.")
-@click.option("--baseline", default="ResNet", show_default=True,
-              help="Method the p-values compare against (patients as the unit: Obuchowski's clustered "
-                   "test for AUC, paired patient bootstrap for accuracy; raw and Holm-adjusted).")
+@click.option("--baseline", default=None,
+              help="Method the p-values compare against (default: ResNet when among the runs; patients "
+                   "as the unit: Obuchowski's clustered test for AUC, paired patient bootstrap for "
+                   "accuracy; raw and Holm-adjusted).")
 @click.option("--control", default="Non-spatial", show_default=True,
               help="The non-spatial control row: each method is marked as beating it or not.")
 @click.option("--aggregate", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
@@ -36,13 +37,14 @@ def report(run_dirs, fmt, out, reference, baseline, control, aggregate, n_boot, 
     """Leaderboard of RUN_DIR... (run directories of `ssl-bench run` / `bench`), with ROC figure,
     significance against a baseline, per-fold results and provenance."""
     # scikit-learn and matplotlib load only when a command runs, so --help stays fast
-    from ..report.leaderboard import build_report
+    from ..report.leaderboard import DEFAULT_BASELINE, build_report
     from ..report.publish import write_report
     from ..report.render import print_report, to_csv
 
     if fmt == "html" and out is None:
         raise UserError("--format html needs --out FILE.html (the page is written to a file)")
-    rep = build_report(run_dirs, reference=reference, baseline=baseline, sort_by=sort_by,
+    rep = build_report(run_dirs, reference=reference, baseline=baseline or DEFAULT_BASELINE,
+                       baseline_required=baseline is not None, sort_by=sort_by,
                        allow_mixed=allow_mixed, n_boot=n_boot, control=control, aggregate=aggregate)
     if out is None:
         if fmt == "csv":

@@ -40,6 +40,11 @@ class LoadedDataset:
     def __post_init__(self) -> None:
         if len(self.samples) != len(self.images):
             raise ValueError(f"{len(self.samples)} samples but {len(self.images)} images")
+        ids = self.samples["image_id"].astype(str)
+        if ids.duplicated().any():
+            dup = sorted(set(ids[ids.duplicated()]))
+            raise DataError(f"dataset '{self.name}' lists {len(dup)} image id(s) more than once "
+                            f"(e.g. {', '.join(dup[:3])}); every image needs its own image_id")
 
     @property
     def labels(self) -> np.ndarray:

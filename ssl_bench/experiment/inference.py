@@ -5,6 +5,7 @@ training predictions)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,10 +33,17 @@ def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.n
     return config, models
 
 
-def predict_files(run_dir: str | Path, files: list[str], device: torch.device) -> pd.DataFrame:
-    """One row per file: ``file``, ``probability`` (mean over folds), ``fold_<k>`` per fold."""
+def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
+                  on_partial: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """One row per file: ``file``, ``p_malignant`` (probability of malignancy, mean over folds),
+    ``threshold`` (the run's operating point), ``malignant`` (``p_malignant >= threshold``), and
+    ``fold_<k>`` (fold k's probability) per fold."""
     config, models = load_fold_models(run_dir)
     size = tuple(config["data"]["image_size"])
+    n_folds = int((config.get("data") or {}).get("folds") or len(models))
+    if len(models) < n_folds and on_partial is not None:
+        on_partial(f"{run_dir} is partial: {len(models)} of {n_folds} folds have a trained model "
+                   f"(folds {', '.join(str(k) for k, _ in models)}); probabilities average those")
     images, problems = [], []
     for f in files:
         try:
@@ -50,9 +58,9 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device) -
     per_fold = {}
     for k, model in models:
         per_fold[f"fold_{k}"] = predict_scores(model.to(device), batch, device)
-    table["probability"] = np.mean(list(per_fold.values()), axis=0)
+    table["p_malignant"] = np.mean(list(per_fold.values()), axis=0)
     table["threshold"] = operating_threshold_of(RunDir.open(run_dir), [k for k, _ in models])
-    table["malignant"] = table["probability"] >= table["threshold"]
+    table["malignant"] = table["p_malignant"] >= table["threshold"]
     return pd.concat([table, pd.DataFrame(per_fold)], axis=1)
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import components
 from ..config import Config
+from ..console import make_console
 from ..data.base import LoadedDataset
 from ..data.loading import load_dataset
 from ..data.splits import check_grouping, make_folds
@@ -136,8 +137,12 @@ def run_experiment(cfg: Config, show_progress: bool = True, console=None) -> tup
     device = resolve_device(cfg.device)
     started = provenance.now()
     run = prepare_run(cfg)
-    with TrainingProgress(console, enabled=show_progress) as progress:
-        todo = run.folds_to_run
+    todo = run.folds_to_run
+    if not todo and show_progress:
+        wanted = "fold {cfg.fold} is" if cfg.fold is not None else f"all {cfg.data.folds} folds are"
+        (console or make_console(stderr=True)).print(
+            f"{wanted.format(cfg=cfg)} already done in {run.rundir.path}: nothing to train", highlight=False)
+    with TrainingProgress(console, enabled=show_progress and bool(todo)) as progress:
         progress.start_folds(f"{components.display_name(cfg)} folds", len(todo))
         for k in todo:
             metrics = complete_fold(run, k, device, progress)

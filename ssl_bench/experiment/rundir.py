@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -144,8 +145,11 @@ def load_model_record(path: Path) -> dict:
     """Read and check a ``model.pt`` (tensors and plain values only: no code is run)."""
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never here
+        raise UserError(f"not a ssl-bench model file: {path} (refused: it holds objects other than "
+                        f"tensors and plain values, which could run code when loaded)") from None
     except Exception as exc:
-        raise UserError(f"cannot load {path}: {exc}") from None
+        raise UserError(f"not a ssl-bench model file: {path} ({' '.join(str(exc).split())[:200]})") from None
     if not isinstance(record, dict) or record.get("format", MODEL_FORMAT) != MODEL_FORMAT:
         raise UserError(f"not a ssl-bench model file: {path}")
     version = record.get("version", 0)

@@ -40,6 +40,7 @@ __all__ = [
     "METRICS", "SORT_KEYS", "Report", "RunResult", "build_report", "load_reference", "load_run",
 ]
 
+DEFAULT_BASELINE = "ResNet"  # the paper's supervised baseline row
 REFERENCE_LABEL = "paper (INbreast)"
 REFERENCE_DATASET = "inbreast"
 SORT_KEYS = (*METRICS, "oof_auc", *(m for m in POOLED_METRICS if m != "auc"))
@@ -182,11 +183,14 @@ def build_report(
     sort_by: str = "auc",
     allow_mixed: bool = False,
     n_boot: int = 1000,
+    baseline_required: bool = True,
     seed: int = 0,
     control: str | None = "Non-spatial",
     aggregate: str = "mean",
 ) -> Report:
-    """Load run directories, check they are comparable, and build the leaderboard."""
+    """Load run directories, check they are comparable, and build the leaderboard.
+    ``baseline_required=False``: a baseline that is not among the runs is no note (the default
+    baseline of ``ssl-bench report``, which the user did not ask for)."""
     dirs = list(run_dirs)
     if not dirs:
         raise UserError("no run directories given")
@@ -213,7 +217,7 @@ def build_report(
         notes.insert(0, (f"p-values compare each method with the baseline {base.method} on the same "
                          f"held-out images; Holm-adjusted values (Holm 1979) correct for the "
                          f"{len(runs) - 1} methods compared."))
-    elif baseline:
+    elif baseline and baseline_required:
         names = ", ".join(r.method for r in runs)
         notes.insert(0, f"Baseline '{baseline}' is not among the runs ({names}); no p-values.")
     if ctrl is not None:

@@ -68,7 +68,8 @@ def describe_setup(report: Report) -> str:
     run = report.runs[0]
     split = {"patient": "patient-grouped", "image": "image-level"}.get(run.data.get("split"))
     sort = METRIC_TITLES.get(report.sort_by, report.sort_by)
-    return (f"{len(report.runs)} methods · dataset {ds['name']}: {ds['n_images']} images "
+    n = len(report.runs)
+    return (f"{n} method{'s' if n != 1 else ''} · dataset {ds['name']}: {ds['n_images']} images "
             f"({ds['n_benign']} benign, {ds['n_malignant']} malignant), {ds['n_patients']} patients · "
             f"{split or run.data.get('split', '?')} stratified {run.n_folds}-fold cross-validation · "
             f"seed {run.config.get('seed', '?')}"
