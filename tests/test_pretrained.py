@@ -18,6 +18,7 @@ from ssl_bench.errors import ConfigError
 from ssl_bench.models import backbones
 from ssl_bench.models.backbones import (
     IMAGENET_WEIGHTS,
+    check_pretrained,
     create_backbone,
     fetch_imagenet_weights,
     imagenet_weights,
@@ -196,6 +197,21 @@ def test_probe_is_bounded(monkeypatch):
     why = backbones._unreachable.__wrapped__("http://192.0.2.1/")  # TEST-NET-1: never answers
     assert isinstance(why, str) and why
     assert time.perf_counter() - start < 2
+
+
+def test_check_pretrained_builds_nothing_and_says_the_same(hub_cache, tmp_path, monkeypatch, weight_files):
+    def no_model(*args, **kwargs):
+        raise AssertionError("check_pretrained created a model")
+
+    monkeypatch.setattr(backbones.timm, "create_model", no_model)
+    for ok in (None, "none", str(weight_files["resnet18"][0])):
+        check_pretrained("resnet18", ok)
+    with pytest.raises(ConfigError, match="not found: .*nope.pth"):
+        check_pretrained("resnet18", tmp_path / "nope.pth")
+    with pytest.raises(ConfigError, match="ssl-bench weights fetch resnet50"):
+        check_pretrained("resnet50", "imagenet")
+    _put_in_hub_cache(hub_cache, "timm/resnet50.tv_in1k", {"x": torch.zeros(1)})
+    check_pretrained("resnet50", "imagenet")  # cached: fine without network
 
 
 def test_paper_profile_starts_from_imagenet_the_others_from_random():

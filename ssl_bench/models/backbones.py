@@ -55,6 +55,7 @@ __all__ = [
     "IMAGENET_WEIGHTS",
     "ImagenetWeights",
     "create_backbone",
+    "check_pretrained",
     "imagenet_weights",
     "fetch_imagenet_weights",
     "encode_multiscale",
@@ -127,10 +128,7 @@ def create_backbone(
 
     path = Path(pretrained).expanduser()
     if not path.is_file():
-        raise ConfigError(
-            f"pretrained weights file not found: {path} (--pretrained takes a weights file, "
-            f"'{IMAGENET}' or 'none')"
-        )
+        raise ConfigError(_file_not_found(path))
     # source=None: never let a registry default (hf-hub) take priority over the local file.
     overlay = dict(file=str(path), source=None, custom_load=False)
     try:
@@ -277,13 +275,7 @@ def fetch_imagenet_weights(name: str) -> tuple[ImagenetWeights, Path]:
 def _load_imagenet(weights: ImagenetWeights, fetching: bool = False, **create_kwargs: Any) -> nn.Module:
     """``timm.create_model(weights.tagged, pretrained=True, ...)``, failing at once and in one
     line when the weights are neither reachable nor cached."""
-    why = None
-    if hub_constants.HF_HUB_OFFLINE:
-        why = "HF_HUB_OFFLINE is set"
-    else:
-        unreachable = _unreachable(weights.source_url)
-        if unreachable is not None:
-            why = f"no network ({unreachable})"
+    why = _offline_reason(weights)
     if why is not None and weights.cached() is None:
         raise ConfigError(_cannot_fetch(weights, why, fetching))
     try:
@@ -296,6 +288,39 @@ def _load_imagenet(weights: ImagenetWeights, fetching: bool = False, **create_kw
             f"could not load the ImageNet weights '{weights.tagged}' into backbone '{weights.name}': "
             f"{_one_line(exc)}"
         ) from exc
+
+
+def _offline_reason(weights: ImagenetWeights) -> str | None:
+    """Why only the cache can be read (``HF_HUB_OFFLINE``, or the probe), else None."""
+    if hub_constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    unreachable = _unreachable(weights.source_url)
+    return None if unreachable is None else f"no network ({unreachable})"
+
+
+def check_pretrained(name: str, pretrained: str | os.PathLike[str] | None) -> None:
+    """The checks of :func:`create_backbone` that build nothing, for a run to make before it
+    loads any data: the weights file exists, or ImageNet weights exist for ``name`` and are
+    cached or reachable (one probe).
+
+    Raises:
+        ConfigError: the same one line :func:`create_backbone` would raise.
+    """
+    if _no_weights(pretrained):
+        return
+    if str(pretrained).strip().lower() == IMAGENET:
+        weights = imagenet_weights(name)
+        why = _offline_reason(weights)
+        if why is not None and weights.cached() is None:
+            raise ConfigError(_cannot_fetch(weights, why, fetching=False))
+        return
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise ConfigError(_file_not_found(path))
+
+
+def _file_not_found(path: Path) -> str:
+    return f"pretrained weights file not found: {path} (--pretrained takes a weights file, '{IMAGENET}' or 'none')"
 
 
 def _cannot_fetch(weights: ImagenetWeights, why: str, fetching: bool) -> str:
