@@ -12,6 +12,9 @@
 #            4 concurrent jobs vs 1
 #   methods  the 7 Table II methods' epoch costs (eager and CUDA graphs) -> Table II projection
 #   compile  TSBN-U batch 4 with torch.compile + CUDA graphs (last: compiling takes minutes)
+# The GPU machine has no network: the paper profile's ImageNet initialisation
+# (model.pretrained=imagenet) is switched off for every config speed.py builds
+# (model.pretrained=none in its method_configs), since weights do not change step times.
 # Files under $OUT (8 at most): summary.log tests.log speed.log speed.json methods.log
 # methods.json compile.log compile.json
 set -u

@@ -96,7 +96,8 @@ def peak_gib(device: torch.device) -> float | None:
 def method_configs(args, batch: int, extra: tuple[str, ...] = ()) -> dict:
     """The Table II methods' resolved configs (``benchmarks/table2.yaml``), at the measured size."""
     h, w = args.size
-    sets = (f"data.image_size={h}x{w}", f"train.batch_size={batch}") + tuple(extra)
+    # random init: the paper profile's ImageNet weights would need the network (timing is the same)
+    sets = (f"data.image_size={h}x{w}", f"train.batch_size={batch}", "model.pretrained=none") + tuple(extra)
     if args.compile:
         sets += ("train.compile=true",)
     plan = load_plan(TABLE2, profile="smoke" if args.small else "paper", sets=sets)

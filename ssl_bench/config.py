@@ -49,7 +49,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnet50"  # any timm model name
-    pretrained: str | None = None  # local weights file for the backbone (no download)
+    # backbone initialisation: None/"none" random, "imagenet" timm's ImageNet weights (downloaded
+    # into the Hugging Face cache unless there; models/backbones.py), or a local weights file
+    pretrained: str | None = None
     pretext_net: str = "unet"  # NETWORKS name used by the collab transfer
 
 
@@ -125,6 +127,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "data.image_size": (768, 384),
         "model.backbone": "resnet50",
+        "model.pretrained": "imagenet",  # section III.B: the downstream ResNet50 starts from ImageNet
         "train.epochs": 30,
         "train.pretext_epochs": 30,
         "train.batch_size": 4,

@@ -22,6 +22,7 @@ from .list_cmd import list_components, show_plugin_warnings
 from .predict_cmd import predict
 from .report_cmd import report
 from .run_cmd import run
+from .weights_cmd import weights
 
 
 console = make_console(stderr=True)
@@ -48,5 +49,5 @@ def main() -> None:
     """Benchmark self-supervised pretext tasks and transfer strategies on mammography."""
 
 
-for _command in (list_components, run, data, predict, bench, report):
+for _command in (list_components, run, data, predict, bench, report, weights):
     main.add_command(_command)

@@ -108,7 +108,10 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
 @click.option("--backbone", "model__backbone", default=None,
               help="Downstream timm model (default: the profile's, "
                    + ", ".join(f"{PROFILES[p]['model.backbone']} in {p}" for p in PROFILES) + ").")
-@click.option("--pretrained", "model__pretrained", default=None, help="Local weights file for the backbone.")
+@click.option("--pretrained", "model__pretrained", default=None, metavar="imagenet|PATH|none",
+              help="Backbone initialisation: timm's ImageNet weights (the paper profile's; needs the "
+                   "network or a cache filled by 'ssl-bench weights fetch'), a local weights file, "
+                   "or none (random; the other profiles').")
 @click.option("--pretext-net", "model__pretext_net", default=None, help="Pretext network for collab (unet, rdn).")
 @click.option("--fold", type=int, default=None, help="Run only this fold (0-based).")
 @click.option("--name", default=None, help="Run directory name (default: pretext-transfer[-net]).")
