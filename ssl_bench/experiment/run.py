@@ -18,6 +18,7 @@ from ..console import make_console
 from ..data.base import LoadedDataset
 from ..data.loading import load_dataset
 from ..data.splits import check_grouping, make_folds
+from ..models.backbones import check_pretrained
 from ..registry import DATASETS
 from ..training.device import device_name, resolve_device
 from ..training.progress import TrainingProgress
@@ -46,6 +47,7 @@ def validate_parts(cfg: Config) -> None:
     build_parts(cfg)
     DATASETS.get(cfg.data.dataset)
     components.check_needed_components(cfg)
+    check_pretrained(cfg.model.backbone, cfg.model.pretrained)  # offline ImageNet: fail before any data
 
 
 def fold_table(loaded: LoadedDataset, fold_of: np.ndarray) -> pd.DataFrame:
