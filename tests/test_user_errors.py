@@ -108,3 +108,31 @@ def test_rerunning_a_finished_run_says_so(tmp_path):
     assert first.exit_code == 0, first.output
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "all 2 folds are already done" in again.output, again.output
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
+    """Two runs into one run directory at once used to mix their configurations silently."""
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from ssl_bench.experiment.rundir import RunDir;"
+         f"RunDir.create({str(tmp_path)!r}, 'race').claim(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ["run", "--pretext", "none", "--transfer", "finetune", "--profile", "smoke", "--name", "race",
+                "--out", str(tmp_path), "--set", "train.lr=0.05"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert f"is being written by another ssl-bench process (PID {holder.pid}" in result.output
+        assert not (tmp_path / "race" / "config.yaml").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)  # the kernel released the lock with the process: the run goes ahead
+    args = ["run", "--pretext", "none", "--transfer", "finetune", "--profile", "smoke", "--name", "race",
+            "--folds", "2", "--fold", "0", "--out", str(tmp_path), "--quiet"]
+    assert CliRunner().invoke(main, args).exit_code == 0

@@ -67,6 +67,7 @@ def prepare_run(cfg: Config, loaded: LoadedDataset | None = None) -> PreparedRun
     """Check the parts, create or reopen the run directory, load the data and fix the folds."""
     validate_parts(cfg)
     rundir = RunDir.create(cfg.out, components.run_name(cfg))
+    rundir.claim()  # before reading anything: a concurrent writer would change it under us
     rundir.check_config(cfg)
     loaded = loaded if loaded is not None else load_dataset(cfg)
     fold_of = compute_folds(cfg, loaded)

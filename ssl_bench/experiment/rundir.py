@@ -20,7 +20,9 @@ needed to score new images, so published runs may drop the weights and still rep
 three files are written into ``folds/.<k>.tmp-<pid>/`` and the folder is renamed to ``folds/<k>``
 in one step, so a fold exists completely or not at all and a complete fold is never rewritten;
 every other file is written atomically (:mod:`ssl_bench.fileio`). Leftovers of a killed process
-are hidden names (``.<k>.tmp-*``, ``.<file>.*``) that no reader mistakes for results.
+are hidden names (``.<k>.tmp-*``, ``.<file>.*``) that no reader mistakes for results. One process
+at a time writes a run directory (:meth:`RunDir.claim`: an OS lock on ``.lock``); a second one
+stops with one line.
 
 ``model.pt`` (:data:`MODEL_FORMAT`, version :data:`MODEL_VERSION`) is a plain dict of tensors and
 strings that ``torch.load(..., weights_only=True)`` reads: ``format``, ``version``, ``backbone``
@@ -29,12 +31,15 @@ of the downstream classifier. Files written before the version field existed are
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import pickle
 import re
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,8 @@ MODEL_KEYS = ("backbone", "in_chans", "num_classes", "image_size", "state_dict")
 VOLATILE_KEYS = ("fold", "out", "device", "threads")
 VOLATILE_DATA_KEYS = ("cache_dir", "workers")
 
+#: run directories this process holds the lock of (path -> open lock file)
+_CLAIMED: dict[str, Any] = {}
 _TEMP_FOLD = re.compile(r"^\.\d+\.tmp-")
 _TEMP_FILE = re.compile(r"^\.(config\.yaml|env\.json|summary\.json|folds\.csv|skipped\.csv|fold-\d+\.txt)\..+")
 
@@ -203,6 +210,33 @@ class RunDir:
         if not (p / "config.yaml").is_file():
             raise UserError(f"not a run directory: {p} has no config.yaml")
         return cls(p)
+
+    def claim(self) -> None:
+        """Make this process the run directory's only writer until it exits: an exclusive OS
+        lock on ``<run>/.lock`` (released by the kernel when the process ends, even on
+        ``kill -9``, so a lock is never stale). A second process gets one clear error line
+        instead of mixing its folds or configuration into this run. On file systems without
+        ``flock`` (some network mounts) the run goes on unlocked."""
+        key = str(self.path.resolve())
+        if key in _CLAIMED:
+            return  # this process holds it already (a second run in the same process)
+        fh = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"{self.path} is being written by another ssl-bench process ({holder}); "
+                            f"wait for it to finish, or choose another --out or --name") from None
+        except OSError:
+            fh.close()
+            return  # no flock here: nothing to hold
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        _CLAIMED[key] = fh
 
     @staticmethod
     def is_run(path: Path) -> bool:
