@@ -174,9 +174,11 @@ def rebuild_through_model_pt(classifier: torch.nn.Module, tmp_path) -> torch.nn.
 def test_contract_helper_with_the_model_pt_reload(monkeypatch, tmp_path):
     """``check_transfer`` in full, except that its last step reloads the weights into
     ``create_backbone(config.model.backbone)`` (a timm model), which a non-timm classifier is not.
-    Here that one call rebuilds the classifier the way model.pt does; the helper's own change is
-    described in ssl_bench/testing/transfers.py's check_transfer (reload through the model.pt
-    record and :func:`ssl_bench.models.classifiers.build_classifier`)."""
+    Here that one call rebuilds the classifier the way model.pt does. The helper itself should
+    reload through the model.pt record instead (``model_record`` -> ``torch.load(weights_only)``
+    -> ``build_classifier(record["backbone"], record["architecture"])``); once it does, this test
+    becomes plain ``check_transfer("nonspatial")`` and tests/test_contracts.py drops
+    NON_TIMM_TRANSFERS (the first assertion below fails then, as a reminder)."""
     with pytest.raises(AssertionError, match="does not load into a fresh 'test_resnet' backbone"):
         check_transfer("nonspatial")  # the helper as it is: this is the step that must change
     asked = []
