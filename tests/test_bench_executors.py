@@ -68,7 +68,7 @@ def plugin(monkeypatch):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """The smoke Table II grid (7 methods x 5 folds), one job at a time in this process."""
+    """The smoke Table II grid (7 methods + Non-spatial, x 5 folds), one job at a time in this process."""
     out = tmp_path_factory.mktemp("local")
     result = CliRunner().invoke(main, ["bench", str(TABLE2), "--profile", "smoke", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
@@ -76,8 +76,8 @@ def reference(tmp_path_factory) -> Path:
 
 
 def test_ray_matches_local_and_records_failures(reference, tmp_path):
-    """All 7 methods x 5 folds (the full smoke grid, not --folds 2) as Ray tasks on a local Ray
-    instance started by the executor, plus one always-failing job: the 35 Table II folds equal the
+    """All 8 rows x 5 folds (the full smoke grid, not --folds 2) as Ray tasks on a local Ray
+    instance started by the executor, plus one always-failing job: the 40 Table II folds equal the
     local executor's byte for byte, the failing job is resubmitted once (--retries 1), recorded
     with its traceback, and the exit code is non-zero."""
     bench = bench_with_failures(tmp_path / "bench.yaml", tmp_path)
@@ -94,7 +94,7 @@ def test_ray_matches_local_and_records_failures(reference, tmp_path):
     failure = (out / "Broken" / "failed" / "fold-0.txt").read_text()
     assert "after 2 attempt(s)" in failure and "InjectedFailure" in failure and "Traceback" in failure
     assert sorted(p.name for p in (out / "Broken" / "folds").iterdir()) == ["1", "2", "3", "4"]
-    assert "1 of 40 job(s) failed" in proc.stderr and "--resume" in proc.stderr
+    assert "1 of 45 job(s) failed" in proc.stderr and "--resume" in proc.stderr
     assert not list(out.glob(".ssl-bench-probe-*"))  # the shared-storage probe cleans up
 
 

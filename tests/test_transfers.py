@@ -65,12 +65,12 @@ def test_multitask_minimises_bce_plus_weighted_pretext_loss(monkeypatch):
         assert abs(total - (bce + 0.3 * pre)) < 1e-5
 
 
-def test_all_seven_methods_of_a_bench_share_identical_folds(tmp_path):
+def test_every_method_of_a_bench_shares_identical_folds(tmp_path):
     plan = load_plan("benchmarks/table2.yaml", "smoke", {"out": str(tmp_path)})
     runs, jobs, done = prepare_bench(plan, resume=False)
     assert [r.config.method for r in runs] == [
-        "ResNet", "SimCLR", "CR-F-ResNet", "GM-F-ResNet", "GM-M-ResNet", "TSBN-U", "TSBN-R"]
-    assert len(jobs) == 7 * 5 and done == 0
+        "ResNet", "SimCLR", "CR-F-ResNet", "GM-F-ResNet", "GM-M-ResNet", "TSBN-U", "TSBN-R", "Non-spatial"]
+    assert len(jobs) == 8 * 5 and done == 0
     first = pd.read_csv(runs[0].rundir.path / "folds.csv")
     for run in runs[1:]:
         assert (run.fold_of == runs[0].fold_of).all()

@@ -13,7 +13,7 @@ import torch
 
 from ..data.preprocess import preprocess_file
 from ..errors import DataError, UserError
-from ..models.backbones import create_backbone
+from ..models.classifiers import build_classifier
 from ..training.scoring import predict_scores
 from .rundir import RunDir
 
@@ -25,8 +25,13 @@ def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.n
     models = []
     for k in rundir.folds_with_model():
         record = rundir.read_model(k)
-        model = create_backbone(record["backbone"], in_chans=record["in_chans"], num_classes=record["num_classes"])
-        model.load_state_dict(record["state_dict"])
+        model = build_classifier(record["backbone"], record["architecture"], in_chans=record["in_chans"],
+                                 num_classes=record["num_classes"])
+        try:
+            model.load_state_dict(record["state_dict"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{rundir.model_path(k)}: the weights do not fit the model it names ({first})") from None
         models.append((k, model.eval()))
     if not models:
         raise UserError(f"{rundir.path} holds no trained fold (folds/<k>/model.pt)")

@@ -25,9 +25,14 @@ at a time writes a run directory (:meth:`RunDir.claim`: an OS lock on ``.lock``)
 stops with one line.
 
 ``model.pt`` (:data:`MODEL_FORMAT`, version :data:`MODEL_VERSION`) is a plain dict of tensors and
-strings that ``torch.load(..., weights_only=True)`` reads: ``format``, ``version``, ``backbone``
-(timm name), ``in_chans``, ``num_classes``, ``image_size`` ``[height, width]`` and ``state_dict``
-of the downstream classifier. Files written before the version field existed are read as version 0.
+plain values that ``torch.load(..., weights_only=True)`` reads: ``format``, ``version``,
+``architecture``, ``backbone``, ``in_chans``, ``num_classes``, ``image_size`` ``[height, width]``
+and ``state_dict`` of the downstream classifier. ``architecture`` (version 2) says what to build
+before loading the ``state_dict`` (:func:`ssl_bench.models.classifiers.build_classifier`): ``None``
+for a timm backbone, which ``backbone`` names; else a toolkit classifier's dict of plain values,
+its ``name`` and options (``{"name": "nonspatial", "bins": 32, "threshold": 0.05}``), and
+``backbone`` is ``None``. Version 1 files (no ``architecture``) and files written before the
+version field existed (read as version 0) hold timm backbones.
 """
 from __future__ import annotations
 
@@ -57,8 +62,9 @@ MODEL_FILE = "model.pt"
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
 MODEL_FORMAT = "ssl-bench-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 MODEL_KEYS = ("backbone", "in_chans", "num_classes", "image_size", "state_dict")
+MODEL_KEYS_V2 = MODEL_KEYS + ("architecture",)  # from version 2 on
 # Config keys that may differ between two invocations writing the same run directory: where
 # files go and how fast it runs, never what decides the results.
 VOLATILE_KEYS = ("fold", "out", "device", "threads")
@@ -136,11 +142,21 @@ def read_predictions(path: Path) -> pd.DataFrame:
 
 
 def model_record(backbone: str, image_size: tuple[int, int] | list[int], classifier: torch.nn.Module) -> dict:
-    """What ``model.pt`` holds for a trained downstream classifier (1 input channel, 1 logit)."""
+    """What ``model.pt`` holds for a trained downstream classifier (1 input channel, 1 logit):
+    the classifier's ``architecture`` attribute (a dict of plain values, see
+    :mod:`ssl_bench.models.classifiers`) when it has one, else ``backbone``, the run's timm
+    backbone, which it then is."""
+    architecture = getattr(classifier, "architecture", None)
+    if architecture is not None:
+        if not (isinstance(architecture, dict) and isinstance(architecture.get("name"), str)):
+            raise ValueError(f"{type(classifier).__name__}.architecture must be a dict with a 'name', "
+                             f"got {architecture!r}")
+        architecture = dict(architecture)
     return {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
-        "backbone": backbone,
+        "architecture": architecture,
+        "backbone": backbone if architecture is None else None,
         "in_chans": 1,
         "num_classes": 1,
         "image_size": list(image_size),
@@ -149,7 +165,8 @@ def model_record(backbone: str, image_size: tuple[int, int] | list[int], classif
 
 
 def load_model_record(path: Path) -> dict:
-    """Read and check a ``model.pt`` (tensors and plain values only: no code is run)."""
+    """Read and check a ``model.pt`` (tensors and plain values only: no code is run); a file of
+    version 0 or 1 gets ``architecture = None`` (a timm backbone)."""
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never here
@@ -163,9 +180,17 @@ def load_model_record(path: Path) -> dict:
     if not isinstance(version, int) or version > MODEL_VERSION:
         raise UserError(f"{path} is a model file of version {version!r}; this ssl-bench reads up to "
                         f"version {MODEL_VERSION} (upgrade ssl-bench)")
-    missing = [k for k in MODEL_KEYS if k not in record]
+    missing = [k for k in (MODEL_KEYS_V2 if version >= 2 else MODEL_KEYS) if k not in record]
     if missing:
         raise UserError(f"not a ssl-bench model file: {path} (missing {', '.join(missing)})")
+    if version < 2:
+        record["architecture"] = None
+    architecture = record["architecture"]
+    if architecture is None and not isinstance(record["backbone"], str):
+        raise UserError(f"not a ssl-bench model file: {path} (names neither a backbone nor an architecture)")
+    if architecture is not None and not (isinstance(architecture, dict) and isinstance(architecture.get("name"), str)):
+        raise UserError(f"not a ssl-bench model file: {path} (architecture must be a dict with a name, "
+                        f"found {architecture!r})")
     return record
 
 
