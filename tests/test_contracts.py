@@ -69,10 +69,7 @@ def test_builtin_pretext_meets_contract(name):
 
 #: transfers whose classifier is not a timm backbone: check_transfer reloads weights into
 #: create_backbone(config.model.backbone), so their contract test reloads through model.pt instead
-NON_TIMM_TRANSFERS = {"nonspatial": "tests/test_nonspatial.py::test_contract_helper_with_the_model_pt_reload"}
-
-
-@pytest.mark.parametrize("name", [n for n in builtin(TRANSFERS) if n not in NON_TIMM_TRANSFERS])
+@pytest.mark.parametrize("name", builtin(TRANSFERS))
 def test_builtin_transfer_meets_contract(name):
     check_transfer(name, **smoke_params(name))
 

@@ -27,7 +27,6 @@ from ssl_bench.models.classifiers import build_classifier
 from ssl_bench.models.nonspatial import PERCENTILES, NonSpatialClassifier
 from ssl_bench.registry import PRETEXTS, TRANSFERS
 from ssl_bench.testing import check_transfer
-from ssl_bench.testing import transfers as transfer_contract
 from ssl_bench.training.context import FitContext
 from ssl_bench.training.scoring import predict_scores
 from ssl_bench.transfer.nonspatial import NonSpatial, image_features
@@ -171,25 +170,11 @@ def rebuild_through_model_pt(classifier: torch.nn.Module, tmp_path) -> torch.nn.
     return fresh.eval()
 
 
-def test_contract_helper_with_the_model_pt_reload(monkeypatch, tmp_path):
-    """``check_transfer`` in full, except that its last step reloads the weights into
-    ``create_backbone(config.model.backbone)`` (a timm model), which a non-timm classifier is not.
-    Here that one call rebuilds the classifier the way model.pt does. The helper itself should
-    reload through the model.pt record instead (``model_record`` -> ``torch.load(weights_only)``
-    -> ``build_classifier(record["backbone"], record["architecture"])``); once it does, this test
-    becomes plain ``check_transfer("nonspatial")`` and tests/test_contracts.py drops
-    NON_TIMM_TRANSFERS (the first assertion below fails then, as a reminder)."""
-    with pytest.raises(AssertionError, match="does not load into a fresh 'test_resnet' backbone"):
-        check_transfer("nonspatial")  # the helper as it is: this is the step that must change
-    asked = []
-
-    def rebuild(name, in_chans=1, num_classes=1):
-        asked.append(name)
-        return build_classifier(None, NonSpatialClassifier().architecture, in_chans, num_classes)
-
-    monkeypatch.setattr(transfer_contract, "create_backbone", rebuild)
+def test_contract_helper_reloads_it_through_model_pt(tmp_path):
+    """``check_transfer`` rebuilds every classifier from its model.pt record, so a non-timm
+    classifier meets the same contract as the deep ones."""
     trained = check_transfer("nonspatial")
-    assert list(trained) == ["none"] and asked == ["test_resnet"]
+    assert list(trained) == ["none"]
     classifier = trained["none"]
     x = torch.rand(5, 1, 64, 32, generator=torch.Generator().manual_seed(9))
     fresh = rebuild_through_model_pt(classifier, tmp_path)

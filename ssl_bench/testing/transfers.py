@@ -12,7 +12,8 @@ from .. import components
 from ..components import NEEDS
 from ..config import build_config
 from ..errors import UserError
-from ..models.backbones import create_backbone
+from ..experiment.rundir import model_record
+from ..models.classifiers import build_classifier
 from ..registry import PRETEXTS, TRANSFERS
 from ..training.context import FitContext
 from ..transfer.base import TransferStrategy
@@ -55,8 +56,9 @@ def check_transfer(
     - for each pretext (default: one built-in task per accepted kind, :data:`SAMPLE_PRETEXTS`),
       ``fit(ctx)`` on a tiny :func:`tiny_fit_context` returns an ``nn.Module`` on the CPU that maps
       ``(B, 1, H, W)`` to finite ``(B, 1)`` logits in eval mode, and whose ``state_dict``
-      round-trips through ``torch.load(weights_only=True)`` into a fresh
-      ``create_backbone(config.model.backbone, in_chans=1, num_classes=1)`` (what ``model.pt``
+      round-trips through its ``model.pt`` record (``torch.load(weights_only=True)``) into a fresh
+      classifier built by ``build_classifier`` (a timm backbone, or the classifier its
+      ``architecture`` names) that gives the same logits (what ``model.pt``
       and ``ssl-bench predict`` rely on).
     """
     name, cls, what = check_common(TRANSFERS, name_or_cls)
@@ -98,15 +100,20 @@ def check_transfer(
                 f"the classifier must map (B, 1, H, W) to (B, 1) logits, got "
                 f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
         expect(bool(torch.isfinite(logits).all()), where, "the classifier's logits are not finite")
-        buffer = io.BytesIO()
-        torch.save(classifier.state_dict(), buffer)
+        buffer = io.BytesIO()  # what a run saves as model.pt, and how predict rebuilds it
+        torch.save(model_record(ctx.config.model.backbone, ctx.config.data.image_size, classifier), buffer)
         buffer.seek(0)
-        state = torch.load(buffer, weights_only=True)
-        fresh = create_backbone(ctx.config.model.backbone, in_chans=1, num_classes=1)
+        record = torch.load(buffer, weights_only=True)
+        fresh = build_classifier(record["backbone"], record["architecture"], in_chans=1, num_classes=1)
         try:
-            fresh.load_state_dict(state, strict=True)
+            fresh.load_state_dict(record["state_dict"], strict=True)
         except RuntimeError as exc:
-            fail(where, f"the classifier's state_dict does not load into a fresh '{ctx.config.model.backbone}' "
-                  f"backbone (in_chans=1, num_classes=1), which is how model.pt is reloaded: {exc}")
+            fail(where, f"the classifier's state_dict does not load into a fresh classifier built from its "
+                  f"model.pt record (backbone {record['backbone']!r}, architecture "
+                  f"{record['architecture']!r}), which is how model.pt is reloaded: {exc}")
+        with torch.no_grad():
+            again = fresh.eval()(x)
+        expect(torch.allclose(again, logits, atol=1e-5), where,
+               "the classifier rebuilt from its model.pt record does not give the trained one's logits")
         results[pretext_name] = classifier
     return results

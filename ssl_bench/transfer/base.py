@@ -1,9 +1,10 @@
 """The transfer-strategy interface.
 
 ``TransferStrategy.fit(ctx)`` trains whatever networks the strategy needs on one fold's training
-data (:class:`ssl_bench.training.context.FitContext`) and returns the downstream classifier: a timm
-model with one input channel and one logit, which alone predicts new images
-(``model(x) -> (B, 1)`` logits). Its ``state_dict`` is what a run saves as ``model.pt``.
+data (:class:`ssl_bench.training.context.FitContext`) and returns the downstream classifier, one
+input channel and one logit, which alone predicts new images (``model(x) -> (B, 1)`` logits): a
+timm model, or a module with an ``architecture`` dict that :mod:`ssl_bench.models.classifiers`
+rebuilds. Its ``state_dict`` (and architecture) is what a run saves as ``model.pt``.
 """
 from __future__ import annotations
 
