@@ -53,6 +53,11 @@ def test_run_directory_contract(smoke_run):
         assert metrics["auc"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]))
         for key, value in recomputed.items():
             assert metrics[key] == pytest.approx(value), key
+        history = pd.read_csv(fold / "history.csv")  # one row per trained epoch of each stage
+        assert list(history.columns) == ["stage", "epoch", "pretext", "ct", "bce", "lr", "seconds"]
+        assert list(history["epoch"]) == [1, 2] and set(history["stage"]) == {"collab"}
+        assert (history["lr"] == 1e-3).all() and (history["seconds"] > 0).all()
+        assert history[["pretext", "ct", "bce"]].notna().all().all()
         state = torch.load(fold / "model.pt", weights_only=True)
         assert state["backbone"] == "test_resnet" and "state_dict" in state
         pooled.append(preds)

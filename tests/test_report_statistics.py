@@ -148,3 +148,20 @@ def test_cli_report_statistics_options(bench_with_control):
     bad = CliRunner().invoke(main, args[:-2] + ["--n-boot", "10"])
     assert bad.exit_code == 2 and "--n-boot must be at least 100" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_training_curves_average_the_folds_histories(tmp_path):
+    from ssl_bench.report.curves import mean_histories
+    from ssl_bench.report.publish import write_leaderboard
+
+    runs = make_bench(tmp_path / "runs", {"A": 1.5, "B": 0.5})
+    assert "training_png" not in write_leaderboard(build_report(runs, n_boot=N_BOOT), tmp_path / "old")
+    for k in range(5):  # fold k's bce falls from 1 + k to 0.5 + k
+        pd.DataFrame({"stage": "finetune", "epoch": [1, 2], "bce": [1.0 + k, 0.5 + k], "lr": 1e-3,
+                      "seconds": 0.1}).to_csv(runs[0] / "folds" / str(k) / "history.csv", index=False)
+    report = build_report(runs, n_boot=N_BOOT)
+    curves = mean_histories(report)
+    assert list(curves) == ["A"]  # B has no history
+    assert curves["A"]["bce"].tolist() == [3.0, 2.5]
+    paths = write_leaderboard(report, tmp_path / "new")
+    assert paths["training_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["training_svg"].is_file()

@@ -45,6 +45,7 @@ class FoldResult:
     metrics: dict
     predictions: pd.DataFrame
     model: dict  # the model.pt record (see rundir.py)
+    history: pd.DataFrame  # one row per trained epoch (history.csv)
 
 
 class DeviceImages:
@@ -105,4 +106,14 @@ def run_fold(
         }
     )
     metrics = fold_metrics(predictions["label"], predictions["score"], threshold)
-    return FoldResult(k, metrics, predictions, model_record(cfg.model.backbone, cfg.data.image_size, classifier))
+    return FoldResult(k, metrics, predictions, model_record(cfg.model.backbone, cfg.data.image_size, classifier),
+                      history_table(ctx.history))
+
+
+def history_table(rows: list[dict]) -> pd.DataFrame:
+    """The fold's training history: ``stage, epoch``, then each loss, then ``lr, seconds``."""
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=["stage", "epoch", "lr", "seconds"])
+    losses = [c for c in table.columns if c not in ("stage", "epoch", "lr", "seconds")]
+    return table[["stage", "epoch", *losses, "lr", "seconds"]]

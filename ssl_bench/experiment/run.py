@@ -103,7 +103,7 @@ def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress |
     """Train + evaluate fold ``k`` unless it is already complete; returns its metrics."""
     if not run.rundir.fold_done(k):
         result = run_fold(run.config, run.loaded, run.fold_of, k, device, progress)
-        run.rundir.write_fold(k, result.metrics, result.predictions, result.model)
+        run.rundir.write_fold(k, result.metrics, result.predictions, result.model, result.history)
     return run.rundir.read_metrics(k)
 
 

@@ -7,8 +7,11 @@
                  summary.json  mean and std over folds, pooled metrics, degenerate folds (once all folds are done)
                  skipped.csv   inputs left out with --on-bad-image skip (if any)
                  failed/fold-<k>.txt   traceback of a bench job that failed after its retries
-<out>/<run-name>/folds/<k>/metrics.json  predictions.csv  model.pt
+<out>/<run-name>/folds/<k>/metrics.json  predictions.csv  model.pt  history.csv
 ```
+
+``history.csv``: one row per trained epoch, ``stage, epoch``, each mean loss of the stage (e.g.
+``bce``; collab also ``pretext`` and ``ct``), ``lr`` and ``seconds``.
 
 ``predictions.csv``: ``image_id, patient_id, label, score, laterality`` (score = probability of
 malignancy; laterality may be empty). ``metrics.json``: the Table II metrics at threshold 0.5,
@@ -59,6 +62,7 @@ from ..fileio import atomic_write_text
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
 MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.csv"
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
 MODEL_FORMAT = "ssl-bench-model"
@@ -287,8 +291,10 @@ class RunDir:
     def model_path(self, k: int) -> Path:
         return self.fold_dir(k) / MODEL_FILE
 
-    def write_fold(self, k: int, metrics: dict, predictions: pd.DataFrame, model: dict) -> None:
-        """Write a fold's three files into a temporary folder, then rename it into place."""
+    def write_fold(self, k: int, metrics: dict, predictions: pd.DataFrame, model: dict,
+                   history: pd.DataFrame | None = None) -> None:
+        """Write a fold's files (and its training history) into a temporary folder, then rename
+        it into place."""
         final = self.fold_dir(k)
         if self.fold_done(k):
             return  # never rewrite a completed fold
@@ -298,6 +304,8 @@ class RunDir:
         (tmp / "metrics.json").write_text(to_json(metrics))
         predictions.to_csv(tmp / "predictions.csv", index=False)
         torch.save(model, tmp / MODEL_FILE)
+        if history is not None:
+            history.to_csv(tmp / HISTORY_FILE, index=False)
         if self.fold_done(k):  # another process finished this fold meanwhile: keep its files
             shutil.rmtree(tmp, ignore_errors=True)
             return
@@ -315,6 +323,11 @@ class RunDir:
 
     def read_predictions(self, k: int) -> pd.DataFrame:
         return read_predictions(self.fold_dir(k) / "predictions.csv")
+
+    def read_history(self, k: int) -> pd.DataFrame | None:
+        """Fold ``k``'s ``history.csv``, or None for runs written before it was recorded."""
+        path = self.fold_dir(k) / HISTORY_FILE
+        return pd.read_csv(path) if path.is_file() else None
 
     def read_model(self, k: int) -> dict:
         return load_model_record(self.model_path(k))

@@ -3,7 +3,8 @@ leaderboard that ``ssl-bench bench`` leaves beside its runs are written.
 
 :func:`write_report` writes one format (``md`` with its ROC figure beside it, ``csv``, or ``html``
 with the figure embedded); :func:`write_leaderboard` is a bench's set of them:
-``leaderboard.{md,csv,html}`` and ``roc.{png,svg}`` in one folder. Every file is written
+``leaderboard.{md,csv,html}``, ``roc.{png,svg}`` and the training curves ``training.{png,svg}``
+(:mod:`.curves`) in one folder. Every file is written
 atomically, so an interrupted write never leaves half a leaderboard.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..fileio import atomic_write_text
+from .curves import save_training_curves
 from .html import to_html
 from .leaderboard import Report
 from .render import fmt_mean_std, markdown_table, to_csv, to_markdown
@@ -70,6 +72,10 @@ def write_leaderboard(report: Report, out_dir: str | Path) -> dict[str, Path]:
         raise UserError(f"cannot write {out / 'roc.png'}: {exc.strerror or exc}") from None
     for fmt in FORMATS:
         paths.update(write_report(report, out / f"leaderboard.{fmt}", fmt, roc=paths))
+    try:
+        paths.update(save_training_curves(report, out / "training.png", out / "training.svg"))
+    except OSError as exc:
+        raise UserError(f"cannot write {out / 'training.png'}: {exc.strerror or exc}") from None
     return paths
 
 

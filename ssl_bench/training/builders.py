@@ -7,7 +7,7 @@ give plain fp32 modules and Adam, so results equal a plain PyTorch loop's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 import torch
@@ -30,6 +30,7 @@ class Builders:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     use_graphs: bool = False
+    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
 
     def new_backbone(self) -> nn.Module:
         """The downstream timm backbone with a 1-logit classifier, 1 input channel."""
@@ -48,7 +49,16 @@ class Builders:
         extra = {}
         if self.device.type == "cuda":
             extra = {"fused": True, "capturable": self.use_graphs}
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **extra)
+        optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **extra)
+        self.optimizers.append(optimizer)
+        return optimizer
+
+    def learning_rate(self) -> float:
+        """The learning rate of the optimiser built last (what the current stage trains with)."""
+        if not self.optimizers:
+            return float("nan")
+        lr = self.optimizers[-1].param_groups[0]["lr"]
+        return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
 
     def prepare(self, module: nn.Module, compile: bool = True) -> nn.Module:
         """Move to the device (channels_last on CUDA); returns the module to call in steps,

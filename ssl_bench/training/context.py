@@ -63,7 +63,8 @@ class FitContext:
         self.use_graphs = self.device.type == "cuda" and graphs_requested(t)
         self.data = FoldBatches(self.images, self.labels, t.batch_size, t.augment, t.channels_last)
         self.builders = Builders(self.config, self.device, self.amp_dtype, self.use_graphs)
-        self.loop = TrainingLoop(self.data, self.use_graphs, self.progress)
+        self.loop = TrainingLoop(self.data, self.use_graphs, self.progress,
+                                 learning_rate=self.builders.learning_rate)
 
     # ---- factories (Builders) --------------------------------------------------------------
     def new_backbone(self) -> nn.Module:
@@ -112,6 +113,11 @@ class FitContext:
         return self.data.epoch(augment)
 
     # ---- the loop (TrainingLoop) -------------------------------------------------------------
+    @property
+    def history(self) -> list[dict]:
+        """One row per trained epoch: stage, epoch, each mean loss, learning rate, seconds."""
+        return self.loop.history
+
     @property
     def graph_stats(self) -> dict[str, dict]:
         """Per stage, how the CUDA-graph wrapper ran its steps (empty when graphs are off)."""

@@ -4,11 +4,13 @@ fold's batches, with losses kept on the device and read back once per epoch.
 No host-device sync happens inside a step: a step returns detached loss tensors, the loop sums
 them on the device, and one copy per epoch brings the means back (no ``.item()``, no Python
 branching on tensor values). With CUDA graphs on, the step is captured after a few eager steps
-and replayed (:mod:`ssl_bench.training.cuda_graphs`).
+and replayed (:mod:`ssl_bench.training.cuda_graphs`). Every epoch is recorded in
+:attr:`TrainingLoop.history` (a run writes it as ``history.csv``).
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,6 +38,10 @@ class TrainingLoop:
     progress: TrainingProgress = field(default_factory=lambda: TrainingProgress(enabled=False))
     #: per stage, how the CUDA-graph wrapper ran its steps (empty when graphs are off)
     graph_stats: dict[str, dict] = field(default_factory=dict)
+    #: one row per epoch of every stage: stage, epoch, each mean loss, learning rate, seconds
+    history: list[dict] = field(default_factory=list)
+    #: the learning rate to record (the optimisers' own, read when an epoch ends)
+    learning_rate: Callable[[], float] = lambda: float("nan")
 
     def run(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
         """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
@@ -45,7 +51,8 @@ class TrainingLoop:
             step = GraphedStep(step, name=stage)
         last: dict[str, float] = {}
         self.progress.start_stage(stage, epochs, self.batches.steps_per_epoch())
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            started = time.perf_counter()
             sums: dict[str, torch.Tensor] = {}
             count = 0
             for x, y in self.batches.epoch():
@@ -62,6 +69,8 @@ class TrainingLoop:
                 for k, v in last.items():
                     if not math.isfinite(v):
                         raise FloatingPointError(f"{stage}: loss {k} became {v}; lower train.lr")
+            self.history.append({"stage": stage, "epoch": epoch + 1, **last, "lr": self.learning_rate(),
+                                 "seconds": round(time.perf_counter() - started, 4)})
             self.progress.epoch_done(last)
         self.progress.finish_stage()
         if isinstance(step, GraphedStep):
