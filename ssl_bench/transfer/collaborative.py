@@ -1,9 +1,9 @@
 """Collaborative transfer: TSBN's bi-channel training of two different networks.
 
-Li et al., "Task-driven Self-supervised Bi-channel Networks for Diagnosis of Breast Cancers with
-Mammography" (TSBN). A pretext network (``model.pretext_net``: U-Net -> TSBN-U, RDN -> TSBN-R)
-learns the pretext task (GSIM) beside the downstream classifier (a timm backbone, ResNet50 in the
-paper). Branch P maps the pretext encoder's pooled features ``e(x)``, branch D the downstream
+Gong, Wang and Shi, "Task-driven Self-supervised Bi-channel Networks for Diagnosis of Breast
+Cancers with Mammography" (TSBN). A pretext network (``model.pretext_net``: U-Net -> TSBN-U, RDN
+-> TSBN-R) learns the pretext task (GSIM) beside the downstream classifier (a timm backbone,
+ResNet50 in the paper). Branch P maps the pretext encoder's pooled features ``e(x)``, branch D the downstream
 encoder's pooled features ``c(x)``, into one shared space, and the collaborative loss (eq. 2)
 ``L_CT = sum_i ||P(e(x_i)) - D(c(x_i))||^2`` pulls them together, so the classifier inherits
 what the task-driven pretext network sees.
