@@ -8,9 +8,9 @@ name>`` and are checked against that component's constructor signature when the 
 
 Values the TSBN paper leaves open are documented defaults of the components that use them:
 GSIM offset ``d`` = 0.2 (``params.gsim.d``, :mod:`ssl_bench.pretext.gsim`); collaborative weight
-``alpha`` = 1e-3, P/D branches = 2-layer MLPs into a 128-d space, one pretext step then one
-downstream step per batch (``params.collab``, :mod:`ssl_bench.transfer.collaborative`); the
-epochs of each profile are below.
+``alpha`` = 4e-3 (on L_CT as a batch mean), P/D branches = 2-layer MLPs into a 128-d space, one
+pretext step then one downstream step per batch (``params.collab``,
+:mod:`ssl_bench.transfer.collaborative`); the epochs of each profile are below.
 
 This module knows nothing of components or devices: the default profile for a device is asked
 of the caller (``default_profile`` in :func:`build_config`), so reading a config needs no torch.
