@@ -106,7 +106,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.lr": 1e-3,
         "params.synthetic": {"n_patients": 24, "n_benign": 40, "n_malignant": 20},
         "params.unet": {"width": 4},
-        "params.rdn": {"num_blocks": 2, "num_layers": 2, "growth": 4, "features": 8},
+        "params.rdn": {"preset": "compact", "num_blocks": 2, "num_layers": 2, "growth": 4,
+                       "features": 8},
         "params.collab": {"proj_dim": 16, "hidden_dim": 32},
     },
     # minutes on a CPU: small images, a ResNet-10 (measured learnable on the synthetic set)
@@ -118,7 +119,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.batch_size": 16,
         "train.lr": 5e-4,
         "params.unet": {"width": 8},
-        "params.rdn": {"num_blocks": 3, "num_layers": 3, "growth": 8, "features": 16},
+        "params.rdn": {"preset": "compact", "num_blocks": 3, "num_layers": 3, "growth": 8,
+                       "features": 16},
     },
     # the TSBN paper's settings (meant for a GPU)
     "paper": {
@@ -133,8 +135,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.cuda_graphs": True,  # H100: Table II projection 62 -> 39 min; falls back where a step syncs
         "data.folds": 5,
         "params.unet": {"width": 64},
-        # RDN sized for time and memory at 768x384 (measured: see ssl_bench/models/rdn.py)
-        "params.rdn": {"num_blocks": 4, "num_layers": 4, "growth": 16, "features": 32},
+        # RDN sized for time and memory at 768x384 (measured: see ssl_bench/models/rdn.py): D=4,
+        # C=4, G=16, G0=32, receptive field 41 px; the standard RDN (D=16, C=8, G=64, G0=64,
+        # checkpointed, 265 px) for users with the memory: --set params.rdn.preset=standard
+        "params.rdn": {"preset": "compact"},
     },
 }
 
