@@ -232,6 +232,17 @@ def test_rdn_receptive_field_is_the_gradient_support_standard_depth():
     assert rows == net.receptive_field() == 265
 
 
+def test_unet_receptive_field_is_the_gradient_support():
+    # the U-Net's (depth 4, any width): 140 px at the bottleneck (encode), and 188 or 204 px for
+    # forward, depending on the output pixel's position modulo 16 (the pooling grid); see unet.py.
+    # Max-pooling passes the gradient to one pixel of four: average pooling has its dependencies.
+    net = positive_constant(UNet(width=1, depth=4)).eval()
+    net.pool = nn.AvgPool2d(2)
+    rows = {gradient_support(net, (256, 16), r, 8)[0] for r in range(120, 136)}
+    assert rows == {188, 204}
+    assert gradient_support(net.encode, (256, 16), 8, 0)[0] == 140 == 9 * 2**4 - 4
+
+
 def test_list_networks_verbose_shows_the_declared_receptive_field():
     result = CliRunner().invoke(main, ["list", "networks", "--verbose"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
