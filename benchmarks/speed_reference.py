@@ -52,7 +52,7 @@ class ReferenceTSBN:
         down = [*self.backbone.parameters(), *self.p.parameters(), *self.d.parameters()]
         self.opt_d = torch.optim.Adam(down, lr=t.lr, weight_decay=t.weight_decay, **extra)
         self.gsim_d = float(cfg.component_params("gsim").get("d", 0.2))
-        self.alpha = float(cfg.component_params("collab").get("alpha", 1e-3))
+        self.alpha = float(cfg.component_params("collab").get("alpha", 4e-3))
         self.pos_weight = torch.tensor(t.pos_weight, device=device)
         self.device, self.amp_dtype = device, amp_dtype
 
@@ -76,7 +76,7 @@ class ReferenceTSBN:
             logits = self.backbone.forward_head(feats)
             p = self.p(enc)
             q = self.d(self.backbone.forward_head(feats, pre_logits=True))
-        l_ct = ((p.float() - q.float()) ** 2).sum()  # eq. 2
+        l_ct = ((p.float() - q.float()) ** 2).sum(dim=1).mean()  # eq. 2, as a batch mean
         l_bce = F.binary_cross_entropy_with_logits(
             logits.float().reshape(-1), y.float(), pos_weight=self.pos_weight
         )  # eq. 3

@@ -8,9 +8,9 @@ name>`` and are checked against that component's constructor signature when the 
 
 Values the TSBN paper leaves open are documented defaults of the components that use them:
 GSIM offset ``d`` = 0.2 (``params.gsim.d``, :mod:`ssl_bench.pretext.gsim`); collaborative weight
-``alpha`` = 1e-3, P/D branches = 2-layer MLPs into a 128-d space, one pretext step then one
-downstream step per batch (``params.collab``, :mod:`ssl_bench.transfer.collaborative`); the
-epochs of each profile are below.
+``alpha`` = 4e-3 (on L_CT as a batch mean), P/D branches = 2-layer MLPs into a 128-d space, one
+pretext step then one downstream step per batch (``params.collab``,
+:mod:`ssl_bench.transfer.collaborative`); the epochs of each profile are below.
 
 This module knows nothing of components or devices: the default profile for a device is asked
 of the caller (``default_profile`` in :func:`build_config`), so reading a config needs no torch.
@@ -109,7 +109,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.lr": 1e-3,
         "params.synthetic": {"n_patients": 24, "n_benign": 40, "n_malignant": 20},
         "params.unet": {"width": 4},
-        "params.rdn": {"num_blocks": 2, "num_layers": 2, "growth": 4, "features": 8},
+        "params.rdn": {"preset": "compact", "num_blocks": 2, "num_layers": 2, "growth": 4,
+                       "features": 8},
         "params.collab": {"proj_dim": 16, "hidden_dim": 32},
     },
     # minutes on a CPU: small images, a ResNet-10 (measured learnable on the synthetic set)
@@ -121,7 +122,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.batch_size": 16,
         "train.lr": 5e-4,
         "params.unet": {"width": 8},
-        "params.rdn": {"num_blocks": 3, "num_layers": 3, "growth": 8, "features": 16},
+        "params.rdn": {"preset": "compact", "num_blocks": 3, "num_layers": 3, "growth": 8,
+                       "features": 16},
     },
     # the TSBN paper's settings (meant for a GPU)
     "paper": {
@@ -137,8 +139,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.cuda_graphs": True,  # H100: Table II projection 62 -> 39 min; falls back where a step syncs
         "data.folds": 5,
         "params.unet": {"width": 64},
-        # RDN sized for time and memory at 768x384 (measured: see ssl_bench/models/rdn.py)
-        "params.rdn": {"num_blocks": 4, "num_layers": 4, "growth": 16, "features": 32},
+        # RDN sized for time and memory at 768x384 (measured: see ssl_bench/models/rdn.py): D=4,
+        # C=4, G=16, G0=32, receptive field 41 px; the standard RDN (D=16, C=8, G=64, G0=64,
+        # checkpointed, 265 px) for users with the memory: --set params.rdn.preset=standard
+        "params.rdn": {"preset": "compact"},
     },
 }
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from click.testing import CliRunner
+from torch import nn
+
+from ssl_bench import components
+from ssl_bench.cli import main
+from ssl_bench.config import PROFILES, build_config
 
 from ssl_bench.errors import ConfigError
 from ssl_bench.models.backbones import (
@@ -14,7 +20,7 @@ from ssl_bench.models.backbones import (
     pooled_features,
 )
 from ssl_bench.models.heads import ProjectionMLP, UNetDecoder, backbone_feature_info
-from ssl_bench.models.rdn import RDN, rdn_num_params
+from ssl_bench.models.rdn import PRESETS, RDN, rdn_num_params, rdn_receptive_field
 from ssl_bench.models.unet import UNet
 from ssl_bench.registry import NETWORKS
 
@@ -106,7 +112,7 @@ def test_rdn_parameter_formula():
 
 def test_rdn_checkpoint_identical():
     torch.manual_seed(0)
-    plain = RDN(**TINY)
+    plain = RDN(**TINY, checkpoint=False)
     ckpt = RDN(**TINY, checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 1, 20, 12)
@@ -116,6 +122,132 @@ def test_rdn_checkpoint_identical():
     out_ckpt.square().mean().backward()
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_rdn_presets_give_the_standard_and_the_compact_rdn():
+    std = RDN(preset="standard", growth=2, features=3)  # the standard depth at a tiny width
+    assert (len(std.blocks), len(std.blocks[0].layers), std.checkpoint) == (16, 8, True)
+    assert (std.growth, std.features, std.encoder_channels) == (2, 3, 3)
+    compact = RDN(preset="compact")
+    assert (len(compact.blocks), len(compact.blocks[0].layers), compact.growth, compact.features) == (4, 4, 16, 32)
+    assert compact.checkpoint is False
+    assert n_params(compact) == rdn_num_params(num_blocks=4, num_layers=4, growth=16, features=32)
+    # the default is the standard preset: Zhang et al.'s D=16, C=8, G=64, G0=64, checkpointed
+    assert RDN.__init__.__defaults__[2] == "standard"
+    assert PRESETS["standard"] == dict(num_blocks=16, num_layers=8, growth=64, features=64, checkpoint=True)
+    # an option given explicitly overrides its preset's value
+    mixed = RDN(preset="standard", num_blocks=2, growth=2, features=3, checkpoint=False)
+    assert (len(mixed.blocks), len(mixed.blocks[0].layers), mixed.checkpoint) == (2, 8, False)
+    for bad in (dict(preset="huge"), dict(num_blocks=0), dict(growth=2.5), dict(checkpoint="yes")):
+        with pytest.raises(ValueError):
+            RDN(**bad)
+
+
+def test_rdn_standard_depth_trains_at_smoke_size_checkpointed():
+    torch.manual_seed(0)
+    net = RDN(preset="standard", growth=2, features=3)
+    x = torch.randn(2, 1, *PROFILES["smoke"]["data.image_size"])
+    y = net(x)
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    assert net.blocks[-1].layers[-1][0].weight.grad.abs().sum() > 0
+
+
+def test_rdn_preset_is_an_ordinary_option():
+    assert components.user_options("networks", RDN)["preset"] == "standard"
+    paper = build_config("paper")
+    net = components.create(NETWORKS, "rdn", paper, in_chans=1, out_chans=1)
+    assert (len(net.blocks), len(net.blocks[0].layers), net.growth, net.features, net.checkpoint) == (
+        4, 4, 16, 32, False)
+    standard = build_config("paper", sets=["params.rdn.preset=standard", "params.rdn.features=8",
+                                           "params.rdn.growth=4"])
+    net = components.create(NETWORKS, "rdn", standard, in_chans=1, out_chans=1)
+    assert (len(net.blocks), len(net.blocks[0].layers), net.growth, net.features, net.checkpoint) == (
+        16, 8, 4, 8, True)
+    for profile in ("smoke", "quick"):  # their own small sizes, not checkpointed
+        net = components.create(NETWORKS, "rdn", build_config(profile), in_chans=1, out_chans=1)
+        assert net.checkpoint is False
+        assert len(net.blocks) == PROFILES[profile]["params.rdn"]["num_blocks"]
+
+
+# ---------------------------------------------------------------- receptive fields
+def positive_constant(net: nn.Module) -> nn.Module:
+    """Every convolution weight ``1/fan_in``, every bias 0, in float64: with a positive input every
+    activation is positive, so no ReLU cuts a path and no sum cancels, and the gradient of one
+    output pixel is nonzero exactly on the input pixels it depends on (float64: the paths to the
+    edge of a 265-px field carry products down to about 1e-166)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.constant_(m.weight, 1.0 / m.weight[0].numel())
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net.double()
+
+
+def gradient_support(fn, size: tuple[int, int], row: int, col: int) -> tuple[int, int]:
+    """(rows, columns) of the input on which ``d fn(x)[0, :, row, col].sum() / dx`` is nonzero,
+    each as the side of their bounding range; checks that the rows and columns are contiguous."""
+    x = torch.ones(1, 1, *size, dtype=torch.float64, requires_grad=True)
+    fn(x)[0, :, row, col].sum().backward()
+    nonzero = x.grad[0, 0] != 0
+    sides = []
+    for dim in (1, 0):
+        idx = nonzero.any(dim=dim).nonzero().flatten().tolist()
+        assert idx == list(range(idx[0], idx[-1] + 1))
+        sides.append(len(idx))
+    return sides[0], sides[1]
+
+
+def test_rdn_receptive_field_formula():
+    # 2 shallow convs + C per block + the GFF's 3x3 + reconstruction, 3x3 each; 1x1s add nothing
+    assert rdn_receptive_field(16, 8) == 1 + 2 * (16 * 8 + 4) == 265
+    assert rdn_receptive_field(4, 4) == 41 and rdn_receptive_field(4, 4, encode=True) == 39
+    assert rdn_receptive_field(16, 8, encode=True) == 263
+    assert (rdn_receptive_field(3, 3), rdn_receptive_field(2, 2)) == (27, 17)  # quick, smoke
+    paper = RDN(**PROFILES["paper"]["params.rdn"])
+    assert paper.receptive_field() == 41 and paper.receptive_field(encode=True) == 39
+    # declared for `ssl-bench list`: the defaults (standard), or any options, without building
+    assert RDN.receptive_field_for() == 265
+    assert RDN.receptive_field_for(**PROFILES["paper"]["params.rdn"]) == 41
+    assert RDN.receptive_field_for(preset="compact", num_blocks=8, growth=99) == 1 + 2 * (32 + 4)
+
+
+def test_rdn_receptive_field_is_the_gradient_support_paper_profile_depth():
+    # the paper profile's depth (D=4, C=4) at a tiny width, a 49x49 input, its centre pixel
+    net = positive_constant(RDN(preset="compact", growth=2, features=2))
+    assert gradient_support(net, (49, 49), 24, 24) == (41, 41) == (net.receptive_field(),) * 2
+    assert gradient_support(net.encode, (49, 49), 24, 24) == (39, 39)
+    # the field is centred: a pixel 20 rows from the border still sees all of it, 19 do not
+    assert gradient_support(net, (49, 49), 20, 24) == (41, 41)
+    assert gradient_support(net, (49, 49), 19, 24) == (40, 41)
+
+
+def test_rdn_receptive_field_is_the_gradient_support_standard_depth():
+    # the standard depth (D=16, C=8), checkpointed as its preset is, at width 1; a tall narrow
+    # input (3x3 convolutions: the field is as wide as it is tall)
+    net = positive_constant(RDN(preset="standard", growth=1, features=1))
+    assert net.checkpoint
+    rows, _ = gradient_support(net, (269, 3), 134, 1)
+    assert rows == net.receptive_field() == 265
+
+
+def test_unet_receptive_field_is_the_gradient_support():
+    # the U-Net's (depth 4, any width): 140 px at the bottleneck (encode), and 188 or 204 px for
+    # forward, depending on the output pixel's position modulo 16 (the pooling grid); see unet.py.
+    # Max-pooling passes the gradient to one pixel of four: average pooling has its dependencies.
+    net = positive_constant(UNet(width=1, depth=4)).eval()
+    net.pool = nn.AvgPool2d(2)
+    rows = {gradient_support(net, (256, 16), r, 8)[0] for r in range(120, 136)}
+    assert rows == {188, 204}
+    assert gradient_support(net.encode, (256, 16), 8, 0)[0] == 140 == 9 * 2**4 - 4
+
+
+def test_list_networks_verbose_shows_the_declared_receptive_field():
+    result = CliRunner().invoke(main, ["list", "networks", "--verbose"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "receptive field: 265 px with the default options" in result.output
+    assert "preset = 'standard'" in result.output
 
 
 # ---------------------------------------------------------------- heads

@@ -1,12 +1,14 @@
-"""Transfer strategies' wiring: finetune's stage-2 head reset, multitask's summed loss, and that
-every method of a bench shares one fold assignment."""
+"""Transfer strategies' wiring: finetune's stage-2 head reset, multitask's summed loss, collab's
+downstream loss with L_CT as a batch mean, and that every method of a bench shares one fold
+assignment."""
 import pandas as pd
 import torch
 
 from ssl_bench.bench.plan import load_plan
 from ssl_bench.bench.runner import prepare_bench
 from ssl_bench.testing import tiny_fit_context
-from ssl_bench.transfer import finetune, multitask
+from ssl_bench.transfer import collaborative, finetune, multitask
+from ssl_bench.transfer.collaborative import CollaborativeTransfer
 from ssl_bench.transfer.finetune import FineTune
 from ssl_bench.transfer.multitask import MultiTask
 
@@ -63,6 +65,47 @@ def test_multitask_minimises_bce_plus_weighted_pretext_loss(monkeypatch):
     for bce, pre, weight, total in recorded:
         assert weight == 0.3
         assert abs(total - (bce + 0.3 * pre)) < 1e-5
+
+
+def test_collab_downstream_loss_is_alpha_times_per_image_l_ct_plus_bce(monkeypatch):
+    calls, optimised, reported = [], [], []
+    real_loss, real_step = collaborative.collaborative_loss, collaborative.optimizer_step
+
+    def spy_loss(p, d):
+        out = real_loss(p, d)
+        calls.append((p.detach().float(), d.detach().float(), out.detach()))
+        return out
+
+    def spy_step(optimizer, loss):
+        optimised.append(loss.detach())
+        real_step(optimizer, loss)
+
+    monkeypatch.setattr(collaborative, "collaborative_loss", spy_loss)
+    monkeypatch.setattr(collaborative, "optimizer_step", spy_step)
+    ctx = tiny_fit_context("gsim", n_images=8, train__batch_size=4)
+    real_run = ctx.loop.run
+
+    def run(stage, epochs, step):
+        def recording_step(x, y):
+            out = step(x, y)
+            reported.append({k: v.detach() for k, v in out.items()})
+            return out
+
+        return real_run(stage, epochs, recording_step)
+
+    monkeypatch.setattr(ctx.loop, "run", run)
+    proj_dim = 16
+    CollaborativeTransfer(alpha=0.5, proj_dim=proj_dim, hidden_dim=32).fit(ctx)
+    assert len(calls) == len(reported) == ctx.steps_per_epoch() == 2
+    for i, ((p, d, l_ct), losses) in enumerate(zip(calls, reported)):
+        assert p.shape == d.shape == (4, proj_dim)
+        # L_CT and the reported "ct" are the per-image mean of the squared distances
+        torch.testing.assert_close(l_ct, (p - d).square().sum(dim=1).mean())
+        torch.testing.assert_close(losses["ct"], l_ct)
+        assert l_ct.item() <= 4 * proj_dim  # a per-image bound (batch-normalised branches)
+        # two optimiser steps per batch: the pretext's, then L_D = alpha * L_CT + L_BCE
+        torch.testing.assert_close(optimised[2 * i], losses["pretext"])
+        torch.testing.assert_close(optimised[2 * i + 1], 0.5 * losses["ct"] + losses["bce"])
 
 
 def test_every_method_of_a_bench_shares_identical_folds(tmp_path):

@@ -1,7 +1,9 @@
 """``ssl-bench list``: the registered components (and timm backbones), with their origin.
 
 ``--verbose`` adds each component's options (``params.<name>.<option>``) with their defaults, the
-pretext kind / the pretext kinds a transfer accepts, and the status of every plugin. A plugin that
+pretext kind / the pretext kinds a transfer accepts, a network's receptive field where the network
+declares one (``receptive_field_for()``, called with no arguments: the side in pixels for its
+default options), and the status of every plugin. A plugin that
 could not be loaded is reported as one ``warning:`` line on stderr (:func:`show_plugin_warnings`).
 """
 from __future__ import annotations
@@ -49,11 +51,25 @@ def _options_text(kind: str, obj) -> str:
     return "\n".join(f"{o} = {v!r}" for o, v in opts.items()) or "-"
 
 
+def _receptive_field_text(obj) -> str:
+    """The receptive field a network declares (``receptive_field_for()``), if it declares one."""
+    declared = getattr(obj, "receptive_field_for", None)
+    if not callable(declared):
+        return ""
+    try:
+        pixels = declared()
+    except Exception as exc:  # a plugin's faulty declaration must not stop the listing
+        return f"receptive field: not available ({type(exc).__name__}: {exc})"
+    return f"receptive field: {pixels} px with the default options (it depends on the options)"
+
+
 def _interface_text(kind: str, obj) -> str:
     if kind == "pretexts":
         return f"kind: {getattr(obj, 'kind', '?')}"
     if kind == "transfers":
         return "pretext kinds: " + ", ".join(getattr(obj, "accepts", ()))
+    if kind == "networks":
+        return _receptive_field_text(obj)
     return ""
 
 

@@ -25,6 +25,17 @@ Interface shared by every pretext network in ``NETWORKS`` (used by the ``collab`
   ``h, w = ceil(H / 2**depth), ceil(W / 2**depth)``);
 - ``encoder_channels: int``: ``C`` above (here ``width * 2**depth``, 1024 by default).
 
+Receptive field (the input pixels one output pixel depends on; it depends on ``depth``, not on
+``width``). ``encode``: ``9 * 2**depth - 4`` px, 140 with the default depth 4 (every profile's),
+since level ``i``'s two 3x3 convolutions add ``4 * 2**i`` and each 2x2 pooling ``2**i``; these are
+the features branch P of the collab transfer averages. ``forward`` adds the decoder's
+convolutions, and since a pixel of an up-convolution reads a single coarse pixel, how far its
+field reaches depends on the output pixel's position modulo ``2**depth``: 188 or 204 px at depth
+4 (44 at depth 2), found by propagating each layer's dependency interval and checked against the
+support of the gradient of one output pixel (``tests/test_networks.py``). At 768x384 that is about a
+quarter of the height and half the width, against 41 px for the ``paper`` profile's RDN
+(:mod:`ssl_bench.models.rdn`).
+
 ``checkpoint=True`` recomputes every double-conv block in the backward pass
 (:func:`torch.utils.checkpoint.checkpoint`) to save activation memory; outputs, gradients and
 BatchNorm running statistics are identical to ``checkpoint=False`` (the statistics are restored

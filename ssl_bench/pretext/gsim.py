@@ -1,7 +1,7 @@
 """GSIM: gray-scale image mapping, the label-aware restoration pretext task of TSBN.
 
-Li et al., "Task-driven Self-supervised Bi-channel Networks for Diagnosis of Breast Cancers with
-Mammography" (TSBN), eq. 1: the network maps each normalised pixel ``t`` to
+Gong, Wang and Shi, "Task-driven Self-supervised Bi-channel Networks for Diagnosis of Breast
+Cancers with Mammography" (TSBN), eq. 1: the network maps each normalised pixel ``t`` to
 ``F(t) = t - (-1)**a * d / 2`` where ``a`` is the image's class (0 benign, 1 malignant): benign
 images are darkened by ``d/2``, malignant ones brightened by ``d/2``, so restoring the mapping
 requires recognising the class. Loss: mean squared error. ``d`` is not fixed by the paper; our

@@ -1,22 +1,36 @@
 """Collaborative transfer: TSBN's bi-channel training of two different networks.
 
-Li et al., "Task-driven Self-supervised Bi-channel Networks for Diagnosis of Breast Cancers with
-Mammography" (TSBN). A pretext network (``model.pretext_net``: U-Net -> TSBN-U, RDN -> TSBN-R)
-learns the pretext task (GSIM) beside the downstream classifier (a timm backbone, ResNet50 in the
-paper). Branch P maps the pretext encoder's pooled features ``e(x)``, branch D the downstream
-encoder's pooled features ``c(x)``, into one shared space, and the collaborative loss (eq. 2)
-``L_CT = sum_i ||P(e(x_i)) - D(c(x_i))||^2`` pulls them together, so the classifier inherits
-what the task-driven pretext network sees.
+Gong, Wang and Shi, "Task-driven Self-supervised Bi-channel Networks for Diagnosis of Breast
+Cancers with Mammography" (TSBN). A pretext network (``model.pretext_net``: U-Net -> TSBN-U, RDN
+-> TSBN-R) learns the pretext task (GSIM) beside the downstream classifier (a timm backbone,
+ResNet50 in the paper). Branch P maps the pretext encoder's pooled features ``e(x)``, branch D the
+downstream encoder's pooled features ``c(x)``, into one shared space, and the collaborative loss
+(eq. 2) pulls them together, so the classifier inherits what the task-driven pretext network sees.
 
 Per batch the two networks are updated alternately (eq. 4): first the pretext network with its
 pretext loss (``L_MSE`` for GSIM), then the downstream backbone, its classifier, P and D with
 ``L_D = alpha * L_CT + L_BCE`` (weighted BCE, eq. 3), the pretext features held fixed.
 
+L_CT is a mean over the batch. The paper writes eq. 2 as a sum over the batch,
+``sum_i ||P(e(x_i)) - D(c(x_i))||^2``, while its weighted BCE (eq. 3) is a batch mean; with the
+sum, ``alpha * L_CT`` grows with the batch size while ``L_BCE`` does not, so ``alpha`` would mean
+something different at every batch size. We use the same footing for both:
+``L_CT = (1/B) sum_i ||P(e(x_i)) - D(c(x_i))||^2`` (the squared distance of one image's two
+projections, summed over the ``proj_dim`` dimensions, averaged over the ``B`` images), which is
+eq. 2 divided by ``B``. The ``ct`` loss in the progress and the history is this per-image mean.
+
 Our choices where the paper is silent (``params.collab``): P and D are 2-layer MLPs
-(Linear-BN-ReLU-Linear) into a 128-d space ending in a BatchNorm without affine parameters, so the
-shared space cannot collapse to a constant; ``alpha = 1e-3`` because eq. 2 sums over the batch and
-the 128 dimensions (about 1e3 at the start of training at batch 4), which puts ``alpha * L_CT`` on
-the scale of the BCE.
+(Linear-BN-ReLU-Linear) into a ``proj_dim`` = 128-d space ending in a BatchNorm without affine
+parameters, so the shared space cannot collapse to a constant. Because both ends are
+batch-normalised (unit variance per dimension over the batch), the per-image ``L_CT`` is
+``2 * sum_j (1 - r_j)`` with ``r_j`` the batch correlation of dimension ``j`` between P and D (up
+to BatchNorm's ``eps``), between 0 and ``4 * proj_dim``: about ``2 * 128 = 256`` at the start of
+training, when P and D are uncorrelated, whatever the batch size. ``alpha = 4e-3`` puts
+``alpha * L_CT`` (about 1 at the start) on the scale of the BCE. It is the earlier ``alpha = 1e-3``
+on the summed loss at the ``paper`` profile's batch of 4
+(``1e-3 * sum = 1e-3 * 4 * mean = 4e-3 * mean``), so every full batch of the ``paper`` profile gets
+the same ``L_D`` as before (up to rounding); only an epoch's last, smaller batch differs (the sum
+weighted its images' L_CT by ``1e-3`` each, the mean weights them like any other batch's).
 """
 from __future__ import annotations
 
@@ -31,8 +45,12 @@ from .base import TransferStrategy
 
 
 def collaborative_loss(p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 of TSBN: ``sum_i sum_j (P(e(x_i))_j - D(c(x_i))_j)**2`` over batch ``i``, dims ``j``."""
-    return ((p.float() - d.float()) ** 2).sum()
+    """L_CT, eq. 2 of TSBN as a batch mean: ``(1/B) sum_i sum_j (P(e(x_i))_j - D(c(x_i))_j)**2``
+    over the ``B`` images ``i`` of the batch and the dimensions ``j`` of the shared space.
+
+    The paper sums over ``i``; the mean keeps ``alpha`` batch-size invariant (module docstring).
+    """
+    return ((p.float() - d.float()) ** 2).sum(dim=-1).mean()
 
 
 @TRANSFERS.register("collab")
@@ -42,7 +60,7 @@ class CollaborativeTransfer(TransferStrategy):
     accepts = ("image",)
     needs = ("pretext_network",)
 
-    def __init__(self, alpha: float = 1e-3, proj_dim: int = 128, hidden_dim: int = 512):
+    def __init__(self, alpha: float = 4e-3, proj_dim: int = 128, hidden_dim: int = 512):
         self.alpha = float(alpha)
         self.proj_dim = int(proj_dim)
         self.hidden_dim = int(hidden_dim)
@@ -62,7 +80,8 @@ class CollaborativeTransfer(TransferStrategy):
         encode = ctx.compiled(pretext_net.encode)
 
         def downstream(x: torch.Tensor, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """Classifier logits and L_CT: one function, so ``train.compile`` covers all of it."""
+            """Classifier logits and L_CT (batch mean): one function, so ``train.compile`` covers
+            all of it."""
             features = backbone.forward_features(x)
             logits = backbone.forward_head(features)
             l_ct = collaborative_loss(branch_p(encoded), branch_d(pooled_features(backbone, features)))
