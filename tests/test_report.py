@@ -287,7 +287,23 @@ def test_metrics_json_disagreeing_with_predictions_is_flagged(tmp_path, bench):
     m = json.loads((run / "folds" / "0" / "metrics.json").read_text())
     m["accuracy"] += 0.1
     (run / "folds" / "0" / "metrics.json").write_text(json.dumps(m))
-    assert any("fold 0: metrics.json disagrees" in w for w in load_run(run).warnings)
+    with pytest.raises(UserError, match="was edited after the run: fold 0: metrics.json disagrees"):
+        load_run(run)
+    assert any("fold 0: metrics.json disagrees" in w for w in load_run(run, allow_edited=True).warnings)
+    result = CliRunner().invoke(main, ["report", str(run), "--format", "csv", "--n-boot", "200"])
+    assert result.exit_code == 2 and "--allow-edited" in result.output
+    result = CliRunner().invoke(main, ["report", str(run), "--format", "csv", "--n-boot", "200", "--allow-edited"])
+    assert result.exit_code == 0, result.output
+
+
+def test_predictions_of_other_images_than_folds_csv_are_refused(tmp_path, bench):
+    run = tmp_path / "run"
+    shutil.copytree(bench[0], run)
+    labels, patients, fold, _ = cohort()
+    pd.DataFrame({"image_id": [f"img{j:04d}" for j in range(len(labels))], "patient_id": patients,
+                  "label": labels, "fold": (fold + 1) % 5}).to_csv(run / "folds.csv", index=False)
+    with pytest.raises(UserError, match="predictions.csv holds other images than folds.csv assigns"):
+        load_run(run)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -136,3 +136,38 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
     args = ["run", "--pretext", "none", "--transfer", "finetune", "--profile", "smoke", "--name", "race",
             "--folds", "2", "--fold", "0", "--out", str(tmp_path), "--quiet"]
     assert CliRunner().invoke(main, args).exit_code == 0
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_fold(tmp_path, monkeypatch):
+    import errno
+
+    import pandas as pd
+    import torch
+
+    from ssl_bench.experiment import rundir as rundir_module
+
+    run = RunDir.create(tmp_path, "full")
+    preds = pd.DataFrame({"image_id": ["a"], "patient_id": ["p"], "label": [1], "score": [0.9]})
+
+    def full_disk(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos") from OSError(
+            errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir_module.torch, "save", full_disk)
+    with pytest.raises(UserError, match="no space left on the device while writing fold 0") as info:
+        run.write_fold(0, {"auc": 0.5}, preds, {"state_dict": {}})
+    assert "\n" not in str(info.value)
+    assert not list((run.path / "folds").iterdir())  # neither folds/0 nor a temporary folder
+    monkeypatch.setattr(rundir_module.torch, "save", torch.save)
+
+
+def test_leftovers_of_a_killed_process_are_ignored_then_removed(tmp_path):
+    leftover = tmp_path / "none-finetune" / "folds" / ".0.tmp-999999"
+    leftover.mkdir(parents=True)
+    (leftover / "metrics.json").write_text("{}")
+    run = RunDir(tmp_path / "none-finetune")
+    assert run.present_folds() == [] and run.folds_with_model() == []
+    args = ["run", "--pretext", "none", "--transfer", "finetune", "--profile", "smoke", "--folds", "2",
+            "--fold", "0", "--out", str(tmp_path), "--quiet"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert not leftover.exists() and run.fold_done(0)

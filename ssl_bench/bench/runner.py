@@ -74,7 +74,6 @@ def prepare_bench(plan: BenchPlan, resume: bool) -> tuple[list[PreparedRun], lis
             )
         done += len(complete)
         runs.append(run)
-        run.rundir.remove_leftovers()
         config = job_config(cfg)
         jobs.extend(Job(components.display_name(cfg), components.run_name(cfg), k, config)
                     for k in run.folds_to_run)

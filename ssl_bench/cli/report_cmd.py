@@ -31,9 +31,11 @@ from ..errors import UserError
               help="Metric to sort by: accuracy, sensitivity, specificity, youden, f1, auc (fold means), "
                    "oof_auc, auprc, sens_at_spec90, sens_at_spec95, breast_auc, patient_auc, op_sensitivity "
                    "or op_specificity (pooled).")
+@click.option("--allow-edited", is_flag=True,
+              help="Report runs whose results were edited after the run (recomputed from predictions.csv).")
 @click.option("--allow-mixed", is_flag=True,
               help="Report runs that differ in dataset, folds, split, seed or images anyway.")
-def report(run_dirs, fmt, out, reference, baseline, control, aggregate, n_boot, sort_by, allow_mixed):
+def report(run_dirs, fmt, out, reference, baseline, control, aggregate, n_boot, sort_by, allow_edited, allow_mixed):
     """Leaderboard of RUN_DIR... (run directories of `ssl-bench run` / `bench`), with ROC figure,
     significance against a baseline, per-fold results and provenance."""
     # scikit-learn and matplotlib load only when a command runs, so --help stays fast
@@ -45,7 +47,8 @@ def report(run_dirs, fmt, out, reference, baseline, control, aggregate, n_boot, 
         raise UserError("--format html needs --out FILE.html (the page is written to a file)")
     rep = build_report(run_dirs, reference=reference, baseline=baseline or DEFAULT_BASELINE,
                        baseline_required=baseline is not None, sort_by=sort_by,
-                       allow_mixed=allow_mixed, n_boot=n_boot, control=control, aggregate=aggregate)
+                       allow_mixed=allow_mixed, allow_edited=allow_edited, n_boot=n_boot,
+                       control=control, aggregate=aggregate)
     if out is None:
         if fmt == "csv":
             click.echo(to_csv(rep), nl=False)

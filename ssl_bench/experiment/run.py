@@ -68,6 +68,7 @@ def prepare_run(cfg: Config, loaded: LoadedDataset | None = None) -> PreparedRun
     validate_parts(cfg)
     rundir = RunDir.create(cfg.out, components.run_name(cfg))
     rundir.claim()  # before reading anything: a concurrent writer would change it under us
+    rundir.remove_leftovers()  # ours alone now: what a killed process left half-written goes
     rundir.check_config(cfg)
     loaded = loaded if loaded is not None else load_dataset(cfg)
     fold_of = compute_folds(cfg, loaded)

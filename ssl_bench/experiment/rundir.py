@@ -39,6 +39,7 @@ version field existed (read as version 0) hold timm backbones.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -198,6 +199,18 @@ def load_model_record(path: Path) -> dict:
     return record
 
 
+def _no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: torch reports a full disk as a RuntimeError of its
+    zip writer) is the device running out of space."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "file write failed" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def comparable_config(config: dict) -> dict:
     """The settings of a config dict that decide a run's results."""
     out = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
@@ -300,12 +313,21 @@ class RunDir:
             return  # never rewrite a completed fold
         tmp = final.parent / f".{k}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        (tmp / "metrics.json").write_text(to_json(metrics))
-        predictions.to_csv(tmp / "predictions.csv", index=False)
-        torch.save(model, tmp / MODEL_FILE)
-        if history is not None:
-            history.to_csv(tmp / HISTORY_FILE, index=False)
+        try:
+            tmp.mkdir(parents=True)
+            (tmp / "metrics.json").write_text(to_json(metrics))
+            predictions.to_csv(tmp / "predictions.csv", index=False)
+            torch.save(model, tmp / MODEL_FILE)
+            if history is not None:
+                history.to_csv(tmp / HISTORY_FILE, index=False)
+        except BaseException as exc:  # a half-written fold never stays behind (Ctrl-C included)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if _no_space(exc):
+                kept = ", ".join(str(j) for j in self.present_folds() if self.fold_done(j)) or "none"
+                raise UserError(f"no space left on the device while writing fold {k} into {self.path}; "
+                                f"nothing of fold {k} was kept, completed folds ({kept}) are intact: free "
+                                f"space and rerun the same command to finish") from None
+            raise
         if self.fold_done(k):  # another process finished this fold meanwhile: keep its files
             shutil.rmtree(tmp, ignore_errors=True)
             return

@@ -184,6 +184,7 @@ def build_report(
     allow_mixed: bool = False,
     n_boot: int = 1000,
     baseline_required: bool = True,
+    allow_edited: bool = False,
     seed: int = 0,
     control: str | None = "Non-spatial",
     aggregate: str = "mean",
@@ -202,7 +203,7 @@ def build_report(
     key = {"pooled_auc": "oof_auc", "oof": "oof_auc"}.get(sort_by.lower(), sort_by.lower())
     if key not in SORT_KEYS:
         raise UserError(f"cannot sort by '{sort_by}'; choose one of {', '.join(SORT_KEYS)}")
-    runs = [load_run(d) for d in dirs]
+    runs = [load_run(d, allow_edited) for d in dirs]
     notes = skipped + [f"Not comparable, reported anyway (--allow-mixed): {issue}."
              for issue in check_comparable(runs, allow_mixed)]
     _unique_names(runs, notes)

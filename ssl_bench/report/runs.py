@@ -70,8 +70,11 @@ def _method_name(path: Path, config: dict, summary: dict) -> str:
     return path.name
 
 
-def load_run(path: str | Path) -> RunResult:
-    """Load one run directory. Missing folds make it partial; a broken directory is a UserError."""
+def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
+    """Load one run directory. Missing folds make it partial; a broken directory is a UserError,
+    and so are results edited after the run (a ``metrics.json`` that disagrees with its
+    ``predictions.csv``, or held-out images other than ``folds.csv`` assigns) unless
+    ``allow_edited``, which reports them as warnings."""
     rundir = RunDir.open(path)
     p = rundir.path
     config = rundir.read_config()
@@ -89,6 +92,8 @@ def load_run(path: str | Path) -> RunResult:
     fold_metrics: dict[int, dict[str, float]] = {}
     stored: dict[int, dict[str, float]] = {}
     frames = []
+    edited: list[str] = []
+    assigned = rundir.read_folds() if (p / "folds.csv").is_file() else None
     for k in rundir.completed_folds(n_folds):
         stored[k] = rundir.read_metrics(k)
         pred = rundir.read_predictions(k)
@@ -97,7 +102,16 @@ def load_run(path: str | Path) -> RunResult:
         fold_metrics[k] = compute_metrics(pred["label"], pred["score"])
         off = [m for m in METRICS if not _close(stored[k].get(m), fold_metrics[k][m])]
         if off:
-            warnings.append(f"fold {k}: metrics.json disagrees with predictions.csv on {', '.join(off)}")
+            edited.append(f"fold {k}: metrics.json disagrees with predictions.csv on {', '.join(off)}")
+        if assigned is not None:
+            expected = set(assigned.loc[assigned["fold"] == k, "image_id"].astype(str))
+            if set(pred["image_id"]) != expected:
+                edited.append(f"fold {k}: predictions.csv holds other images than folds.csv assigns "
+                              f"({len(set(pred['image_id']) ^ expected)} differ)")
+    if edited and not allow_edited:
+        raise UserError(f"{p} was edited after the run: {'; '.join(edited)}. Use --allow-edited to "
+                        f"report it anyway (numbers are recomputed from predictions.csv)")
+    warnings += edited
     if not frames:
         raise UserError(
             f"{p}: no completed fold (expected folds/<k>/metrics.json and folds/<k>/predictions.csv"
