@@ -102,12 +102,21 @@ def check_needed_components(cfg: Config) -> None:
 
 def run_name(cfg: Config) -> str:
     """The run directory's name: ``cfg.name``, else ``<pretext>-<transfer>`` followed by the
-    components the transfer needs (``gsim-collab-unet``)."""
-    if cfg.name:
-        return cfg.name
-    return "-".join([cfg.pretext, cfg.transfer, *(name for _, name in needed_components(cfg))])
+    components the transfer needs (``gsim-collab-unet``); then ``-f<fraction>`` when
+    ``data.label_fraction`` is below 1 (``simclr-linear-f0.25``), so the runs of one method at
+    several label fractions are several run directories."""
+    base = cfg.name or "-".join([cfg.pretext, cfg.transfer, *(name for _, name in needed_components(cfg))])
+    return base + fraction_suffix(cfg)
+
+
+def fraction_suffix(cfg: Config) -> str:
+    """``-f0.25`` for a run on a fraction of the training labels, ``""`` for all of them."""
+    f = float(cfg.data.label_fraction)
+    return "" if f >= 1.0 else f"-f{f:g}"
 
 
 def display_name(cfg: Config) -> str:
     """The method's name in tables: its bench row (``cfg.method``), else the run name."""
-    return cfg.method or run_name(cfg)
+    if cfg.method:
+        return cfg.method + fraction_suffix(cfg)
+    return run_name(cfg)

@@ -41,6 +41,9 @@ class DataConfig:
     image_size: tuple[int, int] = (768, 384)  # (height, width)
     split: str = "patient"  # "patient": grouped by patient; "image": image-level folds
     folds: int = 5
+    # share of each fold's training patients used (stratified, grouped by patient, nested across
+    # fractions; data/splits.py label_subset); the held-out folds never change
+    label_fraction: float = 1.0
     on_bad_image: str = "fail"  # "fail" | "skip"
     cache_dir: str = field(default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"))
     workers: int = 0  # decoding processes; 0 = one per CPU core
@@ -375,6 +378,8 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 def validate(cfg: Config) -> None:
     if cfg.data.split not in ("patient", "image"):
         raise ConfigError(f"data.split must be 'patient' or 'image', got '{cfg.data.split}'")
+    if not (math.isfinite(cfg.data.label_fraction) and 0 < cfg.data.label_fraction <= 1):
+        raise ConfigError(f"data.label_fraction must be in (0, 1], got {cfg.data.label_fraction!r}")
     if cfg.data.folds < 2:
         raise ConfigError(f"data.folds must be at least 2, got {cfg.data.folds}")
     if cfg.fold is not None and not 0 <= cfg.fold < cfg.data.folds:

@@ -44,6 +44,31 @@ def config_options(f):
     return f
 
 
+def parse_fractions(text: str | None) -> tuple[float, ...]:
+    """``--label-fraction 0.1,0.25,1.0`` as a tuple of floats in (0, 1] (none given: ``()``)."""
+    from ..errors import ConfigError
+
+    if text is None or str(text).strip() == "":
+        return ()
+    values = []
+    for part in str(text).split(","):
+        try:
+            f = float(part)
+        except ValueError:
+            raise ConfigError(f"--label-fraction expects comma-separated numbers in (0, 1], got '{text}'") from None
+        if not (0 < f <= 1):
+            raise ConfigError(f"--label-fraction values must be in (0, 1], got {part.strip()}")
+        values.append(f)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"--label-fraction lists a fraction twice: '{text}'")
+    return tuple(values)
+
+
+LABEL_FRACTION_HELP = ("Train on this share of each fold's training patients (stratified, grouped by "
+                       "patient, nested), e.g. 0.25 or 0.1,0.25,0.5,1.0 (one run directory per "
+                       "fraction, named -f<fraction>); the held-out folds never change.")
+
+
 def collect_flags(kwargs: dict) -> dict:
     flags = {}
     for key in list(kwargs):
@@ -116,21 +141,34 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
 @click.option("--fold", type=int, default=None, help="Run only this fold (0-based).")
 @click.option("--name", default=None, help="Run directory name (default: pretext-transfer[-net]).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--label-fraction", "label_fraction", default=None, metavar="F[,F...]", help=LABEL_FRACTION_HELP)
 @config_options
-def run(profile, config_file, sets, quiet, **kwargs):
+def run(profile, config_file, sets, quiet, label_fraction, **kwargs):
     """Train and cross-validate one method; writes OUT/NAME/: config.yaml, folds.csv, env.json,
     summary.json and folds/<k>/ (metrics.json, predictions.csv, model.pt)."""
     # torch loads only when a command runs, so --help stays fast
-    from ..experiment.run import run_experiment
     from ..training.device import default_profile
 
     file_values = load_yaml(config_file) if config_file else {}
     flags = collect_flags(kwargs)
-    cfg = build_config(profile, file_values, flags, sets, default_profile=default_profile)
+    configs = []  # every fraction's config resolved (and checked) before any trains
+    for fraction in parse_fractions(label_fraction) or (None,):
+        if fraction is not None:
+            flags["data.label_fraction"] = fraction
+        configs.append(build_config(profile, file_values, flags, sets, default_profile=default_profile))
+    for cfg in configs:
+        run_one(cfg, profile, file_values, quiet)
+
+
+def run_one(cfg, profile, file_values, quiet) -> None:
+    """Run one resolved config and print its metrics table."""
+    from ..experiment.run import run_experiment
+
     how = "given" if profile or file_values.get("profile") else f"default for device '{cfg.device}'"
     out_console.print(
         f"profile [bold]{cfg.profile}[/] ({how}) · {cfg.pretext} + {cfg.transfer} · backbone "
-        f"{cfg.model.backbone} · dataset {cfg.data.dataset} · image {cfg.data.image_size[0]}x{cfg.data.image_size[1]}",
+        f"{cfg.model.backbone} · dataset {cfg.data.dataset} · image {cfg.data.image_size[0]}x{cfg.data.image_size[1]}"
+        + (f" · label fraction {cfg.data.label_fraction:g}" if cfg.data.label_fraction < 1 else ""),
         highlight=False,
     )
     prepared, summary = run_experiment(cfg, show_progress=not quiet)

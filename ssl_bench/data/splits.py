@@ -1,6 +1,10 @@
 """Deterministic k-fold splits: stratified by label and grouped by patient (no patient in two
-folds) with scikit-learn's ``StratifiedGroupKFold``, or image-level ``StratifiedKFold``."""
+folds) with scikit-learn's ``StratifiedGroupKFold``, or image-level ``StratifiedKFold``; and the
+nested, stratified, patient-grouped label-fraction subsets of a fold's training images
+(:func:`label_subset`)."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -38,3 +42,61 @@ def check_grouping(fold_of, groups) -> None:
     for fold, group in zip(np.asarray(fold_of), np.asarray(groups)):
         if seen.setdefault(str(group), int(fold)) != int(fold):
             raise DataError(f"patient {group} appears in folds {seen[str(group)]} and {fold}")
+
+
+def check_fraction(fraction: float, what: str = "label fraction") -> float:
+    """``fraction`` as a float in (0, 1], else a DataError."""
+    try:
+        f = float(fraction)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be a number in (0, 1], got {fraction!r}") from None
+    if not (math.isfinite(f) and 0 < f <= 1):
+        raise DataError(f"{what} must be in (0, 1], got {fraction!r}")
+    return f
+
+
+def n_kept(fraction: float, n: int) -> int:
+    """``ceil(fraction * n)`` with float noise ignored (0.3 * 10 is 3, not 4)."""
+    return min(n, math.ceil(round(fraction * n, 9)))
+
+
+def patient_order(labels, groups, train_mask, seed: int, fold: int) -> dict[int, list[str]]:
+    """The training patients of one (seed, fold), ranked once per class: a patient's class is the
+    max of its training images' labels (malignant if any image is); each class's patients, sorted
+    by id, are shuffled by a permutation seeded with ``(seed, fold, class)``. The order does not
+    depend on the fraction, which is what makes the subsets nested."""
+    labels, groups = np.asarray(labels), np.asarray(groups).astype(str)
+    mask = np.asarray(train_mask, dtype=bool)
+    table: dict[str, int] = {}
+    for g, y in zip(groups[mask], labels[mask]):
+        table[g] = max(table.get(g, 0), int(y))
+    order = {}
+    for c in (0, 1):
+        patients = sorted(g for g, y in table.items() if y == c)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(fold), c]))
+        order[c] = [patients[i] for i in rng.permutation(len(patients))]
+    return order
+
+
+def label_subset(labels, groups, train_mask, fraction: float, seed: int = 0, fold: int = 0) -> np.ndarray:
+    """The images (boolean mask over all samples) of the ``fraction`` subset of the training
+    images ``train_mask`` of fold ``fold``.
+
+    Rule: rank the training patients per class with :func:`patient_order` (seeded by ``(seed,
+    fold, class)``), keep the first ``ceil(fraction * n_c)`` patients of each class ``c`` (``n_c``
+    its training patients; at least one per non-empty class), and every training image of a kept
+    patient. Hence subsets are grouped by patient (a patient is in or out with all its images),
+    stratified (each class keeps the fraction of its patients, rounded up), nested (a smaller
+    fraction's patients are a prefix of a larger one's) and deterministic per (seed, fold);
+    ``fraction = 1`` keeps every training image. The held-out fold is never touched.
+    """
+    f = check_fraction(fraction)
+    mask = np.asarray(train_mask, dtype=bool)
+    if f >= 1.0:
+        return mask.copy()
+    order = patient_order(labels, groups, mask, seed, fold)
+    kept = set()
+    for patients in order.values():
+        kept.update(patients[: n_kept(f, len(patients))])
+    in_kept = np.array([g in kept for g in np.asarray(groups).astype(str)], dtype=bool)
+    return mask & in_kept

@@ -13,6 +13,7 @@ import torch
 from .. import components
 from ..config import Config
 from ..data.base import LoadedDataset
+from ..data.splits import label_subset
 from ..registry import PRETEXTS, TRANSFERS
 from ..training.context import FitContext
 from ..training.device import resolve_precision
@@ -37,6 +38,22 @@ def build_parts(cfg: Config):
     transfer = components.create(TRANSFERS, cfg.transfer, cfg)
     transfer.check(cfg.pretext, pretext)
     return pretext, transfer
+
+
+def training_subset(cfg: Config, loaded: LoadedDataset, fold_of: np.ndarray, k: int) -> np.ndarray:
+    """Fold ``k``'s training images (boolean mask): the other folds' images, reduced to
+    ``data.label_fraction`` of their patients (:func:`ssl_bench.data.splits.label_subset`)."""
+    return label_subset(loaded.labels, loaded.groups, fold_of != k, cfg.data.label_fraction, cfg.seed, k)
+
+
+def subset_record(cfg: Config, loaded: LoadedDataset, train_mask: np.ndarray) -> dict:
+    """What a fold records of its training subset (in ``metrics.json``): the requested
+    ``label_fraction`` and the actual ``n_train_images`` and ``n_train_patients``."""
+    return {
+        "label_fraction": float(cfg.data.label_fraction),
+        "n_train_images": int(train_mask.sum()),
+        "n_train_patients": int(len(np.unique(np.asarray(loaded.groups)[train_mask]))),
+    }
 
 
 @dataclass
@@ -75,7 +92,8 @@ def run_fold(
         torch.set_num_threads(cfg.threads)
     pretext, transfer = build_parts(cfg)
     images = DeviceImages.get(loaded, device)
-    train_idx = torch.from_numpy(np.flatnonzero(fold_of != k)).to(device)
+    train_mask = training_subset(cfg, loaded, fold_of, k)
+    train_idx = torch.from_numpy(np.flatnonzero(train_mask)).to(device)
     test_idx = np.flatnonzero(fold_of == k)
     labels = torch.from_numpy(loaded.labels.copy()).float().to(device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
@@ -94,7 +112,7 @@ def run_fold(
     scores = predict_scores(classifier, held_out, device, amp_dtype, batch_size=batch)
     # the operating point comes from the training images' scores, never from the held-out fold
     train_scores = predict_scores(classifier, ctx.images, device, amp_dtype, batch_size=batch)
-    threshold = operating_threshold(loaded.labels[fold_of != k], train_scores)
+    threshold = operating_threshold(loaded.labels[train_mask], train_scores)
     table = loaded.samples.iloc[test_idx]
     predictions = pd.DataFrame(
         {
@@ -106,6 +124,7 @@ def run_fold(
         }
     )
     metrics = fold_metrics(predictions["label"], predictions["score"], threshold)
+    metrics.update(subset_record(cfg, loaded, train_mask))
     return FoldResult(k, metrics, predictions, model_record(cfg.model.backbone, cfg.data.image_size, classifier),
                       history_table(ctx.history))
 

@@ -15,7 +15,11 @@
 
 ``predictions.csv``: ``image_id, patient_id, label, score, laterality`` (score = probability of
 malignancy; laterality may be empty). ``metrics.json``: the Table II metrics at threshold 0.5,
-``op_threshold`` and the ``op_*`` metrics at the fold's own operating point, ``degenerate``.
+``op_threshold`` and the ``op_*`` metrics at the fold's own operating point, ``degenerate``,
+and the fold's training subset: the requested ``label_fraction`` (``data.label_fraction``) and the
+actual ``n_train_images`` and ``n_train_patients`` (runs written before label fractions lack them:
+read as fraction 1). ``summary.json`` repeats ``label_fraction`` and, per fold, the two counts
+(``train_subsets``).
 
 A fold is *complete* when its results (``metrics.json`` and ``predictions.csv``) exist: that is
 what every reader (resume, bench, report) counts. ``model.pt`` is written with them but is only
