@@ -14,11 +14,14 @@ from torch import nn
 
 from ..errors import UserError
 from .backbones import create_backbone
+from .frozen_probe import KnnProbeClassifier, LinearProbeClassifier
 from .nonspatial import NonSpatialClassifier
 
 #: the non-timm classifiers a ``model.pt`` may name in ``architecture["name"]``
 CLASSIFIERS: dict[str, type[nn.Module]] = {
     "nonspatial": NonSpatialClassifier,
+    "linear_probe": LinearProbeClassifier,
+    "knn_probe": KnnProbeClassifier,
 }
 
 
@@ -37,7 +40,7 @@ def build_classifier(backbone: str | None, architecture: dict[str, Any] | None =
                         f"{', '.join(CLASSIFIERS)} and timm backbones (upgrade ssl-bench?)")
     if (in_chans, num_classes) != (1, 1):
         raise UserError(f"classifier '{name}' has 1 input channel and 1 output, not {in_chans} and {num_classes}")
-    options = {k: v for k, v in architecture.items() if k != "name"}
+    options = {k: v for k, v in architecture.items() if k not in ("name", "module")}
     try:
         return CLASSIFIERS[name](**options)
     except (TypeError, ValueError) as exc:

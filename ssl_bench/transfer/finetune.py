@@ -54,6 +54,19 @@ def supervised_stage(ctx: FitContext, backbone: nn.Module, epochs: int, stage: s
     ctx.train(stage, epochs, step)
 
 
+def pretrained_backbone(ctx: FitContext) -> nn.Module:
+    """Stage 1 of fine-tuning, shared with the frozen protocols (``linear``, ``knn``): the
+    downstream backbone (``ctx.new_backbone()``, initialised by ``model.pretrained``) trained by
+    the pretext task for ``train.pretext_epochs`` with a fresh 1-logit classifier head after it;
+    with pretext ``none`` (or 0 pretext epochs) the backbone as initialised."""
+    backbone = ctx.new_backbone()
+    epochs = ctx.config.train.pretext_epochs
+    if ctx.pretext.trains and epochs > 0:
+        pretext_stage(ctx, PretextModel(backbone, ctx.pretext), epochs)
+        reset_classifier_head(backbone)
+    return backbone
+
+
 @TRANSFERS.register("finetune")
 class FineTune(TransferStrategy):
     """Two stages: pretext training of backbone + pretext head, then supervised fine-tuning."""
@@ -61,10 +74,6 @@ class FineTune(TransferStrategy):
     accepts = ("image", "embedding", "none")
 
     def fit(self, ctx: FitContext) -> nn.Module:
-        backbone = ctx.new_backbone()
-        epochs = ctx.config.train.pretext_epochs
-        if ctx.pretext.trains and epochs > 0:
-            pretext_stage(ctx, PretextModel(backbone, ctx.pretext), epochs)
-            reset_classifier_head(backbone)
+        backbone = pretrained_backbone(ctx)
         supervised_stage(ctx, backbone, ctx.config.train.epochs)
         return backbone

@@ -1,0 +1,136 @@
+"""Classifiers of the frozen evaluation protocols (``linear`` and ``knn`` transfers): a timm
+backbone, frozen, whose globally pooled features feed a head fitted with scikit-learn.
+
+- :class:`LinearProbeClassifier`: ``StandardScaler`` + ``LogisticRegression`` copied into float64
+  buffers and a linear layer, so that ``sigmoid(forward(x))`` is ``predict_proba(features)[:, 1]``.
+- :class:`KnnProbeClassifier`: the L2-normalised training features and their labels as buffers;
+  the probability of malignancy is the share of malignant images among the ``k`` training images
+  of highest cosine similarity (``KNeighborsClassifier(k, metric="cosine").predict_proba``),
+  clipped to ``[EPS, 1 - EPS]`` so that the logit stays finite.
+
+Both say what they are through ``architecture`` (the timm backbone's name and the head's sizes),
+which :mod:`ssl_bench.models.classifiers` uses to rebuild them from ``model.pt``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones import create_backbone, num_pooled_features, pooled_features
+
+EPS = 1e-7  # kNN probabilities are clipped to [EPS, 1 - EPS] (finite logits)
+
+
+class FrozenBackboneClassifier(nn.Module):
+    """A timm backbone (1 input channel) used as a frozen feature extractor."""
+
+    def __init__(self, backbone: str, module: nn.Module | None = None):
+        """``backbone``: the timm name (what ``model.pt`` records); ``module``: that backbone,
+        trained (a fresh, randomly initialised one is built when omitted: ``load_state_dict``)."""
+        super().__init__()
+        if module is None:
+            module = create_backbone(backbone, pretrained=None, in_chans=1, num_classes=1)
+        self.backbone_name = str(backbone)
+        self.backbone = module
+        self.backbone.requires_grad_(False)
+        self.num_features = num_pooled_features(module)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` -> pooled features ``(B, F)`` float32, the backbone in eval mode."""
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            f = pooled_features(self.backbone, self.backbone.forward_features(x)).float()
+        self.backbone.train(was_training)
+        return f
+
+
+def _as64(a: Any, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
+
+
+class LinearProbeClassifier(FrozenBackboneClassifier):
+    """Logistic regression on a frozen backbone's standardised pooled features."""
+
+    def __init__(self, backbone: str = "resnet50", num_features: int | None = None,
+                 module: nn.Module | None = None):
+        super().__init__(backbone, module)
+        if num_features is not None and int(num_features) != self.num_features:
+            raise ValueError(f"backbone has {self.num_features} pooled features, not {num_features}")
+        n = self.num_features
+        self.register_buffer("feature_mean", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("feature_scale", torch.ones(n, dtype=torch.float64))
+        self.register_buffer("weight", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros((), dtype=torch.float64))
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return {"name": "linear_probe", "backbone": self.backbone_name, "num_features": self.num_features}
+
+    def set_linear(self, mean, scale, coef, intercept) -> None:
+        """Copy in ``StandardScaler.mean_``, ``.scale_`` and ``LogisticRegression.coef_``, ``.intercept_``."""
+        dev = self.weight.device
+        with torch.no_grad():
+            self.feature_mean.copy_(_as64(mean, dev).reshape(-1))
+            self.feature_scale.copy_(_as64(scale, dev).reshape(-1))
+            self.weight.copy_(_as64(coef, dev).reshape(-1))
+            self.bias.copy_(_as64(intercept, dev).reshape(-1)[0])
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, F)`` -> ``(B, 1)`` float64 logits."""
+        z = (features.to(torch.float64) - self.feature_mean) / self.feature_scale
+        return (z @ self.weight + self.bias).unsqueeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.features(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.head(features).to(torch.float32)
+
+
+class KnnProbeClassifier(FrozenBackboneClassifier):
+    """Cosine k-nearest neighbours on a frozen backbone's L2-normalised pooled features."""
+
+    def __init__(self, backbone: str = "resnet50", n_train: int = 1, k: int = 20,
+                 num_features: int | None = None, module: nn.Module | None = None):
+        super().__init__(backbone, module)
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if int(n_train) != n_train or n_train < 1:
+            raise ValueError(f"n_train must be a positive integer, got {n_train!r}")
+        if num_features is not None and int(num_features) != self.num_features:
+            raise ValueError(f"backbone has {self.num_features} pooled features, not {num_features}")
+        self.k, self.n_train = int(k), int(n_train)
+        self.register_buffer("train_features", torch.zeros(self.n_train, self.num_features))
+        self.register_buffer("train_labels", torch.zeros(self.n_train))
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return {"name": "knn_probe", "backbone": self.backbone_name, "num_features": self.num_features,
+                "n_train": self.n_train, "k": self.k}
+
+    @staticmethod
+    def normalise(features: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(features.float(), dim=1)
+
+    def set_memory(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Store the training images' features (normalised here) and labels (0/1)."""
+        if features.shape != self.train_features.shape:
+            raise ValueError(f"expected features {tuple(self.train_features.shape)}, got {tuple(features.shape)}")
+        with torch.no_grad():
+            self.train_features.copy_(self.normalise(features))
+            self.train_labels.copy_(labels.float().reshape(-1))
+
+    def probability(self, features: torch.Tensor) -> torch.Tensor:
+        """Share of malignant images among the ``min(k, n_train)`` most cosine-similar training images."""
+        sims = self.normalise(features) @ self.train_features.T
+        nearest = sims.topk(min(self.k, self.n_train), dim=1).indices
+        return self.train_labels[nearest].to(torch.float64).mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.features(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            p = self.probability(features).clamp(EPS, 1 - EPS)
+            return torch.log(p / (1 - p)).unsqueeze(1).to(torch.float32)

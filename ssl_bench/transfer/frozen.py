@@ -1,0 +1,109 @@
+"""Frozen evaluation: the standard protocols of self-supervised learning, which judge the
+pretext stage's features without fine-tuning them.
+
+Both transfers run the pretext stage of ``finetune`` (:func:`~ssl_bench.transfer.finetune.pretrained_backbone`:
+``train.pretext_epochs`` of the pretext task on the downstream backbone; with pretext ``none``
+the backbone as ``model.pretrained`` initialised it, the random-init or ImageNet control), then
+freeze the backbone, put it in eval mode and extract each training image's globally pooled
+features (:func:`ssl_bench.models.backbones.pooled_features`), on which scikit-learn fits:
+
+- ``linear`` (linear probe): ``StandardScaler`` + ``LogisticRegression`` (L2, lbfgs, inverse
+  strength ``C``); class weights as the ``nonspatial`` transfer's: ``"pos_weight"`` (default)
+  weights malignant images by ``train.pos_weight`` (TSBN eq. 3), ``"balanced"``, ``"none"``;
+- ``knn``: ``k`` nearest neighbours (default 20) by cosine similarity of the L2-normalised
+  features; the probability of malignancy is the share of malignant images among them.
+
+The classifier returned (:mod:`ssl_bench.models.frozen_probe`) is the frozen backbone with a head
+reproducing the scikit-learn model's probability; its ``architecture`` dict rebuilds it from
+``model.pt`` for ``ssl-bench predict``. ``train.epochs`` is not used (no supervised stage).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from ..errors import DataError
+from ..models.frozen_probe import FrozenBackboneClassifier, KnnProbeClassifier, LinearProbeClassifier
+from ..registry import TRANSFERS
+from ..training.context import FitContext
+from .base import TransferStrategy
+from .finetune import pretrained_backbone
+from .nonspatial import CLASS_WEIGHTS
+
+FEATURE_BATCH = 64  # images per feature pass
+
+
+def frozen_features(classifier: FrozenBackboneClassifier, ctx: FitContext) -> torch.Tensor:
+    """``(N, F)`` float32 pooled features of the fold's training images, on ``ctx.device``,
+    computed as the classifier computes them when scoring (eval mode, the run's autocast)."""
+    parts = []
+    for i in range(0, ctx.images.shape[0], FEATURE_BATCH):
+        with ctx.autocast():
+            parts.append(classifier.features(ctx.images[i : i + FEATURE_BATCH].float()))
+    return torch.cat(parts)
+
+
+def training_labels(ctx: FitContext, name: str) -> np.ndarray:
+    labels = ctx.labels.detach().cpu().numpy().astype(np.int64)
+    if np.unique(labels).size < 2:
+        raise DataError(f"transfer '{name}' needs benign and malignant images among a fold's training "
+                        f"images; this fold has one class only")
+    return labels
+
+
+class FrozenTransfer(TransferStrategy):
+    accepts = ("image", "embedding", "none")
+
+    def frozen_backbone(self, ctx: FitContext) -> nn.Module:
+        backbone = pretrained_backbone(ctx)
+        return backbone.to(ctx.device).eval().requires_grad_(False)
+
+
+@TRANSFERS.register("linear")
+class LinearProbe(FrozenTransfer):
+    """Linear probe: logistic regression on the frozen backbone's pooled features after the pretext stage."""
+
+    def __init__(self, C: float = 1.0, class_weight: str = "pos_weight", max_iter: int = 1000):
+        if not C > 0:
+            raise ValueError(f"C must be positive, got {C!r}")
+        if class_weight not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be at least 1, got {max_iter!r}")
+        self.C, self.class_weight, self.max_iter = float(C), class_weight, int(max_iter)
+
+    def weights(self, pos_weight: float):
+        return {"pos_weight": {0: 1.0, 1: float(pos_weight)}, "balanced": "balanced", "none": None}[self.class_weight]
+
+    def fit(self, ctx: FitContext) -> nn.Module:
+        classifier = LinearProbeClassifier(ctx.config.model.backbone, module=self.frozen_backbone(ctx)).to(ctx.device)
+        features = frozen_features(classifier, ctx).cpu().numpy().astype(np.float64)
+        labels = training_labels(ctx, self.name)
+        scaler = StandardScaler().fit(features)
+        model = LogisticRegression(C=self.C, class_weight=self.weights(ctx.config.train.pos_weight),
+                                   max_iter=self.max_iter)
+        model.fit(scaler.transform(features), labels)
+        classifier.set_linear(scaler.mean_, scaler.scale_, model.coef_, model.intercept_)
+        classifier.fitted = (scaler, model)  # for inspection and tests; not part of the state_dict
+        return classifier.eval()
+
+
+@TRANSFERS.register("knn")
+class KnnProbe(FrozenTransfer):
+    """k-nearest neighbours (cosine) on the frozen backbone's L2-normalised pooled features after the pretext stage."""
+
+    def __init__(self, k: int = 20):
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        self.k = int(k)
+
+    def fit(self, ctx: FitContext) -> nn.Module:
+        backbone = self.frozen_backbone(ctx)
+        n = int(ctx.images.shape[0])
+        training_labels(ctx, self.name)
+        classifier = KnnProbeClassifier(ctx.config.model.backbone, n_train=n, k=self.k, module=backbone).to(ctx.device)
+        classifier.set_memory(frozen_features(classifier, ctx), ctx.labels)
+        return classifier.eval()
