@@ -7,6 +7,10 @@ Format::
       ResNet: {pretext: none, transfer: finetune}
       TSBN-U: {pretext: gsim, transfer: collab, model: {pretext_net: unet}}
 
+A top-level ``label_fractions: [0.1, 0.25, 0.5, 1.0]`` (or ``--label-fraction 0.1,0.25`` on the
+command line, which replaces it) runs every method at every fraction: one run directory per
+method and fraction, named ``<method>-f<fraction>`` below 1 (:func:`ssl_bench.components.run_name`).
+
 Precedence, lowest first: ``defaults`` < the method's entry < profile < command-line flags <
 ``--set`` (the profile applies on top, so ``--profile smoke`` shrinks every method). Every method
 gets the same dataset, seed and split, hence identical folds.
@@ -41,6 +45,21 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _file_fractions(path, value) -> tuple[float, ...]:
+    """The bench file's ``label_fractions`` (a list of numbers in (0, 1]), or ``()``."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item <= 1:
+            raise ConfigError(f"{path}: label_fractions must be a list of numbers in (0, 1], got {value!r}")
+        out.append(float(item))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{path}: label_fractions lists a fraction twice: {value!r}")
+    return tuple(out)
+
+
 def load_plan(
     path: str | Path,
     profile: str | None = None,
@@ -49,11 +68,14 @@ def load_plan(
     only: tuple[str, ...] = (),
     seeds: tuple[int, ...] = (),
     default_profile: Callable[[str], str] | None = None,
+    fractions: tuple[float, ...] = (),
 ) -> BenchPlan:
     data = load_yaml(path)
-    unknown = set(data) - {"defaults", "methods", "description"}
+    unknown = set(data) - {"defaults", "methods", "description", "label_fractions"}
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, methods")
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, methods, "
+                          f"label_fractions")
+    fractions = tuple(fractions) or _file_fractions(path, data.get("label_fractions"))
     methods = data.get("methods")
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"{path}: 'methods' must map method names to their settings")
@@ -65,18 +87,21 @@ def load_plan(
     defaults = data.get("defaults") or {}
     configs = []
     for seed in seeds or (None,):
-        for name, values in methods.items():
-            if only and name not in only:
-                continue
-            merged = _merge(defaults, values or {})
-            merged.setdefault("method", name)
-            merged.setdefault("name", name if seed is None or len(seeds) == 1 else f"{name}-seed{seed}")
-            method_flags = dict(flags or {})
-            if seed is not None:
-                method_flags["seed"] = seed
-            cfg = build_config(profile, merged, method_flags, sets, profile_over_file=True,
-                               default_profile=default_profile)
-            configs.append(cfg)
+        for fraction in fractions or (None,):
+            for name, values in methods.items():
+                if only and name not in only:
+                    continue
+                merged = _merge(defaults, values or {})
+                merged.setdefault("method", name)
+                merged.setdefault("name", name if seed is None or len(seeds) == 1 else f"{name}-seed{seed}")
+                method_flags = dict(flags or {})
+                if seed is not None:
+                    method_flags["seed"] = seed
+                if fraction is not None:
+                    method_flags["data.label_fraction"] = fraction
+                cfg = build_config(profile, merged, method_flags, sets, profile_over_file=True,
+                                   default_profile=default_profile)
+                configs.append(cfg)
     names = [run_name(c) for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two methods would write the same run directory")

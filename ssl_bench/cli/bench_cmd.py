@@ -12,7 +12,7 @@ from .. import components
 from ..console import make_console
 from ..errors import ConfigError
 from ..registry import EXECUTORS
-from .run_cmd import collect_flags
+from .run_cmd import LABEL_FRACTION_HELP, collect_flags, parse_fractions
 
 
 out_console = make_console()
@@ -83,8 +83,10 @@ def build_executor(name: str, cfg, **flags):
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="Paper numbers to show beside ours (e.g. benchmarks/table2_paper.csv).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--label-fraction", "label_fraction", default=None, metavar="F[,F...]",
+              help=LABEL_FRACTION_HELP + " Replaces the bench file's label_fractions.")
 def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retries, ray_address,
-          gpus_per_job, cpus_per_job, sets, reference, quiet, **kwargs):
+          gpus_per_job, cpus_per_job, sets, reference, quiet, label_fraction, **kwargs):
     """Run a benchmark file (e.g. benchmarks/table2.yaml): all methods x folds, then the leaderboard.
 
     Interrupted or failed jobs are finished by rerunning the same command with --resume;
@@ -101,7 +103,8 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
 
     import_extra_modules()  # SSL_BENCH_IMPORT: extra component modules (also imported by every job)
     flags = collect_flags(kwargs)
-    plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), _seeds(seeds), default_profile)
+    plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), _seeds(seeds), default_profile,
+                     parse_fractions(label_fraction))
     first = plan.configs[0]
     runner = build_executor(executor, first, retries=retries, jobs_per_gpu=jobs_per_gpu,
                             address=ray_address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
@@ -135,6 +138,9 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
         paths = write_leaderboard(reports[seed], target)
         print_report(reports[seed], out_console, sections=("leaderboard", "notes"))
         out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
+        if "efficiency_png" in paths:
+            out_console.print(f"label efficiency: {paths['efficiency_png']}, {paths['efficiency_csv']}",
+                              highlight=False)
     if several_seeds and len(reports) > 1:
         paths = write_seed_leaderboard(reports, out_dir)
         out_console.print(f"leaderboard across seeds: {paths['md']}, {paths['csv']}", highlight=False)

@@ -13,7 +13,9 @@ from .. import __version__
 from ..experiment.metrics import METRICS
 from .render import (
     CLINICAL_NOTE,
+    EFFICIENCY_NOTE,
     clinical_display,
+    efficiency_display,
     METRIC_TITLES,
     P_NOTE,
     REFERENCE_NOTE,
@@ -26,6 +28,8 @@ from .render import (
     reference_display,
 )
 from .leaderboard import REFERENCE_LABEL, Report
+from .efficiency_plot import efficiency_png
+from .label_efficiency import has_curve
 from .roc import png_base64
 
 CSS = """
@@ -167,9 +171,20 @@ def _notes(report: Report) -> str:
     return f'<ul class="notes">{"".join(items)}</ul>'
 
 
-def to_html(report: Report, png: bytes | None = None) -> str:
+def _efficiency(report: Report, png: bytes | None) -> str:
+    """The label-efficiency section (figure embedded, then its table), when the runs hold a curve."""
+    if not has_curve(report.label_efficiency):
+        return ""
+    img = base64.b64encode(png if png is not None else efficiency_png(report)).decode("ascii")
+    return ("<h2>Label efficiency</h2><div class=\"figure-row\"><figure>"
+            f"<img alt=\"Pooled out-of-fold AUC against the label fraction, one line per method\" "
+            f"src=\"data:image/png;base64,{img}\"><figcaption>{escape(EFFICIENCY_NOTE)}</figcaption>"
+            "</figure></div>" + _table(efficiency_display(report), "efficiency"))
+
+
+def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None = None) -> str:
     """The whole report as one HTML document (a string); ``png``: the ROC figure, if rendered
-    already (else it is drawn here)."""
+    already (else it is drawn here); ``efficiency``: likewise the label-efficiency figure."""
     img = base64.b64encode(png).decode("ascii") if png is not None else png_base64(report)
     caption = ("One ROC curve per method over all held-out images of all folds (pooled out-of-fold "
                "scores), as Fig. 4 of the TSBN paper; the legend gives each pooled AUC.")
@@ -181,7 +196,7 @@ def to_html(report: Report, png: bytes | None = None) -> str:
         "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
         f"<figcaption>{escape(caption)}</figcaption></figure></div>",
-        _reference(report), _folds(report), _provenance(report),
+        _efficiency(report, efficiency), _reference(report), _folds(report), _provenance(report),
         f"<footer>Written by ssl-bench {escape(__version__)} (<code>ssl-bench report</code>). "
         f"p-values are {P_NOTE}.</footer>",
     ]

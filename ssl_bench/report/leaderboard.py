@@ -32,6 +32,7 @@ import pandas as pd
 from ..errors import UserError
 from ..experiment.metrics import AGGREGATES, METRICS, POOLED_METRICS, summarize
 from ..experiment.operating_point import degenerate_reason
+from .label_efficiency import efficiency_table
 from .pooled import pooled_with_intervals
 from .runs import RunResult, check_comparable, find_runs, load_run
 from .significance import compare_all
@@ -75,6 +76,8 @@ class Report:
     n_boot: int = 1000
     control: str | None = None  # the non-spatial control found among the runs, else None
     aggregate: str = "mean"
+    #: pooled AUC per method and label fraction (:mod:`.label_efficiency`), one row per run
+    label_efficiency: pd.DataFrame | None = None
 
     @property
     def has_p_values(self) -> bool:
@@ -251,7 +254,7 @@ def build_report(
                          f"means cover the completed folds only.")
     return Report(runs, table, {r.method: _per_fold(r) for r in runs}, ref,
                   base.method if base is not None else None, key, notes, n_boot,
-                  ctrl.method if ctrl is not None else None, aggregate)
+                  ctrl.method if ctrl is not None else None, aggregate, efficiency_table(runs, table))
 
 
 def _add_comparisons(table: pd.DataFrame, runs: list[RunResult], ref: RunResult, prefix: str,

@@ -3,8 +3,9 @@ leaderboard that ``ssl-bench bench`` leaves beside its runs are written.
 
 :func:`write_report` writes one format (``md`` with its ROC figure beside it, ``csv``, or ``html``
 with the figure embedded); :func:`write_leaderboard` is a bench's set of them:
-``leaderboard.{md,csv,html}``, ``roc.{png,svg}`` and the training curves ``training.{png,svg}``
-(:mod:`.curves`) in one folder. Every file is written
+``leaderboard.{md,csv,html}``, ``roc.{png,svg}``, the training curves ``training.{png,svg}``
+(:mod:`.curves`) and, when the runs hold a label-efficiency curve, ``label_efficiency.{png,svg,csv}``
+in one folder. Every file is written
 atomically, so an interrupted write never leaves half a leaderboard.
 """
 from __future__ import annotations
@@ -16,7 +17,9 @@ import pandas as pd
 from ..errors import UserError
 from ..fileio import atomic_write_text
 from .curves import save_training_curves
+from .efficiency_plot import save_label_efficiency
 from .html import to_html
+from .label_efficiency import has_curve
 from .leaderboard import Report
 from .render import fmt_mean_std, markdown_table, to_csv, to_markdown
 from .roc import save_roc
@@ -32,11 +35,15 @@ def _make_folder(folder: Path) -> None:
         raise UserError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
 
 
-def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path] | None = None) -> dict[str, Path]:
+def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path] | None = None,
+                 efficiency: dict[str, Path] | None = None) -> dict[str, Path]:
     """Write ``report`` as ``fmt`` to ``path``; returns ``{fmt: path}`` plus the ROC figure files.
 
     ``roc``: the figure already saved (``{"png", "svg"} -> path``, as :func:`save_roc` returns);
     without it, ``md`` saves ``<stem>_roc.png``/``.svg`` beside ``path`` and ``html`` draws it.
+    ``efficiency``: likewise the label-efficiency figure (:mod:`.efficiency_plot`), drawn only
+    when the runs hold a curve (``md``: ``<stem>_label_efficiency.png``/``.svg``, returned as
+    ``efficiency_png``/``efficiency_svg``).
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -46,13 +53,21 @@ def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path
     try:
         if fmt == "md" and roc is None:
             roc = save_roc(report, path.with_name(f"{path.stem}_roc.png"), path.with_name(f"{path.stem}_roc.svg"))
+        curve = has_curve(report.label_efficiency)
+        if fmt == "md" and curve and efficiency is None:
+            efficiency = save_label_efficiency(report, path.with_name(f"{path.stem}_label_efficiency.png"),
+                                               path.with_name(f"{path.stem}_label_efficiency.svg"))
         if fmt == "md":
-            text = to_markdown(report, figure=roc["png"].name)
+            text = to_markdown(report, figure=roc["png"].name,
+                               efficiency_figure=efficiency["png"].name if curve else None)
             written.update(roc)
+            if curve:
+                written.update({f"efficiency_{k}": v for k, v in efficiency.items()})
         elif fmt == "csv":
             text = to_csv(report)
         else:
-            text = to_html(report, png=roc["png"].read_bytes() if roc else None)
+            text = to_html(report, png=roc["png"].read_bytes() if roc else None,
+                           efficiency=efficiency["png"].read_bytes() if curve and efficiency else None)
         atomic_write_text(path, text)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -70,8 +85,20 @@ def write_leaderboard(report: Report, out_dir: str | Path) -> dict[str, Path]:
         paths = save_roc(report, out / "roc.png", out / "roc.svg")
     except OSError as exc:
         raise UserError(f"cannot write {out / 'roc.png'}: {exc.strerror or exc}") from None
+    efficiency = None
+    if has_curve(report.label_efficiency):  # label_efficiency.{png,svg,csv}
+        try:
+            efficiency = save_label_efficiency(report, out / "label_efficiency.png", out / "label_efficiency.svg")
+            atomic_write_text(out / "label_efficiency.csv",
+                              report.label_efficiency.to_csv(index=False, float_format="%.6g"))
+        except OSError as exc:
+            raise UserError(f"cannot write {out / 'label_efficiency.png'}: {exc.strerror or exc}") from None
+    roc = {"png": paths["png"], "svg": paths["svg"]}
     for fmt in FORMATS:
-        paths.update(write_report(report, out / f"leaderboard.{fmt}", fmt, roc=paths))
+        paths.update(write_report(report, out / f"leaderboard.{fmt}", fmt, roc=roc, efficiency=efficiency))
+    if efficiency is not None:
+        paths.update({"efficiency_png": efficiency["png"], "efficiency_svg": efficiency["svg"],
+                      "efficiency_csv": out / "label_efficiency.csv"})
     try:
         paths.update(save_training_curves(report, out / "training.png", out / "training.svg"))
     except OSError as exc:

@@ -17,12 +17,17 @@ from rich.table import Table
 from ..console import make_console
 from ..experiment.metrics import METRICS
 from .leaderboard import REFERENCE_LABEL, Report, reference_comparison
+from .label_efficiency import has_curve
 from .runs import dataset_summary, provenance_table, run_dates
 
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
-SECTIONS = ("leaderboard", "notes", "clinical", "figure", "reference", "folds", "provenance")
+SECTIONS = ("leaderboard", "notes", "clinical", "figure", "efficiency", "reference", "folds", "provenance")
+EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
+                   "for each label fraction: the share of each fold's training patients used, the same "
+                   "in each class (rounded up), nested across fractions, on the same held-out folds. "
+                   "Train images and patients: mean per fold.")
 P_NOTE = "raw, with Holm-adjusted values in brackets"
 CLINICAL_TITLES = {"oof_auc": "Pooled AUC", "auprc": "AUPRC", "sens_at_spec90": "Sens. @ 90% spec.",
                    "sens_at_spec95": "Sens. @ 95% spec.", "breast_auc": "Breast AUC",
@@ -192,8 +197,21 @@ def provenance_display(report: Report) -> tuple[list[tuple[str, str]], pd.DataFr
 # (files) or rich renderables (terminal)
 
 
+def efficiency_display(report: Report) -> pd.DataFrame:
+    """The label-efficiency table as shown: method, fraction, training images and patients per
+    fold, pooled AUC [95% CI]."""
+    t = report.label_efficiency
+    return pd.DataFrame({
+        "Method": t["method"],
+        "Label fraction": [f"{f:g}" for f in t["label_fraction"]],
+        "Train images/fold": [fmt_value(v, 1) for v in t["n_train_images"]],
+        "Train patients/fold": [fmt_value(v, 1) for v in t["n_train_patients"]],
+        "Pooled AUC [95% CI]": [fmt_ci(v, lo, hi) for v, lo, hi in zip(t["oof_auc"], t["oof_auc_lo"], t["oof_auc_hi"])],
+    })
+
+
 def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
-                  figure: str | None = None) -> list[tuple[str, Any]]:
+                  figure: str | None = None, efficiency_figure: str | None = None) -> list[tuple[str, Any]]:
     """``[(kind, content)]`` with kind ``h1``/``h2``/``h3``/``p``/``ul``/``table``/``img``."""
     blocks: list[tuple[str, Any]] = [("h1", f"Leaderboard: {report.dataset}"),
                                      ("p", describe_setup(report) + "."), ("p", UNITS)]
@@ -206,6 +224,11 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
                    ("p", CLINICAL_NOTE.format(aggregate=report.aggregate)), ("table", clinical_display(report))]
     if "figure" in sections and figure:
         blocks.append(("img", figure))
+    if "efficiency" in sections and has_curve(report.label_efficiency):
+        blocks += [("h2", "Label efficiency"), ("p", EFFICIENCY_NOTE)]
+        if efficiency_figure:
+            blocks.append(("img", (efficiency_figure, "Label-efficiency curves")))
+        blocks.append(("table", efficiency_display(report)))
     if "reference" in sections and report.reference is not None:
         blocks += [("h2", f"Reference: {REFERENCE_LABEL}"), ("p", REFERENCE_NOTE),
                    ("table", reference_display(report))]
@@ -243,10 +266,12 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
-def to_markdown(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None) -> str:
-    """The report as markdown; ``figure`` is a relative path of the ROC PNG to link, if any."""
+def to_markdown(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None,
+                efficiency_figure: str | None = None) -> str:
+    """The report as markdown; ``figure`` is a relative path of the ROC PNG to link, if any, and
+    ``efficiency_figure`` that of the label-efficiency PNG."""
     out = []
-    for kind, content in report_blocks(report, sections, figure):
+    for kind, content in report_blocks(report, sections, figure, efficiency_figure):
         if kind in ("h1", "h2", "h3"):
             out.append("#" * int(kind[1]) + " " + content)
         elif kind == "p":
@@ -256,7 +281,8 @@ def to_markdown(report: Report, sections: Sequence[str] = SECTIONS, figure: str 
         elif kind == "table":
             out.append(markdown_table(content))
         elif kind == "img":
-            out.append(f"![Pooled out-of-fold ROC curves]({content})")
+            path, alt = content if isinstance(content, tuple) else (content, "Pooled out-of-fold ROC curves")
+            out.append(f"![{alt}]({path})")
     return "\n\n".join(out) + "\n"
 
 
