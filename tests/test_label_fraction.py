@@ -2,6 +2,7 @@
 (data/splits.py label_subset), and ``--label-fraction`` on ``run`` recording them."""
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -108,3 +109,27 @@ def test_run_records_fractions_and_keeps_held_out_folds(tmp_path):
     summary = json.loads((small / "summary.json").read_text())
     assert summary["label_fraction"] == 0.3
     assert set(summary["train_subsets"]) == {"0", "1", "2"}
+
+
+def test_runs_before_label_fractions_resume_and_fractions_are_identity():
+    from ssl_bench.experiment.rundir import comparable_config
+
+    new = build_config("smoke", {}).to_dict()
+    old = {**new, "data": {k: v for k, v in new["data"].items() if k != "label_fraction"}}
+    assert comparable_config(old) == comparable_config(new)  # an old run directory resumes
+    quarter = build_config("smoke", {}, {"data.label_fraction": 0.25}).to_dict()
+    assert comparable_config(quarter) != comparable_config(new)  # a fraction is part of the identity
+
+
+def test_resume_refuses_another_fraction_in_the_same_directory(tmp_path):
+    args = ["run", "--pretext", "none", "--transfer", "knn", "--profile", "smoke", "--folds", "2",
+            "--out", str(tmp_path), "--quiet", "--name", "x"]
+    assert CliRunner().invoke(main, [*args, "--set", "data.label_fraction=0.5"]).exit_code == 0
+    metrics = tmp_path / "x-f0.5" / "folds" / "0" / "metrics.json"
+    before = metrics.stat().st_mtime_ns
+    again = CliRunner().invoke(main, [*args, "--label-fraction", "0.5"])  # the same run: resumed, nothing redone
+    assert again.exit_code == 0 and metrics.stat().st_mtime_ns == before
+    shutil.copytree(tmp_path / "x-f0.5", tmp_path / "x-f0.25",  # a directory of fraction 0.5 under the 0.25 name
+                    ignore=shutil.ignore_patterns(".lock"))
+    refused = CliRunner().invoke(main, [*args, "--label-fraction", "0.25"])
+    assert refused.exit_code != 0 and "different configuration" in refused.output

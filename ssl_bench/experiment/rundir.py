@@ -219,6 +219,8 @@ def comparable_config(config: dict) -> dict:
     """The settings of a config dict that decide a run's results."""
     out = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
     out["data"] = {k: v for k, v in (config.get("data") or {}).items() if k not in VOLATILE_DATA_KEYS}
+    if out["data"].get("label_fraction", 1.0) == 1.0:  # runs written before label fractions: all labels
+        out["data"].pop("label_fraction", None)
     return out
 
 
