@@ -5,15 +5,23 @@ the contract checker passes, and a few steps on a tiny backbone lower the pretex
 momentum methods the teacher update and (MoCo) the queue's rotation."""
 from __future__ import annotations
 
+import copy
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
-from lightly.loss import BarlowTwinsLoss, NTXentLoss, VICRegLoss
+from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.models.utils import update_momentum
+from lightly.utils.scheduler import cosine_schedule
 
 from ssl_bench.models.backbones import create_backbone
 from ssl_bench.models.pretext_model import PretextModel
 from ssl_bench.pretext import simclr, views
 from ssl_bench.pretext.barlowtwins import BarlowTwins
+from ssl_bench.pretext.byol import BYOL
+from ssl_bench.pretext.moco import MoCo
+from ssl_bench.pretext.momentum import cosine_momentum, ema_update
 from ssl_bench.pretext.simclr import SimCLR
 from ssl_bench.pretext.vicreg import VICReg
 from ssl_bench.registry import PRETEXTS
@@ -43,6 +51,7 @@ def pretext_losses(task, steps: int = 10, lr: float = 1e-3, seed: int = 0) -> tu
             return float(task.loss(model(batch.inputs), batch.targets))
 
     before = loss_now()
+    queue = task.queue.clone() if hasattr(task, "queue") else None
     model.start_teacher(steps)
     for _ in range(steps):
         loss = task.loss(model(batch.inputs), batch.targets)
@@ -50,6 +59,8 @@ def pretext_losses(task, steps: int = 10, lr: float = 1e-3, seed: int = 0) -> tu
         loss.backward()
         opt.step()
         model.after_step()
+    if queue is not None:  # MoCo: score against the same negatives (training queued this batch's keys)
+        task.queue.copy_(queue)
     return before, loss_now()
 
 
@@ -170,3 +181,126 @@ def test_contract(name):
 def test_a_few_steps_lower_the_loss(cls):
     before, after = pretext_losses(cls(hidden_dim=64, out_dim=64))
     assert after < 0.9 * before
+
+
+# ---------------------------------------------------------------- the teacher (momentum) update
+
+
+def test_ema_update_is_lightlys_update_momentum_also_with_a_tensor_momentum():
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    ref = copy.deepcopy(teacher)
+    update_momentum(student, ref, 0.9)
+    ema_update(student, teacher, torch.tensor(0.9))
+    for a, b in zip(teacher.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-7)
+    ema_update(student, teacher, 0.5)  # a float goes to lightly's function itself
+    update_momentum(student, ref, 0.5)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(teacher.parameters(), ref.parameters()))
+
+
+@pytest.mark.parametrize("total", [1, 2, 10])
+def test_cosine_momentum_is_lightlys_cosine_schedule(total):
+    for step in range(total + 2):
+        got = float(cosine_momentum(torch.tensor(float(step)), total, 0.99, 1.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = cosine_schedule(step, total, 0.99, 1.0)
+        assert got == pytest.approx(want, abs=1e-6)
+    assert float(cosine_momentum(torch.tensor(5.0), None, 0.9)) == pytest.approx(0.9)
+
+
+def test_teacher_is_built_and_the_momentum_update_applied():
+    torch.manual_seed(0)
+    task = BYOL(hidden_dim=32, out_dim=16, momentum=0.9)
+    model = PretextModel(create_backbone("test_resnet", in_chans=1, num_classes=1), task).train()
+    # BYOL's teacher copies the projector, not the predictor, and gets no gradient or optimiser
+    assert not hasattr(model.teacher_head, "prediction")
+    teacher = list(model.teacher_backbone.parameters()) + list(model.teacher_head.parameters())
+    assert all(not p.requires_grad for p in teacher)
+    student = list(model.backbone.parameters()) + list(model.head.projection.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(student, teacher))  # starts as a copy
+    batch = task.prepare(breast_like(4), torch.zeros(4))
+    outputs = model(batch.inputs)
+    assert len(outputs) == 4 and not outputs[2].requires_grad and outputs[0].requires_grad
+    task.loss(outputs, None).backward()
+    assert all(p.grad is None for p in teacher)
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5).step()
+    old = [p.detach().clone() for p in teacher]
+    model.start_teacher(10)
+    m = cosine_schedule(0, 10, 0.9, 1.0)
+    model.after_step()
+    for t, s, o in zip(teacher, student, old):
+        assert torch.allclose(t, m * o + (1 - m) * s, atol=1e-6)
+    assert not all(torch.equal(t, o) for t, o in zip(teacher, old))
+    assert float(model.teacher_steps) == 1.0
+    # MoCo's momentum is constant
+    moco = PretextModel(create_backbone("test_resnet", in_chans=1, num_classes=1), MoCo(queue_size=8))
+    assert moco.momentum_start == moco.momentum_end == 0.999
+
+
+def test_no_teacher_for_other_tasks():
+    model = PretextModel(create_backbone("test_resnet", in_chans=1, num_classes=1), SimCLR())
+    assert not model.has_teacher and not hasattr(model, "teacher_backbone")
+    model.start_teacher(5)
+    model.after_step()  # no-ops
+
+
+# ---------------------------------------------------------------- BYOL, MoCo
+
+
+def test_byol_loss_is_lightlys():
+    torch.manual_seed(0)
+    p0, p1, z0, z1 = (torch.randn(6, 10) for _ in range(4))
+    got = float(BYOL().loss([p0, p1, z0, z1], None))
+    ncs = NegativeCosineSimilarity()
+    assert got == pytest.approx(float(0.5 * (ncs(p0, z1) + ncs(p1, z0))), rel=1e-6)
+    cos = 0.5 * (F.cosine_similarity(p0, z1).mean() + F.cosine_similarity(p1, z0).mean())
+    assert got == pytest.approx(-float(cos), rel=1e-5)
+    assert BYOL().loss([p0.bfloat16(), p1, z0, z1], None).dtype == torch.float32
+    with pytest.raises(ValueError):
+        BYOL().loss([p0, p1], None)
+    with pytest.raises(ValueError):
+        BYOL(momentum=1.5)
+
+
+def test_moco_loss_is_lightlys_and_the_queue_rotates():
+    torch.manual_seed(0)
+    task = MoCo(queue_size=12, out_dim=10, temperature=0.2)
+    torch.manual_seed(0)
+    ref = NTXentLoss(temperature=0.2, memory_bank_size=(12, 10))
+    assert torch.equal(task.queue, ref.memory_bank.bank)
+    q0, q1 = torch.randn(4, 10, requires_grad=True), torch.randn(4, 10, requires_grad=True)
+    k0, k1 = torch.randn(4, 10), torch.randn(4, 10)
+    got = task.loss([q0, q1, k0, k1], None)
+    want = 0.5 * (ref(q0, k1) + ref(q1, k0))
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-6)
+    # both views' keys entered the queue, oldest first out
+    assert torch.allclose(task.queue[:4], F.normalize(k1, dim=1))
+    assert torch.allclose(task.queue[4:8], F.normalize(k0, dim=1))
+    rest = task.queue[8:].clone()
+    k2, k3 = torch.randn(4, 10), torch.randn(4, 10)
+    task.loss([q0, q1, k2, k3], None)
+    assert torch.allclose(task.queue[8:], F.normalize(k3, dim=1)) and not torch.equal(task.queue[8:], rest)
+    assert torch.allclose(task.queue[:4], F.normalize(k2, dim=1))  # wrapped around
+    assert int(task.criterion.memory_bank.bank_ptr) == 4
+    # scoring without a gradient leaves the queue alone
+    frozen = task.queue.clone()
+    with torch.no_grad():
+        task.loss([q0, q1, k0, k1], None)
+    assert torch.equal(task.queue, frozen)
+    with pytest.raises(ValueError):
+        MoCo(queue_size=0)
+
+
+@pytest.mark.parametrize("name", ["byol", "moco"])
+def test_momentum_contract(name):
+    assert PRETEXTS.get(name).uses_teacher
+    check_pretext(name, hidden_dim=32, out_dim=16)
+
+
+@pytest.mark.parametrize("task", [BYOL(hidden_dim=64, out_dim=32), MoCo(hidden_dim=64, out_dim=32, queue_size=64)],
+                         ids=["byol", "moco"])
+def test_momentum_methods_lower_the_loss(task):
+    before, after = pretext_losses(task)
+    assert after < before - 0.1

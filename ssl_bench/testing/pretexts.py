@@ -139,7 +139,10 @@ def _check_with_backbone(task, what: str, backbone: str, images: torch.Tensor, l
     model = PretextModel(create_backbone(backbone, in_chans=1, num_classes=1), task).train()
     batch = task.prepare(images, labels)
     outputs = model(batch.inputs)
-    expect(len(outputs) == len(batch.inputs), what, f"{len(outputs)} outputs for {len(batch.inputs)} views")
+    expected = len(batch.inputs)
+    if getattr(model, "has_teacher", False):
+        expected += len(task.teacher_views(list(batch.inputs)))
+    expect(len(outputs) == expected, what, f"{len(outputs)} outputs for {len(batch.inputs)} views (expected {expected})")
     loss = task.loss(outputs, batch.targets)
     expect_finite_scalar(loss, what, f"loss() on a {backbone} backbone")
     loss.backward()
