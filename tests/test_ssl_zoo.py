@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
@@ -20,6 +20,7 @@ from ssl_bench.models.pretext_model import PretextModel
 from ssl_bench.pretext import simclr, views
 from ssl_bench.pretext.barlowtwins import BarlowTwins
 from ssl_bench.pretext.byol import BYOL
+from ssl_bench.pretext.dino import DINO
 from ssl_bench.pretext.moco import MoCo
 from ssl_bench.pretext.momentum import cosine_momentum, ema_update
 from ssl_bench.pretext.simclr import SimCLR
@@ -304,3 +305,53 @@ def test_momentum_contract(name):
 def test_momentum_methods_lower_the_loss(task):
     before, after = pretext_losses(task)
     assert after < before - 0.1
+
+
+# ---------------------------------------------------------------- DINO
+
+
+def test_dino_loss_is_lightlys_with_the_centre_updated_in_place():
+    torch.manual_seed(0)
+    task = DINO(local_crops=2, out_dim=10, teacher_temp=0.05, student_temp=0.2, center_momentum=0.8)
+    ref = DINOLoss(output_dim=10, warmup_teacher_temp=0.05, teacher_temp=0.05, student_temp=0.2,
+                   center_momentum=0.8)
+    centre = task.criterion.center
+    for _ in range(2):  # the second call uses the updated centre
+        student = [torch.randn(4, 10) for _ in range(4)]
+        teacher = [torch.randn(4, 10) for _ in range(2)]
+        got = float(task.loss(student + teacher, None))
+        assert got == pytest.approx(float(ref(teacher, student)), rel=1e-6)
+        assert torch.allclose(task.criterion.center, ref.center)
+    assert task.criterion.center is centre and float(centre.abs().sum()) > 0  # in place
+    # written out: teacher view t against every student view s != t
+    c = centre.clone()
+    t = [F.softmax((x - c) / 0.05, -1) for x in teacher]
+    s = [F.log_softmax(x / 0.2, -1) for x in student]
+    pairs = [-(t[i] * s[j]).sum(-1).mean() for i in range(2) for j in range(4) if i != j]
+    assert float(task.loss(student + teacher, None)) == pytest.approx(float(sum(pairs) / len(pairs)), rel=1e-5)
+    with pytest.raises(ValueError):
+        task.loss(student, None)
+    with pytest.raises(ValueError):
+        DINO(local_scale=0.5, crop_scale=0.4)
+
+
+def test_dino_multi_crop_and_the_teacher_sees_the_global_views_only():
+    torch.manual_seed(0)
+    task = DINO(local_crops=3, hidden_dim=32, bottleneck_dim=8, out_dim=16)
+    batch = task.prepare(breast_like(4), torch.zeros(4))
+    assert [tuple(v.shape) for v in batch.inputs] == [(4, 1, 64, 32)] * 2 + [(4, 1, 32, 16)] * 3
+    model = PretextModel(create_backbone("test_resnet", in_chans=1, num_classes=1), task).train()
+    head, teacher = model.head, model.teacher_head
+    assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), teacher.state_dict().values()))
+    outputs = model(batch.inputs)
+    assert len(outputs) == 5 + 2 and all(o.shape == (4, 16) for o in outputs)
+    assert all(o.requires_grad for o in outputs[:5]) and not any(o.requires_grad for o in outputs[5:])
+    task.loss(outputs, None).backward()
+    assert all(p.grad is None for p in model.teacher_backbone.parameters())
+    DINO(local_crops=0).prepare(breast_like(2), torch.zeros(2))  # two-view DINO
+
+
+def test_dino_contract_and_a_few_steps_lower_the_loss():
+    check_pretext("dino", hidden_dim=32, bottleneck_dim=8, out_dim=16)
+    before, after = pretext_losses(DINO(hidden_dim=64, bottleneck_dim=16, out_dim=64))
+    assert after < 0.9 * before

@@ -6,7 +6,7 @@ rotation) get the task's own head on the globally pooled features. The backbone 
 classifier, so the same module also gives classification logits (hard parameter sharing).
 
 A task with ``uses_teacher`` (MoCo, BYOL, DINO) also gets a teacher: a copy of the backbone and
-of ``task.teacher_head(head)``, without gradients, whose outputs on ``task.teacher_views(views)``
+of ``task.teacher_head(head)`` (``task.copy_teacher_head(head)``), without gradients, whose outputs on ``task.teacher_views(views)``
 follow the network's in :meth:`PretextModel.forward`; :meth:`PretextModel.after_step` (called by
 the transfers after each optimiser step) moves it towards the network
 (:mod:`ssl_bench.pretext.momentum`; the step count is a device buffer, so a captured CUDA graph
@@ -50,7 +50,7 @@ class PretextModel(nn.Module):
             self.momentum_end = float(pretext.momentum_end)
             self.total_steps: int | None = None
             self.teacher_backbone = copy.deepcopy(backbone)
-            self.teacher_head = copy.deepcopy(self._teacher_part(self.head))
+            self.teacher_head = pretext.copy_teacher_head(self.head)
             deactivate_requires_grad(self.teacher_backbone)
             deactivate_requires_grad(self.teacher_head)
             self.register_buffer("teacher_steps", torch.zeros((), dtype=torch.float32))

@@ -13,6 +13,7 @@ Randomness comes from torch's global generator, which the runner seeds per (seed
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -60,6 +61,11 @@ class PretextTask(ABC):
         """The part of the embedding head the teacher copies (BYOL: the projection, not the
         predictor); the whole head by default."""
         return head
+
+    def copy_teacher_head(self, head: nn.Module) -> nn.Module:
+        """A copy of ``teacher_head(head)``, the teacher's head at the start (``copy.deepcopy``;
+        a task whose head cannot be deep-copied, like DINO's weight-normalised one, overrides it)."""
+        return copy.deepcopy(self.teacher_head(head))
 
     def teacher_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """The views the teacher sees (DINO: the global ones only); all of them by default."""

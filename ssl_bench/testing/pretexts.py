@@ -1,7 +1,6 @@
 """The contract of a pretext task (:class:`ssl_bench.pretext.base.PretextTask`)."""
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -97,6 +96,8 @@ def check_pretext(
         expect(isinstance(head, nn.Module), what, f"build_embedding_head() must return an nn.Module, got {type(head).__name__}")
         sizes = [v.shape[0] for v in inputs]
         x = torch.randn(sum(sizes), features, generator=torch.Generator().manual_seed(1))
+        # the teacher's head is copied before any forward pass, as PretextModel does
+        teacher = task.copy_teacher_head(head) if getattr(task, "uses_teacher", False) else None
         head.train()
         out = head(x)
         expect(isinstance(out, torch.Tensor) and out.dim() >= 2 and out.shape[0] == x.shape[0], what,
@@ -107,7 +108,6 @@ def check_pretext(
             teacher_views = task.teacher_views(list(inputs))
             expect(isinstance(teacher_views, list) and len(teacher_views) > 0, what,
                     "teacher_views() must return a non-empty list of the views")
-            teacher = copy.deepcopy(task.teacher_head(head))
             expect(isinstance(teacher, nn.Module), what, "teacher_head(head) must return an nn.Module")
             t_sizes = [v.shape[0] for v in teacher_views]
             xt = torch.randn(sum(t_sizes), features, generator=torch.Generator().manual_seed(2))
