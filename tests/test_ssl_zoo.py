@@ -355,3 +355,20 @@ def test_dino_contract_and_a_few_steps_lower_the_loss():
     check_pretext("dino", hidden_dim=32, bottleneck_dim=8, out_dim=16)
     before, after = pretext_losses(DINO(hidden_dim=64, bottleneck_dim=16, out_dim=64))
     assert after < 0.9 * before
+
+
+# ---------------------------------------------------------------- the bench file
+
+
+def test_ssl_zoo_bench_file_has_every_pretext_with_finetune_on_the_same_folds():
+    from pathlib import Path
+
+    from ssl_bench.bench.plan import load_plan
+
+    plan = load_plan(Path(__file__).resolve().parents[1] / "benchmarks" / "ssl_zoo.yaml", profile="smoke")
+    builtin = {n for n in PRETEXTS.names() if PRETEXTS.get(n).__module__.startswith("ssl_bench.")}
+    assert {c.pretext for c in plan.configs} == builtin
+    assert {c.transfer for c in plan.configs} == {"finetune"}
+    assert len({(c.seed, c.data.folds, c.data.split, c.data.dataset) for c in plan.configs}) == 1
+    bank = [c for c in plan.configs if c.pretext == "simclr" and c.params.get("simclr", {}).get("memory_bank_size")]
+    assert len(bank) == 1
