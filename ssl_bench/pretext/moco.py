@@ -10,7 +10,10 @@ the queue, replacing the oldest. The teacher moves towards the network with a co
 ``momentum`` after every optimiser step. Built on lightly: ``NTXentLoss(memory_bank_size=
 (queue_size, out_dim))`` (its memory bank is MoCo's queue, filled with the second argument, the
 keys) and ``MoCoProjectionHead``; ``update_momentum`` through :mod:`ssl_bench.pretext.momentum`;
-the momentum encoder is kept by :class:`ssl_bench.models.pretext_model.PretextModel`.
+the momentum encoder is kept by :class:`ssl_bench.models.pretext_model.PretextModel`. lightly's
+queue update reads its write pointer on the host, so with ``train.cuda_graphs`` a MoCo step is
+not captured (it runs eagerly, with the one warning of :mod:`ssl_bench.training.cuda_graphs`),
+as SimCLR's NT-Xent is not.
 
 Choices: the loss is symmetrised (``0.5 * (NCE(q0, k1) + NCE(q1, k0))``, MoCo v3's form and
 lightly's MoCo example; v2 scores only one direction), so both views' keys enter the queue each
