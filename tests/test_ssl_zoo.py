@@ -372,3 +372,32 @@ def test_ssl_zoo_bench_file_has_every_pretext_with_finetune_on_the_same_folds():
     assert len({(c.seed, c.data.folds, c.data.split, c.data.dataset) for c in plan.configs}) == 1
     bank = [c for c in plan.configs if c.pretext == "simclr" and c.params.get("simclr", {}).get("memory_bank_size")]
     assert len(bank) == 1
+
+
+# ---------------------------------------------------------------- the transfers drive the teacher
+
+
+@pytest.mark.parametrize("transfer", ["finetune", "multitask"])
+def test_transfers_start_and_step_the_teacher(monkeypatch, transfer):
+    from ssl_bench.testing import check_transfer
+
+    calls = {"start": [], "step": 0, "moved": 0}
+    start, step = PretextModel.start_teacher, PretextModel.after_step
+
+    def counting_start(self, total_steps):
+        calls["start"].append(total_steps)
+        return start(self, total_steps)
+
+    def counting_step(self):
+        before = [p.detach().clone() for p in self.teacher_backbone.parameters()]
+        step(self)
+        calls["step"] += 1
+        calls["moved"] += any(not torch.equal(a, b) for a, b in zip(before, self.teacher_backbone.parameters()))
+
+    monkeypatch.setattr(PretextModel, "start_teacher", counting_start)
+    monkeypatch.setattr(PretextModel, "after_step", counting_step)
+    check_transfer(transfer, pretexts=["byol"])
+    assert len(calls["start"]) == 1 and calls["start"][0] >= 1
+    # one update per optimiser step; the cosine schedule reaches m = 1 at the last step (lightly's
+    # cosine_schedule), so every update but the last moves the teacher
+    assert calls["step"] >= 2 and calls["moved"] >= calls["step"] - 1
