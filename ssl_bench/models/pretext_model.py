@@ -6,9 +6,10 @@ rotation) get the task's own head on the globally pooled features. The backbone 
 classifier, so the same module also gives classification logits (hard parameter sharing).
 
 A task with ``uses_teacher`` (MoCo, BYOL, DINO) also gets a teacher: a copy of the backbone and
-of ``task.teacher_head(head)`` (``task.copy_teacher_head(head)``), without gradients, whose outputs on ``task.teacher_views(views)``
-follow the network's in :meth:`PretextModel.forward`; :meth:`PretextModel.after_step` (called by
-the transfers after each optimiser step) moves it towards the network
+of ``task.teacher_head(head)`` (made by ``task.copy_teacher_head(head)``), without gradients,
+whose outputs on ``task.teacher_views(views)`` follow the network's in
+:meth:`PretextModel.forward`; :meth:`PretextModel.after_step` (called by the transfers after each
+optimiser step, :meth:`PretextModel.start_teacher` before the stage) moves it towards the network
 (:mod:`ssl_bench.pretext.momentum`; the step count is a device buffer, so a captured CUDA graph
 replays the schedule correctly). Views of different sizes (DINO's local crops) go through the
 backbone in one pass per size.

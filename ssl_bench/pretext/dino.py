@@ -59,7 +59,7 @@ class InPlaceCenterDINOLoss(DINOLoss):
 
 @PRETEXTS.register("dino")
 class DINO(PretextTask):
-    """DINO (Caron et al. 2021): a student matches a momentum teacher's sharpened outputs across multi-crop views (lightly)."""
+    """DINO (Caron et al. 2021): a student matches a momentum teacher across multi-crop views (lightly)."""
 
     kind = "embedding"
     uses_teacher = True
