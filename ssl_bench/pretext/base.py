@@ -13,6 +13,7 @@ Randomness comes from torch's global generator, which the runner seeds per (seed
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,6 +44,32 @@ class PretextTask(ABC):
     @abstractmethod
     def loss(self, outputs: list[torch.Tensor], targets: Any) -> torch.Tensor:
         """Score the network's outputs (one per input view) against the targets; a scalar."""
+
+    #: True when the task compares the network with a momentum copy of itself, the teacher (the
+    #: momentum encoder of MoCo and BYOL, DINO's teacher; embedding kind only).
+    #: :class:`ssl_bench.models.pretext_model.PretextModel` then keeps that copy of the backbone
+    #: and of ``teacher_head(head)``, appends its outputs on ``teacher_views(views)`` (no gradient)
+    #: to the network's, so ``loss`` gets ``len(views) + len(teacher_views(views))`` outputs, and
+    #: moves it towards the network (an exponential moving average with momentum
+    #: ``momentum_start`` -> ``momentum_end`` on a cosine schedule) in ``after_step()``, which the
+    #: transfers call after every optimiser step.
+    uses_teacher: ClassVar[bool] = False
+    momentum_start: float = 0.99
+    momentum_end: float = 1.0
+
+    def teacher_head(self, head: nn.Module) -> nn.Module:
+        """The part of the embedding head the teacher copies (BYOL: the projection, not the
+        predictor); the whole head by default."""
+        return head
+
+    def copy_teacher_head(self, head: nn.Module) -> nn.Module:
+        """A copy of ``teacher_head(head)``, the teacher's head at the start (``copy.deepcopy``;
+        a task whose head cannot be deep-copied, like DINO's weight-normalised one, overrides it)."""
+        return copy.deepcopy(self.teacher_head(head))
+
+    def teacher_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The views the teacher sees (DINO: the global ones only); all of them by default."""
+        return views
 
     def build_embedding_head(self, in_features: int) -> nn.Module:
         """Head mapping pooled backbone features to this task's output (embedding kind only)."""

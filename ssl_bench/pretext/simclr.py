@@ -4,205 +4,41 @@ Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning o
 Representations", ICML 2020. Each image gives two random views; a backbone and a projection MLP
 map them to embeddings, and the NT-Xent loss makes the two views of one image the positive pair
 against the other ``2B - 2`` views of the batch. Built on lightly: ``lightly.loss.NTXentLoss``
-(no memory bank) and ``lightly.models.modules.SimCLRProjectionHead`` (Linear-BN-ReLU-Linear).
+and ``lightly.models.modules.SimCLRProjectionHead`` (Linear-BN-ReLU-Linear).
 
-Augmentations. lightly's ``SimCLRTransform`` does not fit: it transforms one image at a time on
-the CPU (its ``GaussianBlur`` goes through PIL, also for tensors), makes square crops, and its
-defaults are for RGB photographs (hue/saturation jitter, random grayscale, ImageNet normalisation,
-horizontal flips). :class:`MammoViews` is a batched version for 1-channel mammograms in
-[0, 1] that runs on the images' device, every image with its own random parameters:
+``memory_bank_size = N > 0`` (default 0, the paper's SimCLR) gives NT-Xent a memory bank of the
+last ``N`` second-view embeddings (lightly's ``NTXentLoss(memory_bank_size=(N, out_dim))``, as
+in MoCo's queue, without a momentum encoder): each first-view embedding is then scored against
+its second view and the ``N`` banked embeddings instead of the batch, so SimCLR can be compared
+fairly at a batch of 4. The bank starts as random unit vectors and lives on the outputs' device.
 
-1. random resized crop (one ``grid_sample`` for the whole batch) of ``crop_scale``..1 of the
-   image area, aspect ratio within x(3/4..4/3) of the image's own (768x384 crops stay
-   portrait), centred on a random point of the breast (a grid cell whose mean exceeds
-   ``tissue_threshold``; anywhere if the image has none), output at the input's size;
-2. vertical flip with probability ``vflip_prob``; never horizontal: preprocessing orients every
-   breast to the same side, so a horizontal flip would make views no real image looks like;
-3. intensity jitter ``x -> gain * x**gamma``, ``log gamma ~ U(-jitter, jitter)``,
-   ``gain ~ U(1 - jitter/2, 1 + jitter/2)``: brightness and contrast of a gray image, keeping
-   the black background black (no hue/saturation jitter, no grayscale: already 1 channel);
-4. Gaussian blur with probability ``blur_prob``, sigma ~ U(0.1, 2.0) px scaled by
-   ``min(H, W) / 224`` (SimCLR's range for 224 px images);
-5. additive Gaussian noise with a per-image std ~ U(0, ``noise_std``); finally clamped to [0, 1].
+Views: :mod:`ssl_bench.pretext.views` (batched, on the images' device, for 1-channel
+mammograms; shared by every view-based task).
 
 Defaults: ``temperature = 0.5`` (lightly's default),
 ``out_dim = 128`` (the paper's), ``hidden_dim = 512`` (smaller than the paper's 2048 since
 the data sets are small), ``crop_scale = 0.4`` (SimCLR's 0.08 would often crop only fat or
 background out of a mammogram; 0.4 keeps a large part of the breast), ``jitter = 0.4``,
 ``blur_prob = 0.5`` (the paper's), ``noise_std = 0.02``, ``vflip_prob = 0.5``. SimCLR needs many
-negatives; at the paper profile's batch of 4 each anchor has only 6.
+negatives; at the paper profile's batch of 4 each anchor has only 6 (``memory_bank_size``).
 """
 from __future__ import annotations
 
-import math
-from typing import Sequence
-
 import torch
-import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
 from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
-
-_RATIO = (3 / 4, 4 / 3)  # crop aspect ratio range, relative to the image's aspect ratio
-_BLUR_SIGMA = (0.1, 2.0)  # SimCLR's blur sigma range for 224 px images
-_GRID = 32  # tissue cells along the longer side when choosing crop centres
-
-
-def _uniform(n: int, lo: float, hi: float, device, generator) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, device=device, generator=generator)
-
-
-def sample_crop_boxes(
-    images: torch.Tensor,
-    scale: tuple[float, float] = (0.4, 1.0),
-    ratio: tuple[float, float] = _RATIO,
-    tissue_threshold: float = 0.05,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Random crop boxes ``(y0, x0, h, w)`` in pixels (float, ``(B, 4)``), centred in the breast.
-
-    Area ``~ U(scale) * H * W``; aspect ``w/h`` = the image's times a log-uniform factor in
-    ``ratio``; sides clipped to the image. The centre is a uniform point of a random grid cell
-    whose mean intensity exceeds ``tissue_threshold`` (any cell when no cell does); the box is
-    then shifted to lie inside the image.
-    """
-    b, _, h, w = images.shape
-    dev = images.device
-    gh = max(1, min(h, round(_GRID * h / max(h, w))))
-    gw = max(1, min(w, round(_GRID * w / max(h, w))))
-    cells = F.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), (gh, gw)).flatten(1)
-    weight = (cells > tissue_threshold).float()
-    weight = torch.where(weight.sum(1, keepdim=True) > 0, weight, torch.ones_like(weight))
-    # a uniform pick among the tissue cells (weights are 0/1), without multinomial's host sync
-    cell = torch.argmax(torch.rand(weight.shape, device=dev, generator=generator) * weight, dim=1)
-    cy = ((cell // gw).float() + torch.rand(b, device=dev, generator=generator)) * (h / gh)
-    cx = ((cell % gw).float() + torch.rand(b, device=dev, generator=generator)) * (w / gw)
-
-    area = _uniform(b, scale[0], scale[1], dev, generator)
-    log_r = _uniform(b, math.log(ratio[0]), math.log(ratio[1]), dev, generator)
-    r = torch.exp(log_r)
-    ch = (h * torch.sqrt(area / r)).clamp(1.0, h)
-    cw = (w * torch.sqrt(area * r)).clamp(1.0, w)
-    y0 = torch.minimum((cy - ch / 2).clamp_min(0.0), h - ch)
-    x0 = torch.minimum((cx - cw / 2).clamp_min(0.0), w - cw)
-    return torch.stack([y0, x0, ch, cw], dim=1)
-
-
-def resized_crop(
-    images: torch.Tensor, boxes: torch.Tensor, vflip: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Crop each image to its box ``(y0, x0, h, w)`` and resize it to the input size (bilinear),
-    flipped vertically where ``vflip`` is True; one ``grid_sample`` for the batch.
-
-    A box covering the whole image with no flip reproduces the image exactly.
-    """
-    b, _, h, w = images.shape
-    y0, x0, ch, cw = boxes.float().unbind(1)
-    sy = ch / h
-    if vflip is not None:
-        sy = torch.where(vflip, -sy, sy)
-    theta = torch.zeros(b, 2, 3, device=images.device)
-    theta[:, 0, 0] = cw / w
-    theta[:, 0, 2] = (2 * x0 + cw) / w - 1
-    theta[:, 1, 1] = sy
-    theta[:, 1, 2] = (2 * y0 + ch) / h - 1
-    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
-    return F.grid_sample(
-        images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
-
-
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
-    """Blur each image with its own ``sigma`` (``(B,)``, pixels; 0 = unchanged), separable, with
-    a ``2 * radius + 1`` kernel and reflected borders."""
-    b, c, h, w = images.shape
-    radius = max(0, min(radius, h - 1, w - 1))
-    if radius == 0:
-        return images
-    x = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float32)
-    s = sigma.float().clamp_min(1e-6)[:, None]
-    kernel = torch.exp(-0.5 * (x[None] / s) ** 2)
-    kernel = torch.where((sigma > 0)[:, None], kernel, (x[None] == 0).float())
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, K)
-    flat = images.float().reshape(1, b * c, h, w)
-    flat = F.pad(flat, (radius, radius, radius, radius), mode="reflect")
-    flat = F.conv2d(flat, kernel[:, None, :, None], groups=b * c)
-    flat = F.conv2d(flat, kernel[:, None, None, :], groups=b * c)
-    return flat.reshape(b, c, h, w)
-
-
-class MammoViews:
-    """Batched random views of 1-channel mammograms in [0, 1] (see the module docstring).
-
-    ``MammoViews(...)(images)`` returns one view per image, same shape and dtype, in [0, 1].
-    ``ratio`` is the crop's aspect-ratio range relative to the image's (log-uniform).
-    """
-
-    def __init__(
-        self,
-        crop_scale: float | Sequence[float] = 0.4,
-        vflip_prob: float = 0.5,
-        jitter: float = 0.4,
-        blur_prob: float = 0.5,
-        noise_std: float = 0.02,
-        tissue_threshold: float = 0.05,
-        ratio: tuple[float, float] = _RATIO,
-    ):
-        if isinstance(crop_scale, (int, float)):
-            scale = (float(crop_scale), 1.0)
-        else:
-            scale = tuple(float(v) for v in crop_scale)
-        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(
-                f"crop_scale must be a minimum area fraction in (0, 1] or a (min, max) pair "
-                f"with 0 < min <= max <= 1, got {crop_scale!r}"
-            )
-        for name, value in (("vflip_prob", vflip_prob), ("blur_prob", blur_prob)):
-            if not 0 <= value <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if not 0 <= jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        self.scale = scale
-        self.vflip_prob = float(vflip_prob)
-        self.jitter = float(jitter)
-        self.blur_prob = float(blur_prob)
-        self.noise_std = float(noise_std)
-        self.tissue_threshold = float(tissue_threshold)
-        if not 0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"ratio must be (min, max) with 0 < min <= max, got {ratio!r}")
-        self.ratio = (float(ratio[0]), float(ratio[1]))
-
-    def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        if images.dim() != 4:
-            raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-        b, _, h, w = images.shape
-        dev, g = images.device, generator
-        boxes = sample_crop_boxes(images, self.scale, self.ratio, self.tissue_threshold, g)
-        vflip = torch.rand(b, device=dev, generator=g) < self.vflip_prob
-        x = resized_crop(images, boxes, vflip).clamp(0.0, 1.0)
-
-        j = self.jitter
-        gamma = torch.exp(_uniform(b, -j, j, dev, g)).view(b, 1, 1, 1)
-        gain = _uniform(b, 1 - j / 2, 1 + j / 2, dev, g).view(b, 1, 1, 1)
-        x = gain * x.pow(gamma)
-
-        size = min(h, w) / 224
-        lo, hi = _BLUR_SIGMA[0] * size, _BLUR_SIGMA[1] * size
-        blur = torch.rand(b, device=dev, generator=g) < self.blur_prob
-        sigma = torch.where(blur, _uniform(b, lo, hi, dev, g), torch.zeros(b, device=dev))
-        if self.blur_prob > 0:
-            x = gaussian_blur(x, sigma, math.ceil(3 * hi))
-
-        std = _uniform(b, 0.0, self.noise_std, dev, g).view(b, 1, 1, 1)
-        x = x + std * torch.randn(x.shape, device=dev, generator=g)
-        return x.clamp(0.0, 1.0).to(images.dtype)
+from .views import (  # noqa: F401  (re-exported: the views were defined here before)
+    MammoViews,
+    gaussian_blur,
+    resized_crop,
+    sample_crop_boxes,
+    view_options,
+    view_pair,
+)
 
 
 @PRETEXTS.register("simclr")
@@ -224,6 +60,7 @@ class SimCLR(PretextTask):
         jitter: float = 0.4,
         noise_std: float = 0.02,
         vflip_prob: float = 0.5,
+        memory_bank_size: int = 0,
     ):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -233,23 +70,22 @@ class SimCLR(PretextTask):
         self.temperature = float(temperature)
         self.hidden_dim = int(hidden_dim)
         self.out_dim = int(out_dim)
-        self.views = MammoViews(
-            crop_scale=crop_scale,
-            vflip_prob=vflip_prob,
-            jitter=jitter,
-            blur_prob=blur_prob,
-            noise_std=noise_std,
-        )
-        self.criterion = NTXentLoss(temperature=self.temperature, memory_bank_size=0)
+        if int(memory_bank_size) != memory_bank_size or memory_bank_size < 0:
+            raise ValueError(f"memory_bank_size must be an integer >= 0, got {memory_bank_size}")
+        self.memory_bank_size = int(memory_bank_size)
+        self.views = view_options(crop_scale, vflip_prob, jitter, blur_prob, noise_std)
+        bank = (self.memory_bank_size, self.out_dim) if self.memory_bank_size else 0
+        self.criterion = NTXentLoss(temperature=self.temperature, memory_bank_size=bank)
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
-        with torch.no_grad():
-            return PretextBatch(inputs=[self.views(images), self.views(images)], targets=None)
+        return PretextBatch(inputs=view_pair(self.views, images), targets=None)
 
     def loss(self, outputs: list[torch.Tensor], targets=None) -> torch.Tensor:
         if len(outputs) != 2 or outputs[0].shape != outputs[1].shape or outputs[0].dim() != 2:
             shapes = [tuple(o.shape) for o in outputs]
             raise ValueError(f"SimCLR expects two (B, D) embeddings, one per view; got {shapes}")
+        if self.memory_bank_size and self.criterion.memory_bank.bank.device != outputs[0].device:
+            self.criterion.to(outputs[0].device)  # the bank follows the network (once)
         return self.criterion(outputs[0].float(), outputs[1].float())
 
     def build_embedding_head(self, in_features: int) -> nn.Module:

@@ -36,7 +36,10 @@ def check_pretext(
       the head, also when the outputs are bf16 (CUDA autocast);
     - with ``backbone`` (a timm name; ``None`` skips it): the task trains a real backbone through
       :class:`ssl_bench.models.pretext_model.PretextModel`, as the finetune and multitask
-      transfers use it (gradients reach the backbone).
+      transfers use it (gradients reach the backbone);
+    - a task with a teacher (``uses_teacher``, embedding kind): ``loss`` also gets the teacher's
+      outputs on ``teacher_views(inputs)`` (no gradient) after the network's; on the backbone,
+      the teacher gets no gradient and ``after_step()`` moves it towards the network.
     """
     name, cls, what = check_common(PRETEXTS, name_or_cls)
     task = build_component(cls, what, **options)
@@ -93,12 +96,23 @@ def check_pretext(
         expect(isinstance(head, nn.Module), what, f"build_embedding_head() must return an nn.Module, got {type(head).__name__}")
         sizes = [v.shape[0] for v in inputs]
         x = torch.randn(sum(sizes), features, generator=torch.Generator().manual_seed(1))
+        # the teacher's head is copied before any forward pass, as PretextModel does
+        teacher = task.copy_teacher_head(head) if getattr(task, "uses_teacher", False) else None
         head.train()
         out = head(x)
         expect(isinstance(out, torch.Tensor) and out.dim() >= 2 and out.shape[0] == x.shape[0], what,
                 f"the embedding head must map (N, {features}) to (N, *), got "
                 f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
         outputs = list(out.split(sizes))
+        if getattr(task, "uses_teacher", False):
+            teacher_views = task.teacher_views(list(inputs))
+            expect(isinstance(teacher_views, list) and len(teacher_views) > 0, what,
+                    "teacher_views() must return a non-empty list of the views")
+            expect(isinstance(teacher, nn.Module), what, "teacher_head(head) must return an nn.Module")
+            t_sizes = [v.shape[0] for v in teacher_views]
+            xt = torch.randn(sum(t_sizes), features, generator=torch.Generator().manual_seed(2))
+            with torch.no_grad():
+                outputs += list(teacher(xt).split(t_sizes))
         loss = task.loss(outputs, batch.targets)
         expect_finite_scalar(loss, what, "loss()")
         loss.backward()
@@ -125,10 +139,25 @@ def _check_with_backbone(task, what: str, backbone: str, images: torch.Tensor, l
     model = PretextModel(create_backbone(backbone, in_chans=1, num_classes=1), task).train()
     batch = task.prepare(images, labels)
     outputs = model(batch.inputs)
-    expect(len(outputs) == len(batch.inputs), what, f"{len(outputs)} outputs for {len(batch.inputs)} views")
+    expected = len(batch.inputs)
+    if getattr(model, "has_teacher", False):
+        expected += len(task.teacher_views(list(batch.inputs)))
+    expect(len(outputs) == expected, what, f"{len(outputs)} outputs for {len(batch.inputs)} views (expected {expected})")
     loss = task.loss(outputs, batch.targets)
     expect_finite_scalar(loss, what, f"loss() on a {backbone} backbone")
     loss.backward()
     expect_gradients(list(model.backbone.parameters()), what, f"the {backbone} backbone")
+    if getattr(model, "has_teacher", False):
+        teacher = list(model.teacher_backbone.parameters()) + list(model.teacher_head.parameters())
+        expect(all(p.grad is None for p in teacher), what, "the teacher got gradients")
+        before = [p.detach().clone() for p in teacher]
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.sub_(0.1 * p.grad.sign())
+        model.start_teacher(10)
+        model.after_step()
+        moved = any(not torch.equal(a, p) for a, p in zip(before, teacher))
+        expect(moved or task.momentum_start >= 1.0, what, "after_step() did not move the teacher")
     logits = model.logits(images)
     expect(logits.shape[0] == images.shape[0], what, f"classifier logits of shape {tuple(logits.shape)}")

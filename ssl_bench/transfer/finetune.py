@@ -33,8 +33,10 @@ def pretext_stage(ctx: FitContext, model: PretextModel, epochs: int, stage: str 
             outputs = net(batch.inputs)
         loss = pretext.loss(outputs, batch.targets)
         optimizer_step(opt, loss)
+        model.after_step()  # the teacher's momentum update, for tasks with one
         return {"pretext": loss}
 
+    model.start_teacher(epochs * ctx.steps_per_epoch())
     model.train()
     ctx.train(stage, epochs, step)
 

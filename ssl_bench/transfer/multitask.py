@@ -49,8 +49,10 @@ class MultiTask(TransferStrategy):
             l_pretext = pretext.loss(outputs, batch.targets)
             l_bce = ctx.bce(logits, y)
             optimizer_step(opt, multitask_loss(l_bce, l_pretext, weight))
+            model.after_step()  # the teacher's momentum update, for tasks with one
             return {"bce": l_bce, "pretext": l_pretext}
 
+        model.start_teacher(ctx.config.train.epochs * ctx.steps_per_epoch())
         model.train()
         ctx.train("multitask", ctx.config.train.epochs, step)
         return backbone

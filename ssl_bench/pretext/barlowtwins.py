@@ -1,0 +1,79 @@
+"""Barlow Twins: redundancy reduction between two views (Zbontar et al. 2021).
+
+Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning via Redundancy
+Reduction", ICML 2021. Two random views of each image go through the backbone and a projector;
+the loss drives the cross-correlation matrix of the two batch-standardised embeddings to the
+identity: on-diagonal terms to 1 (invariance), off-diagonal terms, weighted by ``lambda_param``,
+to 0 (redundancy reduction). No negatives and no momentum encoder. Built on lightly:
+``lightly.loss.BarlowTwinsLoss`` and ``lightly.models.modules.BarlowTwinsProjectionHead``
+(3 layers, Linear-BN-ReLU twice then Linear).
+
+Choices for 1-channel mammograms: views from :mod:`ssl_bench.pretext.views` (batched on the
+device; crops centred on the breast, vertical flips only, gamma/gain intensity jitter instead of
+colour jitter, blur and noise; the same distribution for both views, where the paper blurs and
+solarises the two views with different probabilities: solarisation inverts bright tissue, which
+no mammogram shows). ``hidden_dim = out_dim = 1024`` (the paper's 8192 is for ImageNet; our
+training sets have hundreds to a few thousand images), ``lambda_param = 5e-3`` (the paper's,
+lightly's default), ``crop_scale = 0.4`` (as SimCLR here: small crops of a mammogram are often
+only fat). The standardisation is over the batch, so very small batches (the paper profile's
+4) give noisy correlation estimates.
+"""
+from __future__ import annotations
+
+import torch
+from lightly.loss import BarlowTwinsLoss
+from lightly.models.modules import BarlowTwinsProjectionHead
+from torch import nn
+
+from ..registry import PRETEXTS
+from .base import PretextBatch, PretextTask
+from .views import view_options, view_pair
+
+
+def check_dims(**dims: int) -> None:
+    """``ValueError`` unless every value is a positive integer."""
+    for name, value in dims.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+def check_two_embeddings(method: str, outputs: list[torch.Tensor], count: int = 2) -> None:
+    """``ValueError`` unless ``outputs`` are ``count`` (B, D) embeddings of one shape."""
+    if len(outputs) != count or any(o.dim() != 2 or o.shape != outputs[0].shape for o in outputs):
+        shapes = [tuple(o.shape) for o in outputs]
+        raise ValueError(f"{method} expects {count} (B, D) embeddings of one shape; got {shapes}")
+
+
+@PRETEXTS.register("barlowtwins")
+class BarlowTwins(PretextTask):
+    """Barlow Twins (Zbontar et al. 2021): cross-correlation of two views' embeddings to the identity (lightly)."""
+
+    kind = "embedding"
+
+    def __init__(
+        self,
+        lambda_param: float = 5e-3,
+        hidden_dim: int = 1024,
+        out_dim: int = 1024,
+        crop_scale: float = 0.4,
+        blur_prob: float = 0.5,
+        jitter: float = 0.4,
+        noise_std: float = 0.02,
+        vflip_prob: float = 0.5,
+    ):
+        if lambda_param < 0:
+            raise ValueError(f"lambda_param must be >= 0, got {lambda_param}")
+        check_dims(hidden_dim=hidden_dim, out_dim=out_dim)
+        self.hidden_dim, self.out_dim = int(hidden_dim), int(out_dim)
+        self.views = view_options(crop_scale, vflip_prob, jitter, blur_prob, noise_std)
+        self.criterion = BarlowTwinsLoss(lambda_param=float(lambda_param))
+
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
+        return PretextBatch(inputs=view_pair(self.views, images), targets=None)
+
+    def loss(self, outputs: list[torch.Tensor], targets=None) -> torch.Tensor:
+        check_two_embeddings("Barlow Twins", outputs)
+        return self.criterion(outputs[0].float(), outputs[1].float())
+
+    def build_embedding_head(self, in_features: int) -> nn.Module:
+        return BarlowTwinsProjectionHead(in_features, self.hidden_dim, self.out_dim)
