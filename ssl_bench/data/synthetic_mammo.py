@@ -22,22 +22,29 @@ resolution is rendered directly, not downscaled):
   that structures run toward the nipple like ducts. The field is thresholded softly into dense
   tissue whose amount follows the patient's density (fatty to dense) and whose envelope fades
   toward the skin and the retro-mammary fat at the chest wall.
-- Findings (chosen per breast):
-  benign: ``none``, ``round_mass`` / ``oval_mass`` (circumscribed, sharp margin) or
-  ``coarse_calcs`` (a few large, dense, round calcifications scattered over a few cm);
-  malignant: ``spiculated_mass`` (irregular, ill-defined, dense core with long radiating
-  spicules), ``pleomorphic_calcs`` (a tight cluster of many fine, elongated, irregular specks)
-  or both.
-  Lesions are sized as real ones (masses 1.75-4 cm, a pixel is 0.33 mm at 768x384 and 2 mm at
-  128x64), so the class-defining shape survives at the quick profile's 128x64: spicules become
-  faint lines, a pleomorphic cluster a dense mottled focus, coarse calcifications separate dots.
-  Masses of both classes draw size and contrast from the same ranges; a spiculated mass has a
-  smaller but denser core (high density is a sign of malignancy in BI-RADS) and its spicules
-  merge with the core rather than thicken it, so that core plus spicules add about as much
-  intensity as a smooth mass; the two calcification types add about the same intensity too.
-  Every lesion covers about a percent of the image or less, so the class cannot be read from
-  global statistics (image mean and standard deviation); it lies in shape (spiculated vs smooth
-  margin), local density and texture (fine clustered vs coarse scattered calcifications).
+- Findings (dealt per breast, so that each class has its table's mix exactly):
+  benign: ``none`` (23%, INbreast's share of BI-RADS 1 among its BI-RADS 1-2 images: 67 of
+  287), ``round_mass`` / ``oval_mass`` (circumscribed, sharp margin), ``coarse_calcs`` (a few
+  large, dense, round calcifications scattered over a few cm) or ``oval_mass+calcs`` (a
+  fibroadenoma with coarse "popcorn" calcifications);
+  malignant: ``spiculated_mass`` (irregular, ill-defined core with long radiating spicules),
+  ``pleomorphic_calcs`` (many fine, elongated, irregular specks cast in a few ducts that branch
+  toward the nipple: a segmental, fine-linear branching distribution) or both.
+  Lesions are sized as real ones (masses 2-5 cm across, a pixel is 0.33 mm at 768x384 and 2 mm
+  at 128x64), so the class-defining shape survives at the quick profile's 128x64: spicules
+  become lines, a pleomorphic cluster a short mottled streak, coarse calcifications separate dots.
+  They are conspicuous (a mass adds about as much as the densest tissue), so that a small CNN
+  learns them from a few hundred images.
+- Why the class cannot be read from non-spatial summaries (an intensity histogram, the brightest
+  pixels, global moments, a thumbnail), only from shape (spiculated vs smooth margin) and
+  distribution (fine linear-branching vs coarse scattered calcifications):
+  every malignant finding has a benign counterpart that is as bright (its brightest pixels) and
+  about as large (the intensity it adds) at the quick size, drawn as often among the breasts
+  that have a finding (a circumscribed mass for a spiculated one, coarse for pleomorphic
+  calcifications, a fibroadenoma with calcifications for a spiculated mass with calcifications);
+  the finding is summed before it saturates (``SATURATION``), so that calcifications on a mass
+  are capped the same way in both classes. What remains is that normal images are benign: a
+  summary that detected *any* finding perfectly would reach an AUC of 0.615.
   Lesions are rendered at least ``SUPERSAMPLE`` pixels high and area-averaged (details below a
   pixel are further widened to half a pixel with their integrated intensity kept), so they fade
   as they would on a detector with large pixels.
@@ -62,33 +69,45 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import ndimage, special
 
-VERSION = 2  # bump whenever generate() output changes for a given seed; for cache keys
-BENIGN_FINDINGS = {"none": 0.35, "round_mass": 0.2, "oval_mass": 0.2, "coarse_calcs": 0.25}
-MALIGNANT_FINDINGS = {"spiculated_mass": 0.5, "pleomorphic_calcs": 0.3, "spiculated_mass+calcs": 0.2}
+VERSION = 3  # bump whenever generate() output changes for a given seed; for cache keys
+# Shares of the findings per breast. Benign: "none" is INbreast's BI-RADS 1 share (67 of its 287
+# BI-RADS 1-2 images); the other benign findings mirror the malignant ones (spiculated mass ->
+# round or oval mass, pleomorphic -> coarse calcifications, both -> fibroadenoma with
+# calcifications), each drawn as often among the breasts that have a finding.
+BENIGN_FINDINGS = {"none": 0.23, "round_mass": 0.18, "oval_mass": 0.17, "coarse_calcs": 0.31,
+                   "oval_mass+calcs": 0.11}
+MALIGNANT_FINDINGS = {"spiculated_mass": 0.45, "pleomorphic_calcs": 0.4, "spiculated_mass+calcs": 0.15}
 ORIENTATIONS = ("canonical", "laterality")
 TABLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "finding")
 MIN_SIZE = 16
 BETA = 3.0  # power-law exponent of the anatomical background (Burgess et al. 2001)
 SINGLE_VIEW_SHARE = 0.1  # target share of patients with one breast seen in a single view
 # Lesion sizes in image heights (about 25 cm: 0.04 is 1 cm), ranges drawn uniformly. Large
-# enough that the class-defining shape survives at 128x64 (one pixel is 2 mm there).
-MASS_RADIUS = (0.035, 0.08)  # both classes: masses of 1.75-4 cm
-MASS_CONTRAST = (0.15, 0.3)
+# enough that the class-defining shape survives at 128x64 (one pixel is 2 mm there). Contrasts
+# are what a lesion adds to the image (the densest tissue is about 0.3-0.4 above fat); they are
+# calibrated so that at 128x64 each malignant finding is as bright as its benign counterpart
+# (tests/test_synthetic_mammo.py measures it).
+MASS_RADIUS = (0.035, 0.08)  # both classes (round and oval masses drawn CIRCUMSCRIBED_SCALE wider)
+MASS_CONTRAST = (0.5, 0.6)  # both classes: peak of a circumscribed mass, plateau of a spiculated core
+CIRCUMSCRIBED_SCALE = 1.3  # round or oval mass radius, in mass radii: about the footprint of a
+#                            spiculated mass's core and spicules
 SPICULATED_CORE = 0.65  # core radius of a spiculated mass, fraction of its radius
-SPICULATED_DENSITY = 1.3  # its core is denser than a circumscribed mass of the same contrast
-SPICULE_COUNT = (8, 17)
-SPICULE_LENGTH = (1.0, 2.5)  # beyond the core, in mass radii
-SPICULE_WIDTH = (0.004, 0.007)  # Gaussian sigma (3-5 px at 768x384, 0.5-0.9 px at 128x64)
-SPICULE_STRENGTH = (0.6, 0.9)  # peak, fraction of the mass contrast
-PLEOMORPHIC_COUNT = (15, 41)
-PLEOMORPHIC_SPREAD = (0.006, 0.011)  # cluster std
+SPICULE_COUNT = (14, 24)
+SPICULE_LENGTH = (1.2, 3.0)  # beyond the core, in mass radii
+SPICULE_WIDTH = (0.006, 0.009)  # Gaussian sigma (5-7 px at 768x384, 0.8-1.2 px at 128x64)
+SPICULE_STRENGTH = (0.9, 1.1)  # peak at the core, fraction of the mass contrast (then tapering)
+PLEOMORPHIC_COUNT = (30, 60)
+PLEOMORPHIC_LENGTH = (0.04, 0.08)  # extent along the ducts (1-2 cm)
+PLEOMORPHIC_DUCTS = (2, 4)  # number of ducts the specks are cast in
+PLEOMORPHIC_FAN = 0.35  # the ducts fan out by up to this angle (radians) from the nipple direction
+PLEOMORPHIC_JITTER = 0.002  # scatter of specks across a duct
 PLEOMORPHIC_RADIUS = (0.0012, 0.0028)
-PLEOMORPHIC_CONTRAST = (0.3, 0.6)
+PLEOMORPHIC_CONTRAST = (0.5, 0.8)  # per speck; many fine specks overlap into the streak's peak
 COARSE_COUNT = (3, 8)
 COARSE_SPREAD = (0.04, 0.09)  # scattered within this radius
 COARSE_RADIUS = (0.004, 0.008)
-COARSE_CONTRAST = (0.3, 0.5)
-SATURATION = 0.6  # the most one lesion adds to a pixel (the overlapping specks of a dense cluster)
+COARSE_CONTRAST = (0.7, 1.0)  # per calcification; a few large ones, partly averaged away at 2 mm
+SATURATION = 0.6  # soft ceiling on what a finding adds (its parts summed: calcifications on a mass)
 SUPERSAMPLE = 384  # lesions are rendered at least this many pixels high, then area-averaged
 
 
@@ -190,13 +209,21 @@ def plan_cohort(n_patients: int, n_benign: int, n_malignant: int, seed: int) -> 
     chosen_doubles = [b for i, b in enumerate(doubles) if i in malignant]
     malignant_keys = {(p, side) for p, side, _ in chosen_singles + chosen_doubles}
 
-    breasts = []
-    for patient, side, views in sorted(doubles + singles):
-        label = int((patient, side) in malignant_keys)
-        table = MALIGNANT_FINDINGS if label else BENIGN_FINDINGS
-        finding = str(rng.choice(list(table), p=list(table.values())))
-        breasts.append(Breast(patient, side, views, label, finding))
-    return breasts
+    planned = sorted(doubles + singles)
+    labels = [int((patient, side) in malignant_keys) for patient, side, _ in planned]
+    decks = {label: iter(_deal_findings(MALIGNANT_FINDINGS if label else BENIGN_FINDINGS,
+                                        labels.count(label), rng)) for label in (0, 1)}
+    return [Breast(patient, side, views, label, next(decks[label]))
+            for (patient, side, views), label in zip(planned, labels)]
+
+
+def _deal_findings(shares: dict[str, float], n: int, rng) -> list[str]:
+    """``n`` findings in the given shares (largest remainder), shuffled: every cohort has the
+    table's mix, so no class owes a brighter or larger average finding to the luck of the draw."""
+    expected = np.array(list(shares.values())) * n
+    counts = np.floor(expected).astype(int)
+    counts[np.argsort(counts - expected)[: n - counts.sum()]] += 1
+    return [str(f) for f in rng.permutation(np.repeat(list(shares), counts))]
 
 
 # ----------------------------------------------------------------------------- anatomy
@@ -335,7 +362,7 @@ def _outline(dy, dx, lobes: float, rng):
 
 def _draw_circumscribed(canvas, center_px, lesion: dict, oval: bool, scale: float, rng) -> None:
     """Round or oval mass: projected thickness of an ellipsoid, sharp margin."""
-    radius = lesion["radius"] * scale
+    radius = lesion["radius"] * CIRCUMSCRIBED_SCALE * scale
     window, dy, dx = _stamp(canvas, center_px, radius * 1.6)
     if oval:
         ratio, tilt = rng.uniform(0.5, 0.75), rng.uniform(0, np.pi)
@@ -355,8 +382,7 @@ def _draw_spiculated(canvas, center_px, lesion: dict, scale: float, rng) -> None
     core = SPICULATED_CORE * radius
     window, dy, dx = _stamp(canvas, center_px, core * 1.6)
     q = np.hypot(dy, dx) / (core * _outline(dy, dx, 0.12, rng))
-    density = contrast * SPICULATED_DENSITY
-    _paint(canvas, window, density * special.expit((1 - q) / 0.12) * np.clip(1.3 - 0.3 * q, 0, 1))
+    _paint(canvas, window, contrast * special.expit((1 - q) / 0.12) * np.clip(1.3 - 0.3 * q, 0, 1))
     n = int(rng.integers(*SPICULE_COUNT))
     for length, width, strength, angle, bend in zip(
         radius * rng.uniform(*SPICULE_LENGTH, size=n),
@@ -381,29 +407,37 @@ def _draw_spiculated(canvas, center_px, lesion: dict, scale: float, rng) -> None
         _paint(canvas, window, strength * width / sigma * taper * np.exp(-0.5 * (across / thin) ** 2))
 
 
-def _draw_specks(canvas, center_px, offsets, radii, elongations, contrasts, scale, flat_top, rng):
+def _draw_specks(canvas, center_px, offsets, radii, elongations, angles, contrasts, scale, flat_top):
     """Add calcification specks (anisotropic blobs); integrated intensity kept below a pixel."""
-    for (oy, ox), r, e, c in zip(offsets, radii, elongations, contrasts):
+    for (oy, ox), r, e, angle, c in zip(offsets, radii, elongations, angles, contrasts):
         sigma_major, sigma_minor = r * np.sqrt(e) * scale, r / np.sqrt(e) * scale
         s1, s2 = max(sigma_major, 0.5), max(sigma_minor, 0.5)
         amplitude = c * sigma_major * sigma_minor / (s1 * s2)
         centre = (center_px[0] + oy * scale, center_px[1] + ox * scale)
         window, dy, dx = _stamp(canvas, centre, 3 * s1)
-        angle = rng.uniform(0, np.pi)
         u = (dx * np.cos(angle) + dy * np.sin(angle)) / s1
         v = (-dx * np.sin(angle) + dy * np.cos(angle)) / s2
         r2 = u * u + v * v
         _paint(canvas, window, amplitude * np.exp(-0.5 * (r2 * r2 if flat_top else r2)), add=True)
 
 
-def _draw_pleomorphic(canvas, center_px, scale, rng) -> None:
-    """Malignant: a tight cluster of many fine, elongated, irregular specks."""
+def _draw_pleomorphic(canvas, center_px, axis: float, scale, rng) -> None:
+    """Malignant: many fine, elongated, irregular specks cast in a few ducts that branch toward
+    the nipple (``axis``, radians): a segmental, fine-linear branching distribution."""
     n = int(rng.integers(*PLEOMORPHIC_COUNT))
-    spread = rng.uniform(*PLEOMORPHIC_SPREAD)
-    offsets = rng.normal(0, spread, size=(n, 2))
+    length = rng.uniform(*PLEOMORPHIC_LENGTH)
+    n_ducts = int(rng.integers(*PLEOMORPHIC_DUCTS))
+    ducts = axis + rng.uniform(-PLEOMORPHIC_FAN, PLEOMORPHIC_FAN, size=n_ducts)
+    direction = ducts[rng.integers(len(ducts), size=n)]
+    along = rng.uniform(0, length, size=n)
+    across = rng.normal(0, PLEOMORPHIC_JITTER, size=n)
+    start = -0.5 * length * np.array([np.sin(axis), np.cos(axis)])  # centred on the lesion
+    offsets = start + np.stack([along * np.sin(direction) + across * np.cos(direction),
+                                along * np.cos(direction) - across * np.sin(direction)], axis=1)
     radii = rng.uniform(*PLEOMORPHIC_RADIUS, size=n)
-    _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1, 3.5, size=n),
-                 rng.uniform(*PLEOMORPHIC_CONTRAST, size=n), scale, flat_top=False, rng=rng)
+    _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1.5, 4, size=n),
+                 direction + rng.normal(0, 0.3, size=n), rng.uniform(*PLEOMORPHIC_CONTRAST, size=n),
+                 scale, flat_top=False)
 
 
 def _draw_coarse(canvas, center_px, scale, rng) -> None:
@@ -414,7 +448,14 @@ def _draw_coarse(canvas, center_px, scale, rng) -> None:
     offsets = np.stack([dist * np.sin(angle), dist * np.cos(angle)], axis=1)
     radii = rng.uniform(*COARSE_RADIUS, size=n)
     _draw_specks(canvas, center_px, offsets, radii, rng.uniform(1, 1.5, size=n),
-                 rng.uniform(*COARSE_CONTRAST, size=n), scale, flat_top=True, rng=rng)
+                 rng.uniform(0, np.pi, size=n), rng.uniform(*COARSE_CONTRAST, size=n), scale,
+                 flat_top=True)
+
+
+def _saturate(added: np.ndarray) -> np.ndarray:
+    """Soft ceiling at ``SATURATION`` on what a finding adds: linear for faint detail, so
+    overlapping parts (specks of a cluster, calcifications within a mass) stop adding up."""
+    return added / (1 + (added / SATURATION) ** 4) ** 0.25
 
 
 def _lesion_center(geometry: dict, lesion: dict, view: str) -> tuple[float, float]:
@@ -433,7 +474,7 @@ def _draw_finding(shape: tuple[int, int], geometry: dict, finding: str, lesion: 
                   scale: float) -> np.ndarray:
     """The finding's added intensity on a ``shape`` canvas, rendered ``SUPERSAMPLE`` times finer
     than needed and area-averaged, so that fine detail (spicules, specks) keeps its integrated
-    intensity at any size; at the quick size a calcification cluster becomes a mottled blob and a
+    intensity at any size; at the quick size a calcification cluster becomes a mottled streak and a
     spicule a faint line, as they would on a detector with large pixels."""
     height, width = shape
     if finding == "none":
@@ -445,19 +486,21 @@ def _draw_finding(shape: tuple[int, int], geometry: dict, finding: str, lesion: 
     center_px = (y * scale, x * scale)
     total = np.zeros((height * factor, width * factor), np.float32)
     draws = []
-    if finding in ("round_mass", "oval_mass"):
-        draws.append(lambda c: _draw_circumscribed(c, center_px, lesion, finding == "oval_mass", scale, rng))
+    if finding in ("round_mass", "oval_mass", "oval_mass+calcs"):
+        oval = finding.startswith("oval")
+        draws.append(lambda c: _draw_circumscribed(c, center_px, lesion, oval, scale, rng))
     if finding in ("spiculated_mass", "spiculated_mass+calcs"):
         draws.append(lambda c: _draw_spiculated(c, center_px, lesion, scale, rng))
-    if finding == "coarse_calcs":
+    if finding in ("coarse_calcs", "oval_mass+calcs"):
         draws.append(lambda c: _draw_coarse(c, center_px, scale, rng))
     if finding in ("pleomorphic_calcs", "spiculated_mass+calcs"):
-        draws.append(lambda c: _draw_pleomorphic(c, center_px, scale, rng))
-    for draw in draws:  # lesions of one breast add up (calcifications within a mass)
+        axis = np.arctan2(geometry["cy"] - y, geometry["a"] - x)  # toward the nipple
+        draws.append(lambda c: _draw_pleomorphic(c, center_px, axis, scale, rng))
+    for draw in draws:  # lesions of one breast add up (calcifications within a mass), then saturate
         layer = np.zeros_like(total)
         draw(layer)
-        total += np.minimum(layer, SATURATION)
-    return total.reshape(height, factor, width, factor).mean(axis=(1, 3))
+        total += layer
+    return _saturate(total).reshape(height, factor, width, factor).mean(axis=(1, 3))
 
 
 # ----------------------------------------------------------------------------- one image
