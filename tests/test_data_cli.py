@@ -66,7 +66,7 @@ def test_synth_round_trip_keeps_the_canonical_images(tree, tmp_path):
     for original, back in zip(images.astype(np.float32), loaded.images.astype(np.float32)):
         # cropping and min-max change the scale, not the side: chest wall left in both
         assert original[:, :16].sum() > original[:, 16:].sum()
-        assert back[:, :16].sum() > 1.2 * back[:, 16:].sum()
+        assert back[:, :16].sum() > back[:, 16:].sum()  # (phantom v3: large masses either side)
         profile = original.mean(0)
         assert np.corrcoef(profile, back.mean(0))[0, 1] > np.corrcoef(profile, back.mean(0)[::-1])[0, 1]
 
