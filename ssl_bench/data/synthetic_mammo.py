@@ -69,7 +69,8 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import ndimage, special
 
-VERSION = 3  # bump whenever generate() output changes for a given seed; for cache keys
+# (3 was used by an uncommitted draft of this generator: skipped, so its cached sets never load)
+VERSION = 4  # bump whenever generate() output changes for a given seed; for cache keys
 # Shares of the findings per breast. Benign: "none" is INbreast's BI-RADS 1 share (67 of its 287
 # BI-RADS 1-2 images); the other benign findings mirror the malignant ones (spiculated mass ->
 # round or oval mass, pleomorphic -> coarse calcifications, both -> fibroadenoma with
