@@ -33,8 +33,8 @@ resolution is rendered directly, not downscaled):
   Lesions are sized as real ones (masses 2-5 cm across, a pixel is 0.33 mm at 768x384 and 2 mm
   at 128x64), so the class-defining shape survives at the quick profile's 128x64: spicules
   become lines, a pleomorphic cluster a short mottled streak, coarse calcifications separate dots.
-  They are conspicuous (a mass adds about as much as the densest tissue), so that a small CNN
-  learns them from a few hundred images.
+  They are conspicuous (a mass adds more than the densest tissue stands above fat), so that a
+  small CNN learns them from a few hundred images at 128x64.
 - Why the class cannot be read from non-spatial summaries (an intensity histogram, the brightest
   pixels, global moments, a thumbnail), only from shape (spiculated vs smooth margin) and
   distribution (fine linear-branching vs coarse scattered calcifications):
