@@ -115,9 +115,13 @@ def test_findings_follow_their_tables_and_mirror_across_classes(default_128):
         counts = breasts.loc[breasts["label"] == label, "finding"].value_counts()
         expected = pd.Series(shares) * counts.sum()
         assert (counts.reindex(expected.index) - expected).abs().max() < 1
-    benign = {f: s / (1 - BENIGN_FINDINGS["none"]) for f, s in BENIGN_FINDINGS.items() if f != "none"}
-    mirrored = {"spiculated_mass": benign["round_mass"] + benign["oval_mass"],
-                "pleomorphic_calcs": benign["coarse_calcs"], "spiculated_mass+calcs": benign["oval_mass+calcs"]}
+    with_finding = 1 - BENIGN_FINDINGS["none"]
+    benign = {f: s / with_finding for f, s in BENIGN_FINDINGS.items() if f != "none"}
+    mirrored = {
+        "spiculated_mass": benign["round_mass"] + benign["oval_mass"],
+        "pleomorphic_calcs": benign["coarse_calcs"],
+        "spiculated_mass+calcs": benign["oval_mass+calcs"],
+    }
     for finding, share in MALIGNANT_FINDINGS.items():
         assert mirrored[finding] == pytest.approx(share, abs=0.02)
 
@@ -134,7 +138,8 @@ def _breast_pixels(images: np.ndarray) -> list[np.ndarray]:
 
 def histogram(images: np.ndarray) -> np.ndarray:
     """32-bin intensity histogram of the breast, as fractions of its pixels."""
-    return np.stack([np.histogram(v, bins=32, range=(0, 1))[0] / v.size for v in _breast_pixels(images)])
+    return np.stack([np.histogram(v, bins=32, range=(0, 1))[0] / v.size
+                     for v in _breast_pixels(images)])
 
 
 def brightest(images: np.ndarray) -> np.ndarray:
@@ -143,6 +148,7 @@ def brightest(images: np.ndarray) -> np.ndarray:
 
 
 def brightest_pixel(images: np.ndarray) -> np.ndarray:
+    """The brightest pixel alone (v2's strongest shortcut)."""
     return images.max(axis=(1, 2))[:, None]
 
 
@@ -162,8 +168,10 @@ def thumbnail(images: np.ndarray) -> np.ndarray:
     return images.reshape(n, 8, h // 8, 4, w // 4).mean(axis=(2, 4)).reshape(n, -1)
 
 
-@pytest.mark.parametrize("probe", [histogram, brightest, brightest_pixel, global_statistics, thumbnail],
-                         ids=lambda probe: probe.__name__)
+@pytest.mark.parametrize(
+    "probe", [histogram, brightest, brightest_pixel, global_statistics, thumbnail],
+    ids=lambda probe: probe.__name__,
+)
 def test_non_spatial_summaries_do_not_reveal_the_class(probe, default_128):
     """Benign and malignant findings are equally bright and about equally large, and the finding
     mix mirrors across classes. What is left is that a quarter of benign images have no finding
@@ -174,11 +182,12 @@ def test_non_spatial_summaries_do_not_reveal_the_class(probe, default_128):
 
 
 def fine_detail(images: np.ndarray) -> np.ndarray:
-    """How much fine, locally bright detail (image minus its blur at three scales) there is:
-    the strongest and the number of pixels above three levels."""
+    """How much fine, locally bright detail (image minus its blur) there is: the strongest at
+    three scales, and how many pixels stand out by three levels at the two finer scales."""
     detail = [images - ndimage.gaussian_filter(images, (0, s, s)) for s in (1, 2, 3)]
-    return np.stack([d.max(axis=(1, 2)) for d in detail]
-                    + [(d > level).sum(axis=(1, 2)) for d in detail[:2] for level in (0.05, 0.1, 0.15)], axis=1)
+    strongest = [d.max(axis=(1, 2)) for d in detail]
+    extent = [(d > level).sum(axis=(1, 2)) for d in detail[:2] for level in (0.05, 0.1, 0.15)]
+    return np.stack(strongest + extent, axis=1)
 
 
 def test_lesions_make_the_class_learnable(default_128):
@@ -196,7 +205,8 @@ def _lesion_layers(finding: str, height: int, n: int = 40) -> list[np.ndarray]:
     for i in range(n):
         lesion = sm._plan_lesion(finding, np.random.default_rng(i))
         lesion.update(depth=0.5, offset={"CC": 0.0, "MLO": 0.0})
-        layers.append(sm._draw_finding((height, height // 2), geometry, finding, lesion, "CC", float(height)))
+        shape = (height, height // 2)
+        layers.append(sm._draw_finding(shape, geometry, finding, lesion, "CC", float(height)))
     return layers
 
 
@@ -208,13 +218,14 @@ def _lesion_layers(finding: str, height: int, n: int = 40) -> list[np.ndarray]:
 def test_benign_and_malignant_findings_are_equally_bright(benign, malignant):
     """At the quick size, a malignant finding's brightest pixel, its 4 and 16 brightest pixels,
     are as bright as its benign counterpart's (within 10%), and it adds about as much intensity."""
-    summaries = {}
+    brightest, added = {}, {}
     for finding in (benign, malignant):
-        top = np.array([np.sort(layer.ravel())[::-1][:16] for layer in _lesion_layers(finding, 128)])
-        summaries[finding] = np.array([top[:, 0].mean(), top[:, :4].mean(), top.mean()])
-        summaries[finding + " sum"] = np.mean([layer.sum() for layer in _lesion_layers(finding, 128)])
-    np.testing.assert_allclose(summaries[malignant], summaries[benign], rtol=0.1)
-    assert 0.8 < summaries[malignant + " sum"] / summaries[benign + " sum"] < 1.25
+        layers = _lesion_layers(finding, 128)
+        top = np.array([np.sort(layer.ravel())[::-1][:16] for layer in layers])
+        brightest[finding] = [top[:, 0].mean(), top[:, :4].mean(), top.mean()]
+        added[finding] = np.mean([layer.sum() for layer in layers])
+    np.testing.assert_allclose(brightest[malignant], brightest[benign], rtol=0.1)
+    assert 0.8 < added[malignant] / added[benign] < 1.25
 
 
 @pytest.mark.parametrize("finding", ["oval_mass", "spiculated_mass", "coarse_calcs", "pleomorphic_calcs"])

@@ -33,8 +33,8 @@ resolution is rendered directly, not downscaled):
   Lesions are sized as real ones (masses 2-5 cm across, a pixel is 0.33 mm at 768x384 and 2 mm
   at 128x64), so the class-defining shape survives at the quick profile's 128x64: spicules
   become lines, a pleomorphic cluster a short mottled streak, coarse calcifications separate dots.
-  They are conspicuous (a mass adds about as much as the densest tissue), so that a small CNN
-  learns them from a few hundred images.
+  They are conspicuous (a mass adds more than the densest tissue stands above fat), so that a
+  small CNN learns them from a few hundred images at 128x64.
 - Why the class cannot be read from non-spatial summaries (an intensity histogram, the brightest
   pixels, global moments, a thumbnail), only from shape (spiculated vs smooth margin) and
   distribution (fine linear-branching vs coarse scattered calcifications):
@@ -69,7 +69,8 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import ndimage, special
 
-VERSION = 3  # bump whenever generate() output changes for a given seed; for cache keys
+# (3 was used by an uncommitted draft of this generator: skipped, so its cached sets never load)
+VERSION = 4  # bump whenever generate() output changes for a given seed; for cache keys
 # Shares of the findings per breast. Benign: "none" is INbreast's BI-RADS 1 share (67 of its 287
 # BI-RADS 1-2 images); the other benign findings mirror the malignant ones (spiculated mass ->
 # round or oval mass, pleomorphic -> coarse calcifications, both -> fibroadenoma with
