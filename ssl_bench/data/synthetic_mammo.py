@@ -69,15 +69,16 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import ndimage, special
 
-# (3 was used by an uncommitted draft of this generator: skipped, so its cached sets never load)
-VERSION = 4  # bump whenever generate() output changes for a given seed; for cache keys
+# (3 and 4 were drafts of this generator whose images may sit in caches: skipped, never reused)
+VERSION = 5  # bump whenever generate() output changes for a given seed; for cache keys
 # Shares of the findings per breast. Benign: "none" is INbreast's BI-RADS 1 share (67 of its 287
 # BI-RADS 1-2 images); the other benign findings mirror the malignant ones (spiculated mass ->
 # round or oval mass, pleomorphic -> coarse calcifications, both -> fibroadenoma with
 # calcifications), each drawn as often among the breasts that have a finding.
 BENIGN_FINDINGS = {"none": 0.23, "round_mass": 0.18, "oval_mass": 0.17, "coarse_calcs": 0.31,
                    "oval_mass+calcs": 0.11}
-MALIGNANT_FINDINGS = {"spiculated_mass": 0.45, "pleomorphic_calcs": 0.4, "spiculated_mass+calcs": 0.15}
+MALIGNANT_FINDINGS = {"spiculated_mass": 0.45, "pleomorphic_calcs": 0.4,
+                      "spiculated_mass+calcs": 0.15}
 ORIENTATIONS = ("canonical", "laterality")
 TABLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "finding")
 MIN_SIZE = 16
@@ -89,7 +90,7 @@ SINGLE_VIEW_SHARE = 0.1  # target share of patients with one breast seen in a si
 # calibrated so that at 128x64 each malignant finding is as bright as its benign counterpart
 # (tests/test_synthetic_mammo.py measures it).
 MASS_RADIUS = (0.035, 0.08)  # both classes (round and oval masses drawn CIRCUMSCRIBED_SCALE wider)
-MASS_CONTRAST = (0.5, 0.6)  # both classes: peak of a circumscribed mass, plateau of a spiculated core
+MASS_CONTRAST = (0.5, 0.6)  # both classes: peak of a round or oval mass, a spiculated core's plateau
 CIRCUMSCRIBED_SCALE = 1.3  # round or oval mass radius, in mass radii: about the footprint of a
 #                            spiculated mass's core and spicules
 SPICULATED_CORE = 0.65  # core radius of a spiculated mass, fraction of its radius
@@ -265,7 +266,7 @@ def _patient_traits(rng) -> dict:
         "reach": rng.uniform(0.62, 0.9),  # nipple distance from chest wall, fraction of width
         "half_height": rng.uniform(0.28, 0.4),  # CC half-height, in image heights
         "squareness": rng.uniform(1.7, 2.2),  # super-ellipse exponent
-        "fat": rng.uniform(0.2, 0.32),
+        "fat": rng.uniform(0.3, 0.42),  # well above the background: Otsu finds the whole breast
         "gland": rng.uniform(0.3, 0.42),
     }
 
