@@ -6,17 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..experiment.rundir import RunDir
+from .figures import save_figure
 from .leaderboard import Report
 
-_PNG_META = {"Software": None}
-_SVG_META = {"Date": None, "Creator": None}
 
 
 def mean_histories(report: Report) -> dict[str, pd.DataFrame]:
@@ -58,10 +56,5 @@ def save_training_curves(report: Report, png: str | Path, svg: str | Path | None
     fig = training_figure(mean_histories(report))
     if fig is None:
         return {}
-    paths = {"training_png": Path(png)}
-    fig.savefig(paths["training_png"], format="png", dpi=150, metadata=_PNG_META)
-    if svg is not None:
-        paths["training_svg"] = Path(svg)
-        with matplotlib.rc_context({"svg.hashsalt": "ssl-bench"}):
-            fig.savefig(paths["training_svg"], format="svg", metadata=_SVG_META)
-    return paths
+    png_path, svg_path = save_figure(fig, png, svg)
+    return {"training_png": png_path, **({"training_svg": svg_path} if svg_path else {})}

@@ -5,19 +5,16 @@ fixed metadata so reruns produce identical files.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from .figures import png_bytes, save_figure
 from .leaderboard import Report
 
-_PNG_META = {"Software": None}
-_SVG_META = {"Date": None, "Creator": None}
 
 
 def efficiency_figure(report: Report) -> Figure:
@@ -54,17 +51,10 @@ def efficiency_figure(report: Report) -> Figure:
 def save_label_efficiency(report: Report, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:
     """Write the figure as PNG (150 dpi) and SVG; returns ``{"png", "svg"} -> path``."""
     fig = efficiency_figure(report)
-    paths = {"png": Path(png)}
-    fig.savefig(paths["png"], format="png", dpi=150, metadata=_PNG_META)
-    if svg is not None:
-        paths["svg"] = Path(svg)
-        with matplotlib.rc_context({"svg.hashsalt": "ssl-bench"}):
-            fig.savefig(paths["svg"], format="svg", metadata=_SVG_META)
-    return paths
+    png_path, svg_path = save_figure(fig, png, svg)
+    return {"png": png_path, **({"svg": svg_path} if svg_path else {})}
 
 
 def efficiency_png(report: Report, dpi: int = 150) -> bytes:
     """The figure as PNG bytes (to embed in HTML)."""
-    buf = io.BytesIO()
-    efficiency_figure(report).savefig(buf, format="png", dpi=dpi, metadata=_PNG_META)
-    return buf.getvalue()
+    return png_bytes(efficiency_figure(report), dpi)

@@ -6,22 +6,19 @@ as PNG and SVG with fixed metadata so reruns produce identical files.
 from __future__ import annotations
 
 import base64
-import io
 import math
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from .figures import png_bytes, save_figure
 from .leaderboard import Report, pooled_curves
 
 _STYLES = ("-", "--", "-.", ":")
-_PNG_META = {"Software": None}
-_SVG_META = {"Date": None, "Creator": None}
 
 
 def roc_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], title: str = "",
@@ -61,17 +58,10 @@ def report_figure(report: Report) -> Figure:
 def save_roc(report: Report, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:
     """Write the report's ROC figure as PNG (150 dpi) and SVG; returns ``{"png", "svg"} -> path``."""
     fig = report_figure(report)
-    paths = {"png": Path(png)}
-    fig.savefig(paths["png"], format="png", dpi=150, metadata=_PNG_META)
-    if svg is not None:
-        paths["svg"] = Path(svg)
-        with matplotlib.rc_context({"svg.hashsalt": "ssl-bench"}):  # stable element ids
-            fig.savefig(paths["svg"], format="svg", metadata=_SVG_META)
-    return paths
+    png_path, svg_path = save_figure(fig, png, svg)
+    return {"png": png_path, **({"svg": svg_path} if svg_path else {})}
 
 
 def png_base64(report: Report, dpi: int = 150) -> str:
     """The ROC figure as base64 PNG, for embedding in a self-contained HTML page."""
-    buf = io.BytesIO()
-    report_figure(report).savefig(buf, format="png", dpi=dpi, metadata=_PNG_META)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(png_bytes(report_figure(report), dpi)).decode("ascii")
