@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from ..errors import DataError
@@ -31,7 +29,7 @@ from ..registry import TRANSFERS
 from ..training.context import FitContext
 from .base import TransferStrategy
 from .finetune import pretrained_backbone
-from .nonspatial import CLASS_WEIGHTS
+from .nonspatial import CLASS_WEIGHTS, class_weight_for, fit_scaled_logistic
 
 FEATURE_BATCH = 64  # images per feature pass
 
@@ -76,16 +74,14 @@ class LinearProbe(FrozenTransfer):
         self.C, self.class_weight, self.max_iter = float(C), class_weight, int(max_iter)
 
     def weights(self, pos_weight: float):
-        return {"pos_weight": {0: 1.0, 1: float(pos_weight)}, "balanced": "balanced", "none": None}[self.class_weight]
+        return class_weight_for(self.class_weight, pos_weight)
 
     def fit(self, ctx: FitContext) -> nn.Module:
         classifier = LinearProbeClassifier(ctx.config.model.backbone, module=self.frozen_backbone(ctx)).to(ctx.device)
         features = frozen_features(classifier, ctx).cpu().numpy().astype(np.float64)
         labels = training_labels(ctx, self.name)
-        scaler = StandardScaler().fit(features)
-        model = LogisticRegression(C=self.C, class_weight=self.weights(ctx.config.train.pos_weight),
-                                   max_iter=self.max_iter)
-        model.fit(scaler.transform(features), labels)
+        scaler, model = fit_scaled_logistic(features, labels, self.C, self.weights(ctx.config.train.pos_weight),
+                                            self.max_iter)
         classifier.set_linear(scaler.mean_, scaler.scale_, model.coef_, model.intercept_)
         classifier.fitted = (scaler, model)  # for inspection and tests; not part of the state_dict
         return classifier.eval()

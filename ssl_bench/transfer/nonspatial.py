@@ -40,6 +40,21 @@ def image_features(classifier: NonSpatialClassifier, images: torch.Tensor) -> np
     return torch.cat(parts).numpy() if parts else np.zeros((0, classifier.num_features))
 
 
+def class_weight_for(option: str, pos_weight: float) -> dict[int, float] | str | None:
+    """scikit-learn's ``class_weight`` for a ``class_weight`` option of a logistic-regression
+    transfer: ``pos_weight`` (the paper's malignant weight), ``balanced`` or ``none``."""
+    return {"pos_weight": {0: 1.0, 1: float(pos_weight)}, "balanced": "balanced", "none": None}[option]
+
+
+def fit_scaled_logistic(features: np.ndarray, labels: np.ndarray, C: float, class_weight, max_iter: int):
+    """``(scaler, model)``: standardised features and a logistic regression on them, the fit that
+    the non-spatial baseline and the linear probe copy into their torch classifiers."""
+    scaler = StandardScaler().fit(features)
+    model = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter)
+    model.fit(scaler.transform(features), labels)
+    return scaler, model
+
+
 @TRANSFERS.register("nonspatial")
 class NonSpatial(TransferStrategy):
     """Non-spatial baseline: logistic regression on the intensity histogram and global statistics."""
@@ -60,7 +75,7 @@ class NonSpatial(TransferStrategy):
 
     def weights(self, pos_weight: float) -> dict[int, float] | str | None:
         """scikit-learn's ``class_weight`` for this option (module docstring)."""
-        return {"pos_weight": {0: 1.0, 1: float(pos_weight)}, "balanced": "balanced", "none": None}[self.class_weight]
+        return class_weight_for(self.class_weight, pos_weight)
 
     def fit(self, ctx: FitContext) -> nn.Module:
         classifier = NonSpatialClassifier(self.bins, self.threshold).to(ctx.device)
@@ -69,10 +84,8 @@ class NonSpatial(TransferStrategy):
         if np.unique(labels).size < 2:
             raise DataError("transfer 'nonspatial' needs benign and malignant images among a fold's training "
                             "images; this fold has one class only")
-        scaler = StandardScaler().fit(features)
-        model = LogisticRegression(C=self.C, class_weight=self.weights(ctx.config.train.pos_weight),
-                                   max_iter=self.max_iter)
-        model.fit(scaler.transform(features), labels)
+        scaler, model = fit_scaled_logistic(features, labels, self.C, self.weights(ctx.config.train.pos_weight),
+                                            self.max_iter)
         classifier.set_linear(scaler.mean_, scaler.scale_, model.coef_, model.intercept_)
         classifier.fitted = (scaler, model)  # for inspection and tests; not part of the state_dict
         return classifier.eval()
