@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 import torch
+from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from .. import components
@@ -47,11 +48,31 @@ class Builders:
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         t = self.config.train
         extra = {}
+        lr: float | torch.Tensor = t.lr
         if self.device.type == "cuda":
             extra = {"fused": True, "capturable": self.use_graphs}
-        optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **extra)
+            if self.use_graphs and t.schedule != "constant":
+                # a float rate is baked into a captured graph; a tensor's value is read at replay
+                lr = torch.tensor(t.lr, device=self.device)
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=t.weight_decay, **extra)
         self.optimizers.append(optimizer)
         return optimizer
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Set every optimiser's learning rate for ``epoch`` (0-based) of a stage of ``epochs``
+        (``train.schedule``): constant, or a half cosine from ``train.lr`` that would reach 0 one
+        epoch after the last, so the last epoch still learns. A pure function of the epoch, so a
+        stage resumed at any epoch continues on the same curve."""
+        t = self.config.train
+        if t.schedule == "constant":
+            return
+        lr = cosine_schedule(epoch, epochs + 1, t.lr, 0.0)
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].fill_(lr)
+                else:
+                    group["lr"] = lr
 
     def learning_rate(self) -> float:
         """The learning rate of the optimiser built last (what the current stage trains with)."""

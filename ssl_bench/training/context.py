@@ -64,7 +64,8 @@ class FitContext:
         self.data = FoldBatches(self.images, self.labels, t.batch_size, t.augment, t.channels_last)
         self.builders = Builders(self.config, self.device, self.amp_dtype, self.use_graphs)
         self.loop = TrainingLoop(self.data, self.use_graphs, self.progress,
-                                 learning_rate=self.builders.learning_rate)
+                                 learning_rate=self.builders.learning_rate,
+                                 start_epoch=self.builders.start_epoch)
 
     # ---- factories (Builders) --------------------------------------------------------------
     def new_backbone(self) -> nn.Module:

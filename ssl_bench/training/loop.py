@@ -42,6 +42,8 @@ class TrainingLoop:
     history: list[dict] = field(default_factory=list)
     #: the learning rate to record (the optimisers' own, read when an epoch ends)
     learning_rate: Callable[[], float] = lambda: float("nan")
+    #: called with (epoch, epochs) before each epoch of a stage: sets the learning-rate schedule
+    start_epoch: Callable[[int, int], None] = lambda epoch, epochs: None
 
     def run(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
         """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
@@ -53,6 +55,7 @@ class TrainingLoop:
         self.progress.start_stage(stage, epochs, self.batches.steps_per_epoch())
         for epoch in range(epochs):
             started = time.perf_counter()
+            self.start_epoch(epoch, epochs)
             sums: dict[str, torch.Tensor] = {}
             count = 0
             for x, y in self.batches.epoch():
