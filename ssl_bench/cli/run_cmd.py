@@ -18,11 +18,11 @@ SPLIT_HELP = ("Folds grouped by patient (default), image-level, or 'official': t
               "train/test split (CBIS-DDSM, VinDr-Mammo) as one fold, fold 0 = its test set.")
 TEST_DATASET_HELP = ("Train on all of --dataset and test on all of this registered dataset, "
                      "preprocessed identically (one fold).")
-PRETEXT_DATA_HELP = ("Run the pretext stage on this registered dataset instead of the fold's "
-                     "training images, labels ignored (e.g. 'folder': every image under "
-                     "--pretext-data-root); the held-out fold's patients are left out; the stage is "
-                     "cached in OUT/.pretext-cache and reused by every fold and label fraction it "
-                     "fits (finetune, linear, knn).")
+PRETEXT_DATA_HELP = ("Run the pretext stage (finetune, linear, knn) on this registered dataset "
+                     "instead of the fold's training images, e.g. 'folder': every image under "
+                     "--pretext-data-root, no labels (only a pretext task that uses labels reads "
+                     "the pool's); the held-out fold's patients are left out; the stage is cached "
+                     "in OUT/.pretext-cache and reused by every fold and label fraction it fits.")
 
 
 def config_options(f):
