@@ -18,7 +18,7 @@ from ssl_bench.data.folder import ImageFolder
 from ssl_bench.data.loading import load_evaluation_data
 from ssl_bench.data.pool import pool_keep_mask
 from ssl_bench.data.preprocess import preprocess_file
-from ssl_bench.experiment.pretext_pool import fold_pretext_pool
+from ssl_bench.experiment.pretext_pool import fold_pretext_pool, stage_key
 from ssl_bench.experiment.run import compute_folds
 from ssl_bench.registry import PRETEXTS
 from ssl_bench.training.pretext_pool import CHECKPOINT_FORMAT
@@ -71,6 +71,28 @@ def test_pool_is_the_evaluation_dataset_minus_the_held_out_fold(tmp_path):
         np.testing.assert_array_equal(images[:, 0].numpy(), loaded.images[train])
         keys.add(pool.key)
     assert len(keys) == 3  # each fold its own pool, hence its own pretext stage
+
+
+def test_stage_key_follows_what_the_stage_depends_on(tmp_path):
+    def key(keep=None, **flags):
+        cfg = build_config("smoke", flags={"device": "cpu", "pretext": "simclr", "transfer": "finetune",
+                                           "pretext_data.dataset": "synthetic", **flags})
+        pool = load_evaluation_data(cfg)
+        mask = np.ones(len(pool.samples), bool) if keep is None else keep
+        return stage_key(cfg, PRETEXTS.create("simclr", **cfg.component_params("simclr")), pool, mask,
+                         torch.device("cpu"), None)
+
+    base = key()
+    # what only the downstream stage reads shares the stage
+    for same in ({"train.epochs": 7}, {"train.pos_weight": 3.0}, {"data.label_fraction": 0.25},
+                 {"transfer": "knn"}, {"out": str(tmp_path)}):
+        assert key(**same) == base, same
+    fewer = np.ones(60, bool)
+    fewer[0] = False
+    for other in ({"train.pretext_epochs": 3}, {"train.lr": 0.01}, {"seed": 1}, {"params.simclr.temperature": 0.2},
+                  {"model.pretrained": "imagenet"}, {"data.image_size": "96x48"}):
+        assert key(**other) != base, other
+    assert key(keep=fewer) != base
 
 
 # -------------------------------------------------------------------------------- folder dataset

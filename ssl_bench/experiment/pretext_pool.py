@@ -8,14 +8,15 @@ The stage's result is cached under ``<out>/.pretext-cache/<key>.pt``
 (:mod:`ssl_bench.training.pretext_pool`) with :func:`stage_key`, a hash of everything it depends
 on: the pretext task and its options, the backbone and its initialisation, the pool (dataset,
 root, options, and the ids, content and, for a task that uses labels, labels of the images
-kept), the image size, the pretext stage's training settings, the seed, the device type and
-precision. A pool that shares no patient with the evaluation data keeps the same images for every
+kept), the image size, every ``train.*`` setting but the downstream ``epochs`` and ``pos_weight``,
+the seed, the device type and precision. A pool that shares no patient with the evaluation data keeps the same images for every
 fold, hence one key: its stage is trained once for all folds and label fractions (and for
 ``finetune``, ``linear`` and ``knn`` alike, which share the stage). Each fold records the key it
 used in ``metrics.json`` (``pretext_pool``).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from ..registry import DATASETS, TRANSFERS
 from ..training.pretext_pool import PretextPool
 
 CACHE_FOLDER = ".pretext-cache"
+DOWNSTREAM_ONLY = ("epochs", "pos_weight")  # train.* settings the pretext stage never reads
 KEY_VERSION = 1
 
 
@@ -115,9 +117,9 @@ def stage_key(cfg: Config, pretext, pool: LoadedDataset, keep: np.ndarray, devic
             "images": pool_fingerprint(pool, keep, pretext.uses_labels),
         },
         "image_size": list(cfg.data.image_size),
-        "train": {"pretext_epochs": t.pretext_epochs, "lr": t.lr, "weight_decay": t.weight_decay,
-                  "batch_size": t.batch_size, "augment": t.augment, "channels_last": t.channels_last,
-                  "compile": t.compile, "cuda_graphs": t.cuda_graphs},
+        # every training setting (pretext epochs, lr, batch, schedule, ...) but the two that only
+        # the downstream stage reads: a new setting is in the key without an edit here
+        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in DOWNSTREAM_ONLY},
         "seed": cfg.seed,
         "device": device.type,
         "precision": str(amp_dtype),
