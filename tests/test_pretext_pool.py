@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -201,3 +202,20 @@ def test_pool_errors_are_one_line(tmp_path, png_pool, args, message):
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.output
+
+
+def test_bench_pretext_data_flag_reaches_every_job(png_pool, tmp_path):
+    bench = tmp_path / "b.yaml"
+    bench.write_text("methods:\n  SimCLR-kNN: {pretext: simclr, transfer: knn, params: {knn: {k: 3}}}\n"
+                     "label_fractions: [0.5, 1.0]\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["bench", str(bench), "--profile", "smoke", "--quiet", "--device", "cpu",
+                                       "--folds", "2", "--out", str(out), "--pretext-data", "folder",
+                                       "--pretext-data-root", str(png_pool)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads((out / name / "folds" / str(k) / "metrics.json").read_text())["pretext_pool"]
+               for name in ("SimCLR-kNN-f0.5", "SimCLR-kNN") for k in range(2)]
+    assert len({r["cache_key"] for r in records}) == 1  # one stage for 2 folds x 2 fractions
+    assert sorted(r["reused"] for r in records) == [False, True, True, True]
+    config = yaml.safe_load((out / "SimCLR-kNN" / "config.yaml").read_text())
+    assert config["pretext_data"] == {"dataset": "folder", "root": str(png_pool)}
