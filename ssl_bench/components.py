@@ -102,11 +102,26 @@ def check_needed_components(cfg: Config) -> None:
 
 def run_name(cfg: Config) -> str:
     """The run directory's name: ``cfg.name``, else ``<pretext>-<transfer>`` followed by the
-    components the transfer needs (``gsim-collab-unet``); then ``-f<fraction>`` when
+    components the transfer needs (``gsim-collab-unet``) and :func:`data_suffix`; then ``-f<fraction>`` when
     ``data.label_fraction`` is below 1 (``simclr-linear-f0.25``), so the runs of one method at
     several label fractions are several run directories."""
-    base = cfg.name or "-".join([cfg.pretext, cfg.transfer, *(name for _, name in needed_components(cfg))])
+    base = cfg.name or "-".join([cfg.pretext, cfg.transfer, *(name for _, name in needed_components(cfg))]) \
+        + data_suffix(cfg)
     return base + fraction_suffix(cfg)
+
+
+def data_suffix(cfg: Config) -> str:
+    """What the default run name adds for data other than k folds of one dataset:
+    ``-pool-<dataset>`` (``--pretext-data``), ``-official`` (``--split official``),
+    ``-test-<dataset>`` (``--test-dataset``)."""
+    parts = []
+    if cfg.pretext_data.dataset:
+        parts.append(f"pool-{cfg.pretext_data.dataset}")
+    if cfg.data.split == "official":
+        parts.append("official")
+    if cfg.data.test_dataset:
+        parts.append(f"test-{cfg.data.test_dataset}")
+    return "".join(f"-{p}" for p in parts)
 
 
 def fraction_suffix(cfg: Config) -> str:

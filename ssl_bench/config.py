@@ -39,14 +39,28 @@ class DataConfig:
     dataset: str = "synthetic"
     root: str | None = None
     image_size: tuple[int, int] = (768, 384)  # (height, width)
-    split: str = "patient"  # "patient": grouped by patient; "image": image-level folds
-    folds: int = 5
+    # "patient": folds grouped by patient; "image": image-level folds; "official": the dataset's own
+    # train/test split as one fold (fold 0 = its test set; data/splits.py official_folds)
+    split: str = "patient"
+    folds: int = 5  # 1 with split "official" or a test_dataset (set by build_config)
     # share of each fold's training patients used (stratified, grouped by patient, nested across
     # fractions; data/splits.py label_subset); the held-out folds never change
     label_fraction: float = 1.0
     on_bad_image: str = "fail"  # "fail" | "skip"
     cache_dir: str = field(default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"))
     workers: int = 0  # decoding processes; 0 = one per CPU core
+    # train on all of `dataset`, test on all of `test_dataset` (one fold, identical preprocessing)
+    test_dataset: str | None = None
+    test_root: str | None = None
+
+
+@dataclass
+class PretextDataConfig:
+    """The pool the pretext stage trains on instead of the fold's training images (its labels are
+    ignored unless the pretext task uses labels); ``None``: the fold's training images."""
+
+    dataset: str | None = None
+    root: str | None = None
 
 
 @dataclass
@@ -89,6 +103,7 @@ class Config:
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     out: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
+    pretext_data: PretextDataConfig = field(default_factory=PretextDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -372,6 +387,8 @@ def build_config(
         key, value = parse_set_option(item)
         set_value(cfg, key, value)
     cfg.profile = profile
+    if single_fold(cfg):
+        cfg.data.folds = 1  # the split is given, not drawn: one fold whatever the profile says
     validate(cfg)
     return cfg
 
@@ -384,12 +401,28 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return cfg
 
 
+def single_fold(cfg: Config) -> bool:
+    """Whether the run has one given train/test split instead of k drawn folds: the dataset's
+    official split (``data.split = official``) or a test dataset (``data.test_dataset``)."""
+    return cfg.data.split == "official" or bool(cfg.data.test_dataset)
+
+
 def validate(cfg: Config) -> None:
-    if cfg.data.split not in ("patient", "image"):
-        raise ConfigError(f"data.split must be 'patient' or 'image', got '{cfg.data.split}'")
+    if cfg.data.split not in ("patient", "image", "official"):
+        raise ConfigError(f"data.split must be 'patient', 'image' or 'official', got '{cfg.data.split}'")
+    if cfg.data.split == "official" and cfg.data.test_dataset:
+        raise ConfigError("--split official and --test-dataset cannot be combined: a test dataset is "
+                          "the test set (training uses all of the training dataset)")
+    if cfg.data.test_root and not cfg.data.test_dataset:
+        raise ConfigError("--test-data-root needs --test-dataset NAME")
+    if cfg.pretext_data.root and not cfg.pretext_data.dataset:
+        raise ConfigError("--pretext-data-root needs --pretext-data DATASET")
     if not (math.isfinite(cfg.data.label_fraction) and 0 < cfg.data.label_fraction <= 1):
         raise ConfigError(f"data.label_fraction must be in (0, 1], got {cfg.data.label_fraction!r}")
-    if cfg.data.folds < 2:
+    if single_fold(cfg):
+        if cfg.data.folds != 1:
+            raise ConfigError(f"data.folds must be 1 with split 'official' or a test dataset, got {cfg.data.folds}")
+    elif cfg.data.folds < 2:
         raise ConfigError(f"data.folds must be at least 2, got {cfg.data.folds}")
     if cfg.fold is not None and not 0 <= cfg.fold < cfg.data.folds:
         raise ConfigError(f"fold must be in 0..{cfg.data.folds - 1}, got {cfg.fold}")

@@ -144,6 +144,7 @@ DATASET_TREES = {
     "inbreast": _inbreast_root,
     "cbis_ddsm": _cbis_root,
     "vindr_mammo": _vindr_root,
+    "folder": lambda tmp: {"root": str(_manifest_root(tmp)["root"])},  # the PNGs, labels.csv ignored
 }
 
 

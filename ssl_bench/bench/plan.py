@@ -11,8 +11,11 @@ A top-level ``label_fractions: [0.1, 0.25, 0.5, 1.0]`` (or ``--label-fraction 0.
 command line, which replaces it) runs every method at every fraction: one run directory per
 method and fraction, named ``<method>-f<fraction>`` below 1 (:func:`ssl_bench.components.run_name`).
 
-Precedence, lowest first: ``defaults`` < the method's entry < profile < command-line flags <
-``--set`` (the profile applies on top, so ``--profile smoke`` shrinks every method). Every method
+Precedence, lowest first: ``defaults`` < the method's entry < profile < the method's ``fixed``
+entry < command-line flags < ``--set`` (the profile applies on top, so ``--profile smoke`` shrinks
+every method; ``fixed`` holds what defines a method and must survive any profile, e.g. the
+random-init baseline's ``fixed: {model: {pretrained: none}}`` against the ``paper`` profile's
+ImageNet initialisation). Every method
 gets the same dataset, seed and split, hence identical folds.
 """
 from __future__ import annotations
@@ -92,9 +95,12 @@ def load_plan(
                 if only and name not in only:
                     continue
                 merged = _merge(defaults, values or {})
+                fixed = merged.pop("fixed", None) or {}
+                if not isinstance(fixed, dict):
+                    raise ConfigError(f"{path}: methods.{name}.fixed must be a mapping of config keys")
                 merged.setdefault("method", name)
                 merged.setdefault("name", name if seed is None or len(seeds) == 1 else f"{name}-seed{seed}")
-                method_flags = dict(flags or {})
+                method_flags = {**fixed, **(flags or {})}
                 if seed is not None:
                     method_flags["seed"] = seed
                 if fraction is not None:

@@ -12,7 +12,8 @@ from .. import components
 from ..console import make_console
 from ..errors import ConfigError
 from ..registry import EXECUTORS
-from .run_cmd import LABEL_FRACTION_HELP, collect_flags, parse_fractions
+from .run_cmd import (LABEL_FRACTION_HELP, PRETEXT_DATA_HELP, SPLIT_HELP, SPLITS, TEST_DATASET_HELP,
+                      collect_flags, parse_fractions)
 
 
 out_console = make_console()
@@ -66,6 +67,11 @@ def build_executor(name: str, cfg, **flags):
 @click.option("--seeds", default=None, help="Several seeds, e.g. 0,1,2 (one run directory per method and seed).")
 @click.option("--dataset", "data__dataset", default=None)
 @click.option("--data-root", "data__root", default=None)
+@click.option("--split", "data__split", type=click.Choice(SPLITS), default=None, help=SPLIT_HELP)
+@click.option("--test-dataset", "data__test_dataset", default=None, metavar="NAME", help=TEST_DATASET_HELP)
+@click.option("--test-data-root", "data__test_root", default=None, help="Folder of the --test-dataset.")
+@click.option("--pretext-data", "pretext_data__dataset", default=None, metavar="DATASET", help=PRETEXT_DATA_HELP)
+@click.option("--pretext-data-root", "pretext_data__root", default=None, help="Folder of the --pretext-data dataset.")
 @click.option("--device", default=None)
 @click.option("--out", default="runs", show_default=True)
 @click.option("--resume", is_flag=True, help="Finish the missing jobs of an earlier, interrupted bench.")

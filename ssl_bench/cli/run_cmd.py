@@ -13,6 +13,18 @@ from ..experiment.metrics import METRICS
 out_console = make_console()
 
 
+SPLITS = ["patient", "image", "official"]
+SPLIT_HELP = ("Folds grouped by patient (default), image-level, or 'official': the dataset's own "
+              "train/test split (CBIS-DDSM, VinDr-Mammo) as one fold, fold 0 = its test set.")
+TEST_DATASET_HELP = ("Train on all of --dataset and test on all of this registered dataset, "
+                     "preprocessed identically (one fold).")
+PRETEXT_DATA_HELP = ("Run the pretext stage (finetune, linear, knn) on this registered dataset "
+                     "instead of the fold's training images, e.g. 'folder': every image under "
+                     "--pretext-data-root, no labels (only a pretext task that uses labels reads "
+                     "the pool's); the held-out fold's patients are left out; the stage is cached "
+                     "in OUT/.pretext-cache and reused by every fold and label fraction it fits.")
+
+
 def config_options(f):
     """Options shared by ``run`` and ``bench`` that map onto config keys."""
     opts = [
@@ -21,8 +33,13 @@ def config_options(f):
         click.option("--dataset", "data__dataset", default=None, help="Registered dataset (default: synthetic)."),
         click.option("--data-root", "data__root", default=None, help="Folder of the dataset as shipped."),
         click.option("--folds", "data__folds", type=int, default=None, help="Number of CV folds (default 5)."),
-        click.option("--split", "data__split", type=click.Choice(["patient", "image"]), default=None,
-                     help="Folds grouped by patient (default) or image-level."),
+        click.option("--split", "data__split", type=click.Choice(SPLITS), default=None, help=SPLIT_HELP),
+        click.option("--test-dataset", "data__test_dataset", default=None, metavar="NAME", help=TEST_DATASET_HELP),
+        click.option("--test-data-root", "data__test_root", default=None, help="Folder of the --test-dataset."),
+        click.option("--pretext-data", "pretext_data__dataset", default=None, metavar="DATASET",
+                     help=PRETEXT_DATA_HELP),
+        click.option("--pretext-data-root", "pretext_data__root", default=None,
+                     help="Folder of the --pretext-data dataset."),
         click.option("--on-bad-image", "data__on_bad_image", type=click.Choice(["fail", "skip"]), default=None,
                      help="Stop on bad inputs (default) or skip and record them."),
         click.option("--epochs", "train__epochs", type=int, default=None,

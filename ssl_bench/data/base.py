@@ -6,6 +6,8 @@ array of preprocessed images, one row per image:
 - sample table (``pandas.DataFrame``), columns ``image_id`` (str, unique), ``patient_id`` (str),
   ``label`` (int, 0 benign / 1 malignant), ``laterality`` (``"L"``/``"R"``/``""``),
   ``view`` (``"CC"``/``"MLO"``/...), ``path`` (str, ``""`` for generated images);
+- optional column ``official_split`` (``"train"``/``"test"``): the dataset's own train/test
+  split, for ``--split official`` (CBIS-DDSM, VinDr-Mammo);
 - images: ``numpy.ndarray`` float16, shape ``(N, H, W)``, values in [0, 1], one channel,
   row ``i`` belongs to table row ``i``, breast facing the same side in every image.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -26,6 +29,12 @@ from .cache import load_cached_images
 from .problem import Problem
 
 SAMPLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "path")
+OFFICIAL_SPLIT = "official_split"  # optional column: "train" / "test", the dataset's own split
+
+
+def sample_columns(table: pd.DataFrame) -> list[str]:
+    """The sample table's columns to keep: :data:`SAMPLE_COLUMNS` and the optional ones present."""
+    return [*SAMPLE_COLUMNS, *([OFFICIAL_SPLIT] if OFFICIAL_SPLIT in table.columns else [])]
 
 
 @dataclass
@@ -88,6 +97,8 @@ class MammoDataset(ABC):
         self.workers = workers
 
     name: str = "dataset"  # set to the registered name by the registry
+    #: False for a dataset without labels (``folder``): only a pretext stage's pool, never evaluated
+    labelled: ClassVar[bool] = True
 
     def require_root(self) -> Path:
         if self.root is None:
@@ -122,4 +133,4 @@ class MammoDataset(ABC):
         if table.empty:
             raise DataError(f"dataset '{self.name}' has no usable images")
         table = table.reset_index(drop=True)
-        return LoadedDataset(self.name, table[list(SAMPLE_COLUMNS)], images, problems + bad)
+        return LoadedDataset(self.name, table[sample_columns(table)], images, problems + bad)

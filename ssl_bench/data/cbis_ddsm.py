@@ -13,7 +13,10 @@ are several).
 One sample per full mammogram (subject folder): label 1 if any of its abnormalities is
 ``MALIGNANT``, 0 if all are ``BENIGN`` / ``BENIGN_WITHOUT_CALLBACK``; patient = ``patient_id``
 (``P_00001``), which also groups a patient's mass and calc images. Option ``split``: ``"all"``
-(default), ``"train"`` or ``"test"`` (the official split, from the CSV names).
+(default), ``"train"`` or ``"test"`` (the official split, from the CSV names). The sample table's
+``official_split`` column (``train``/``test``, from the CSV's name, which the folder's
+``Training``/``Test`` repeats) is what ``--split official`` uses. As released, a patient may have
+mass images in one split and calc images in the other; the official split keeps them so.
 
 Problems reported (file and reason): a CSV row whose folder or DICOM is missing or ambiguous, an
 unknown pathology (the image is left out), a full-mammogram folder no CSV row names.
@@ -27,7 +30,7 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
-from .base import SAMPLE_COLUMNS, MammoDataset
+from .base import OFFICIAL_SPLIT, SAMPLE_COLUMNS, MammoDataset
 from .problem import Problem
 from .sheets import normalise_laterality, read_sheet, row_name
 
@@ -83,7 +86,7 @@ class CBISDDSM(MammoDataset):
                     problems.append(Problem(where, "empty 'image file path'"))
                     continue
                 entry = entries.setdefault(folder, {
-                    "where": where, "relative": relative, "patient_id": row["patient_id"],
+                    "split": split, "where": where, "relative": relative, "patient_id": row["patient_id"],
                     "laterality": normalise_laterality(row["left or right breast"]),
                     "view": row["image view"].upper(), "labels": [], "bad": [],
                 })
@@ -110,6 +113,7 @@ class CBISDDSM(MammoDataset):
                 "laterality": entry["laterality"],
                 "view": entry["view"],
                 "path": str(path),
+                OFFICIAL_SPLIT: entry["split"],
             })
 
         kinds = {kind for kind, _, _ in sheets}
@@ -121,7 +125,7 @@ class CBISDDSM(MammoDataset):
                 if (m and sub.is_dir() and sub.name not in entries and m.group("kind").lower() in kinds
                         and m.group("split").lower() in wanted_splits):
                     problems.append(Problem(str(sub), "full-mammogram folder named by no row of the case-description CSVs"))
-        table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS)).astype({"label": "int64"})
+        table = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, OFFICIAL_SPLIT]).astype({"label": "int64"})
         return table, problems
 
     @staticmethod

@@ -1,15 +1,24 @@
-"""Build and load the configured dataset (kept in memory for the process, keyed by its settings,
-so a bench of several methods decodes it once)."""
+"""Build and load the configured datasets (kept in memory for the process, keyed by their
+settings, so a bench of several methods decodes each once): the evaluation data (the dataset, or
+with ``data.test_dataset`` the training dataset followed by the test dataset) and the pretext
+stage's pool (``pretext_data``)."""
 from __future__ import annotations
 
+import dataclasses
 import json
+
+import numpy as np
+import pandas as pd
 
 from .. import components
 from ..config import Config
 from ..registry import DATASETS
-from .base import LoadedDataset
+from .base import OFFICIAL_SPLIT, LoadedDataset
 
 _loaded: dict[str, LoadedDataset] = {}
+
+#: prefix of the training dataset's image and patient ids in a train/test pair (--test-dataset)
+TRAIN_PREFIX = "train:"
 
 
 def dataset_key(cfg: Config) -> str:
@@ -19,6 +28,11 @@ def dataset_key(cfg: Config) -> str:
         sort_keys=True,
         default=str,
     )
+
+
+def with_dataset(cfg: Config, dataset: str, root: str | None) -> Config:
+    """``cfg`` reading another dataset with the same preprocessing (image size, cache, options)."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset, root=root))
 
 
 def build_dataset(cfg: Config):
@@ -40,3 +54,36 @@ def load_dataset(cfg: Config) -> LoadedDataset:
     if key not in _loaded:
         _loaded[key] = build_dataset(cfg).load()
     return _loaded[key]
+
+
+def train_test_pair(train: LoadedDataset, test: LoadedDataset) -> LoadedDataset:
+    """All of ``train`` then all of ``test`` as one dataset whose ``official_split`` says which is
+    which; the training rows' image and patient ids get :data:`TRAIN_PREFIX` (two datasets may
+    use the same ids), the test rows keep theirs (they are what predictions.csv lists)."""
+    head = train.samples.assign(
+        image_id=TRAIN_PREFIX + train.samples["image_id"].astype(str),
+        patient_id=TRAIN_PREFIX + train.samples["patient_id"].astype(str),
+        **{OFFICIAL_SPLIT: "train"},
+    )
+    tail = test.samples.assign(**{OFFICIAL_SPLIT: "test"})
+    samples = pd.concat([head, tail], ignore_index=True)
+    images = np.concatenate([train.images, test.images])
+    return LoadedDataset(f"{train.name} -> {test.name}", samples, images, train.skipped + test.skipped)
+
+
+def load_evaluation_data(cfg: Config) -> LoadedDataset:
+    """What a run's folds are drawn from: the dataset, or the training/test pair of
+    ``--test-dataset`` (same image size, cache and bad-image policy for both)."""
+    d = cfg.data
+    if not d.test_dataset:
+        return load_dataset(cfg)
+    test_cfg = with_dataset(cfg, d.test_dataset, d.test_root)
+    key = json.dumps(["pair", dataset_key(cfg), dataset_key(test_cfg)])
+    if key not in _loaded:
+        _loaded[key] = train_test_pair(load_dataset(cfg), load_dataset(test_cfg))
+    return _loaded[key]
+
+
+def load_pool(cfg: Config) -> LoadedDataset:
+    """The pretext stage's pool (``pretext_data``), preprocessed like the evaluation data."""
+    return load_dataset(with_dataset(cfg, cfg.pretext_data.dataset, cfg.pretext_data.root))

@@ -1,7 +1,8 @@
 """Deterministic k-fold splits: stratified by label and grouped by patient (no patient in two
 folds) with scikit-learn's ``StratifiedGroupKFold``, or image-level ``StratifiedKFold``; and the
 nested, stratified, patient-grouped label-fraction subsets of a fold's training images
-(:func:`label_subset`)."""
+(:func:`label_subset`); and the given train/test split of ``--split official`` and
+``--test-dataset`` (:func:`official_folds`)."""
 from __future__ import annotations
 
 import math
@@ -34,6 +35,30 @@ def make_folds(labels, groups, n_folds: int = 5, seed: int = 0, split: str = "pa
     for k, (_, test_idx) in enumerate(parts):
         fold_of[test_idx] = k
     return fold_of
+
+
+#: the fold of the images a given split uses for training only (never held out)
+TRAIN_ONLY = -1
+
+
+def official_folds(split, dataset: str) -> np.ndarray:
+    """The one fold of a given train/test split: 0 for every ``"test"`` image (the held-out fold),
+    :data:`TRAIN_ONLY` (-1) for every ``"train"`` one. ``split``: the sample table's
+    ``official_split`` column (``None`` when the dataset has none)."""
+    if split is None:
+        raise DataError(f"dataset '{dataset}' has no official train/test split; use --split patient or "
+                        f"--split image (or --test-dataset NAME to test on another dataset)")
+    values = np.asarray(split).astype(str)
+    unknown = sorted(set(values) - {"train", "test"})
+    if unknown:
+        raise DataError(f"dataset '{dataset}': {int(np.isin(values, unknown).sum())} image(s) belong to "
+                        f"neither official split (split {unknown[0]!r}); --split official needs every "
+                        f"image in 'train' or 'test'")
+    n_test, n_train = int((values == "test").sum()), int((values == "train").sum())
+    if not n_test or not n_train:
+        raise DataError(f"dataset '{dataset}': its official split gives {n_train} training and {n_test} "
+                        f"test images; --split official needs both (a dataset option keeping one split?)")
+    return np.where(values == "test", 0, TRAIN_ONLY).astype(np.int64)
 
 
 def check_grouping(fold_of, groups) -> None:

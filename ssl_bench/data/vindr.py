@@ -7,7 +7,8 @@ image_id, laterality, view_position, height, width, breast_birads, breast_densit
 Labels from ``breast_birads`` (``"BI-RADS 1"`` .. ``"BI-RADS 5"``): options ``benign_birads``
 (default ``"1,2"``) and ``malignant_birads`` (default ``"4,5"``); any other category (3 by
 default) is left out. ``split``: ``"all"`` (default), ``"training"`` or ``"test"`` (the official
-column). VinDr has no patient identifier, so a study (one exam of one woman) is the patient group.
+column), which also gives the sample table's ``official_split`` (``train``/``test``) for
+``--split official``. VinDr has no patient identifier, so a study (one exam of one woman) is the patient group.
 
 Problems reported (file and reason): a row whose DICOM is missing, an unknown BI-RADS value, a
 duplicated ``image_id``, a DICOM under ``images/`` with no row.
@@ -21,12 +22,13 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
-from .base import SAMPLE_COLUMNS, MammoDataset
+from .base import OFFICIAL_SPLIT, SAMPLE_COLUMNS, MammoDataset
 from .problem import Problem
 from .sheets import normalise_laterality, read_sheet, row_name
 
 SHEET = "breast-level_annotations.csv"
 REQUIRED_COLUMNS = ("study_id", "image_id", "laterality", "view_position", "breast_birads")
+SPLIT_NAMES = {"training": "train", "test": "test"}  # the sheet's split column -> official_split
 BIRADS = re.compile(r"^(?:BI-?RADS\s*)?([1-5])$", re.I)
 
 
@@ -110,10 +112,11 @@ class VinDrMammo(MammoDataset):
                 "laterality": normalise_laterality(row["laterality"]),
                 "view": row["view_position"].upper(),
                 "path": str(path),
+                OFFICIAL_SPLIT: SPLIT_NAMES.get(row.get("split", "").strip().lower(), ""),
             })
         if images.is_dir():
             for path in sorted(images.glob("*/*.dicom")):
                 if path.stem not in seen:
                     problems.append(Problem(str(path), f"no row in {SHEET} has image_id {path.stem}"))
-        table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS)).astype({"label": "int64"})
+        table = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, OFFICIAL_SPLIT]).astype({"label": "int64"})
         return table, problems

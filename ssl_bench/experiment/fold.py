@@ -21,6 +21,7 @@ from ..training.progress import TrainingProgress
 from ..training.scoring import predict_scores
 from .metrics import fold_metrics
 from .operating_point import operating_threshold
+from .pretext_pool import fold_pretext_pool
 from .rundir import model_record
 
 
@@ -97,6 +98,7 @@ def run_fold(
     test_idx = np.flatnonzero(fold_of == k)
     labels = torch.from_numpy(loaded.labels.copy()).float().to(device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
+    pool = fold_pretext_pool(cfg, pretext, loaded, fold_of, k, device, amp_dtype)  # --pretext-data
     ctx = FitContext(
         config=cfg,
         pretext=pretext,
@@ -105,6 +107,7 @@ def run_fold(
         device=device,
         amp_dtype=amp_dtype,
         progress=progress or TrainingProgress(enabled=False),
+        pretext_pool=pool,
     )
     classifier = transfer.fit(ctx)
     batch = max(cfg.train.batch_size, 16)
@@ -125,6 +128,8 @@ def run_fold(
     )
     metrics = fold_metrics(predictions["label"], predictions["score"], threshold)
     metrics.update(subset_record(cfg, loaded, train_mask))
+    if pool is not None:
+        metrics["pretext_pool"] = pool.record()  # which cached pretext stage this fold used
     return FoldResult(k, metrics, predictions, model_record(cfg.model.backbone, cfg.data.image_size, classifier),
                       history_table(ctx.history))
 

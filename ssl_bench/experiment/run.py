@@ -16,8 +16,9 @@ from .. import components
 from ..config import Config
 from ..console import make_console
 from ..data.base import LoadedDataset
-from ..data.loading import load_dataset
-from ..data.splits import check_grouping, make_folds
+from ..data.base import OFFICIAL_SPLIT
+from ..data.loading import load_evaluation_data
+from ..data.splits import check_grouping, make_folds, official_folds
 from ..models.backbones import check_pretrained
 from ..registry import DATASETS
 from ..training.device import device_name, resolve_device
@@ -25,6 +26,7 @@ from ..training.progress import TrainingProgress
 from . import provenance
 from .fold import build_parts, run_fold
 from .metrics import pooled_auc, pooled_metrics, summarize
+from .pretext_pool import check_pretext_data
 from .rundir import RunDir
 
 
@@ -44,8 +46,11 @@ class PreparedRun:
 def validate_parts(cfg: Config) -> None:
     """Fail fast, before any data is loaded, on unknown names and options."""
     components.check_params_section(cfg)
-    build_parts(cfg)
-    DATASETS.get(cfg.data.dataset)
+    pretext, _ = build_parts(cfg)
+    for name in (cfg.data.dataset, cfg.data.test_dataset, cfg.pretext_data.dataset):
+        if name:
+            DATASETS.get(name)
+    check_pretext_data(cfg, pretext)
     components.check_needed_components(cfg)
     check_pretrained(cfg.model.backbone, cfg.model.pretrained)  # offline ImageNet: fail before any data
 
@@ -56,7 +61,11 @@ def fold_table(loaded: LoadedDataset, fold_of: np.ndarray) -> pd.DataFrame:
 
 
 def compute_folds(cfg: Config, loaded: LoadedDataset) -> np.ndarray:
-    """Each image's held-out fold: stratified, grouped by patient (checked) unless split=image."""
+    """Each image's held-out fold: stratified, grouped by patient (checked) unless split=image;
+    with split=official or a test dataset the given split, one fold (0 = test, -1 = training)."""
+    if cfg.data.split == "official" or cfg.data.test_dataset:
+        column = loaded.samples[OFFICIAL_SPLIT] if OFFICIAL_SPLIT in loaded.samples.columns else None
+        return official_folds(column, loaded.name)
     fold_of = make_folds(loaded.labels, loaded.groups, cfg.data.folds, cfg.seed, cfg.data.split)
     if cfg.data.split == "patient":
         check_grouping(fold_of, loaded.groups)
@@ -70,7 +79,7 @@ def prepare_run(cfg: Config, loaded: LoadedDataset | None = None) -> PreparedRun
     rundir.claim()  # before reading anything: a concurrent writer would change it under us
     rundir.remove_leftovers()  # ours alone now: what a killed process left half-written goes
     rundir.check_config(cfg)
-    loaded = loaded if loaded is not None else load_dataset(cfg)
+    loaded = loaded if loaded is not None else load_evaluation_data(cfg)
     fold_of = compute_folds(cfg, loaded)
     rundir.record_folds(fold_table(loaded, fold_of))
     rundir.write_config(cfg)
@@ -90,7 +99,7 @@ def open_prepared_run(cfg: Config, where: str = "this machine") -> PreparedRun:
             f"{folds_csv} not found on {where}: the output folder must be on storage "
             f"that the driver and every worker share, at the same path"
         )
-    loaded = load_dataset(cfg)
+    loaded = load_evaluation_data(cfg)
     fold_of = compute_folds(cfg, loaded)
     if not rundir.folds_match(loaded.samples["image_id"].astype(str).to_numpy(), fold_of):
         raise RuntimeError(
@@ -135,6 +144,9 @@ def write_summary(run: PreparedRun, device_label: str, started: str) -> dict | N
         "train_subsets": {str(k): {key: m.get(key) for key in ("n_train_images", "n_train_patients")}
                           for k, m in zip(k_all, fold_metrics)},
     }
+    pools = {str(k): m["pretext_pool"] for k, m in zip(k_all, fold_metrics) if m.get("pretext_pool")}
+    if pools:  # --pretext-data: each fold's pool and the cached pretext stage it used
+        summary["pretext_pool"] = pools
     rundir.write_json("summary.json", summary)
     return summary
 

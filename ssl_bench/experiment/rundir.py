@@ -3,6 +3,7 @@
 ```
 <out>/<run-name>/config.yaml   the fully resolved config (rerunning it reproduces the run)
                  folds.csv     image_id, patient_id, label, fold: the folds every job must use
+                               (-1: training only, with --split official or --test-dataset)
                  env.json      provenance (versions, git commit, device, dates, dataset size)
                  summary.json  mean and std over folds, pooled metrics, degenerate folds (once all folds are done)
                  skipped.csv   inputs left out with --on-bad-image skip (if any)
@@ -221,6 +222,11 @@ def comparable_config(config: dict) -> dict:
     out["data"] = {k: v for k, v in (config.get("data") or {}).items() if k not in VOLATILE_DATA_KEYS}
     if out["data"].get("label_fraction", 1.0) == 1.0:  # runs written before label fractions: all labels
         out["data"].pop("label_fraction", None)
+    for key in ("test_dataset", "test_root"):  # runs written before test datasets: none
+        if out["data"].get(key) is None:
+            out["data"].pop(key, None)
+    if not (out.get("pretext_data") or {}).get("dataset"):  # runs written before pretext pools: none
+        out.pop("pretext_data", None)
     return out
 
 

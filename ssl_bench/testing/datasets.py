@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.base import SAMPLE_COLUMNS, LoadedDataset, MammoDataset
+from ..data.base import OFFICIAL_SPLIT, SAMPLE_COLUMNS, LoadedDataset, MammoDataset
 from ..registry import DATASETS
 from .common import build_component, check_common, expect
 
@@ -24,9 +24,11 @@ def check_dataset(
 
     - built as ``cls(root=..., image_size=..., cache_dir=..., on_bad_image="fail", workers=1,
       **options)``, a ``MammoDataset``; ``load()`` returns a ``LoadedDataset``;
-    - the sample table has exactly the columns ``SAMPLE_COLUMNS`` in order, at least one row,
-      unique string ``image_id``s, non-empty string ``patient_id``s, integer labels in {0, 1},
-      ``laterality`` in ``L``/``R``/empty, string ``view`` and ``path``;
+    - the sample table has exactly the columns ``SAMPLE_COLUMNS`` in order (then, optionally,
+      ``official_split`` with values ``train``/``test``), at least one row, unique string
+      ``image_id``s, non-empty string ``patient_id``s, integer labels in {0, 1} (all -1 for a
+      dataset with ``labelled = False``), ``laterality`` in ``L``/``R``/empty, string ``view`` and
+      ``path``;
     - images: a float16 ``numpy`` array ``(N, H, W)`` at ``image_size``, finite, in [0, 1].
 
     ``cache_dir`` defaults to a temporary folder deleted afterwards.
@@ -41,8 +43,12 @@ def check_dataset(
         loaded = ds.load()
     expect(isinstance(loaded, LoadedDataset), what, f"load() must return a LoadedDataset, got {type(loaded).__name__}")
     table, images = loaded.samples, loaded.images
-    expect(list(table.columns) == list(SAMPLE_COLUMNS), what,
-            f"sample table columns must be {list(SAMPLE_COLUMNS)}, got {list(table.columns)}")
+    allowed = (list(SAMPLE_COLUMNS), [*SAMPLE_COLUMNS, OFFICIAL_SPLIT])
+    expect(list(table.columns) in allowed, what,
+            f"sample table columns must be {list(SAMPLE_COLUMNS)} (+ {OFFICIAL_SPLIT}), got {list(table.columns)}")
+    if OFFICIAL_SPLIT in table.columns:
+        bad_split = set(table[OFFICIAL_SPLIT]) - {"train", "test"}
+        expect(not bad_split, what, f"{OFFICIAL_SPLIT} must be 'train' or 'test', got {sorted(map(repr, bad_split))[:5]}")
     n = len(table)
     expect(n > 0, what, "load() returned no samples")
     ids = table["image_id"].tolist()
@@ -50,8 +56,10 @@ def check_dataset(
     expect(len(set(ids)) == n, what, "image_id values must be unique")
     expect(all(isinstance(v, str) and v for v in table["patient_id"]), what, "patient_id must be non-empty strings")
     labels = table["label"].tolist()
-    expect(all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v in (0, 1) for v in labels), what,
-            f"label must be the integers 0 (benign) / 1 (malignant), got {sorted(set(map(repr, labels)))[:5]}")
+    valid = (0, 1) if getattr(ds, "labelled", True) else (-1,)
+    expect(all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v in valid for v in labels), what,
+            f"label must be the integers 0 (benign) / 1 (malignant) (-1 without labels), "
+            f"got {sorted(set(map(repr, labels)))[:5]}")
     bad_side = set(table["laterality"]) - {"L", "R", ""}
     expect(not bad_side, what, f"laterality must be 'L', 'R' or '', got {sorted(map(repr, bad_side))}")
     for column in ("view", "path"):

@@ -33,6 +33,7 @@ from .builders import Builders
 from .device import configure_fast_path, graphs_requested
 from .loop import StepFn, TrainingLoop, optimizer_step
 from .losses import weighted_bce
+from .pretext_pool import PretextPool
 from .progress import TrainingProgress
 
 F_ = TypeVar("F_", bound=Callable)
@@ -51,6 +52,8 @@ class FitContext:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     progress: TrainingProgress = field(default_factory=lambda: TrainingProgress(enabled=False))
+    #: the pool the pretext stage trains on instead of ``images`` (``--pretext-data``), else None
+    pretext_pool: PretextPool | None = None
     #: CUDA-graph capture of training steps: asked for (config or env), and on a CUDA device
     use_graphs: bool = field(init=False)
     data: FoldBatches = field(init=False)
@@ -66,6 +69,11 @@ class FitContext:
         self.loop = TrainingLoop(self.data, self.use_graphs, self.progress,
                                  learning_rate=self.builders.learning_rate,
                                  start_epoch=self.builders.start_epoch)
+
+    def over(self, images: torch.Tensor, labels: torch.Tensor) -> "FitContext":
+        """The same run's context over other images (a pretext pool), with its own loop and history."""
+        return FitContext(config=self.config, pretext=self.pretext, images=images, labels=labels,
+                          device=self.device, amp_dtype=self.amp_dtype, progress=self.progress)
 
     # ---- factories (Builders) --------------------------------------------------------------
     def new_backbone(self) -> nn.Module:

@@ -27,6 +27,11 @@ class TransferStrategy(ABC):
     #: :data:`ssl_bench.components.NEEDS` (e.g. ``("pretext_network",)``): checked before a run
     #: starts and part of the default run name
     needs: ClassVar[tuple[str, ...]] = ()
+    #: True when the pretext task trains in a stage of its own before the downstream training
+    #: (``finetune``, ``linear``, ``knn``), which ``--pretext-data`` can then run on another pool;
+    #: False when pretext and downstream train together on the fold's images (``multitask``,
+    #: ``collab``: their pretext loss shapes every downstream step, so it has no other pool)
+    separate_pretext_stage: ClassVar[bool] = False
     name: ClassVar[str] = "transfer"  # set to the registered name by the registry
 
     def check(self, pretext_name: str, pretext: PretextTask) -> None:

@@ -6,6 +6,10 @@ head, puts a freshly initialised classifier head on the backbone and fine-tunes 
 with the weighted BCE (TSBN eq. 3) for ``train.epochs``. With pretext ``none`` stage 1 is skipped:
 the plain supervised baseline (TSBN Table II row "ResNet"); SimCLR, CR-F and GM-F are this
 strategy with another pretext task.
+
+With ``--pretext-data`` stage 1 trains on that pool instead of the fold's training images and is
+cached (:func:`ssl_bench.training.pretext_pool.cached_pretext_stage`): every fold and label
+fraction with the same pool and settings reuses one trained backbone.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 from torch import nn
 
 from ..training.context import FitContext, optimizer_step
+from ..training.pretext_pool import cached_pretext_stage
 from ..models.pretext_model import PretextModel
 from ..registry import TRANSFERS
 from .base import TransferStrategy
@@ -60,12 +65,21 @@ def pretrained_backbone(ctx: FitContext) -> nn.Module:
     """Stage 1 of fine-tuning, shared with the frozen protocols (``linear``, ``knn``): the
     downstream backbone (``ctx.new_backbone()``, initialised by ``model.pretrained``) trained by
     the pretext task for ``train.pretext_epochs`` with a fresh 1-logit classifier head after it;
-    with pretext ``none`` (or 0 pretext epochs) the backbone as initialised."""
-    backbone = ctx.new_backbone()
+    with pretext ``none`` (or 0 pretext epochs) the backbone as initialised. With a pretext pool
+    (``ctx.pretext_pool``) the stage trains on the pool, or is read from its cache."""
     epochs = ctx.config.train.pretext_epochs
-    if ctx.pretext.trains and epochs > 0:
-        pretext_stage(ctx, PretextModel(backbone, ctx.pretext), epochs)
-        reset_classifier_head(backbone)
+    if not (ctx.pretext.trains and epochs > 0):
+        return ctx.new_backbone()
+
+    def train(stage_ctx: FitContext, backbone: nn.Module) -> None:
+        pretext_stage(stage_ctx, PretextModel(backbone, stage_ctx.pretext), epochs)
+
+    if ctx.pretext_pool is not None:
+        backbone = cached_pretext_stage(ctx, ctx.new_backbone, train)
+    else:
+        backbone = ctx.new_backbone()
+        train(ctx, backbone)
+    reset_classifier_head(backbone)
     return backbone
 
 
@@ -74,6 +88,7 @@ class FineTune(TransferStrategy):
     """Two stages: pretext training of backbone + pretext head, then supervised fine-tuning."""
 
     accepts = ("image", "embedding", "none")
+    separate_pretext_stage = True
 
     def fit(self, ctx: FitContext) -> nn.Module:
         backbone = pretrained_backbone(ctx)

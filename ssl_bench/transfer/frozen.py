@@ -54,6 +54,7 @@ def training_labels(ctx: FitContext, name: str) -> np.ndarray:
 
 class FrozenTransfer(TransferStrategy):
     accepts = ("image", "embedding", "none")
+    separate_pretext_stage = True  # finetune's stage 1, which --pretext-data may run on a pool
 
     def frozen_backbone(self, ctx: FitContext) -> nn.Module:
         backbone = pretrained_backbone(ctx)

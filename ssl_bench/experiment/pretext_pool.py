@@ -1,0 +1,155 @@
+"""Pretraining on a pool (``--pretext-data DATASET``): the checks before a run, and the pool and
+cache key of one fold's pretext stage.
+
+The pool is another registered dataset (its labels ignored unless the pretext task uses labels),
+e.g. ``folder``, every image under a folder, or the evaluation dataset itself. For fold ``k``
+the pool loses every image of the held-out fold's patients (:func:`ssl_bench.data.pool.pool_keep_mask`).
+The stage's result is cached under ``<out>/.pretext-cache/<key>.pt``
+(:mod:`ssl_bench.training.pretext_pool`) with :func:`stage_key`, a hash of everything it depends
+on: the pretext task and its options, the backbone and its initialisation, the pool (dataset,
+root, options, and the ids, content and, for a task that uses labels, labels of the images
+kept), the image size, every ``train.*`` setting but the downstream ``epochs`` and ``pos_weight``,
+the seed, the device type and precision. A pool that shares no patient with the evaluation data keeps the same images for every
+fold, hence one key: its stage is trained once for all folds and label fractions (and for
+``finetune``, ``linear`` and ``knn`` alike, which share the stage). Each fold records the key it
+used in ``metrics.json`` (``pretext_pool``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import Config
+from ..data.base import LoadedDataset
+from ..data.loading import load_pool
+from ..data.pool import pool_keep_mask
+from ..data.preprocess import PREPROCESS_VERSION
+from ..errors import ConfigError, DataError
+from ..registry import DATASETS, TRANSFERS
+from ..training.pretext_pool import PretextPool
+
+CACHE_FOLDER = ".pretext-cache"
+DOWNSTREAM_ONLY = ("epochs", "pos_weight")  # train.* settings the pretext stage never reads
+KEY_VERSION = 1
+
+
+def check_pretext_data(cfg: Config, pretext) -> None:
+    """Fail before any data is loaded when ``--pretext-data`` cannot mean anything sound."""
+    for role, name in (("--dataset", cfg.data.dataset), ("--test-dataset", cfg.data.test_dataset)):
+        if name and not getattr(DATASETS.get(name), "labelled", True):
+            raise ConfigError(f"dataset '{name}' has no labels, so a run cannot be evaluated on it ({role}); "
+                              f"use it as --pretext-data, a pool for the pretext stage")
+    pool = cfg.pretext_data.dataset
+    if not pool:
+        return
+    pool_class = DATASETS.get(pool)
+    transfer = TRANSFERS.get(cfg.transfer)
+    if not getattr(transfer, "separate_pretext_stage", False):
+        able = [n for n in TRANSFERS.names() if getattr(TRANSFERS.get(n), "separate_pretext_stage", False)]
+        raise ConfigError(f"--pretext-data: transfer '{cfg.transfer}' trains its pretext task together with "
+                          f"the classifier on the fold's images, so it has no pretext stage to pretrain on a "
+                          f"pool; use a transfer with a separate pretext stage ({', '.join(able)})")
+    if pretext.uses_labels and not getattr(pool_class, "labelled", True):
+        raise ConfigError(f"pretext '{cfg.pretext}' uses the class labels, but the pool '{pool}' "
+                          f"(--pretext-data) has none; choose a label-free pretext task or a labelled pool")
+    if pretext.uses_labels and pool in (cfg.data.dataset, cfg.data.test_dataset) and cfg.data.label_fraction < 1:
+        raise ConfigError(f"pretext '{cfg.pretext}' uses the class labels: on the evaluation dataset as pool "
+                          f"(--pretext-data {pool}) it would train on labels outside the label fraction "
+                          f"{cfg.data.label_fraction:g}")
+
+
+_row_digests: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def row_digests(loaded: LoadedDataset) -> np.ndarray:
+    """SHA-1 of each image's pixels (computed once per loaded dataset in this process)."""
+    cached = _row_digests.get(id(loaded.images))
+    if cached is None or cached[0] is not loaded.images:
+        digests = np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in loaded.images])
+        cached = _row_digests[id(loaded.images)] = (loaded.images, digests)
+    return cached[1]
+
+
+def pool_fingerprint(pool: LoadedDataset, keep: np.ndarray, with_labels: bool) -> str:
+    """SHA-1 of the kept images' ids, pixels and (``with_labels``) labels, in order."""
+    h = hashlib.sha1()
+    ids = pool.samples["image_id"].astype(str).to_numpy()[keep]
+    for image_id, digest in zip(ids, row_digests(pool)[keep]):
+        h.update(f"{image_id}\0{digest}\n".encode("utf-8", "surrogateescape"))
+    if with_labels:
+        h.update(np.ascontiguousarray(pool.labels[keep]).tobytes())
+    return h.hexdigest()
+
+
+def _initialisation(pretrained: str | None) -> str | None:
+    """``model.pretrained`` with a weights file identified by path, size and modification time."""
+    if pretrained and pretrained.lower() not in ("none", "imagenet") and os.path.isfile(os.path.expanduser(pretrained)):
+        path = os.path.realpath(os.path.expanduser(pretrained))
+        st = os.stat(path)
+        return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    return pretrained
+
+
+def stage_key(cfg: Config, pretext, pool: LoadedDataset, keep: np.ndarray, device: torch.device,
+              amp_dtype: torch.dtype | None) -> str:
+    """The cache key of a pretext stage on the ``keep`` images of ``pool`` (see module docstring)."""
+    t = cfg.train
+    root = cfg.pretext_data.root
+    payload = {
+        "key_version": KEY_VERSION,
+        "ssl_bench": __version__,
+        "preprocess": PREPROCESS_VERSION,
+        "pretext": cfg.pretext,
+        "pretext_params": cfg.component_params(cfg.pretext),
+        "backbone": cfg.model.backbone,
+        "pretrained": _initialisation(cfg.model.pretrained),
+        "pool": {
+            "dataset": cfg.pretext_data.dataset,
+            "root": os.path.realpath(os.path.expanduser(root)) if root else None,
+            "params": cfg.component_params(cfg.pretext_data.dataset),
+            "images": pool_fingerprint(pool, keep, pretext.uses_labels),
+        },
+        "image_size": list(cfg.data.image_size),
+        # every training setting (pretext epochs, lr, batch, schedule, ...) but the two that only
+        # the downstream stage reads: a new setting is in the key without an edit here
+        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in DOWNSTREAM_ONLY},
+        "seed": cfg.seed,
+        "device": device.type,
+        "precision": str(amp_dtype),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def fold_pretext_pool(cfg: Config, pretext, loaded: LoadedDataset, fold_of: np.ndarray, k: int,
+                      device: torch.device, amp_dtype: torch.dtype | None) -> PretextPool | None:
+    """The pool of fold ``k``'s pretext stage (None without ``--pretext-data`` or without a
+    pretext stage: pretext ``none`` or 0 pretext epochs)."""
+    if not cfg.pretext_data.dataset or not pretext.trains or cfg.train.pretext_epochs <= 0:
+        return None
+    pool = load_pool(cfg)
+    held_out = loaded.samples[fold_of == k]
+    held_out_dataset = cfg.data.test_dataset or cfg.data.dataset
+    keep = pool_keep_mask(pool.samples, held_out, same_dataset=cfg.pretext_data.dataset == held_out_dataset)
+    if not keep.any():
+        raise DataError(f"the pool '{cfg.pretext_data.dataset}' (--pretext-data) has no image left once "
+                        f"fold {k}'s patients are left out")
+    index = np.flatnonzero(keep)
+
+    def load() -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.from_numpy(np.ascontiguousarray(pool.images[index])).unsqueeze(1).to(device)
+        labels = torch.from_numpy(pool.labels[index].copy()).float().to(device)
+        return images, labels
+
+    info = {"dataset": cfg.pretext_data.dataset, "root": cfg.pretext_data.root, "n_images": int(keep.sum()),
+            "n_excluded": int((~keep).sum()),
+            "n_patients": int(len(np.unique(pool.groups[keep])))}
+    return PretextPool(key=stage_key(cfg, pretext, pool, keep, device, amp_dtype),
+                       cache_dir=Path(cfg.out).expanduser() / CACHE_FOLDER, seed=cfg.seed, load=load, info=info)

@@ -1,0 +1,115 @@
+"""A pretext stage trained on a pool of images other than the fold's training images
+(``--pretext-data``), cached on disk so that it is trained once and reused.
+
+:class:`PretextPool` is what the experiment layer hands a fold's :class:`FitContext`
+(``ctx.pretext_pool``): the pool's images for this fold (loaded only when the stage must be
+trained), the key of everything the stage's result depends on, and where its checkpoint lives
+(``<out>/.pretext-cache/<key>.pt``). :func:`cached_pretext_stage` returns the module the stage
+trains (a transfer's backbone): read from the checkpoint when it exists, else built, trained on
+a :class:`FitContext` over the pool and saved. Folds and label fractions whose pool and settings
+are the same share a key, hence one training.
+
+The stage runs under its own random state, seeded by the run's seed alone
+(:func:`torch.random.fork_rng`), and leaves the fold's random state as it found it: a fold gives
+the same result whether the checkpoint was read or trained, in whatever order folds run. While
+one process trains a key, others wanting it wait on an OS lock (``<key>.lock``) and then read it.
+
+The checkpoint (format ``ssl-bench-pretext``, version 1) is a dict that
+``torch.load(..., weights_only=True)`` reads: ``format``, ``version``, ``key`` and the module's
+``state_dict``; it is written atomically (:mod:`ssl_bench.fileio`). An unreadable one is trained
+again and replaced.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..fileio import atomic_write
+
+CHECKPOINT_FORMAT = "ssl-bench-pretext"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class PretextPool:
+    """One fold's pretraining pool and the cache entry of its pretext stage."""
+
+    key: str
+    cache_dir: Path
+    seed: int
+    #: ``() -> (images (N, 1, H, W) float16 on the device, labels (N,) float32; -1 = unlabelled)``
+    load: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    #: provenance of the pool (dataset, root, image counts), recorded with the fold's metrics
+    info: dict = field(default_factory=dict)
+    #: after the stage: True when read from the cache, False when trained by this fold
+    reused: bool | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.cache_dir).expanduser() / f"{self.key}.pt"
+
+    def record(self) -> dict:
+        """What the fold records: the pool's provenance, the cache key and whether it was reused."""
+        return {**self.info, "cache_key": self.key, "reused": self.reused}
+
+
+def read_checkpoint(path: Path, key: str) -> dict | None:
+    """The cached ``state_dict`` of ``key``, or None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT or record.get("key") != key:
+        return None
+    return record.get("state_dict")
+
+
+def write_checkpoint(path: Path, key: str, module: nn.Module) -> None:
+    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": key,
+              "state_dict": {n: t.detach().cpu() for n, t in module.state_dict().items()}}
+    atomic_write(path, lambda fh: torch.save(record, fh))
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """Hold an OS lock on ``path`` (released when the process ends, even killed); without
+    ``flock`` (some network file systems) go on unlocked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+
+
+def cached_pretext_stage(ctx, build: Callable[[], nn.Module], train: Callable[[object, nn.Module], None]) -> nn.Module:
+    """``build()`` the module the stage trains, then load its cached state or ``train(pool_ctx,
+    module)`` it on a :class:`FitContext` over the pool and cache it (see module docstring).
+    ``ctx`` is the fold's context; its ``pretext_pool`` says which pool and key."""
+    pool: PretextPool = ctx.pretext_pool
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    with exclusive(pool.path.with_suffix(".lock")), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(pool.seed)
+        module = build()
+        state = read_checkpoint(pool.path, pool.key)
+        if state is not None:
+            module.load_state_dict(state)
+            pool.reused = True
+            return module
+        images, labels = pool.load()
+        pool_ctx = ctx.over(images, labels)
+        train(pool_ctx, module)
+        ctx.history.extend(pool_ctx.history)  # the fold that trained the stage records its epochs
+        write_checkpoint(pool.path, pool.key, module)
+        pool.reused = False
+        return module
