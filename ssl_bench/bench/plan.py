@@ -12,8 +12,11 @@ command line, which replaces it) runs every method at every fraction: one run di
 method and fraction, named ``<method>-f<fraction>`` below 1 (:func:`ssl_bench.components.run_name`).
 
 Precedence, lowest first: ``defaults`` < the method's entry < profile < command-line flags <
-``--set`` (the profile applies on top, so ``--profile smoke`` shrinks every method). Every method
-gets the same dataset, seed and split, hence identical folds.
+``--set`` (the profile applies on top, so ``--profile smoke`` shrinks every method). One
+exception: a method that names its own backbone (``model: {backbone: vit_tiny_patch16_224}``, for a
+pretext task that trains only some architectures, like MAE a ViT) keeps it under every profile;
+``--backbone`` and ``--set`` still replace it. Every method gets the same dataset, seed and split,
+hence identical folds.
 """
 from __future__ import annotations
 
@@ -99,6 +102,9 @@ def load_plan(
                     method_flags["seed"] = seed
                 if fraction is not None:
                     method_flags["data.label_fraction"] = fraction
+                own_backbone = ((values or {}).get("model") or {}).get("backbone")
+                if own_backbone is not None:  # the method's architecture, over the profile's
+                    method_flags.setdefault("model.backbone", own_backbone)
                 cfg = build_config(profile, merged, method_flags, sets, profile_over_file=True,
                                    default_profile=default_profile)
                 configs.append(cfg)

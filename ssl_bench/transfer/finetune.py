@@ -73,7 +73,7 @@ def pretrained_backbone(ctx: FitContext) -> nn.Module:
 class FineTune(TransferStrategy):
     """Two stages: pretext training of backbone + pretext head, then supervised fine-tuning."""
 
-    accepts = ("image", "embedding", "none")
+    accepts = ("image", "embedding", "masked", "none")
 
     def fit(self, ctx: FitContext) -> nn.Module:
         backbone = pretrained_backbone(ctx)
