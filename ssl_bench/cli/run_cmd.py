@@ -149,7 +149,8 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
 @click.option("--transfer", default=None, help="Transfer strategy (ssl-bench list transfers).")
 @click.option("--backbone", "model__backbone", default=None,
               help="Downstream timm model (default: the profile's, "
-                   + ", ".join(f"{PROFILES[p]['model.backbone']} in {p}" for p in PROFILES) + ").")
+                   + ", ".join(f"{PROFILES[p]['model.backbone']} in {p}" for p in PROFILES)
+                   + "); ViTs are built for the run's image size.")
 @click.option("--pretrained", "model__pretrained", default=None, metavar="imagenet|PATH|none",
               help="Backbone initialisation: timm's ImageNet weights (the paper profile's; needs the "
                    "network or a cache filled by 'ssl-bench weights fetch'), a local weights file, "

@@ -34,10 +34,12 @@ def seed_everything(seed: int, fold: int) -> None:
 
 
 def build_parts(cfg: Config):
-    """The configured pretext task and transfer strategy, checked against each other."""
+    """The configured pretext task and transfer strategy, checked against each other and the
+    pretext task against the backbone (a task may train only some, e.g. MAE a ViT)."""
     pretext = components.create(PRETEXTS, cfg.pretext, cfg)
     transfer = components.create(TRANSFERS, cfg.transfer, cfg)
     transfer.check(cfg.pretext, pretext)
+    pretext.check_backbone(cfg.model.backbone)
     return pretext, transfer
 
 

@@ -26,7 +26,7 @@ def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.n
     for k in rundir.folds_with_model():
         record = rundir.read_model(k)
         model = build_classifier(record["backbone"], record["architecture"], in_chans=record["in_chans"],
-                                 num_classes=record["num_classes"])
+                                 num_classes=record["num_classes"], image_size=record["image_size"])
         try:
             model.load_state_dict(record["state_dict"])
         except RuntimeError as exc:

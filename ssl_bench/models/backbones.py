@@ -55,6 +55,7 @@ __all__ = [
     "IMAGENET_WEIGHTS",
     "ImagenetWeights",
     "create_backbone",
+    "takes_image_size",
     "check_pretrained",
     "imagenet_weights",
     "fetch_imagenet_weights",
@@ -89,6 +90,7 @@ def create_backbone(
     pretrained: str | os.PathLike[str] | None = None,
     in_chans: int = 1,
     num_classes: int = 1,
+    image_size: tuple[int, int] | list[int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """``timm.create_model(name, in_chans=..., num_classes=...)``, randomly initialised, from a
@@ -108,6 +110,9 @@ def create_backbone(
             ImageNet), so the classifier is freshly initialised in the usual case.
         in_chans: input channels (1 for mammograms).
         num_classes: classifier outputs (1: a single malignancy logit).
+        image_size: the run's ``(height, width)``; passed as ``img_size`` to the models that
+            take one (:func:`takes_image_size`: ViTs, Swin, ...; ImageNet position embeddings
+            are resampled by timm), ignored by the others (CNNs take any size).
         **kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
 
     Raises:
@@ -121,6 +126,8 @@ def create_backbone(
             "weights yourself and pass the timm architecture name with the weights file"
         )
     _check_model_name(name)
+    if image_size is not None and "img_size" not in kwargs and takes_image_size(name):
+        kwargs["img_size"] = tuple(int(v) for v in image_size)
     if _no_weights(pretrained):
         return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **kwargs)
     if str(pretrained).strip().lower() == IMAGENET:
@@ -145,6 +152,13 @@ def create_backbone(
         raise ConfigError(
             f"could not load pretrained weights {path} into backbone '{name}': {_one_line(exc)}"
         ) from exc
+
+
+def takes_image_size(name: str) -> bool:
+    """True for the timm models built for one input size, which take it as ``img_size`` (their
+    pretrained config says ``fixed_input_size``: ViTs, Swin, ...; timm's own convention)."""
+    cfg = get_pretrained_cfg(name)
+    return bool(cfg is not None and getattr(cfg, "fixed_input_size", False))
 
 
 def _check_model_name(name: str) -> None:

@@ -26,14 +26,17 @@ CLASSIFIERS: dict[str, type[nn.Module]] = {
 
 
 def build_classifier(backbone: str | None, architecture: dict[str, Any] | None = None,
-                     in_chans: int = 1, num_classes: int = 1) -> nn.Module:
+                     in_chans: int = 1, num_classes: int = 1,
+                     image_size: tuple[int, int] | list[int] | None = None) -> nn.Module:
     """A fresh, untrained classifier of the given architecture, ready for ``load_state_dict``:
-    ``create_backbone(backbone, in_chans, num_classes)`` when ``architecture`` is ``None``, else the
-    named classifier of :data:`CLASSIFIERS` built with the dict's other entries."""
+    ``create_backbone(backbone, in_chans, num_classes, image_size)`` when ``architecture`` is
+    ``None`` (``image_size``, the ``model.pt`` record's, sizes the backbones built for one input
+    size, ViTs), else the named classifier of :data:`CLASSIFIERS` built with the dict's other
+    entries."""
     if architecture is None:
         if not backbone:
             raise UserError("the model names neither a timm backbone nor a classifier architecture")
-        return create_backbone(backbone, in_chans=in_chans, num_classes=num_classes)
+        return create_backbone(backbone, in_chans=in_chans, num_classes=num_classes, image_size=image_size)
     name = architecture.get("name") if isinstance(architecture, dict) else None
     if name not in CLASSIFIERS:
         raise UserError(f"unknown classifier architecture {name!r}; this ssl-bench knows "

@@ -27,12 +27,17 @@ EPS = 1e-7  # kNN probabilities are clipped to [EPS, 1 - EPS] (finite logits)
 class FrozenBackboneClassifier(nn.Module):
     """A timm backbone (1 input channel) used as a frozen feature extractor."""
 
-    def __init__(self, backbone: str, module: nn.Module | None = None):
+    def __init__(self, backbone: str, module: nn.Module | None = None,
+                 image_size: list[int] | tuple[int, int] | None = None):
         """``backbone``: the timm name (what ``model.pt`` records); ``module``: that backbone,
-        trained (a fresh, randomly initialised one is built when omitted: ``load_state_dict``)."""
+        trained (a fresh, randomly initialised one is built when omitted: ``load_state_dict``);
+        ``image_size``: the run's ``(height, width)``, which sizes the backbones built for one
+        input size (ViTs) when they are rebuilt."""
         super().__init__()
+        self.image_size = None if image_size is None else [int(v) for v in image_size]
         if module is None:
-            module = create_backbone(backbone, pretrained=None, in_chans=1, num_classes=1)
+            module = create_backbone(backbone, pretrained=None, in_chans=1, num_classes=1,
+                                     image_size=self.image_size)
         self.backbone_name = str(backbone)
         self.backbone = module
         self.backbone.requires_grad_(False)
@@ -56,8 +61,8 @@ class LinearProbeClassifier(FrozenBackboneClassifier):
     """Logistic regression on a frozen backbone's standardised pooled features."""
 
     def __init__(self, backbone: str = "resnet50", num_features: int | None = None,
-                 module: nn.Module | None = None):
-        super().__init__(backbone, module)
+                 module: nn.Module | None = None, image_size: list[int] | None = None):
+        super().__init__(backbone, module, image_size)
         if num_features is not None and int(num_features) != self.num_features:
             raise ValueError(f"backbone has {self.num_features} pooled features, not {num_features}")
         n = self.num_features
@@ -68,7 +73,8 @@ class LinearProbeClassifier(FrozenBackboneClassifier):
 
     @property
     def architecture(self) -> dict[str, Any]:
-        return {"name": "linear_probe", "backbone": self.backbone_name, "num_features": self.num_features}
+        return {"name": "linear_probe", "backbone": self.backbone_name, "num_features": self.num_features,
+                "image_size": self.image_size}
 
     def set_linear(self, mean, scale, coef, intercept) -> None:
         """Copy in ``StandardScaler.mean_``, ``.scale_`` and ``LogisticRegression.coef_``, ``.intercept_``."""
@@ -94,8 +100,9 @@ class KnnProbeClassifier(FrozenBackboneClassifier):
     """Cosine k-nearest neighbours on a frozen backbone's L2-normalised pooled features."""
 
     def __init__(self, backbone: str = "resnet50", n_train: int = 1, k: int = 20,
-                 num_features: int | None = None, module: nn.Module | None = None):
-        super().__init__(backbone, module)
+                 num_features: int | None = None, module: nn.Module | None = None,
+                 image_size: list[int] | None = None):
+        super().__init__(backbone, module, image_size)
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if int(n_train) != n_train or n_train < 1:
@@ -109,7 +116,7 @@ class KnnProbeClassifier(FrozenBackboneClassifier):
     @property
     def architecture(self) -> dict[str, Any]:
         return {"name": "knn_probe", "backbone": self.backbone_name, "num_features": self.num_features,
-                "n_train": self.n_train, "k": self.k}
+                "n_train": self.n_train, "k": self.k, "image_size": self.image_size}
 
     @staticmethod
     def normalise(features: torch.Tensor) -> torch.Tensor:

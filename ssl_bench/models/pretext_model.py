@@ -2,8 +2,10 @@
 
 Image pretext tasks (GSIM, context restoration) get a U-Net-style decoder over the backbone's
 multi-scale features (the "ResNet50 + decoder" of TSBN's Table II); embedding tasks (SimCLR,
-rotation) get the task's own head on the globally pooled features. The backbone keeps its
-classifier, so the same module also gives classification logits (hard parameter sharing).
+rotation) get the task's own head on the globally pooled features. Masked tasks (MAE) get the
+module of ``task.build_masked_head(backbone)``, which runs the backbone itself (the encoder sees
+only the visible tokens). The backbone keeps its classifier, so the same module also gives
+classification logits (hard parameter sharing).
 
 A task with ``uses_teacher`` (MoCo, BYOL, DINO) also gets a teacher: a copy of the backbone and
 of ``task.teacher_head(head)`` (made by ``task.copy_teacher_head(head)``), without gradients,
@@ -39,6 +41,8 @@ class PretextModel(nn.Module):
             self.head = UNetDecoder.for_backbone(backbone, out_chans=1)
         elif self.kind == "embedding":
             self.head = pretext.build_embedding_head(num_pooled_features(backbone))
+        elif self.kind == "masked":
+            self.head = pretext.build_masked_head(backbone)
         else:
             raise ValueError(f"a pretext task of kind '{self.kind}' has no head")
         self.has_teacher = bool(getattr(pretext, "uses_teacher", False))
@@ -65,7 +69,10 @@ class PretextModel(nn.Module):
 
     def forward(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """Pretext outputs, one per input view (views of one size are batched together in one
-        pass), then, with a teacher, the teacher's outputs on the task's teacher views."""
+        pass), then, with a teacher, the teacher's outputs on the task's teacher views; for a masked
+        task, what its head returns for the views (one batch)."""
+        if self.kind == "masked":  # the task runs the backbone itself, on one batch of images
+            return list(self.head(torch.cat(views) if len(views) > 1 else views[0]))
         outputs = []
         for group in _same_size_runs(views):
             out, _ = self._pretext_and_features(torch.cat(group) if len(group) > 1 else group[0])
@@ -98,6 +105,8 @@ class PretextModel(nn.Module):
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pretext output and classification logits ``(B,)`` from one backbone pass."""
+        if self.kind == "masked":
+            raise ValueError("a masked pretext task does not share its backbone pass with the classifier")
         out, final = self._pretext_and_features(x)
         return out, classifier_logits(self.backbone, final)
 

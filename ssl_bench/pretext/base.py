@@ -1,13 +1,19 @@
 """The pretext-task interface.
 
 A pretext task turns a labelled batch into pretext inputs and targets, and scores the pretext
-network's outputs. Two kinds exist:
+network's outputs. Three kinds train (``"none"`` is the ``none`` task, no pretext stage):
 
 - ``"image"``: image-to-image (GSIM, context restoration). The pretext network outputs one image
   of the input's size per input; on a timm backbone the head is a U-Net-style decoder over the
   backbone's multi-scale features (:class:`ssl_bench.models.heads.UNetDecoder`).
 - ``"embedding"``: one vector per input view (SimCLR, rotation). On a timm backbone the head
   reads the globally pooled features; :meth:`PretextTask.build_embedding_head` builds it.
+- ``"masked"``: the task runs the backbone itself (MAE: the encoder sees only the visible
+  tokens). :meth:`PretextTask.build_masked_head` builds a module over the backbone whose
+  ``forward(x)`` takes the batch of images and returns the list of outputs ``loss`` scores.
+
+A task that can train only some backbones says so in :meth:`PretextTask.check_backbone`
+(MAE: ViTs), which a run calls before it loads any data.
 
 Randomness comes from torch's global generator, which the runner seeds per (seed, fold) job.
 """
@@ -74,6 +80,16 @@ class PretextTask(ABC):
     def build_embedding_head(self, in_features: int) -> nn.Module:
         """Head mapping pooled backbone features to this task's output (embedding kind only)."""
         raise NotImplementedError(f"{type(self).__name__} is an image pretext task")
+
+    def build_masked_head(self, backbone: nn.Module) -> nn.Module:
+        """Masked kind only: a module over ``backbone`` (which it shares, not copies) whose
+        ``forward(x)`` runs the backbone on the images ``x`` ``(B,1,H,W)`` its own way and returns
+        the list of tensors ``loss`` scores (MAE: the predicted and the true masked patches)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a masked pretext task")
+
+    def check_backbone(self, backbone: str) -> None:
+        """Raise a :class:`~ssl_bench.errors.ConfigError` (one line) when this task cannot train
+        the timm backbone named ``backbone``; every backbone is fine by default."""
 
     @property
     def trains(self) -> bool:

@@ -9,12 +9,16 @@ from typing import Any
 import torch
 
 from ..components import TOOLKIT_ARGUMENTS
+from ..errors import UserError
 from ..registry import Registry, summary
 
 
-PRETEXT_KINDS = ("image", "embedding", "none")
+PRETEXT_KINDS = ("image", "embedding", "masked", "none")
 #: a built-in pretext task of each kind, used to train a transfer under test
-SAMPLE_PRETEXTS = {"image": "gsim", "embedding": "simclr", "none": "none"}
+SAMPLE_PRETEXTS = {"image": "gsim", "embedding": "simclr", "masked": "mae", "none": "none"}
+#: the tiny timm backbones the checks train on: the first one a pretext task accepts
+#: (``check_backbone``; MAE needs a ViT)
+CONTRACT_BACKBONES = ("test_resnet", "test_vit")
 PLAIN_TYPES = (type(None), bool, int, float, str)
 
 
@@ -106,3 +110,17 @@ def random_images(batch: int, size: tuple[int, int], seed: int = 0) -> tuple[tor
     images = torch.rand(batch, 1, *size, generator=g)
     labels = torch.arange(batch, dtype=torch.float32) % 2  # both classes, float32 like FitContext
     return images, labels
+
+
+def backbone_for(task: Any, preferred: str, what: str) -> str:
+    """``preferred`` if ``task`` can train it (``check_backbone``), else the first of
+    :data:`CONTRACT_BACKBONES` it accepts."""
+    refusals = []
+    for name in (preferred, *CONTRACT_BACKBONES):
+        try:
+            task.check_backbone(name)
+            return name
+        except UserError as exc:
+            refusals.append(str(exc))
+    fail(what, f"accepts none of the backbones {(preferred, *CONTRACT_BACKBONES)}: {refusals[0]}")
+    raise AssertionError  # unreachable

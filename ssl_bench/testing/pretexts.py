@@ -10,7 +10,8 @@ from ..models.backbones import create_backbone
 from ..models.pretext_model import PretextModel
 from ..pretext.base import PretextBatch, PretextTask
 from ..registry import PRETEXTS
-from .common import PRETEXT_KINDS, build_component, check_common, expect, expect_finite_scalar, expect_gradients, random_images
+from .common import (PRETEXT_KINDS, backbone_for, build_component, check_common, expect, expect_finite_scalar,
+                     expect_gradients, random_images)
 
 
 def check_pretext(
@@ -32,9 +33,13 @@ def check_pretext(
       or a list with one per view);
     - embedding kind: ``build_embedding_head(F)`` is an ``nn.Module`` mapping ``(N, F)`` to
       ``(N, *)``;
+    - masked kind: checked on the backbone only (its head runs the backbone itself);
     - ``loss(outputs, targets)`` is a finite float32 scalar with a gradient into the outputs /
       the head, also when the outputs are bf16 (CUDA autocast);
-    - with ``backbone`` (a timm name; ``None`` skips it): the task trains a real backbone through
+    - with ``backbone`` (a timm name; ``None`` skips it, except for a masked task; a backbone the
+      task refuses in ``check_backbone`` is replaced by the first of
+      :data:`~ssl_bench.testing.common.CONTRACT_BACKBONES` it accepts, MAE: ``test_vit``; built for
+      ``image_size``): the task trains a real backbone through
       :class:`ssl_bench.models.pretext_model.PretextModel`, as the finetune and multitask
       transfers use it (gradients reach the backbone);
     - a task with a teacher (``uses_teacher``, embedding kind): ``loss`` also gets the teacher's
@@ -90,7 +95,7 @@ def check_pretext(
         expect_gradients(outputs, what, "the outputs")
         half = task.loss([o.detach().bfloat16() for o in outputs], batch.targets)
         expect(half.dtype == torch.float32, what, f"loss() of bf16 outputs must be float32, got {half.dtype}")
-    else:
+    elif task.kind == "embedding":
         features = 24
         head = task.build_embedding_head(features)
         expect(isinstance(head, nn.Module), what, f"build_embedding_head() must return an nn.Module, got {type(head).__name__}")
@@ -120,7 +125,10 @@ def check_pretext(
         half = task.loss([o.detach().bfloat16() for o in outputs], batch.targets)
         expect(half.dtype == torch.float32, what, f"loss() of bf16 outputs must be float32, got {half.dtype}")
 
+    if task.kind == "masked":
+        expect(bool(backbone), what, "a masked task runs the backbone itself: it needs a backbone to be checked")
     if backbone:
+        backbone = backbone_for(task, backbone, what)
         _check_with_backbone(task, what, backbone, images, labels)
     return task
 
@@ -136,15 +144,21 @@ def _same(a: Any, b: Any) -> bool:
 def _check_with_backbone(task, what: str, backbone: str, images: torch.Tensor, labels: torch.Tensor) -> None:
 
     torch.manual_seed(0)
-    model = PretextModel(create_backbone(backbone, in_chans=1, num_classes=1), task).train()
+    model = PretextModel(create_backbone(backbone, in_chans=1, num_classes=1, image_size=tuple(images.shape[-2:])),
+                         task).train()
     batch = task.prepare(images, labels)
     outputs = model(batch.inputs)
     expected = len(batch.inputs)
     if getattr(model, "has_teacher", False):
         expected += len(task.teacher_views(list(batch.inputs)))
-    expect(len(outputs) == expected, what, f"{len(outputs)} outputs for {len(batch.inputs)} views (expected {expected})")
+    if task.kind != "masked":  # a masked task's head returns what its loss scores
+        expect(len(outputs) == expected, what,
+               f"{len(outputs)} outputs for {len(batch.inputs)} views (expected {expected})")
     loss = task.loss(outputs, batch.targets)
     expect_finite_scalar(loss, what, f"loss() on a {backbone} backbone")
+    if task.kind == "masked":
+        half = task.loss([o.detach().bfloat16() for o in outputs], batch.targets)
+        expect(half.dtype == torch.float32, what, f"loss() of bf16 outputs must be float32, got {half.dtype}")
     loss.backward()
     expect_gradients(list(model.backbone.parameters()), what, f"the {backbone} backbone")
     if getattr(model, "has_teacher", False):

@@ -17,12 +17,14 @@ from ..models.classifiers import build_classifier
 from ..registry import PRETEXTS, TRANSFERS
 from ..training.context import FitContext
 from ..transfer.base import TransferStrategy
-from .common import PRETEXT_KINDS, SAMPLE_PRETEXTS, build_component, check_common, expect, fail
+from .common import PRETEXT_KINDS, SAMPLE_PRETEXTS, backbone_for, build_component, check_common, expect, fail
 
 
 def tiny_fit_context(pretext: Any, image_size: tuple[int, int] = (64, 32), n_images: int = 8, **overrides: Any):
     """A :class:`~ssl_bench.training.context.FitContext` on ``n_images`` random images (half of them
-    malignant) with the ``smoke`` profile, one epoch per stage, batch 4, on the CPU.
+    malignant) with the ``smoke`` profile, one epoch per stage, batch 4, on the CPU; its backbone
+    is the smoke profile's unless the task refuses it (then the first of
+    :data:`~ssl_bench.testing.common.CONTRACT_BACKBONES` it accepts).
 
     ``pretext``: a task instance or a registered name. ``overrides``: dotted config keys with
     ``__`` for ``.`` (``train__epochs=2``)."""
@@ -35,6 +37,10 @@ def tiny_fit_context(pretext: Any, image_size: tuple[int, int] = (64, 32), n_ima
     cfg = build_config("smoke", flags=flags)
     if name:
         pretext = components.create(PRETEXTS, name, cfg)
+    if "model.backbone" not in flags:  # a task that trains only some backbones (MAE: a ViT) gets one
+        backbone = backbone_for(pretext, cfg.model.backbone, f"pretext '{name or type(pretext).__name__}'")
+        if backbone != cfg.model.backbone:
+            cfg = build_config("smoke", flags={**flags, "model.backbone": backbone})
     g = torch.Generator().manual_seed(0)
     images = torch.rand(n_images, 1, *image_size, generator=g).half()
     labels = (torch.arange(n_images) % 2).float()
@@ -51,7 +57,7 @@ def check_transfer(
     ``{pretext name: trained classifier}``.
 
     - a ``TransferStrategy`` subclass whose ``accepts`` is a non-empty subset of
-      ``image``/``embedding``/``none``; ``check()`` refuses a pretext of a kind it does not
+      ``image``/``embedding``/``masked``/``none``; ``check()`` refuses a pretext of a kind it does not
       accept with a ``UserError`` (one clear CLI line);
     - for each pretext (default: one built-in task per accepted kind, :data:`SAMPLE_PRETEXTS`),
       ``fit(ctx)`` on a tiny :func:`tiny_fit_context` returns an ``nn.Module`` on the CPU that maps
@@ -104,7 +110,8 @@ def check_transfer(
         torch.save(model_record(ctx.config.model.backbone, ctx.config.data.image_size, classifier), buffer)
         buffer.seek(0)
         record = torch.load(buffer, weights_only=True)
-        fresh = build_classifier(record["backbone"], record["architecture"], in_chans=1, num_classes=1)
+        fresh = build_classifier(record["backbone"], record["architecture"], in_chans=1, num_classes=1,
+                                 image_size=record["image_size"])
         try:
             fresh.load_state_dict(record["state_dict"], strict=True)
         except RuntimeError as exc:

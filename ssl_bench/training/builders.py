@@ -34,9 +34,11 @@ class Builders:
     optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
 
     def new_backbone(self) -> nn.Module:
-        """The downstream timm backbone with a 1-logit classifier, 1 input channel."""
+        """The downstream timm backbone with a 1-logit classifier, 1 input channel, built for the
+        run's image size where the model takes one (ViTs)."""
         m = self.config.model
-        return create_backbone(m.backbone, pretrained=m.pretrained, in_chans=1, num_classes=1)
+        return create_backbone(m.backbone, pretrained=m.pretrained, in_chans=1, num_classes=1,
+                               image_size=self.config.data.image_size)
 
     def new_pretext_network(self) -> nn.Module:
         """The registered pretext network (``model.pretext_net``), image in, image out."""

@@ -21,7 +21,7 @@ from ..pretext.base import PretextTask
 class TransferStrategy(ABC):
     """Base class of registered transfer strategies."""
 
-    #: pretext kinds this strategy can train ("image", "embedding", "none")
+    #: pretext kinds this strategy can train ("image", "embedding", "masked", "none")
     accepts: ClassVar[tuple[str, ...]] = ("image", "embedding")
     #: components it needs besides the pretext and the backbone, as keys of
     #: :data:`ssl_bench.components.NEEDS` (e.g. ``("pretext_network",)``): checked before a run

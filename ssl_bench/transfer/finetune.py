@@ -87,8 +87,12 @@ def pretrained_backbone(ctx: FitContext) -> nn.Module:
 class FineTune(TransferStrategy):
     """Two stages: pretext training of backbone + pretext head, then supervised fine-tuning."""
 
+<<<<<<< HEAD
     accepts = ("image", "embedding", "none")
     separate_pretext_stage = True
+=======
+    accepts = ("image", "embedding", "masked", "none")
+>>>>>>> mae
 
     def fit(self, ctx: FitContext) -> nn.Module:
         backbone = pretrained_backbone(ctx)

@@ -53,7 +53,7 @@ def training_labels(ctx: FitContext, name: str) -> np.ndarray:
 
 
 class FrozenTransfer(TransferStrategy):
-    accepts = ("image", "embedding", "none")
+    accepts = ("image", "embedding", "masked", "none")
     separate_pretext_stage = True  # finetune's stage 1, which --pretext-data may run on a pool
 
     def frozen_backbone(self, ctx: FitContext) -> nn.Module:
@@ -78,7 +78,8 @@ class LinearProbe(FrozenTransfer):
         return class_weight_for(self.class_weight, pos_weight)
 
     def fit(self, ctx: FitContext) -> nn.Module:
-        classifier = LinearProbeClassifier(ctx.config.model.backbone, module=self.frozen_backbone(ctx)).to(ctx.device)
+        classifier = LinearProbeClassifier(ctx.config.model.backbone, module=self.frozen_backbone(ctx),
+                                           image_size=ctx.config.data.image_size).to(ctx.device)
         features = frozen_features(classifier, ctx).cpu().numpy().astype(np.float64)
         labels = training_labels(ctx, self.name)
         scaler, model = fit_scaled_logistic(features, labels, self.C, self.weights(ctx.config.train.pos_weight),
@@ -101,6 +102,7 @@ class KnnProbe(FrozenTransfer):
         backbone = self.frozen_backbone(ctx)
         n = int(ctx.images.shape[0])
         training_labels(ctx, self.name)
-        classifier = KnnProbeClassifier(ctx.config.model.backbone, n_train=n, k=self.k, module=backbone).to(ctx.device)
+        classifier = KnnProbeClassifier(ctx.config.model.backbone, n_train=n, k=self.k, module=backbone,
+                                        image_size=ctx.config.data.image_size).to(ctx.device)
         classifier.set_memory(frozen_features(classifier, ctx), ctx.labels)
         return classifier.eval()
