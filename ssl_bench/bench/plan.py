@@ -11,21 +11,13 @@ A top-level ``label_fractions: [0.1, 0.25, 0.5, 1.0]`` (or ``--label-fraction 0.
 command line, which replaces it) runs every method at every fraction: one run directory per
 method and fraction, named ``<method>-f<fraction>`` below 1 (:func:`ssl_bench.components.run_name`).
 
-<<<<<<< HEAD
 Precedence, lowest first: ``defaults`` < the method's entry < profile < the method's ``fixed``
 entry < command-line flags < ``--set`` (the profile applies on top, so ``--profile smoke`` shrinks
 every method; ``fixed`` holds what defines a method and must survive any profile, e.g. the
 random-init baseline's ``fixed: {model: {pretrained: none}}`` against the ``paper`` profile's
-ImageNet initialisation). Every method
+ImageNet initialisation, or the zoo MAE's ViT backbone,
+``fixed: {model: {backbone: vit_tiny_patch16_224}}``). Every method
 gets the same dataset, seed and split, hence identical folds.
-=======
-Precedence, lowest first: ``defaults`` < the method's entry < profile < command-line flags <
-``--set`` (the profile applies on top, so ``--profile smoke`` shrinks every method). One
-exception: a method that names its own backbone (``model: {backbone: vit_tiny_patch16_224}``, for a
-pretext task that trains only some architectures, like MAE a ViT) keeps it under every profile;
-``--backbone`` and ``--set`` still replace it. Every method gets the same dataset, seed and split,
-hence identical folds.
->>>>>>> mae
 """
 from __future__ import annotations
 
@@ -114,9 +106,6 @@ def load_plan(
                     method_flags["seed"] = seed
                 if fraction is not None:
                     method_flags["data.label_fraction"] = fraction
-                own_backbone = ((values or {}).get("model") or {}).get("backbone")
-                if own_backbone is not None:  # the method's architecture, over the profile's
-                    method_flags.setdefault("model.backbone", own_backbone)
                 cfg = build_config(profile, merged, method_flags, sets, profile_over_file=True,
                                    default_profile=default_profile)
                 configs.append(cfg)

@@ -87,12 +87,8 @@ def pretrained_backbone(ctx: FitContext) -> nn.Module:
 class FineTune(TransferStrategy):
     """Two stages: pretext training of backbone + pretext head, then supervised fine-tuning."""
 
-<<<<<<< HEAD
-    accepts = ("image", "embedding", "none")
-    separate_pretext_stage = True
-=======
     accepts = ("image", "embedding", "masked", "none")
->>>>>>> mae
+    separate_pretext_stage = True
 
     def fit(self, ctx: FitContext) -> nn.Module:
         backbone = pretrained_backbone(ctx)
