@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import components
 from ..config import Config
@@ -114,7 +115,7 @@ def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress |
     if it has one of this configuration); returns its metrics."""
     if not run.rundir.fold_done(k):
         result = run_fold(run.config, run.loaded, run.fold_of, k, device, progress,
-                          checkpoint_store=run.rundir.fold_checkpoint(k, run.config))
+                          checkpoint_store=run.rundir.fold_checkpoint(k, run.config, torch.device(device).type))
         run.rundir.write_fold(k, result.metrics, result.predictions, result.model, result.history)
     return run.rundir.read_metrics(k)
 

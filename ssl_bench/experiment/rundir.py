@@ -37,8 +37,8 @@ stops with one line.
 fold ``k``'s training state every few epochs (:mod:`ssl_bench.training.checkpoint`), so that a
 killed run resumes the fold where it stopped with the same results. Its name is hidden (it is
 never a result), it is written atomically, stamped with a digest of the settings that decide the
-results (:func:`config_key`: a checkpoint of another configuration is never used) and the fold,
-read with ``torch.load(..., weights_only=True)``, and removed once the fold is complete;
+results (:func:`config_key`: a checkpoint of another configuration is never used), the fold and
+the device type, read with ``torch.load(..., weights_only=True)``, and removed once the fold is complete;
 :meth:`RunDir.remove_leftovers` keeps the checkpoint of an unfinished fold.
 
 ``model.pt`` (:data:`MODEL_FORMAT`, version :data:`MODEL_VERSION`) is a plain dict of tensors and
@@ -256,11 +256,17 @@ def config_key(cfg: Config) -> str:
 class FoldCheckpointFile:
     """Fold ``k``'s training checkpoint, ``folds/.<k>.checkpoint.pt`` (the store of
     :class:`ssl_bench.training.checkpoint.FoldCheckpoints`): a dict of ``format``, ``version``,
-    ``key`` (:func:`config_key`), ``fold`` and the training ``state``, tensors and plain values only."""
+    ``key`` (:func:`config_key`), ``fold``, ``device`` (the device type that trained it: a
+    checkpoint of another type is not used, as its precision and optimiser settings differ) and the
+    training ``state``, tensors and plain values only."""
 
-    def __init__(self, path: Path, fold: int, key: str):
-        self.path, self.fold, self.key = path, fold, key
+    def __init__(self, path: Path, fold: int, key: str, device_type: str):
+        self.path, self.fold, self.key, self.device_type = path, fold, key, device_type
         self.label = f"fold {fold} (checkpoint {path})"
+
+    def _stamp(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": self.key, "fold": self.fold,
+                "device": self.device_type}
 
     def load(self) -> dict | None:
         """The saved state, or None without a checkpoint of this fold and configuration (one of
@@ -271,15 +277,13 @@ class FoldCheckpointFile:
             record = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:  # unreadable (not ours, another torch): training from the start is safe
             return None
-        wanted = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": self.key, "fold": self.fold}
-        if not isinstance(record, dict) or any(record.get(k) != v for k, v in wanted.items()):
+        if not isinstance(record, dict) or any(record.get(k) != v for k, v in self._stamp().items()):
             return None
         return record.get("state")
 
     def save(self, state: dict) -> None:
         """Replace the checkpoint atomically (a kill while saving leaves the previous one)."""
-        record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": self.key,
-                  "fold": self.fold, "state": state}
+        record = {**self._stamp(), "state": state}
         try:
             atomic_write(self.path, lambda fh: torch.save(record, fh))
         except Exception as exc:
@@ -375,9 +379,9 @@ class RunDir:
     def checkpoint_path(self, k: int) -> Path:
         return self.path / "folds" / f".{k}.checkpoint.pt"
 
-    def fold_checkpoint(self, k: int, cfg: Config) -> FoldCheckpointFile:
-        """Fold ``k``'s training checkpoint for configuration ``cfg``."""
-        return FoldCheckpointFile(self.checkpoint_path(k), k, config_key(cfg))
+    def fold_checkpoint(self, k: int, cfg: Config, device_type: str) -> FoldCheckpointFile:
+        """Fold ``k``'s training checkpoint for configuration ``cfg`` trained on ``device_type``."""
+        return FoldCheckpointFile(self.checkpoint_path(k), k, config_key(cfg), device_type)
 
     def model_path(self, k: int) -> Path:
         return self.fold_dir(k) / MODEL_FILE
