@@ -23,6 +23,7 @@ from ssl_bench.config import PROFILES, ConfigError, build_config
 from ssl_bench.experiment.fold import run_fold
 from ssl_bench.experiment.run import prepare_run
 from ssl_bench.experiment.rundir import RunDir, config_key
+from ssl_bench.training.checkpoint import load_optimizer_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -71,8 +72,9 @@ def assert_same_fold(got, want) -> None:
     (("gsim", "finetune"), ["train.pretext_epochs=2", "train.epochs=2"], [(1, ("pretext", 1)),
                                                                          (2, ("pretext", 2)),
                                                                          (3, ("finetune", 1))]),
-    # two networks, two optimisers, one stage
-    (("gsim", "collab"), ["train.epochs=3"], [(1, ("collab", 1)), (2, ("collab", 2))]),
+    # two networks, two optimisers, one stage; a learning rate that changes every epoch
+    (("gsim", "collab"), ["train.epochs=3", "train.schedule=cosine"], [(1, ("collab", 1)),
+                                                                       (2, ("collab", 2))]),
     # a momentum teacher and the pretext task's own state (MoCo's queue of keys)
     (("moco", "multitask"), ["train.epochs=2"], [(1, ("multitask", 1))]),
 ])
@@ -109,6 +111,27 @@ def test_checkpoint_holds_every_network_optimiser_and_random_state(tmp_path):
     assert all(o["state"] for o in state["optimizers"])  # Adam's moments after a step
     assert [row["epoch"] for row in state["history"]] == [1]
     assert set(state["rng"]) == {"torch", "numpy", "python"}  # CPU run: no CUDA state
+
+
+def test_restored_optimiser_keeps_its_own_learning_rate_tensor():
+    """A tensor learning rate (read by a captured CUDA graph, filled by the schedule) stays the
+    same tensor, holding the saved value, so the graph and the schedule still see it."""
+    weight = torch.nn.Parameter(torch.ones(2))
+    saved_optimizer = torch.optim.Adam([weight], lr=torch.tensor(0.25))
+    weight.grad = torch.ones(2)
+    saved_optimizer.step()
+    state = torch.load(io.BytesIO(save_bytes(saved_optimizer.state_dict())), weights_only=True)
+    optimizer = torch.optim.Adam([weight], lr=torch.tensor(1.0))
+    own = optimizer.param_groups[0]["lr"]
+    load_optimizer_state(optimizer, state)
+    assert optimizer.param_groups[0]["lr"] is own and own.item() == 0.25
+    assert torch.equal(optimizer.state[weight]["exp_avg"], saved_optimizer.state[weight]["exp_avg"])
+
+
+def save_bytes(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
 
 
 def cli_args(out: Path, method: tuple[str, str], every: int) -> list[str]:
