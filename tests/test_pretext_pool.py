@@ -86,7 +86,7 @@ def test_stage_key_follows_what_the_stage_depends_on(tmp_path):
     base = key()
     # what only the downstream stage reads shares the stage
     for same in ({"train.epochs": 7}, {"train.pos_weight": 3.0}, {"data.label_fraction": 0.25},
-                 {"transfer": "knn"}, {"out": str(tmp_path)}):
+                 {"transfer": "knn"}, {"out": str(tmp_path)}, {"train.checkpoint_every": 5}):
         assert key(**same) == base, same
     fewer = np.ones(60, bool)
     fewer[0] = False

@@ -15,6 +15,7 @@ from ..config import Config
 from ..data.base import LoadedDataset
 from ..data.splits import label_subset
 from ..registry import PRETEXTS, TRANSFERS
+from ..training.checkpoint import CheckpointStore
 from ..training.context import FitContext
 from ..training.device import resolve_precision
 from ..training.progress import TrainingProgress
@@ -89,7 +90,11 @@ def run_fold(
     k: int,
     device: torch.device,
     progress: TrainingProgress | None = None,
+    checkpoint_store: CheckpointStore | None = None,
 ) -> FoldResult:
+    """Train fold ``k`` and score its held-out images. With ``train.checkpoint_every`` and a
+    ``checkpoint_store``, the training state is saved there every few epochs and a saved state of
+    this fold is resumed from, with the same results (:mod:`ssl_bench.training.checkpoint`)."""
     seed_everything(cfg.seed, k)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -110,6 +115,7 @@ def run_fold(
         amp_dtype=amp_dtype,
         progress=progress or TrainingProgress(enabled=False),
         pretext_pool=pool,
+        checkpoint_store=checkpoint_store,
     )
     classifier = transfer.fit(ctx)
     batch = max(cfg.train.batch_size, 16)

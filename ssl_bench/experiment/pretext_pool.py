@@ -34,6 +34,7 @@ from ..data.preprocess import PREPROCESS_VERSION
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS, TRANSFERS
 from ..training.pretext_pool import PretextPool
+from .rundir import VOLATILE_TRAIN_KEYS
 
 CACHE_FOLDER = ".pretext-cache"
 DOWNSTREAM_ONLY = ("epochs", "pos_weight")  # train.* settings the pretext stage never reads
@@ -118,8 +119,9 @@ def stage_key(cfg: Config, pretext, pool: LoadedDataset, keep: np.ndarray, devic
         },
         "image_size": list(cfg.data.image_size),
         # every training setting (pretext epochs, lr, batch, schedule, ...) but the two that only
-        # the downstream stage reads: a new setting is in the key without an edit here
-        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in DOWNSTREAM_ONLY},
+        # the downstream stage reads and those that never change results (how often a fold is
+        # checkpointed): a new setting is in the key without an edit here
+        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in DOWNSTREAM_ONLY + VOLATILE_TRAIN_KEYS},
         "seed": cfg.seed,
         "device": device.type,
         "precision": str(amp_dtype),

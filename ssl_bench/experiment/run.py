@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import components
 from ..config import Config
@@ -110,9 +111,11 @@ def open_prepared_run(cfg: Config, where: str = "this machine") -> PreparedRun:
 
 
 def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress | None = None) -> dict:
-    """Train + evaluate fold ``k`` unless it is already complete; returns its metrics."""
+    """Train + evaluate fold ``k`` unless it is already complete (resuming from its checkpoint,
+    if it has one of this configuration); returns its metrics."""
     if not run.rundir.fold_done(k):
-        result = run_fold(run.config, run.loaded, run.fold_of, k, device, progress)
+        result = run_fold(run.config, run.loaded, run.fold_of, k, device, progress,
+                          checkpoint_store=run.rundir.fold_checkpoint(k, run.config, torch.device(device).type))
         run.rundir.write_fold(k, result.metrics, result.predictions, result.model, result.history)
     return run.rundir.read_metrics(k)
 

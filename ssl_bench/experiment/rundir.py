@@ -9,6 +9,7 @@
                  skipped.csv   inputs left out with --on-bad-image skip (if any)
                  failed/fold-<k>.txt   traceback of a bench job that failed after its retries
 <out>/<run-name>/folds/<k>/metrics.json  predictions.csv  model.pt  history.csv
+                 folds/.<k>.checkpoint.pt   fold k's training state while it trains (train.checkpoint_every)
 ```
 
 ``history.csv``: one row per trained epoch, ``stage, epoch``, each mean loss of the stage (e.g.
@@ -32,6 +33,14 @@ are hidden names (``.<k>.tmp-*``, ``.<file>.*``) that no reader mistakes for res
 at a time writes a run directory (:meth:`RunDir.claim`: an OS lock on ``.lock``); a second one
 stops with one line.
 
+``folds/.<k>.checkpoint.pt`` (:class:`FoldCheckpointFile`, with ``train.checkpoint_every``) is
+fold ``k``'s training state every few epochs (:mod:`ssl_bench.training.checkpoint`), so that a
+killed run resumes the fold where it stopped with the same results. Its name is hidden (it is
+never a result), it is written atomically, stamped with a digest of the settings that decide the
+results (:func:`config_key`: a checkpoint of another configuration is never used), the fold and
+the device type, read with ``torch.load(..., weights_only=True)``, and removed once the fold is complete;
+:meth:`RunDir.remove_leftovers` keeps the checkpoint of an unfinished fold.
+
 ``model.pt`` (:data:`MODEL_FORMAT`, version :data:`MODEL_VERSION`) is a plain dict of tensors and
 plain values that ``torch.load(..., weights_only=True)`` reads: ``format``, ``version``,
 ``architecture``, ``backbone``, ``in_chans``, ``num_classes``, ``image_size`` ``[height, width]``
@@ -46,6 +55,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -64,7 +74,7 @@ import yaml
 
 from ..config import Config, check_path_name, load_yaml, save_yaml
 from ..errors import UserError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write, atomic_write_text
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
 MODEL_FILE = "model.pt"
@@ -79,11 +89,16 @@ MODEL_KEYS_V2 = MODEL_KEYS + ("architecture",)  # from version 2 on
 # files go and how fast it runs, never what decides the results.
 VOLATILE_KEYS = ("fold", "out", "device", "threads")
 VOLATILE_DATA_KEYS = ("cache_dir", "workers")
+VOLATILE_TRAIN_KEYS = ("checkpoint_every",)  # a resumed fold equals an uninterrupted one
+CHECKPOINT_FORMAT = "ssl-bench-checkpoint"
+CHECKPOINT_VERSION = 1
 
 #: run directories this process holds the lock of (path -> open lock file)
 _CLAIMED: dict[str, Any] = {}
 _TEMP_FOLD = re.compile(r"^\.\d+\.tmp-")
 _TEMP_FILE = re.compile(r"^\.(config\.yaml|env\.json|summary\.json|folds\.csv|skipped\.csv|fold-\d+\.txt)\..+")
+_CHECKPOINT = re.compile(r"^\.(\d+)\.checkpoint\.pt$")
+_TEMP_CHECKPOINT = re.compile(r"^\.\.\d+\.checkpoint\.pt\..+")  # fileio.atomic_write's temporary name
 
 
 def to_json(data: Any) -> str:
@@ -220,6 +235,8 @@ def comparable_config(config: dict) -> dict:
     """The settings of a config dict that decide a run's results."""
     out = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
     out["data"] = {k: v for k, v in (config.get("data") or {}).items() if k not in VOLATILE_DATA_KEYS}
+    if "train" in config:
+        out["train"] = {k: v for k, v in (config.get("train") or {}).items() if k not in VOLATILE_TRAIN_KEYS}
     if out["data"].get("label_fraction", 1.0) == 1.0:  # runs written before label fractions: all labels
         out["data"].pop("label_fraction", None)
     for key in ("test_dataset", "test_root"):  # runs written before test datasets: none
@@ -228,6 +245,52 @@ def comparable_config(config: dict) -> dict:
     if not (out.get("pretext_data") or {}).get("dataset"):  # runs written before pretext pools: none
         out.pop("pretext_data", None)
     return out
+
+
+def config_key(cfg: Config) -> str:
+    """A digest of the settings of ``cfg`` that decide a run's results (:func:`comparable_config`)."""
+    as_saved = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # tuples become lists, as on disk
+    return hashlib.sha256(json.dumps(comparable_config(as_saved), sort_keys=True).encode()).hexdigest()
+
+
+class FoldCheckpointFile:
+    """Fold ``k``'s training checkpoint, ``folds/.<k>.checkpoint.pt`` (the store of
+    :class:`ssl_bench.training.checkpoint.FoldCheckpoints`): a dict of ``format``, ``version``,
+    ``key`` (:func:`config_key`), ``fold``, ``device`` (the device type that trained it: a
+    checkpoint of another type is not used, as its precision and optimiser settings differ) and the
+    training ``state``, tensors and plain values only."""
+
+    def __init__(self, path: Path, fold: int, key: str, device_type: str):
+        self.path, self.fold, self.key, self.device_type = path, fold, key, device_type
+        self.label = f"fold {fold} (checkpoint {path})"
+
+    def _stamp(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": self.key, "fold": self.fold,
+                "device": self.device_type}
+
+    def load(self) -> dict | None:
+        """The saved state, or None without a checkpoint of this fold and configuration (one of
+        another configuration, or one that cannot be read, is never used: the fold starts over)."""
+        if not self.path.is_file():
+            return None
+        try:
+            record = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # unreadable (not ours, another torch): training from the start is safe
+            return None
+        if not isinstance(record, dict) or any(record.get(k) != v for k, v in self._stamp().items()):
+            return None
+        return record.get("state")
+
+    def save(self, state: dict) -> None:
+        """Replace the checkpoint atomically (a kill while saving leaves the previous one)."""
+        record = {**self._stamp(), "state": state}
+        try:
+            atomic_write(self.path, lambda fh: torch.save(record, fh))
+        except Exception as exc:
+            if _no_space(exc):
+                raise UserError(f"no space left on the device while saving {self.label}; free space and "
+                                f"rerun the same command (it resumes from the previous checkpoint)") from None
+            raise
 
 
 class RunDir:
@@ -313,6 +376,13 @@ class RunDir:
         return sorted(int(d.name) for d in folds.iterdir() if d.is_dir() and d.name.isdigit()) \
             if folds.is_dir() else []
 
+    def checkpoint_path(self, k: int) -> Path:
+        return self.path / "folds" / f".{k}.checkpoint.pt"
+
+    def fold_checkpoint(self, k: int, cfg: Config, device_type: str) -> FoldCheckpointFile:
+        """Fold ``k``'s training checkpoint for configuration ``cfg`` trained on ``device_type``."""
+        return FoldCheckpointFile(self.checkpoint_path(k), k, config_key(cfg), device_type)
+
     def model_path(self, k: int) -> Path:
         return self.fold_dir(k) / MODEL_FILE
 
@@ -321,8 +391,9 @@ class RunDir:
         """Write a fold's files (and its training history) into a temporary folder, then rename
         it into place."""
         final = self.fold_dir(k)
-        if self.fold_done(k):
-            return  # never rewrite a completed fold
+        if self.fold_done(k):  # never rewrite a completed fold
+            self.checkpoint_path(k).unlink(missing_ok=True)
+            return
         tmp = final.parent / f".{k}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -342,15 +413,16 @@ class RunDir:
             raise
         if self.fold_done(k):  # another process finished this fold meanwhile: keep its files
             shutil.rmtree(tmp, ignore_errors=True)
-            return
-        if final.exists():  # an incomplete leftover, never a complete fold (checked above)
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not self.fold_done(k):  # lost a race to a complete fold is fine; anything else is not
-                raise
+        else:
+            if final.exists():  # an incomplete leftover, never a complete fold (checked above)
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not self.fold_done(k):  # lost a race to a complete fold is fine; anything else is not
+                    raise
+        self.checkpoint_path(k).unlink(missing_ok=True)  # the fold is complete: nothing to resume
 
     def read_metrics(self, k: int) -> dict:
         return read_json(self.fold_dir(k) / "metrics.json", null_is_nan=True)
@@ -424,11 +496,15 @@ class RunDir:
         return self.path / "failed" / f"fold-{k}.txt"
 
     def remove_leftovers(self) -> list[Path]:
-        """Delete what an interrupted process left half-written; returns the paths removed."""
+        """Delete what an interrupted process left half-written, and the checkpoints of complete
+        folds; returns the paths removed. The checkpoint of an unfinished fold stays: it is what
+        that fold resumes from."""
         removed = []
         folds = self.path / "folds"
         for p in folds.iterdir() if folds.is_dir() else ():
-            if _TEMP_FOLD.match(p.name):
+            checkpoint = _CHECKPOINT.match(p.name)
+            if _TEMP_FOLD.match(p.name) or _TEMP_CHECKPOINT.match(p.name) \
+                    or (checkpoint and self.fold_done(int(checkpoint.group(1)))):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 removed.append(p)
         for d in (self.path, self.path / "failed"):

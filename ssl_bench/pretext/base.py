@@ -77,6 +77,13 @@ class PretextTask(ABC):
         """The views the teacher sees (DINO: the global ones only); all of them by default."""
         return views
 
+    def stateful_modules(self) -> dict[str, nn.Module]:
+        """The task's own modules, whose buffers may change while it trains (a MoCo queue, a
+        SimCLR memory bank, DINO's centre, in lightly's losses): a fold's checkpoint saves and
+        restores them (:mod:`ssl_bench.training.checkpoint`). Every ``nn.Module`` attribute by
+        default."""
+        return {name: value for name, value in vars(self).items() if isinstance(value, nn.Module)}
+
     def build_embedding_head(self, in_features: int) -> nn.Module:
         """Head mapping pooled backbone features to this task's output (embedding kind only)."""
         raise NotImplementedError(f"{type(self).__name__} is an image pretext task")

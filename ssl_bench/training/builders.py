@@ -31,7 +31,9 @@ class Builders:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     use_graphs: bool = False
+    #: every optimiser built and every module prepared, in order: a fold's checkpoint holds their states
     optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
+    modules: list[nn.Module] = field(default_factory=list)
 
     def new_backbone(self) -> nn.Module:
         """The downstream timm backbone with a 1-logit classifier, 1 input channel, built for the
@@ -88,6 +90,7 @@ class Builders:
         compiled when ``train.compile`` and ``compile`` (the original stays the one to save).
         ``torch.compile`` compiles ``module(...)`` only: for other methods use :meth:`compiled`."""
         module = prepare_module(module, self.device, self.config.train.channels_last)
+        self.modules.append(module)
         if compile and self.config.train.compile:
             return torch.compile(module)
         return module

@@ -17,6 +17,11 @@ The loop is the CUDA fast path every strategy shares:
 
 On the CPU the same code runs in fp32 with none of the CUDA-only settings, so the fast path's
 results equal a plain PyTorch loop's (``tests/test_fast_path.py``).
+
+With ``train.checkpoint_every`` and a ``checkpoint_store`` (the run directory's), the loop saves
+the fold's training state every few epochs and a fold started again resumes from it: every module
+passed to :meth:`FitContext.prepare` and every optimiser of :meth:`FitContext.optimizer` is part of
+that state (:mod:`ssl_bench.training.checkpoint`), so strategies need nothing more.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from ..config import Config
 from ..pretext.base import PretextTask
 from .batches import FoldBatches, augment_batch
 from .builders import Builders
+from .checkpoint import CheckpointStore, FoldCheckpoints
 from .device import configure_fast_path, graphs_requested
 from .loop import StepFn, TrainingLoop, optimizer_step
 from .losses import weighted_bce
@@ -54,6 +60,8 @@ class FitContext:
     progress: TrainingProgress = field(default_factory=lambda: TrainingProgress(enabled=False))
     #: the pool the pretext stage trains on instead of ``images`` (``--pretext-data``), else None
     pretext_pool: PretextPool | None = None
+    #: where the fold's training state is saved every ``train.checkpoint_every`` epochs (None: nowhere)
+    checkpoint_store: CheckpointStore | None = None
     #: CUDA-graph capture of training steps: asked for (config or env), and on a CUDA device
     use_graphs: bool = field(init=False)
     data: FoldBatches = field(init=False)
@@ -69,9 +77,14 @@ class FitContext:
         self.loop = TrainingLoop(self.data, self.use_graphs, self.progress,
                                  learning_rate=self.builders.learning_rate,
                                  start_epoch=self.builders.start_epoch)
+        if self.checkpoint_store is not None and t.checkpoint_every > 0:
+            self.loop.checkpoints = FoldCheckpoints(
+                t.checkpoint_every, self.checkpoint_store, self.builders.modules, self.builders.optimizers,
+                self.pretext.stateful_modules(), self.device, announce=self.progress.note)
 
     def over(self, images: torch.Tensor, labels: torch.Tensor) -> "FitContext":
-        """The same run's context over other images (a pretext pool), with its own loop and history."""
+        """The same run's context over other images (a pretext pool), with its own loop and history
+        (and no checkpoints: a pool's stage is shared by folds and cached on its own)."""
         return FitContext(config=self.config, pretext=self.pretext, images=images, labels=labels,
                           device=self.device, amp_dtype=self.amp_dtype, progress=self.progress)
 

@@ -5,7 +5,9 @@ No host-device sync happens inside a step: a step returns detached loss tensors,
 them on the device, and one copy per epoch brings the means back (no ``.item()``, no Python
 branching on tensor values). With CUDA graphs on, the step is captured after a few eager steps
 and replayed (:mod:`ssl_bench.training.cuda_graphs`). Every epoch is recorded in
-:attr:`TrainingLoop.history` (a run writes it as ``history.csv``).
+:attr:`TrainingLoop.history` (a run writes it as ``history.csv``). With ``checkpoints``
+(``train.checkpoint_every``), the fold's training state is saved every few epochs and a resumed
+fold skips the stages and epochs it had done (:mod:`ssl_bench.training.checkpoint`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Callable
 import torch
 
 from .batches import FoldBatches
+from .checkpoint import FoldCheckpoints
 from .cuda_graphs import GraphedStep
 from .progress import TrainingProgress
 
@@ -44,16 +47,27 @@ class TrainingLoop:
     learning_rate: Callable[[], float] = lambda: float("nan")
     #: called with (epoch, epochs) before each epoch of a stage: sets the learning-rate schedule
     start_epoch: Callable[[int, int], None] = lambda epoch, epochs: None
+    #: saves the training state every few epochs and restores it on resume (None: off)
+    checkpoints: FoldCheckpoints | None = None
+    #: how many stages ``run`` has started: a stage's index in the fold, for the checkpoints
+    stages_started: int = 0
 
     def run(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
         """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
         epoch's mean losses. A loss that becomes NaN or infinite stops training with the stage
         and loss named."""
+        index, self.stages_started = self.stages_started, self.stages_started + 1
+        first = self.checkpoints.resume_at(index, stage, epochs, self.history) \
+            if self.checkpoints is not None else 0
+        if first is None:  # finished before the checkpoint being resumed
+            return stage_losses(self.checkpoints.saved["history"], stage)
         if self.use_graphs:
             step = GraphedStep(step, name=stage)
-        last: dict[str, float] = {}
+        last: dict[str, float] = stage_losses(self.history, stage) if first else {}
         self.progress.start_stage(stage, epochs, self.batches.steps_per_epoch())
-        for epoch in range(epochs):
+        if first:
+            self.progress.skip_epochs(first)
+        for epoch in range(first, epochs):
             started = time.perf_counter()
             self.start_epoch(epoch, epochs)
             sums: dict[str, torch.Tensor] = {}
@@ -75,7 +89,15 @@ class TrainingLoop:
             self.history.append({"stage": stage, "epoch": epoch + 1, **last, "lr": self.learning_rate(),
                                  "seconds": round(time.perf_counter() - started, 4)})
             self.progress.epoch_done(last)
+            if self.checkpoints is not None:
+                self.checkpoints.epoch_done(index, stage, epoch + 1, self.history)
         self.progress.finish_stage()
         if isinstance(step, GraphedStep):
             self.graph_stats[stage] = step.stats()
         return last
+
+
+def stage_losses(history: list[dict], stage: str) -> dict[str, float]:
+    """The mean losses of the last recorded epoch of ``stage`` ({} when none is recorded)."""
+    rows = [row for row in history if row["stage"] == stage]
+    return {k: v for k, v in rows[-1].items() if k not in ("stage", "epoch", "lr", "seconds")} if rows else {}

@@ -36,6 +36,15 @@ class TrainingProgress:
         self._epoch = self._progress.add_task(f"  {name} epoch", total=epochs, info="")
         self._step = self._progress.add_task("  step", total=steps_per_epoch, info="")
 
+    def skip_epochs(self, done: int) -> None:
+        """Count ``done`` epochs of the current stage as done (a fold resumed from its checkpoint)."""
+        if self._epoch is not None:
+            self._progress.update(self._epoch, completed=done)
+
+    def note(self, line: str) -> None:
+        """Print one line above the bars (also when the bars are off: it is not a bar)."""
+        self._progress.console.print(line, highlight=False)
+
     def step(self) -> None:
         if self._step is not None:
             self._progress.update(self._step, advance=1)
