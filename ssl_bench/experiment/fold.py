@@ -18,6 +18,7 @@ from ..registry import PRETEXTS, TRANSFERS
 from ..training.context import FitContext
 from ..training.device import resolve_precision
 from ..training.progress import TrainingProgress
+from ..training.tracking import HistorySink
 from ..training.scoring import predict_scores
 from .metrics import fold_metrics
 from .operating_point import operating_threshold
@@ -87,6 +88,7 @@ def run_fold(
     k: int,
     device: torch.device,
     progress: TrainingProgress | None = None,
+    sink: HistorySink | None = None,
 ) -> FoldResult:
     seed_everything(cfg.seed, k)
     if cfg.threads > 0:
@@ -108,7 +110,9 @@ def run_fold(
         amp_dtype=amp_dtype,
         progress=progress or TrainingProgress(enabled=False),
         pretext_pool=pool,
+        sink=sink,
     )
+    ctx.progress.explain_losses(getattr(transfer, "losses", {}))
     classifier = transfer.fit(ctx)
     batch = max(cfg.train.batch_size, 16)
     held_out = images.index_select(0, torch.from_numpy(test_idx).to(device))

@@ -35,6 +35,7 @@ from .loop import StepFn, TrainingLoop, optimizer_step
 from .losses import weighted_bce
 from .pretext_pool import PretextPool
 from .progress import TrainingProgress
+from .tracking import HistorySink
 
 F_ = TypeVar("F_", bound=Callable)
 
@@ -54,6 +55,8 @@ class FitContext:
     progress: TrainingProgress = field(default_factory=lambda: TrainingProgress(enabled=False))
     #: the pool the pretext stage trains on instead of ``images`` (``--pretext-data``), else None
     pretext_pool: PretextPool | None = None
+    #: where each epoch of the history streams as well (--log; None: history.csv only)
+    sink: HistorySink | None = None
     #: CUDA-graph capture of training steps: asked for (config or env), and on a CUDA device
     use_graphs: bool = field(init=False)
     data: FoldBatches = field(init=False)
@@ -68,7 +71,7 @@ class FitContext:
         self.builders = Builders(self.config, self.device, self.amp_dtype, self.use_graphs)
         self.loop = TrainingLoop(self.data, self.use_graphs, self.progress,
                                  learning_rate=self.builders.learning_rate,
-                                 start_epoch=self.builders.start_epoch)
+                                 start_epoch=self.builders.start_epoch, sink=self.sink)
 
     def over(self, images: torch.Tensor, labels: torch.Tensor) -> "FitContext":
         """The same run's context over other images (a pretext pool), with its own loop and history."""

@@ -19,6 +19,7 @@ import torch
 from .batches import FoldBatches
 from .cuda_graphs import GraphedStep
 from .progress import TrainingProgress
+from .tracking import HistorySink
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
@@ -44,6 +45,8 @@ class TrainingLoop:
     learning_rate: Callable[[], float] = lambda: float("nan")
     #: called with (epoch, epochs) before each epoch of a stage: sets the learning-rate schedule
     start_epoch: Callable[[int, int], None] = lambda epoch, epochs: None
+    #: receives each history row as it is added (--log tensorboard|mlflow; training/tracking.py)
+    sink: HistorySink | None = None
 
     def run(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
         """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
@@ -74,6 +77,8 @@ class TrainingLoop:
                         raise FloatingPointError(f"{stage}: loss {k} became {v}; lower train.lr")
             self.history.append({"stage": stage, "epoch": epoch + 1, **last, "lr": self.learning_rate(),
                                  "seconds": round(time.perf_counter() - started, 4)})
+            if self.sink is not None:
+                self.sink.log_epoch(self.history[-1])
             self.progress.epoch_done(last)
         self.progress.finish_stage()
         if isinstance(step, GraphedStep):
