@@ -7,7 +7,9 @@ that lists all of them. A registered class gets its registry name as its ``name`
 in messages), so a component never repeats its own name.
 
 Built-in components live in ``ssl_bench``'s own modules and are imported the first time any
-registry is listed or looked up (``get``, ``create``, ``entry``, ``names``, ``in``);
+registry is listed or looked up (``get``, ``create``, ``entry``, ``names``, ``in``); only
+:func:`listing` (``ssl-bench list``) reads their names and summaries from the source files
+instead, while no plugin is installed;
 third-party components come from the entry-point group ``ssl_bench.plugins``: each entry point
 names a module (``rotation = "ssl_bench_rotation"``) whose decorators register, imported once per
 process, right after the built-ins. Every entry records its origin: ``built-in``, or the plugin

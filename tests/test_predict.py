@@ -64,8 +64,8 @@ def test_predict_user_errors(trained, tmp_path):
 
 def test_predict_json_on_a_partial_run_and_a_binary_config(trained, tmp_path):
     """Issue 15, cases 4, 6 and 10: JSON ends with a newline and names the probability
-    p_malignant; a run with a fold missing warns and averages the folds it has; a config.yaml
-    that is not text is one line."""
+    p_malignant; a run with a fold missing warns and averages the folds it has; a malformed
+    model.pt and a config.yaml that is not text are one line each."""
     import shutil
 
     tree, run = trained
@@ -84,6 +84,10 @@ def test_predict_json_on_a_partial_run_and_a_binary_config(trained, tmp_path):
     (row,) = json.loads(result.stdout)
     assert set(row) == {"file", "p_malignant", "threshold", "malignant", "fold_0"}
     assert row["p_malignant"] == row["fold_0"]
+    (partial / "folds" / "0" / "model.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    malformed = invoke("predict", "--run", partial, dicom)
+    assert malformed.exit_code == 2 and "not a ssl-bench model file" in malformed.output, malformed.output
+    assert len(malformed.output.strip().splitlines()) == 1
     (partial / "config.yaml").write_bytes(bytes(range(256)) * 4)
     binary = invoke("predict", "--run", partial, dicom)
     assert binary.exit_code == 2 and "not a YAML text file" in binary.output, binary.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -84,11 +85,16 @@ def test_mlflow_metrics_equal_history_csv(tmp_path):
         assert logged[key] == pytest.approx(value, rel=1e-12), key
 
 
+BENCH = ["bench", Path(__file__).resolve().parents[1] / "benchmarks" / "table2.yaml", "--profile", "smoke",
+         "--only", "ResNet", "--quiet"]
+
+
+@pytest.mark.parametrize("command", [RUN, BENCH], ids=["run", "bench"])
 @pytest.mark.parametrize("backend", ["tensorboard", "mlflow"])
-def test_a_missing_library_is_one_line_before_anything_is_written(tmp_path, monkeypatch, backend):
+def test_a_missing_library_is_one_line_before_anything_is_written(tmp_path, monkeypatch, backend, command):
     module = BACKEND_MODULES[backend][0]
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if the package were absent
-    result = invoke(*RUN, "--log", backend, "--out", tmp_path)
+    result = invoke(*command, "--log", backend, "--out", tmp_path)
     assert result.exit_code == 2, result.output
     error = f"error: --log {backend} needs the {BACKEND_MODULES[backend][1]} package: pip install \"ssl-bench[{backend}]\""
     assert result.output.strip().splitlines()[-1] == error and "Traceback" not in result.output
