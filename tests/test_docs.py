@@ -4,10 +4,16 @@ it or an error message suggests names an extra that pyproject.toml defines."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import pytest
+
 from ssl_bench.training.tracking import BACKEND_MODULES
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
