@@ -96,6 +96,7 @@ def test_a_missing_library_is_one_line_before_anything_is_written(tmp_path, monk
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if the package were absent
     result = invoke(*command, "--log", backend, "--out", tmp_path)
     assert result.exit_code == 2, result.output
-    error = f"error: --log {backend} needs the {BACKEND_MODULES[backend][1]} package: pip install \"ssl-bench[{backend}]\""
+    package = BACKEND_MODULES[backend][1]
+    error = f"error: --log {backend} needs the {package} package: pip install \"ssl-bench[{backend}]\""
     assert result.output.strip().splitlines()[-1] == error and "Traceback" not in result.output
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # checked before the run directory

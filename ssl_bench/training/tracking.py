@@ -100,12 +100,13 @@ class MlflowSink:
     def __init__(self, uri: str, experiment: str, run_name: str, config: dict[str, Any]):
         mlflow = require_backend("mlflow")
         self.entities = importlib.import_module("mlflow.entities")
+        errors = importlib.import_module("mlflow.exceptions")
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             try:
                 experiment_id = self.client.create_experiment(experiment)
-            except importlib.import_module("mlflow.exceptions").MlflowException:  # a concurrent job of the bench created it first
+            except errors.MlflowException:  # a concurrent job of the bench created it first
                 experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
         else:
             experiment_id = found.experiment_id
