@@ -93,6 +93,20 @@ class TrainConfig:
     checkpoint_every: int = 0
 
 
+#: experiment trackers the training history can stream to (ssl_bench/training/tracking.py)
+LOG_BACKENDS = ("none", "tensorboard", "mlflow")
+
+
+@dataclass
+class LogConfig:
+    """Where each epoch of the training history goes besides the fold's history.csv."""
+
+    backend: str = "none"  # one of LOG_BACKENDS
+    # tensorboard: parent folder of the event files (default: the run directory's logs/);
+    # mlflow: the tracking URI (default: a file store in the run directory's mlruns/)
+    uri: str | None = None
+
+
 @dataclass
 class Config:
     pretext: str = "none"
@@ -109,6 +123,7 @@ class Config:
     pretext_data: PretextDataConfig = field(default_factory=PretextDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def component_params(self, name: str) -> dict[str, Any]:
@@ -451,6 +466,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{key} must be a finite number {bound} {low:g}, got {value!r}")
     if not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed must be in 0..{2**32 - 1}, got {cfg.seed}")
+    if cfg.log.backend not in LOG_BACKENDS:
+        raise ConfigError(f"log.backend must be one of {', '.join(LOG_BACKENDS)}, got '{cfg.log.backend}'")
     if cfg.threads < 0:
         raise ConfigError(f"threads must be at least 0 (0 = torch's default), got {cfg.threads}")
     if cfg.name is not None:

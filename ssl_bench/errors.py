@@ -12,3 +12,11 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """An input file or dataset layout is missing, unreadable or inconsistent."""
+
+
+class ToolkitWarning(UserWarning):
+    """Something the user should know that stops nothing; the CLI shows it as one ``warning:`` line."""
+
+
+class DataWarning(ToolkitWarning):
+    """Inputs that load but carry little to learn from (tiny or blank images)."""

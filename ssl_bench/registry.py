@@ -7,7 +7,9 @@ that lists all of them. A registered class gets its registry name as its ``name`
 in messages), so a component never repeats its own name.
 
 Built-in components live in ``ssl_bench``'s own modules and are imported the first time any
-registry is listed or looked up (``get``, ``create``, ``entry``, ``names``, ``in``);
+registry is listed or looked up (``get``, ``create``, ``entry``, ``names``, ``in``); only
+:func:`listing` (``ssl-bench list``) reads their names and summaries from the source files
+instead, while no plugin is installed;
 third-party components come from the entry-point group ``ssl_bench.plugins``: each entry point
 names a module (``rotation = "ssl_bench_rotation"``) whose decorators register, imported once per
 process, right after the built-ins. Every entry records its origin: ``built-in``, or the plugin
@@ -18,17 +20,20 @@ outcome of every plugin).
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import fnmatch
+import functools
 import importlib
 import inspect
 import sys
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import UserError
+from .errors import ToolkitWarning, UserError
 
 PLUGIN_GROUP = "ssl_bench.plugins"
 
@@ -136,7 +141,7 @@ _loaded = False
 _status: dict[str, "PluginStatus"] = {}
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(ToolkitWarning):
     """A plugin could not be loaded; the rest of the toolkit keeps working."""
 
 
@@ -244,6 +249,72 @@ def plugin_status() -> list[PluginStatus]:
 def summary(obj: Any) -> str:
     """The summary of a component's own docstring: its first paragraph, on one line
     (a class without a docstring has none, even when its base class has one)."""
-    doc = obj.__doc__ if isinstance(getattr(obj, "__doc__", None), str) else ""
+    return first_paragraph(obj.__doc__ if isinstance(getattr(obj, "__doc__", None), str) else "")
+
+
+# ---- listing without importing ---------------------------------------------------------------
+# `ssl-bench list` needs only names, origins and summaries. The built-in components' modules
+# import torch, timm and lightly (seconds); their names and docstrings are plain source text, so
+# the listing reads them from the source files (ast) until something imports the registries.
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One row of a listing: a component's name, origin and docstring summary."""
+
+    name: str
+    origin: str
+    summary: str
+
+
+def _module_source(module: str) -> Path:
+    """The source file of one of ssl_bench's own modules, found without importing it."""
+    path = Path(__file__).parent.joinpath(*module.split(".")[1:])
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _registered_in(tree: ast.Module) -> Iterator[tuple[str, str, str]]:
+    """``(kind, name, summary)`` of each ``@REGISTRY.register("name")`` in a parsed module."""
+    by_variable = {kind.upper(): kind for kind in REGISTRIES}
+    for node in tree.body:
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            continue
+        for deco in node.decorator_list:
+            if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)
+                    and deco.func.attr == "register" and isinstance(deco.func.value, ast.Name)
+                    and deco.func.value.id in by_variable and deco.args
+                    and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
+                yield by_variable[deco.func.value.id], deco.args[0].value, first_paragraph(ast.get_docstring(node))
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_catalogue() -> dict[str, tuple[Listed, ...]]:
+    """Kind -> the built-in components by name, read from :data:`BUILTIN_MODULES` and the sibling modules
+    they import (``from . import a, b``), without importing any of them."""
+    found: dict[str, list[Listed]] = {kind: [] for kind in REGISTRIES}
+    for module in BUILTIN_MODULES:
+        source = _module_source(module)
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        files = [source] + [source.parent / f"{alias.name}.py" for node in tree.body
+                            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+                            for alias in node.names]
+        for file in files:
+            for kind, name, text in _registered_in(ast.parse(file.read_text(encoding="utf-8"))):
+                found[kind].append(Listed(name, "built-in", text))
+    return {kind: tuple(sorted(rows, key=lambda row: row.name)) for kind, rows in found.items()}
+
+
+def listing(kind: str, pattern: str = "*") -> list[Listed]:
+    """The components of one registry matching ``pattern``, by name. Read from the source files
+    while nothing has imported the registries and no plugin is installed (plugins register by
+    running their code, so they are imported, and the built-ins with them)."""
+    if not _loaded and not plugin_entry_points():
+        return [row for row in builtin_catalogue()[kind] if fnmatch.fnmatch(row.name, pattern)]
+    reg = REGISTRIES[kind]
+    return [Listed(name, reg.entry(name).origin, summary(reg.entry(name).obj)) for name in reg.names(pattern)]
+
+
+def first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph on one line (``doc`` cleaned as :func:`inspect.cleandoc`)."""
     doc = inspect.cleandoc(doc) if doc else ""
     return " ".join(doc.split("\n\n")[0].split())

@@ -138,3 +138,26 @@ def test_list_shows_components():
     result = CliRunner().invoke(main, ["list", "pretexts"])
     assert result.exit_code == 0
     assert "gsim" in result.output and "built-in" in result.output
+
+
+def test_run_help_gives_each_profiles_defaults():
+    """Issue 15, case 10: the help said "the profile's" without saying what that is."""
+    from ssl_bench.config import PROFILES
+
+    result = CliRunner().invoke(main, ["run", "--help"], env={"COLUMNS": "100"})
+    flat = "".join(result.output.split())
+    for profile, values in PROFILES.items():
+        for key in ("model.backbone", "train.epochs", "train.pretext_epochs", "train.batch_size"):
+            assert f"{values[key]}in{profile}" in flat, (profile, key)
+        height, width = values["data.image_size"]
+        assert f"{height}x{width}in{profile}" in flat
+
+
+def test_output_to_a_file_is_not_cut_at_80_columns():
+    """Issue 15, case 7: tables written to a pipe or a log were cut at rich's 80 columns."""
+    from ssl_bench.registry import PRETEXTS, summary
+
+    result = CliRunner().invoke(main, ["list", "pretexts"], env={"COLUMNS": None})
+    assert result.exit_code == 0
+    longest = max((summary(PRETEXTS.get(n)) for n in PRETEXTS.names()), key=len)
+    assert len(longest) > 80 and longest in result.output  # on one line, whole

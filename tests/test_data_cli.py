@@ -117,3 +117,13 @@ def test_synth_png_and_user_errors(tmp_path):
     assert bad.exit_code == 2 and "Didyoumean'inbreast'" in flat(bad.output)
     bad = invoke("data", "verify", "--dataset", "inbreast", "--data-root", tmp_path, "--set", "params.inbreast.x=1")
     assert bad.exit_code == 2 and "unknownoption'x'for'inbreast'" in flat(bad.output)
+
+
+def test_synth_shows_its_progress(tmp_path):
+    """Issue 15, case 9: a large synthetic set was minutes of silence. In a terminal, one bar
+    counts the images drawn and one the files written (both on stderr)."""
+    result = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "png"), "--image-size", "64x32",
+                                       *COHORT], env={"TTY_COMPATIBLE": "1", "FORCE_COLOR": "1", "COLUMNS": "150"})
+    assert result.exit_code == 0, result.output
+    assert "drawing images" in result.stderr and "writing png files" in result.stderr
+    assert "14/14" in result.stderr and "wrote 14 images" in result.stdout

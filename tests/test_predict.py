@@ -60,3 +60,35 @@ def test_predict_user_errors(trained, tmp_path):
     assert bad.exit_code == 2 and "broken.dcm" in bad.output and "Traceback" not in bad.output
     not_a_run = invoke("predict", "--run", tmp_path, sorted((tree / "AllDICOMs").glob("*.dcm"))[0])
     assert not_a_run.exit_code == 2 and "not a run directory" in not_a_run.output
+
+
+def test_predict_json_on_a_partial_run_and_a_binary_config(trained, tmp_path):
+    """Issue 15, cases 4, 6 and 10: JSON ends with a newline and names the probability
+    p_malignant; a run with a fold missing warns and averages the folds it has; a malformed
+    model.pt and a config.yaml that is not text are one line each."""
+    import shutil
+
+    tree, run = trained
+    dicom = sorted((tree / "AllDICOMs").glob("*.dcm"))[0]
+    full = invoke("predict", "--run", run, dicom, "--format", "json")
+    assert full.exit_code == 0 and full.stdout.endswith("]\n") and full.stderr == ""
+    (row,) = json.loads(full.stdout)
+    assert set(row) == {"file", "p_malignant", "threshold", "malignant", "fold_0", "fold_1"}
+    partial = tmp_path / "partial"
+    shutil.copytree(run, partial)
+    shutil.rmtree(partial / "folds" / "1")
+    result = invoke("predict", "--run", partial, dicom, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert " ".join(result.stderr.split()).startswith(
+        f"warning: {partial} is partial: 1 of 2 folds have a trained model (folds 0); probabilities average those")
+    (row,) = json.loads(result.stdout)
+    assert set(row) == {"file", "p_malignant", "threshold", "malignant", "fold_0"}
+    assert row["p_malignant"] == row["fold_0"]
+    (partial / "folds" / "0" / "model.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    malformed = invoke("predict", "--run", partial, dicom)
+    assert malformed.exit_code == 2 and "not a ssl-bench model file" in malformed.output, malformed.output
+    assert len(malformed.output.strip().splitlines()) == 1
+    (partial / "config.yaml").write_bytes(bytes(range(256)) * 4)
+    binary = invoke("predict", "--run", partial, dicom)
+    assert binary.exit_code == 2 and "not a YAML text file" in binary.output, binary.output
+    assert len(binary.output.strip().splitlines()) == 1 and "Traceback" not in binary.output

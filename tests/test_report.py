@@ -381,3 +381,18 @@ def test_cli_on_a_bench_folder_glob(bench, tmp_path):
     assert "Skipped 5 file(s) that are not run directories" in (tmp_path / "r.html").read_text()
     res = runner.invoke(main, ["report", str(out), "--format", "csv"])
     assert res.exit_code == 0 and len(pd.read_csv(io.StringIO(res.stdout))) == 2
+
+
+def test_one_run_says_one_method_and_names_no_baseline_it_was_not_asked_for(tmp_path):
+    """Issue 15, case 9: "1 methods", and a complaint about the default baseline ResNet that the
+    user never asked for."""
+    (one,) = make_bench(tmp_path / "one", {"SimCLR": 1.2})
+    md = CliRunner().invoke(main, ["report", str(one), "--format", "md"])
+    assert md.exit_code == 0, md.output
+    assert "1 method ·" in md.stdout and "1 methods" not in md.stdout
+    assert "Baseline" not in md.stdout and "ResNet" not in md.stdout
+    asked = CliRunner().invoke(main, ["report", str(one), "--format", "md", "--baseline", "ResNet"])
+    assert "Baseline 'ResNet' is not among the runs (SimCLR); no p-values." in asked.stdout
+    two = make_bench(tmp_path / "two", {"ResNet": 1.0, "SimCLR": 1.2})
+    both = CliRunner().invoke(main, ["report", *map(str, two), "--format", "md"])
+    assert "2 methods ·" in both.stdout and "compare each method with the baseline ResNet" in both.stdout

@@ -18,7 +18,7 @@ from ..console import make_console
 from ..errors import UserError
 from .bench_cmd import bench
 from .data_cmd import data
-from .list_cmd import list_components, show_plugin_warnings
+from .list_cmd import list_components, show_toolkit_warnings
 from .predict_cmd import predict
 from .report_cmd import report
 from .run_cmd import run
@@ -33,7 +33,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            with show_plugin_warnings(console):
+            with show_toolkit_warnings(console):
                 return super().invoke(ctx)
         except UserError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -13,7 +13,7 @@ from ..console import make_console
 from ..errors import ConfigError
 from ..registry import EXECUTORS
 from .run_cmd import (LABEL_FRACTION_HELP, PRETEXT_DATA_HELP, SPLIT_HELP, SPLITS, TEST_DATASET_HELP,
-                      collect_flags, parse_fractions)
+                      collect_flags, log_options, parse_fractions)
 
 
 out_console = make_console()
@@ -91,6 +91,7 @@ def build_executor(name: str, cfg, **flags):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--label-fraction", "label_fraction", default=None, metavar="F[,F...]",
               help=LABEL_FRACTION_HELP + " Replaces the bench file's label_fractions.")
+@log_options
 def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retries, ray_address,
           gpus_per_job, cpus_per_job, sets, reference, quiet, label_fraction, **kwargs):
     """Run a benchmark file (e.g. benchmarks/table2.yaml): all methods x folds, then the leaderboard.

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from ..config import Config, DataConfig, parse_image_size, parse_scalar, parse_set_option, set_value
-from ..console import make_console
+from ..console import make_console, progress_bar
 from ..errors import ConfigError
 
 
@@ -84,28 +85,38 @@ def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> No
                           "--format png --layout flat or --format dicom --layout inbreast")
     size = parse_image_size(image_size, "--image-size")
     kwargs = _generator_options(sets, synthetic_mammo.generate)
+    defaults = inspect.signature(synthetic_mammo.generate).parameters
+    try:
+        total = sum(int(kwargs.get(k, defaults[k].default)) for k in ("n_benign", "n_malignant"))
+    except (TypeError, ValueError):
+        total = None  # generate() names the bad value below
     started = time.perf_counter()
     try:
-        if fmt == "png":
-            csv = synthetic_mammo.write_png_set(out, image_size=size, seed=seed, **kwargs)
-            n = sum(1 for _ in open(csv)) - 1
-            where = f"{csv} + {Path(out) / 'images'}/"
-        else:
-            from ..data.inbreast_writer import write_inbreast_tree
+        with progress_bar(transient=True, info=False) as bar:
+            drawn = bar.add_task("drawing images", total=total)
+            table, images = synthetic_mammo.generate(
+                image_size=size, seed=seed, orientation="laterality" if fmt == "png" else "canonical",
+                on_image=lambda: bar.advance(drawn), **kwargs)
+            written = bar.add_task(f"writing {fmt} files", total=len(table))
+            if fmt == "png":
+                csv = synthetic_mammo.write_png_files(out, table, images, on_image=lambda: bar.advance(written))
+                where = f"{csv} + {Path(out) / 'images'}/"
+            else:
+                from ..data.inbreast_writer import write_inbreast_tree
 
-            table, images = synthetic_mammo.generate(image_size=size, seed=seed, **kwargs)
-            write_inbreast_tree(out, images, table, bits_stored=int(bits_stored),
-                                compress=None if compress == "none" else compress)
-            n = len(table)
-            where = f"{Path(out) / 'AllDICOMs'}/ + {Path(out) / 'INbreast.csv'}"
+                write_inbreast_tree(out, images, table, bits_stored=int(bits_stored),
+                                    compress=None if compress == "none" else compress,
+                                    on_image=lambda: bar.advance(written))
+                where = f"{Path(out) / 'AllDICOMs'}/ + {Path(out) / 'INbreast.csv'}"
     except ValueError as exc:
         raise ConfigError(f"cannot generate the synthetic set: {exc}") from None
-    out_console.print(f"wrote {n} images ({fmt}, {layout}, {size[0]}x{size[1]}) to {where} "
+    out_console.print(f"wrote {len(table)} images ({fmt}, {layout}, {size[0]}x{size[1]}) to {where} "
                       f"in {time.perf_counter() - started:.1f} s", soft_wrap=True)
 
 
 def _generator_options(sets, generate) -> dict:
-    valid = [p for p in inspect.signature(generate).parameters if p not in ("image_size", "seed", "orientation")]
+    fixed = ("image_size", "seed", "orientation", "on_image")
+    valid = [p for p in inspect.signature(generate).parameters if p not in fixed]
     kwargs = {}
     for item in sets:
         key, value = parse_set_option(item)
@@ -151,9 +162,11 @@ def prepare(dataset, data_root, image_size, cache_dir, workers, sets, on_bad_ima
 @data.command("verify")
 @dataset_options
 def verify(dataset, data_root, image_size, cache_dir, workers, sets) -> None:
-    """Count images per class and patients, and list every problem; exit 1 if there are any."""
+    """Count images per class and patients, small and blank images, and list every problem; exit 1
+    if there are problems (small or blank images load, so they are counted, not problems)."""
     from ..data.base import MammoDataset
     from ..data.cache import load_cached_images
+    from ..data.image_checks import MIN_SIDE, check_images
     from ..data.loading import build_dataset
 
     cfg = build_config(dataset, data_root, image_size, cache_dir, workers, "skip", sets)
@@ -162,14 +175,21 @@ def verify(dataset, data_root, image_size, cache_dir, workers, sets) -> None:
         # scan + decode without load()'s checks, so that every problem is listed even when
         # no image is usable
         samples, problems = ds.scan()
-        _, bad = load_cached_images(samples, ds.image_size, ds.cache_dir, workers=ds.workers)
-        failed = {p.file for p in bad}
-        samples = samples[~samples["path"].isin(failed).to_numpy()]
+        images, bad = load_cached_images(samples, ds.image_size, ds.cache_dir, workers=ds.workers)
+        usable = ~samples["path"].isin({p.file for p in bad}).to_numpy()
+        samples, images = samples[usable], images[usable]
         problems = problems + bad
     else:
         loaded = ds.load()
-        samples, problems = loaded.samples, list(loaded.skipped)
-    out_console.print(_counts_table(f"dataset '{dataset}'", samples))
+        samples, images, problems = loaded.samples, loaded.images, list(loaded.skipped)
+    checks = check_images(samples, images)
+    table = _counts_table(f"dataset '{dataset}'", samples)
+    table.add_row(f"small (< {MIN_SIDE} px a side)", str(len(checks.small)))
+    table.add_row("blank (one value)", str(len(checks.blank)))
+    out_console.print(table)
+    weak = checks.describe()
+    if weak:
+        out_console.print(f"[yellow]warning:[/] {escape(weak)}", soft_wrap=True, highlight=False)
     if problems:
         out_console.print(f"[bold red]{len(problems)} problem(s):[/]")
         for problem in problems:

@@ -4,7 +4,7 @@
 pretext kind / the pretext kinds a transfer accepts, a network's receptive field where the network
 declares one (``receptive_field_for()``, called with no arguments: the side in pixels for its
 default options), and the status of every plugin. A plugin that
-could not be loaded is reported as one ``warning:`` line on stderr (:func:`show_plugin_warnings`).
+could not be loaded is reported as one ``warning:`` line on stderr (:func:`show_toolkit_warnings`).
 """
 from __future__ import annotations
 
@@ -20,24 +20,26 @@ from rich.text import Text
 
 from ..components import user_options
 from ..console import make_console
-from ..registry import REGISTRIES, PluginWarning, plugin_status, summary
+from ..errors import ToolkitWarning
+from ..registry import REGISTRIES, listing, plugin_status
 
 
 KINDS = tuple(REGISTRIES) + ("backbones",)
 
 
 @contextlib.contextmanager
-def show_plugin_warnings(console: Console | None = None) -> Iterator[None]:
-    """Print every :class:`PluginWarning` raised inside the block as one clean line
-    (``warning: ssl-bench plugin 'x' (dist 1.0) was not loaded: ...``) on ``console`` (stderr by
-    default) instead of Python's ``file:line: PluginWarning: ...`` format; other warnings are
-    shown as usual. Meant to wrap a CLI command (registries load plugins on first use)."""
+def show_toolkit_warnings(console: Console | None = None) -> Iterator[None]:
+    """Print every :class:`~ssl_bench.errors.ToolkitWarning` raised inside the block (a plugin not
+    loaded, tiny or blank images) as one clean line (``warning: ssl-bench plugin 'x' (dist 1.0) was
+    not loaded: ...``) on ``console`` (stderr by default) instead of Python's ``file:line:
+    PluginWarning: ...`` format; other warnings are shown as usual. Meant to wrap a CLI command
+    (registries load plugins on first use, datasets warn when they load)."""
     console = console or make_console(stderr=True)
     with warnings.catch_warnings():
         original = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, PluginWarning):
+            if issubclass(category, ToolkitWarning):
                 console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
             else:
                 original(message, category, filename, lineno, file, line)
@@ -95,9 +97,8 @@ def list_components(kind, pattern, verbose):
         console.print(f"{len(names)} timm backbones (any works with --backbone):")
         console.print(", ".join(names), highlight=False)
         return
-    with show_plugin_warnings():
+    with show_toolkit_warnings():
         for k in [kind] if kind else list(REGISTRIES):
-            reg = REGISTRIES[k]
             table = Table(title=k, title_justify="left", show_lines=verbose)
             table.add_column("name", style="bold")
             table.add_column("origin")
@@ -106,15 +107,15 @@ def list_components(kind, pattern, verbose):
                 table.add_column("option = default")
                 table.caption = "set an option with --set params.<name>.<option>=VALUE"
                 table.caption_justify = "left"
-            for name in reg.names(pattern):
-                entry = reg.entry(name)
-                description = Text(summary(entry.obj) or "(no docstring)")
-                row = [Text(name), Text(entry.origin), description]
+            for listed in listing(k, pattern):  # names and summaries: no component is imported
+                description = Text(listed.summary or "(no docstring)")
+                row = [Text(listed.name), Text(listed.origin), description]
                 if verbose:
-                    extra = _interface_text(k, entry.obj)
+                    obj = REGISTRIES[k].get(listed.name)
+                    extra = _interface_text(k, obj)
                     if extra:
                         description.append("\n" + extra, style="dim")
-                    row.append(Text(_options_text(k, entry.obj)))
+                    row.append(Text(_options_text(k, obj)))
                 table.add_row(*row)
             console.print(table)
         if verbose and not kind:

@@ -5,9 +5,8 @@ import click
 from rich.table import Table
 
 from ..components import display_name
-from ..config import PROFILES, build_config, load_yaml, parse_image_size
+from ..config import LOG_BACKENDS, PROFILES, build_config, load_yaml, parse_image_size
 from ..console import make_console
-from ..experiment.metrics import METRICS
 
 
 out_console = make_console()
@@ -25,8 +24,16 @@ PRETEXT_DATA_HELP = ("Run the pretext stage (finetune, linear, knn) on this regi
                      "in OUT/.pretext-cache and reused by every fold and label fraction it fits.")
 
 
+def per_profile(key: str) -> str:
+    """Each profile's value of a config key, for help texts: ``2 in smoke, 14 in quick, 30 in paper``."""
+    def text(value) -> str:
+        return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    return ", ".join(f"{text(PROFILES[p][key])} in {p}" for p in PROFILES)
+
+
 def config_options(f):
-    """Options shared by ``run`` and ``bench`` that map onto config keys."""
+    """Options of ``run`` that map onto config keys (help texts give each profile's default)."""
     opts = [
         click.option("--profile", type=click.Choice(["smoke", "quick", "paper"]), default=None,
                      help="Settings preset (default: paper on CUDA, else quick)."),
@@ -43,10 +50,12 @@ def config_options(f):
         click.option("--on-bad-image", "data__on_bad_image", type=click.Choice(["fail", "skip"]), default=None,
                      help="Stop on bad inputs (default) or skip and record them."),
         click.option("--epochs", "train__epochs", type=int, default=None,
-                     help="Downstream/supervised epochs (default: the profile's)."),
-        click.option("--batch-size", "train__batch_size", type=int, default=None, help="Default: the profile's."),
+                     help=f"Downstream/supervised epochs (default: the profile's, {per_profile('train.epochs')}; "
+                          f"pretext stage: train.pretext_epochs, {per_profile('train.pretext_epochs')})."),
+        click.option("--batch-size", "train__batch_size", type=int, default=None,
+                     help=f"Default: the profile's ({per_profile('train.batch_size')})."),
         click.option("--image-size", "data__image_size", default=None,
-                     help="HEIGHTxWIDTH, e.g. 768x384 (default: the profile's)."),
+                     help=f"HEIGHTxWIDTH (default: the profile's, {per_profile('data.image_size')})."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="auto | cpu | cuda | cuda:N"),
         click.option("--compile/--no-compile", "train__compile", default=None, help="torch.compile the networks."),
@@ -59,6 +68,16 @@ def config_options(f):
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def log_options(f):
+    """``--log`` and ``--log-uri`` (config ``log.backend``, ``log.uri``), shared by ``run`` and ``bench``."""
+    f = click.option("--log-uri", "log__uri", default=None, metavar="DIR|URI",
+                     help="tensorboard: parent folder of the event files (default: RUN/logs); mlflow: "
+                          "tracking URI (default: an SQLite store, RUN/mlflow.db).")(f)
+    return click.option("--log", "log__backend", type=click.Choice(list(LOG_BACKENDS)), default=None,
+                        help="Also stream each epoch's history (losses, lr, seconds) to TensorBoard or "
+                             "MLflow (pip install \"ssl-bench[tensorboard]\" / \"ssl-bench[mlflow]\").")(f)
 
 
 def parse_fractions(text: str | None) -> tuple[float, ...]:
@@ -111,6 +130,8 @@ def _percent(value) -> str:
 def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | None) -> Table:
     """Per-fold metrics (percent) at the paper's threshold 0.5 and at each fold's operating point
     (chosen on its training predictions), mean ± std, pooled metrics and degenerate folds."""
+    from ..experiment.metrics import METRICS  # scikit-learn loads only when a run has results
+
     table = Table(title=title)
     table.add_column("fold")
     for m in METRICS:
@@ -148,9 +169,8 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
 @click.option("--pretext", default=None, help="Pretext task (ssl-bench list pretexts).")
 @click.option("--transfer", default=None, help="Transfer strategy (ssl-bench list transfers).")
 @click.option("--backbone", "model__backbone", default=None,
-              help="Downstream timm model (default: the profile's, "
-                   + ", ".join(f"{PROFILES[p]['model.backbone']} in {p}" for p in PROFILES)
-                   + "); ViTs are built for the run's image size.")
+              help=f"Downstream timm model (default: the profile's, {per_profile('model.backbone')}); "
+                   "ViTs are built for the run's image size.")
 @click.option("--pretrained", "model__pretrained", default=None, metavar="imagenet|PATH|none",
               help="Backbone initialisation: timm's ImageNet weights (the paper profile's; needs the "
                    "network or a cache filled by 'ssl-bench weights fetch'), a local weights file, "
@@ -161,6 +181,7 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--label-fraction", "label_fraction", default=None, metavar="F[,F...]", help=LABEL_FRACTION_HELP)
 @config_options
+@log_options
 def run(profile, config_file, sets, quiet, label_fraction, **kwargs):
     """Train and cross-validate one method; writes OUT/NAME/: config.yaml, folds.csv, env.json,
     summary.json and folds/<k>/ (metrics.json, predictions.csv, model.pt)."""

@@ -49,6 +49,14 @@ def is_dicom(path: str | Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def dicom_size(path: str | Path) -> tuple[int, int]:
+    """``(rows, columns)`` from the header alone (no pixel data is read)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[(0x0028, 0x0010), (0x0028, 0x0011)])
+    return int(ds.Rows), int(ds.Columns)
+
+
 def read_dicom(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode ``path`` into ``(image, info)``.
 

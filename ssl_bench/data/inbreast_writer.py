@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -95,9 +96,10 @@ def write_dicom(path: Path, pixels: np.ndarray, *, laterality: str, view: str, p
 
 
 def write_inbreast_tree(out_dir, images: np.ndarray, table: pd.DataFrame, *, bits_stored: int = 14,
-                        compress: str | None = None) -> Path:
+                        compress: str | None = None, on_image: Callable[[], None] | None = None) -> Path:
     """Write ``images`` (canonical, float in [0, 1], ``(N, H, W)``) described by ``table``
-    (``image_id, patient_id, label, laterality, view``) as an INbreast tree; return ``out_dir``."""
+    (``image_id, patient_id, label, laterality, view``) as an INbreast tree; return ``out_dir``.
+    ``on_image`` is called after each file (a progress bar's tick)."""
     out = Path(out_dir)
     if len(images) != len(table):
         raise ValueError(f"{len(table)} table rows but {len(images)} images")
@@ -119,6 +121,8 @@ def write_inbreast_tree(out_dir, images: np.ndarray, table: pd.DataFrame, *, bit
         write_dicom(folder / f"{name}_{hashed}_MG_{side}_{token}_ANON.dcm", np.ascontiguousarray(pixels),
                     laterality=side, view=view, patient=hashed, bits_stored=bits_stored,
                     compress=compress, uid_seed=name)
+        if on_image is not None:
+            on_image()
         digest = _digest(name)
         date = f"20{10 + digest % 3:02d}{1 + digest % 12:02d}"
         acr = str(1 + (digest >> 8) % 4)

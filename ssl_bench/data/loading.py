@@ -1,19 +1,23 @@
 """Build and load the configured datasets (kept in memory for the process, keyed by their
 settings, so a bench of several methods decodes each once): the evaluation data (the dataset, or
 with ``data.test_dataset`` the training dataset followed by the test dataset) and the pretext
-stage's pool (``pretext_data``)."""
+stage's pool (``pretext_data``). Each load warns once about images with little to learn from
+(:mod:`.image_checks`)."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from .. import components
 from ..config import Config
+from ..errors import DataWarning
 from ..registry import DATASETS
 from .base import OFFICIAL_SPLIT, LoadedDataset
+from .image_checks import check_images
 
 _loaded: dict[str, LoadedDataset] = {}
 
@@ -52,7 +56,12 @@ def build_dataset(cfg: Config):
 def load_dataset(cfg: Config) -> LoadedDataset:
     key = dataset_key(cfg)
     if key not in _loaded:
-        _loaded[key] = build_dataset(cfg).load()
+        loaded = build_dataset(cfg).load()
+        weak = check_images(loaded.samples, loaded.images).describe()
+        if weak:
+            warnings.warn(f"dataset '{loaded.name}': {weak} (kept for training; 'ssl-bench data verify' "
+                          f"counts them)", DataWarning, stacklevel=2)
+        _loaded[key] = loaded
     return _loaded[key]
 
 

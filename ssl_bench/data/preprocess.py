@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import DataError
-from .dicom import is_dicom, read_dicom
+from .dicom import dicom_size, is_dicom, read_dicom
 
 PREPROCESS_VERSION = 1
 CROP_MARGIN = 0.02
@@ -53,6 +53,20 @@ def load_image(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     if is_dicom(path):
         return read_dicom(path)
     return _read_raster(path)
+
+
+def source_size(path: str | Path) -> tuple[int, int] | None:
+    """``(height, width)`` of a DICOM, PNG or TIFF file from its header; None when it cannot be
+    told (no such file, an unreadable header: :func:`load_image` reports those files itself)."""
+    from PIL import Image
+
+    try:
+        if is_dicom(path):
+            return dicom_size(path)
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # any reader failure only means "size unknown"
+        return None
 
 
 def _read_raster(path: Path) -> tuple[np.ndarray, dict[str, Any]]:

@@ -63,6 +63,7 @@ from __future__ import annotations
 import functools
 import pathlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -576,7 +577,7 @@ def render_view(shape: tuple[int, int], traits: dict, geometry: dict, finding: s
 
 
 def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=100, seed=0,
-             orientation="canonical") -> tuple[pd.DataFrame, np.ndarray]:
+             orientation="canonical", on_image: Callable[[], None] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """Generate the synthetic cohort.
 
     Args:
@@ -586,6 +587,7 @@ def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=10
         seed: everything is a function of it (same seed, bit-identical output).
         orientation: ``"canonical"`` (every chest wall on the left) or ``"laterality"`` (as
             stored by scanners: L breasts with the chest wall on the left edge, R on the right).
+        on_image: called after each image is drawn (a progress bar's tick).
 
     Returns:
         the sample table (columns :data:`TABLE_COLUMNS`, one row per image, ordered by patient,
@@ -615,6 +617,8 @@ def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=10
             patient_id = f"P{breast.patient:0{digits}d}"
             rows.append((f"{patient_id}_{breast.laterality}_{view}", patient_id, breast.label,
                          breast.laterality, view, breast.finding))
+            if on_image is not None:
+                on_image()
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)), images
 
 
@@ -627,10 +631,17 @@ def write_png_set(out_dir, image_size=(768, 384), seed=0, **generate_kwargs) -> 
     relative to ``out_dir``.
     """
     generate_kwargs.setdefault("orientation", "laterality")
+    table, images = generate(image_size=image_size, seed=seed, **generate_kwargs)
+    return write_png_files(out_dir, table, images)
+
+
+def write_png_files(out_dir, table: pd.DataFrame, images: np.ndarray,
+                    on_image: Callable[[], None] | None = None) -> pathlib.Path:
+    """Write ``generate(..., orientation="laterality")``'s output as :func:`write_png_set` does
+    (``on_image`` is called after each file); return the CSV path."""
     from PIL import Image
 
     out_dir = pathlib.Path(out_dir)
-    table, images = generate(image_size=image_size, seed=seed, **generate_kwargs)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     paths = []
     for image_id, image in zip(table["image_id"], images):
@@ -638,6 +649,8 @@ def write_png_set(out_dir, image_size=(768, 384), seed=0, **generate_kwargs) -> 
         pixels = np.round(image.astype(np.float64) * 65535).astype(np.uint16)
         Image.fromarray(pixels).save(out_dir / relative)  # uint16 -> mode "I;16"
         paths.append(relative)
+        if on_image is not None:
+            on_image()
     table = table.assign(path=paths)
     csv_path = out_dir / "labels.csv"
     table.to_csv(csv_path, index=False)

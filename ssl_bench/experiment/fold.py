@@ -19,6 +19,7 @@ from ..training.checkpoint import CheckpointStore
 from ..training.context import FitContext
 from ..training.device import resolve_precision
 from ..training.progress import TrainingProgress
+from ..training.tracking import HistorySink
 from ..training.scoring import predict_scores
 from .metrics import fold_metrics
 from .operating_point import operating_threshold
@@ -91,6 +92,7 @@ def run_fold(
     device: torch.device,
     progress: TrainingProgress | None = None,
     checkpoint_store: CheckpointStore | None = None,
+    sink: HistorySink | None = None,
 ) -> FoldResult:
     """Train fold ``k`` and score its held-out images. With ``train.checkpoint_every`` and a
     ``checkpoint_store``, the training state is saved there every few epochs and a saved state of
@@ -116,7 +118,9 @@ def run_fold(
         progress=progress or TrainingProgress(enabled=False),
         pretext_pool=pool,
         checkpoint_store=checkpoint_store,
+        sink=sink,
     )
+    ctx.progress.explain_losses(getattr(transfer, "losses", {}))
     classifier = transfer.fit(ctx)
     batch = max(cfg.train.batch_size, 16)
     held_out = images.index_select(0, torch.from_numpy(test_idx).to(device))

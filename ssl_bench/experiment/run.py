@@ -24,6 +24,7 @@ from ..models.backbones import check_pretrained
 from ..registry import DATASETS
 from ..training.device import device_name, resolve_device
 from ..training.progress import TrainingProgress
+from ..training.tracking import open_sink, require_backend
 from . import provenance
 from .fold import build_parts, run_fold
 from .metrics import pooled_auc, pooled_metrics, summarize
@@ -54,6 +55,7 @@ def validate_parts(cfg: Config) -> None:
     check_pretext_data(cfg, pretext)
     components.check_needed_components(cfg)
     check_pretrained(cfg.model.backbone, cfg.model.pretrained)  # offline ImageNet: fail before any data
+    require_backend(cfg.log.backend)  # --log without its library: one line before any training
 
 
 def fold_table(loaded: LoadedDataset, fold_of: np.ndarray) -> pd.DataFrame:
@@ -112,10 +114,21 @@ def open_prepared_run(cfg: Config, where: str = "this machine") -> PreparedRun:
 
 def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress | None = None) -> dict:
     """Train + evaluate fold ``k`` unless it is already complete (resuming from its checkpoint,
-    if it has one of this configuration); returns its metrics."""
+    if it has one of this configuration); returns its metrics. With
+    ``log.backend`` set, the fold's history streams to that tracker while it trains."""
     if not run.rundir.fold_done(k):
-        result = run_fold(run.config, run.loaded, run.fold_of, k, device, progress,
-                          checkpoint_store=run.rundir.fold_checkpoint(k, run.config, torch.device(device).type))
+        cfg = run.config
+        sink = open_sink(cfg.log.backend, run.rundir.tracking_target(cfg.log.backend, cfg.log.uri, k),
+                         run.rundir.path.name, k, cfg.to_dict())
+        try:
+            result = run_fold(cfg, run.loaded, run.fold_of, k, device, progress, sink=sink,
+                              checkpoint_store=run.rundir.fold_checkpoint(k, cfg, torch.device(device).type))
+        except BaseException:
+            if sink is not None:
+                sink.close(failed=True)
+            raise
+        if sink is not None:
+            sink.close()
         run.rundir.write_fold(k, result.metrics, result.predictions, result.model, result.history)
     return run.rundir.read_metrics(k)
 

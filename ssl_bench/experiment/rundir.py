@@ -10,6 +10,7 @@
                  failed/fold-<k>.txt   traceback of a bench job that failed after its retries
 <out>/<run-name>/folds/<k>/metrics.json  predictions.csv  model.pt  history.csv
                  folds/.<k>.checkpoint.pt   fold k's training state while it trains (train.checkpoint_every)
+<out>/<run-name>/logs/fold-<k>/  TensorBoard events (--log tensorboard)   mlflow.db  MLflow store (--log mlflow)
 ```
 
 ``history.csv``: one row per trained epoch, ``stage, epoch``, each mean loss of the stage (e.g.
@@ -79,6 +80,8 @@ from ..fileio import atomic_write, atomic_write_text
 RESULT_FILES = ("metrics.json", "predictions.csv")
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.csv"
+LOGS_DIR = "logs"  # --log tensorboard: one event folder per fold
+MLFLOW_STORE = "mlflow.db"  # --log mlflow without --log-uri: an SQLite store (MLflow 3 retired the file store)
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
 MODEL_FORMAT = "ssl-bench-model"
@@ -87,7 +90,7 @@ MODEL_KEYS = ("backbone", "in_chans", "num_classes", "image_size", "state_dict")
 MODEL_KEYS_V2 = MODEL_KEYS + ("architecture",)  # from version 2 on
 # Config keys that may differ between two invocations writing the same run directory: where
 # files go and how fast it runs, never what decides the results.
-VOLATILE_KEYS = ("fold", "out", "device", "threads")
+VOLATILE_KEYS = ("fold", "out", "device", "threads", "log")
 VOLATILE_DATA_KEYS = ("cache_dir", "workers")
 VOLATILE_TRAIN_KEYS = ("checkpoint_every",)  # a resumed fold equals an uninterrupted one
 CHECKPOINT_FORMAT = "ssl-bench-checkpoint"
@@ -494,6 +497,15 @@ class RunDir:
 
     def failure_path(self, k: int) -> Path:
         return self.path / "failed" / f"fold-{k}.txt"
+
+    def tracking_target(self, backend: str, uri: str | None, k: int) -> str:
+        """Where fold ``k`` streams its training history (``--log``): for ``tensorboard`` the event
+        folder, ``<uri>/<run name>/fold-<k>`` or ``<run>/logs/fold-<k>``; for ``mlflow`` the
+        tracking URI, ``uri`` or an SQLite store, ``sqlite:///<run>/mlflow.db``."""
+        if backend == "mlflow":
+            return uri or f"sqlite:///{(self.path.resolve() / MLFLOW_STORE).as_posix()}"
+        parent = Path(uri).expanduser() / self.path.name if uri else self.path / LOGS_DIR
+        return str(parent / f"fold-{k}")
 
     def remove_leftovers(self) -> list[Path]:
         """Delete what an interrupted process left half-written, and the checkpoints of complete

@@ -41,6 +41,7 @@ from .loop import StepFn, TrainingLoop, optimizer_step
 from .losses import weighted_bce
 from .pretext_pool import PretextPool
 from .progress import TrainingProgress
+from .tracking import HistorySink
 
 F_ = TypeVar("F_", bound=Callable)
 
@@ -62,6 +63,8 @@ class FitContext:
     pretext_pool: PretextPool | None = None
     #: where the fold's training state is saved every ``train.checkpoint_every`` epochs (None: nowhere)
     checkpoint_store: CheckpointStore | None = None
+    #: where each epoch of the history streams as well (--log; None: history.csv only)
+    sink: HistorySink | None = None
     #: CUDA-graph capture of training steps: asked for (config or env), and on a CUDA device
     use_graphs: bool = field(init=False)
     data: FoldBatches = field(init=False)
@@ -76,7 +79,7 @@ class FitContext:
         self.builders = Builders(self.config, self.device, self.amp_dtype, self.use_graphs)
         self.loop = TrainingLoop(self.data, self.use_graphs, self.progress,
                                  learning_rate=self.builders.learning_rate,
-                                 start_epoch=self.builders.start_epoch)
+                                 start_epoch=self.builders.start_epoch, sink=self.sink)
         if self.checkpoint_store is not None and t.checkpoint_every > 0:
             self.loop.checkpoints = FoldCheckpoints(
                 t.checkpoint_every, self.checkpoint_store, self.builders.modules, self.builders.optimizers,

@@ -22,6 +22,7 @@ from .batches import FoldBatches
 from .checkpoint import FoldCheckpoints
 from .cuda_graphs import GraphedStep
 from .progress import TrainingProgress
+from .tracking import HistorySink
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
@@ -51,6 +52,8 @@ class TrainingLoop:
     checkpoints: FoldCheckpoints | None = None
     #: how many stages ``run`` has started: a stage's index in the fold, for the checkpoints
     stages_started: int = 0
+    #: receives each history row as it is added (--log tensorboard|mlflow; training/tracking.py)
+    sink: HistorySink | None = None
 
     def run(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
         """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
@@ -88,6 +91,8 @@ class TrainingLoop:
                         raise FloatingPointError(f"{stage}: loss {k} became {v}; lower train.lr")
             self.history.append({"stage": stage, "epoch": epoch + 1, **last, "lr": self.learning_rate(),
                                  "seconds": round(time.perf_counter() - started, 4)})
+            if self.sink is not None:
+                self.sink.log_epoch(self.history[-1])
             self.progress.epoch_done(last)
             if self.checkpoints is not None:
                 self.checkpoints.epoch_done(index, stage, epoch + 1, self.history)

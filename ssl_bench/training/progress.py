@@ -1,5 +1,7 @@
 """Rich progress display for training: one bar for the folds, one for the current stage's epochs
-and one for the steps of the current epoch, with the last epoch's mean loss."""
+and one for the steps of the current epoch, with the last epoch's mean loss. The short loss names
+of the bars (``bce``, ``pretext``, ``ct``) are explained in one legend line the first time each
+appears in a run, from what the transfer strategy declares (its ``losses``)."""
 from __future__ import annotations
 
 from rich.console import Console
@@ -14,6 +16,8 @@ class TrainingProgress:
         self.enabled = enabled
         self._progress = progress_bar(console=console, enabled=enabled)
         self._fold = self._epoch = self._step = None
+        self._meanings: dict[str, str] = {}
+        self._explained: set[str] = set()
 
     def __enter__(self) -> "TrainingProgress":
         self._progress.__enter__()
@@ -21,6 +25,10 @@ class TrainingProgress:
 
     def __exit__(self, *exc) -> None:
         self._progress.__exit__(*exc)
+
+    def explain_losses(self, meanings: dict[str, str]) -> None:
+        """What the loss names shown from now on mean (a transfer strategy's ``losses``)."""
+        self._meanings.update(meanings)
 
     def start_folds(self, description: str, total: int) -> None:
         self._fold = self._progress.add_task(description, total=total, info="")
@@ -50,11 +58,21 @@ class TrainingProgress:
             self._progress.update(self._step, advance=1)
 
     def epoch_done(self, losses: dict[str, float]) -> None:
+        self._legend(losses)
         info = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
         if self._epoch is not None:
             self._progress.update(self._epoch, advance=1, info=info)
         if self._step is not None:
             self._progress.reset(self._step)
+
+    def _legend(self, losses: dict[str, float]) -> None:
+        """One line explaining the loss names not explained yet in this run (once each)."""
+        new = [k for k in losses if k in self._meanings and k not in self._explained]
+        if new and self.enabled:
+            self._progress.console.print(
+                "losses: " + "; ".join(f"{k} = {self._meanings[k]}" for k in new),
+                highlight=False, markup=False, soft_wrap=True)
+        self._explained.update(new)
 
     def finish_stage(self) -> None:
         for task in (self._epoch, self._step):

@@ -32,6 +32,11 @@ class TransferStrategy(ABC):
     #: False when pretext and downstream train together on the fold's images (``multitask``,
     #: ``collab``: their pretext loss shapes every downstream step, so it has no other pool)
     separate_pretext_stage: ClassVar[bool] = False
+    #: what each loss name its steps return means (the progress explains them once per run)
+    losses: ClassVar[dict[str, str]] = {
+        "bce": "weighted binary cross-entropy of the classifier (TSBN eq. 3; train.pos_weight on malignant)",
+        "pretext": "the pretext task's own loss (e.g. GSIM's restoration MSE, SimCLR's NT-Xent)",
+    }
     name: ClassVar[str] = "transfer"  # set to the registered name by the registry
 
     def check(self, pretext_name: str, pretext: PretextTask) -> None:

@@ -59,6 +59,9 @@ class CollaborativeTransfer(TransferStrategy):
 
     accepts = ("image",)
     needs = ("pretext_network",)
+    losses = {**TransferStrategy.losses,
+              "ct": "collaborative loss L_CT: squared distance of the two networks' projections (TSBN eq. 2, "
+                    "mean over the batch)"}
 
     def __init__(self, alpha: float = 4e-3, proj_dim: int = 128, hidden_dim: int = 512):
         self.alpha = float(alpha)

@@ -1,0 +1,34 @@
+"""The README tells a newcomer what the install costs and how to keep it small (issue 15, case 11:
+a 6.5 GB surprise and no word on CPU-only wheels), and every ``pip install "ssl-bench[...]"``
+it or an error message suggests names an extra that pyproject.toml defines."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ssl_bench.training.tracking import BACKEND_MODULES
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+
+
+def test_readme_gives_install_size_cpu_wheels_and_test_time():
+    quickstart = README.split("## Usage")[0]
+    assert re.search(r"The install is about [\d.]+ GB", quickstart)
+    assert "CPU-only build" in quickstart and "CPU wheel index" in quickstart
+    assert re.search(r"\d+ tests: about \d+ minutes", quickstart)
+
+
+def test_every_suggested_extra_exists():
+    suggested = set(re.findall(r'ssl-bench\[(\w+)\]', README))
+    suggested |= set(BACKEND_MODULES)  # the extras --log names when its library is missing
+    assert {"ray", "tensorboard", "mlflow"} <= suggested
+    assert suggested <= set(EXTRAS), suggested - set(EXTRAS)
