@@ -47,6 +47,11 @@ class DataConfig:
     on_bad_image: str = "fail"  # "fail" | "skip"
     cache_dir: str = field(default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"))
     workers: int = 0  # decoding processes; 0 = one per CPU core
+    # training images resident on the device, or streamed from the cache (training/images.py):
+    # "auto" streams a dataset whose resident copies pass memory_budget_gb (0: half the free memory)
+    streaming: str = "auto"  # "auto" | "on" | "off"
+    memory_budget_gb: float = 0.0
+    loader_workers: int = 2  # DataLoader processes of the streaming path (0: read in-process)
 
 
 @dataclass
@@ -62,6 +67,8 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 30  # supervised / downstream epochs
     pretext_epochs: int = 30  # pretext stage of finetune
+    # Ray Train workers of finetune's pretext stage (data-parallel; training/distributed.py); 1: this process
+    pretext_workers: int = 1
     batch_size: int = 4
     lr: float = 1e-4
     weight_decay: float = 5e-4
@@ -380,6 +387,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.split must be 'patient' or 'image', got '{cfg.data.split}'")
     if not (math.isfinite(cfg.data.label_fraction) and 0 < cfg.data.label_fraction <= 1):
         raise ConfigError(f"data.label_fraction must be in (0, 1], got {cfg.data.label_fraction!r}")
+    if cfg.data.streaming not in ("auto", "on", "off"):
+        raise ConfigError(f"data.streaming must be auto, on or off, got '{cfg.data.streaming}'")
+    if not (math.isfinite(cfg.data.memory_budget_gb) and cfg.data.memory_budget_gb >= 0):
+        raise ConfigError(f"data.memory_budget_gb must be at least 0 (0: from the free memory), "
+                          f"got {cfg.data.memory_budget_gb!r}")
+    if cfg.data.loader_workers < 0:
+        raise ConfigError(f"data.loader_workers must be at least 0, got {cfg.data.loader_workers}")
     if cfg.data.folds < 2:
         raise ConfigError(f"data.folds must be at least 2, got {cfg.data.folds}")
     if cfg.fold is not None and not 0 <= cfg.fold < cfg.data.folds:
@@ -391,6 +405,8 @@ def validate(cfg: Config) -> None:
     for key in ("epochs", "batch_size"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} must be at least 1")
+    if cfg.train.pretext_workers < 1:
+        raise ConfigError(f"train.pretext_workers must be at least 1, got {cfg.train.pretext_workers}")
     if cfg.train.pretext_epochs < 0:
         raise ConfigError("train.pretext_epochs must be at least 0")
     for key, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False), ("pos_weight", 0.0, True)):

@@ -77,7 +77,7 @@ MODEL_KEYS_V2 = MODEL_KEYS + ("architecture",)  # from version 2 on
 # Config keys that may differ between two invocations writing the same run directory: where
 # files go and how fast it runs, never what decides the results.
 VOLATILE_KEYS = ("fold", "out", "device", "threads")
-VOLATILE_DATA_KEYS = ("cache_dir", "workers")
+VOLATILE_DATA_KEYS = ("cache_dir", "workers", "streaming", "memory_budget_gb", "loader_workers")
 
 #: run directories this process holds the lock of (path -> open lock file)
 _CLAIMED: dict[str, Any] = {}
@@ -221,6 +221,9 @@ def comparable_config(config: dict) -> dict:
     out["data"] = {k: v for k, v in (config.get("data") or {}).items() if k not in VOLATILE_DATA_KEYS}
     if out["data"].get("label_fraction", 1.0) == 1.0:  # runs written before label fractions: all labels
         out["data"].pop("label_fraction", None)
+    out["train"] = dict(config.get("train") or {})
+    if out["train"].get("pretext_workers", 1) == 1:  # runs written before data-parallel pretext stages
+        out["train"].pop("pretext_workers", None)
     return out
 
 
