@@ -28,6 +28,8 @@ def config_options(f):
         click.option("--epochs", "train__epochs", type=int, default=None,
                      help="Downstream/supervised epochs (default: the profile's)."),
         click.option("--batch-size", "train__batch_size", type=int, default=None, help="Default: the profile's."),
+        click.option("--pretext-workers", "train__pretext_workers", type=int, default=None,
+                     help="Ray Train workers of the pretext stage, data-parallel (default 1: this process)."),
         click.option("--image-size", "data__image_size", default=None,
                      help="HEIGHTxWIDTH, e.g. 768x384 (default: the profile's)."),
         click.option("--seed", type=int, default=None),
