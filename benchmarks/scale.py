@@ -56,7 +56,7 @@ def config(spec: dict, **flags):
 
     return build_config("smoke", {"pretext": spec["pretext"], "transfer": "finetune"}, {
         "data.image_size": spec["image_size"], "data.cache_dir": spec["cache_dir"],
-        "params.synthetic": cohort(spec["n"]), "train.batch_size": spec["batch"], **flags})
+        "params.synthetic": cohort(spec["n"]), "train.batch_size": spec["batch"], "out": spec["cache_dir"], **flags})
 
 
 def peak_rss() -> dict:

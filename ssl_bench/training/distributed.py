@@ -64,6 +64,12 @@ def data_parallel_stage(ctx: FitContext, model: nn.Module, epochs: int, stage: s
     ray = _import_ray_train()
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    use_gpu = ctx.device.type == "cuda"
+    unit = "GPU" if use_gpu else "CPU"
+    have = ray.cluster_resources().get(unit, 0)
+    if workers > have:  # Ray would wait for them forever
+        raise UserError(f"train.pretext_workers={workers} needs {workers} {unit}s, one per worker; the Ray "
+                        f"cluster has {have:g}")
     images = ctx.images if isinstance(ctx.images, StreamedImages) else ctx.images.detach().cpu()
     storage = Path(ctx.config.out).expanduser().resolve() / ".ray-train"
     name = f"{stage}-{uuid.uuid4().hex[:8]}"
@@ -74,7 +80,7 @@ def data_parallel_stage(ctx: FitContext, model: nn.Module, epochs: int, stage: s
             "labels": ctx.labels.detach().cpu(), "rng": torch.get_rng_state(), "epochs": epochs, "stage": stage,
             "stage_fn": stage_fn, "amp_dtype": ctx.amp_dtype,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=ctx.device.type == "cuda"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=ray.train.RunConfig(name=name, storage_path=str(storage)),
     )
     try:
