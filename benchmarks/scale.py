@@ -13,7 +13,7 @@ measurement in its own fresh process (so that each peak RSS is its own):
   profile's ``test_resnet``) for ``--epochs`` epochs over every image, resident
   (``data.streaming=off``) and streamed (``on``, ``--loader-workers`` DataLoader processes):
   throughput of the last epoch (images/s) and the peak RSS of the process and of its largest
-  loader worker;
+  child process (when streaming, the loader workers: forked, so sharing the parent's pages);
 - ``ray`` (``--ray-workers N``, default 2; 0 skips): the same pretext stage data-parallel on N
   Ray Train workers (``train.pretext_workers``) against one process, on the largest size that
   ``--ray-max`` allows (Ray's start-up is slow; the speed-up is of the training epochs alone).
@@ -235,7 +235,7 @@ def summary_line(n: int, row: dict) -> str:
             f"read all {get('load', 'read_all_s', '{:.2f}')} s ({get('load', 'images_mib')} MiB); pretext epoch "
             f"resident {get('resident', 'img_s', '{:.0f}')} img/s peak RSS {get('resident', 'rss_mib')} MiB, "
             f"streamed {get('stream', 'img_s', '{:.0f}')} img/s peak RSS {get('stream', 'rss_mib')} MiB "
-            f"(worker {get('stream', 'child_rss_mib')} MiB), ratio {row.get('stream_over_resident', float('nan')):.2f}")
+            f"(largest child {get('stream', 'child_rss_mib')} MiB), ratio {row.get('stream_over_resident', float('nan')):.2f}")
 
 
 if __name__ == "__main__":
