@@ -111,6 +111,7 @@ def measure_data(args, device, results, save, cfg, log) -> None:
         cold = time.perf_counter() - t
         t = time.perf_counter()
         images, problems2 = load_cached_images(table, args.size, cache_dir, workers=args.cache_workers)
+        images = np.asarray(images)  # read every image: the cache's index alone is read lazily
         warm = time.perf_counter() - t
         if problems or problems2:
             d["cache_problems"] = [str(p) for p in (problems or problems2)][:3]

@@ -49,6 +49,11 @@ class DataConfig:
     on_bad_image: str = "fail"  # "fail" | "skip"
     cache_dir: str = field(default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"))
     workers: int = 0  # decoding processes; 0 = one per CPU core
+    # training images resident on the device, or streamed from the cache (training/images.py):
+    # "auto" streams a dataset whose resident copies pass memory_budget_gb (0: half the free memory)
+    streaming: str = "auto"  # "auto" | "on" | "off"
+    memory_budget_gb: float = 0.0
+    loader_workers: int = 2  # DataLoader processes of the streaming path (0: read in-process)
     # train on all of `dataset`, test on all of `test_dataset` (one fold, identical preprocessing)
     test_dataset: str | None = None
     test_root: str | None = None
@@ -76,6 +81,8 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 30  # supervised / downstream epochs
     pretext_epochs: int = 30  # pretext stage of finetune
+    # Ray Train workers of finetune's pretext stage (data-parallel; training/distributed.py); 1: this process
+    pretext_workers: int = 1
     batch_size: int = 4
     lr: float = 1e-4
     weight_decay: float = 5e-4
@@ -438,6 +445,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("--pretext-data-root needs --pretext-data DATASET")
     if not (math.isfinite(cfg.data.label_fraction) and 0 < cfg.data.label_fraction <= 1):
         raise ConfigError(f"data.label_fraction must be in (0, 1], got {cfg.data.label_fraction!r}")
+    if cfg.data.streaming not in ("auto", "on", "off"):
+        raise ConfigError(f"data.streaming must be auto, on or off, got '{cfg.data.streaming}'")
+    if not (math.isfinite(cfg.data.memory_budget_gb) and cfg.data.memory_budget_gb >= 0):
+        raise ConfigError(f"data.memory_budget_gb must be at least 0 (0: from the free memory), "
+                          f"got {cfg.data.memory_budget_gb!r}")
+    if cfg.data.loader_workers < 0:
+        raise ConfigError(f"data.loader_workers must be at least 0, got {cfg.data.loader_workers}")
     if single_fold(cfg):
         if cfg.data.folds != 1:
             raise ConfigError(f"data.folds must be 1 with split 'official' or a test dataset, got {cfg.data.folds}")
@@ -454,6 +468,8 @@ def validate(cfg: Config) -> None:
     for key in ("epochs", "batch_size"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} must be at least 1")
+    if cfg.train.pretext_workers < 1:
+        raise ConfigError(f"train.pretext_workers must be at least 1, got {cfg.train.pretext_workers}")
     if cfg.train.pretext_epochs < 0:
         raise ConfigError("train.pretext_epochs must be at least 0")
     if cfg.train.checkpoint_every < 0:

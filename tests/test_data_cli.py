@@ -76,7 +76,7 @@ def test_prepare_twice_then_verify(tree, tmp_path):
     assert first.exit_code == 0, first.output
     for word in ("images", "14", "benign (0)", "10", "malignant (1)", "4", "patients", "6", "elapsed"):
         assert word in first.output
-    assert list((tmp_path / "cache" / "images").rglob("*.npy"))
+    assert list((tmp_path / "cache" / "shards").rglob("*.npy"))
     second = invoke("data", "prepare", *opts(tree, tmp_path))
     assert second.exit_code == 0 and "14" in second.output
     verified = invoke("data", "verify", *opts(tree, tmp_path))

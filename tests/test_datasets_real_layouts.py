@@ -378,9 +378,11 @@ def test_cache_second_load_hits_and_touch_redecodes_one(manifest_root, tmp_path,
     calls.clear()  # another image size is another set of entries
     Manifest(root=str(manifest_root), image_size=(48, 24), cache_dir=str(tmp_path / "cache"), workers=1).load()
     assert sorted(calls) == ["0.dcm", "1.dcm", "2.dcm", "3.dcm"]
-    entries = list((tmp_path / "cache" / "images").rglob("*"))
+    entries = list((tmp_path / "cache" / "shards").rglob("*"))
     assert not [p for p in entries if p.name.startswith(".")]  # atomic writes leave no (hidden) temp files
-    assert len([p for p in entries if p.suffix == ".npy"]) == 4 + 1 + 4
+    # one shard per version of the 4 images: the first, after the touch (3 copied, 1 decoded), at 48x24
+    assert len([p for p in entries if p.suffix == ".npy"]) == 3
+    assert len([p for p in entries if p.name.startswith("index-")]) == 3
 
 
 def test_cache_parallel_equals_serial(manifest_root, tmp_path):

@@ -138,7 +138,8 @@ def _generator_options(sets, generate) -> dict:
 @click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Stop with the list of bad inputs, or leave them out.")
 def prepare(dataset, data_root, image_size, cache_dir, workers, sets, on_bad_image) -> None:
-    """Decode and preprocess every image once into the cache (later runs load it in seconds)."""
+    """Decode and preprocess every image once into the cache's shards (later runs load it in
+    seconds, memory-mapped); an interrupted prepare resumes at the first missing shard."""
     from ..data.loading import build_dataset
 
     cfg = build_config(dataset, data_root, image_size, cache_dir, workers, on_bad_image, sets)

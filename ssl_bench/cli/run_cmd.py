@@ -54,6 +54,8 @@ def config_options(f):
                           f"pretext stage: train.pretext_epochs, {per_profile('train.pretext_epochs')})."),
         click.option("--batch-size", "train__batch_size", type=int, default=None,
                      help=f"Default: the profile's ({per_profile('train.batch_size')})."),
+        click.option("--pretext-workers", "train__pretext_workers", type=int, default=None,
+                     help="Ray Train workers of the pretext stage, data-parallel (default 1: this process)."),
         click.option("--image-size", "data__image_size", default=None,
                      help=f"HEIGHTxWIDTH (default: the profile's, {per_profile('data.image_size')})."),
         click.option("--seed", type=int, default=None),

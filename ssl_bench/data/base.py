@@ -8,8 +8,10 @@ array of preprocessed images, one row per image:
   ``view`` (``"CC"``/``"MLO"``/...), ``path`` (str, ``""`` for generated images);
 - optional column ``official_split`` (``"train"``/``"test"``): the dataset's own train/test
   split, for ``--split official`` (CBIS-DDSM, VinDr-Mammo);
-- images: ``numpy.ndarray`` float16, shape ``(N, H, W)``, values in [0, 1], one channel,
-  row ``i`` belongs to table row ``i``, breast facing the same side in every image.
+- images: float16, shape ``(N, H, W)``, values in [0, 1], one channel, row ``i`` belongs to
+  table row ``i``, breast facing the same side in every image: a ``numpy.ndarray``, or the
+  memory-mapped :class:`~ssl_bench.data.cache.ShardedImages` of the cache (read on demand, so a
+  dataset larger than memory can be streamed).
 
 Subclasses implement :meth:`scan` (read metadata, match files, collect problems). The default
 :meth:`load` decodes and preprocesses through the on-disk cache (:mod:`ssl_bench.data.cache`).
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .cache import load_cached_images
+from .cache import ShardedImages, load_cached_images
 from .problem import Problem
 
 SAMPLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "path")
@@ -43,7 +45,7 @@ class LoadedDataset:
 
     name: str
     samples: pd.DataFrame
-    images: np.ndarray
+    images: np.ndarray | ShardedImages
     skipped: list[Problem] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -129,7 +131,7 @@ class MammoDataset(ABC):
         self.check_problems(problems + bad)
         if bad:
             keep = ~table["path"].isin({p.file for p in bad}).to_numpy()
-            table, images = table[keep], images[keep]
+            table, images = table[keep], images.subset(keep)
         if table.empty:
             raise DataError(f"dataset '{self.name}' has no usable images")
         table = table.reset_index(drop=True)

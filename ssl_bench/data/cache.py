@@ -1,37 +1,63 @@
-"""On-disk cache of preprocessed images: decode each file once, in parallel, then load in seconds.
+"""On-disk cache of preprocessed images: decode each file once, in parallel, store the results in
+memory-mappable shards, then read them in seconds from any number of processes.
 
-One small ``.npy`` (float16, ``(H, W)``) per image under ``<cache_dir>/images/<aa>/<key>.npy``.
-The key is a SHA-1 of the file's identity (absolute path, size, mtime in ns), the preprocessing
-parameters (image size, the laterality the flip uses, :data:`PREPROCESS_VERSION`): a changed
-file or parameter misses only the entries it affects, everything else still hits. Entries are
-written atomically (temporary file in the same folder + ``os.replace``), so an interrupted run
-never leaves a half-written entry, and concurrent runs at worst decode an image twice. Stale
-entries are never read again; delete the folder to reclaim the space.
+Layout, under ``<cache_dir>/shards/<H>x<W>/``:
+
+- ``<shard key>.npy``: float16 ``(n, H, W)``, up to :data:`SHARD_ROWS` images (fewer at large
+  sizes, so that a shard stays under :data:`SHARD_BYTES`), read with ``np.load(mmap_mode="r")``;
+- ``<shard key>.json``: the image keys of its rows and the rows that failed (with the reason);
+  written after the ``.npy``, so a shard counts as done only when both exist;
+- ``index-<dataset key>.csv``: one row per image of a dataset (``row, image_id, key, shard,
+  offset, height, width, problem``), written once every shard is done.
+
+An image's key is a SHA-1 of the file's identity (absolute path, size, mtime in ns) and the
+preprocessing parameters (image size, the laterality the flip uses, :data:`PREPROCESS_VERSION`);
+a shard's key is a SHA-1 of its images' keys, a dataset's of all of them. A changed file or
+parameter misses only the shard holding it; its other images are copied from the shard that
+already holds them, not decoded again. Every file is written atomically (``fileio.atomic_write``),
+so an interrupted ``ssl-bench data prepare`` leaves whole shards and resumes at the first missing
+one, and concurrent runs at worst build a shard twice. Stale shards are never read again; delete
+the folder to reclaim the space.
+
+The per-image cache of earlier versions (``<cache_dir>/images/<aa>/<key>.npy``) is migrated: its
+entries are copied into shards instead of being decoded again, with one line saying so.
 
 Misses are decoded by a :class:`concurrent.futures.ProcessPoolExecutor` (``fork`` while the
 caller has a single thread, else ``spawn``; if the pool breaks, the rest is decoded in-process)
-with a transient rich progress bar on stderr; ``workers=1`` or a single miss decodes in-process. A file that fails becomes a
-:class:`~ssl_bench.data.base.Problem` (its row of the returned array stays zero), never an
-exception.
+with a transient rich progress bar on stderr; ``workers=1`` or a single miss decodes in-process.
+A file that fails becomes a :class:`~ssl_bench.data.base.Problem` (its row reads as zeros),
+never an exception.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from ..console import progress_bar
+from ..console import make_console, progress_bar
 from ..errors import DataError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, atomic_write_text
 from .problem import Problem
 from .preprocess import PREPROCESS_VERSION, preprocess_file
+
+#: most images per shard (the ``ssl-bench data prepare`` resume step)
+SHARD_ROWS = 2048
+#: largest shard, so that building one stays within a fixed amount of memory at any image size
+SHARD_BYTES = 256 * 2**20
+#: version of the shard layout (part of every dataset key)
+FORMAT_VERSION = 1
+
+#: what produces the images of a list of rows: yields ``(row, array or None, reason)``
+Producer = Callable[[list[int]], Iterable[tuple[int, "np.ndarray | None", str]]]
 
 
 def cache_key(path: str | Path, image_size: tuple[int, int], laterality: str = "") -> str:
@@ -52,29 +78,235 @@ def cache_key(path: str | Path, image_size: tuple[int, int], laterality: str = "
 
 
 def cache_file(cache_dir: str | Path, key: str) -> Path:
+    """Where the per-image cache of earlier versions kept an image (read only to migrate it)."""
     return Path(cache_dir).expanduser() / "images" / key[:2] / f"{key}.npy"
 
 
-def _atomic_save(target: Path, array: np.ndarray) -> None:
-    atomic_write(target, lambda fh: np.save(fh, array, allow_pickle=False))
+def shard_folder(cache_dir: str | Path, image_size: tuple[int, int]) -> Path:
+    return Path(cache_dir).expanduser() / "shards" / f"{int(image_size[0])}x{int(image_size[1])}"
 
 
-def _load_entry(target: Path, image_size: tuple[int, int]) -> np.ndarray | None:
+def shard_rows(image_size: tuple[int, int]) -> int:
+    """Images per shard at this size: :data:`SHARD_ROWS`, fewer where that would pass :data:`SHARD_BYTES`."""
+    per_image = 2 * int(image_size[0]) * int(image_size[1])
+    return max(1, min(SHARD_ROWS, SHARD_BYTES // per_image))
+
+
+def _digest(parts: Iterable[str]) -> str:
+    return hashlib.sha1("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class ShardedImages:
+    """A dataset's images, float16 ``(N, H, W)``, read on demand from memory-mapped shards.
+
+    Indexing reads like a numpy array (``images[i]``, ``images[mask]``, ``np.asarray(images)``
+    return arrays); :meth:`subset` keeps rows without reading them. Each read maps the shards it
+    needs and unmaps them afterwards: pages read stay in the OS page cache, shared by every
+    process (DataLoader workers), but do not pile up in a process's resident memory, which so
+    stays bounded however large the dataset."""
+
+    def __init__(self, shards: list[Path], shard: np.ndarray, offset: np.ndarray, image_size: tuple[int, int]):
+        self.shards = [Path(p) for p in shards]
+        self.shard = np.asarray(shard, dtype=np.int64)
+        self.offset = np.asarray(offset, dtype=np.int64)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.shard), *self.image_size)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float16)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * 2
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def take(self, rows) -> np.ndarray:
+        """The images of ``rows`` (integer positions) as one in-memory array, in that order."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.image_size), dtype=np.float16)
+        shard, offset = self.shard[rows], self.offset[rows]
+        for s in np.unique(shard):
+            picked = np.flatnonzero(shard == s)
+            mapped = np.load(self.shards[int(s)], mmap_mode="r", allow_pickle=False)
+            out[picked] = mapped[offset[picked]]
+            del mapped  # unmapped here, not when the next read happens to replace it
+        return out
+
+    def subset(self, rows) -> "ShardedImages":
+        """The images of ``rows`` (positions or a boolean mask), without reading them."""
+        rows = np.arange(len(self))[rows]
+        return ShardedImages(self.shards, self.shard[rows], self.offset[rows], self.image_size)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self.take([np.arange(len(self))[index]])[0]
+        return self.take(np.arange(len(self))[index])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self), SHARD_ROWS):
+            yield from self.take(np.arange(start, min(start + SHARD_ROWS, len(self))))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self.take(np.arange(len(self)))
+        return array if dtype is None else array.astype(dtype)
+
+    def astype(self, dtype) -> np.ndarray:
+        return np.asarray(self).astype(dtype)
+
+
+def sharded_images(
+    folder: Path,
+    keys: list[str],
+    image_ids: list[str],
+    image_size: tuple[int, int],
+    produce: Producer,
+    legacy_dir: Path | None = None,
+) -> tuple[ShardedImages, dict[int, str]]:
+    """The images with these keys, from ``folder``'s shards, building the missing shards first.
+
+    ``produce(rows)`` makes the images no shard (nor the per-image cache under ``legacy_dir``)
+    holds. Returns the images and ``{row: reason}`` for the rows that could not be made."""
+    size = (int(image_size[0]), int(image_size[1]))
+    per_shard = shard_rows(size)
+    index_path = folder / f"index-{_digest([f'v{FORMAT_VERSION}', str(per_shard), *keys])}.csv"
+    indexed = _read_index(index_path, folder, size)
+    if indexed is not None:
+        return indexed
+    known = _KnownImages(folder)
+    migrated = 0
+    names, shard_of, offsets, problems = [], np.zeros(len(keys), np.int64), np.zeros(len(keys), np.int64), {}
+    for number, start in enumerate(range(0, len(keys), per_shard)):
+        rows = list(range(start, min(start + per_shard, len(keys))))
+        name = _digest([keys[i] for i in rows])
+        failed = _done_shard(folder, name, len(rows), size)
+        if failed is None:
+            failed, moved = _build_shard(folder, name, rows, keys, size, produce, known, legacy_dir)
+            migrated += moved
+        for i in rows:
+            shard_of[i], offsets[i] = number, i - start
+            if str(i - start) in failed:
+                problems[i] = failed[str(i - start)]
+        names.append(name)
+    if migrated:
+        make_console(stderr=True).print(
+            f"cache: moved {migrated} image(s) from the per-image cache ({legacy_dir}) into shards; "
+            "that folder is no longer read and can be deleted", soft_wrap=True, highlight=False, markup=False)
+    index = pd.DataFrame({
+        "row": np.arange(len(keys)), "image_id": image_ids, "key": keys, "shard": [names[s] for s in shard_of],
+        "offset": offsets, "height": size[0], "width": size[1],
+        "problem": [problems.get(i, "") for i in range(len(keys))],
+    })
+    atomic_write_text(index_path, index.to_csv(index=False))
+    images = ShardedImages([folder / f"{n}.npy" for n in names], shard_of, offsets, size)
+    return images, problems
+
+
+def _read_index(path: Path, folder: Path, size: tuple[int, int]) -> tuple[ShardedImages, dict[int, str]] | None:
+    """A complete dataset's images from its index, or ``None`` (absent, damaged, a shard gone)."""
+    if not path.is_file():
+        return None
+    try:
+        index = pd.read_csv(path, dtype={"image_id": str, "key": str, "shard": str, "problem": str},
+                            keep_default_na=False)
+    except (OSError, ValueError):
+        return None
+    names = list(dict.fromkeys(index["shard"]))
+    if not all((folder / f"{n}.npy").is_file() for n in names):
+        return None
+    number = {n: k for k, n in enumerate(names)}
+    shard_of = index["shard"].map(number).to_numpy()
+    problems = {int(r): p for r, p in zip(index["row"], index["problem"]) if p}
+    return ShardedImages([folder / f"{n}.npy" for n in names], shard_of, index["offset"].to_numpy(), size), problems
+
+
+def _done_shard(folder: Path, name: str, n: int, size: tuple[int, int]) -> dict[str, str] | None:
+    """A finished shard's failed rows (``{offset: reason}``), or ``None`` if it must be built."""
+    meta, data = folder / f"{name}.json", folder / f"{name}.npy"
+    if not (meta.is_file() and data.is_file()):
+        return None
+    try:
+        failed = json.loads(meta.read_text(encoding="utf-8"))["failed"]
+        array = np.load(data, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError):
+        return None
+    if array.shape != (n, *size) or array.dtype != np.float16:
+        return None
+    return failed
+
+
+class _KnownImages:
+    """Where the finished shards of a folder hold each image key (read once, on the first miss)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.where: dict[str, tuple[str, int]] | None = None
+
+    def find(self, key: str) -> np.ndarray | None:
+        if self.where is None:
+            self.where = {}
+            for meta in sorted(self.folder.glob("*.json")):
+                try:
+                    record = json.loads(meta.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                for offset, k in enumerate(record.get("keys", [])):
+                    if str(offset) not in record.get("failed", {}):
+                        self.where[k] = (meta.stem, offset)
+        if key not in self.where:
+            return None
+        name, offset = self.where[key]
+        try:
+            return np.array(np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)[offset])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _build_shard(folder, name, rows, keys, size, produce, known, legacy_dir) -> tuple[dict[str, str], int]:
+    """Fill one shard from other shards, the per-image cache, then ``produce``; write it."""
+    shard = np.zeros((len(rows), *size), dtype=np.float16)
+    failed: dict[str, str] = {}
+    missing, migrated = [], 0
+    for offset, i in enumerate(rows):
+        found = known.find(keys[i])
+        if found is None and legacy_dir is not None:
+            found = _legacy_entry(legacy_dir, keys[i], size)
+            migrated += found is not None
+        if found is not None and found.shape == size:
+            shard[offset] = found
+        else:
+            missing.append(i)
+    if missing:
+        for i, array, reason in produce(missing):
+            if array is None:
+                failed[str(i - rows[0])] = reason
+            else:
+                shard[i - rows[0]] = array
+    atomic_write(folder / f"{name}.npy", lambda fh: np.save(fh, shard, allow_pickle=False))
+    atomic_write_text(folder / f"{name}.json", json.dumps({"keys": [keys[i] for i in rows], "failed": failed}))
+    return failed, migrated
+
+
+def _legacy_entry(cache_dir: Path, key: str, size: tuple[int, int]) -> np.ndarray | None:
+    target = cache_file(cache_dir, key)
+    if not target.is_file():
+        return None
     try:
         array = np.load(target, allow_pickle=False)
     except (OSError, ValueError):
         return None
-    if array.shape != tuple(image_size) or array.dtype != np.float16:
-        return None
-    return array
+    return array if array.shape == size and array.dtype == np.float16 else None
 
 
-def decode_one(path: str, laterality: str, image_size: tuple[int, int], target: str) -> tuple[np.ndarray | None, str]:
-    """Worker: preprocess one file and store it in the cache; ``(array, "")`` or ``(None, reason)``."""
+def decode_one(path: str, laterality: str, image_size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+    """Worker: preprocess one file; ``(array, "")`` or ``(None, reason)``."""
     try:
-        image = preprocess_file(path, image_size, laterality or None).astype(np.float16)
-        _atomic_save(Path(target), image)
-        return image, ""
+        return preprocess_file(path, image_size, laterality or None).astype(np.float16), ""
     except DataError as exc:
         return None, _reason(str(exc), path)
     except MemoryError:
@@ -96,72 +328,67 @@ def load_cached_images(
     image_size: tuple[int, int],
     cache_dir: str | Path,
     workers: int = 0,
-) -> tuple[np.ndarray, list[Problem]]:
+) -> tuple[ShardedImages, list[Problem]]:
     """Preprocessed images of ``table['path']`` (flip from ``table['laterality']``) via the cache.
 
     Returns:
-        images: float16 ``(N, H, W)``, row ``i`` for table row ``i`` (zeros where it failed).
+        images: float16 ``(N, H, W)`` (:class:`ShardedImages`), row ``i`` for table row ``i``
+        (zeros where it failed).
         problems: one :class:`Problem` per file that could not be used (``file`` = its path as
         in the table).
     """
     size = (int(image_size[0]), int(image_size[1]))
     n = len(table)
-    images = np.zeros((n, *size), dtype=np.float16)
-    problems: list[Problem] = []
     paths = [str(p) for p in table["path"]]
     if "laterality" in table.columns:
         lateralities = ["" if pd.isna(v) else str(v) for v in table["laterality"]]
     else:
         lateralities = [""] * n
-
-    misses: list[tuple[int, str]] = []
-    failed: dict[int, str] = {}
+    unreadable: dict[int, str] = {}
+    keys = []
     for i, (path, lat) in enumerate(zip(paths, lateralities)):
         try:
-            key = cache_key(path, size, lat)
-        except FileNotFoundError:
-            failed[i] = "file not found"
-            continue
+            keys.append(cache_key(path, size, lat))
         except OSError as exc:
-            failed[i] = f"cannot read file: {exc.strerror or exc}"
-            continue
-        target = cache_file(cache_dir, key)
-        cached = _load_entry(target, size) if target.is_file() else None
-        if cached is not None:
-            images[i] = cached
-        else:
-            misses.append((i, str(target)))
+            # not a key of a file, so that the row is retried once the file is there
+            unreadable[i] = "file not found" if isinstance(exc, FileNotFoundError) else \
+                f"cannot read file: {exc.strerror or exc}"
+            keys.append(_digest(["unreadable", os.path.abspath(path), unreadable[i], str(size)]))
 
-    if misses:
-        for i, (array, reason) in _decode_all(misses, paths, lateralities, size, workers):
-            if array is None:
-                failed[i] = reason
-            else:
-                images[i] = array
-    for i in sorted(failed):
-        problems.append(Problem(paths[i], failed[i]))
-    return images, problems
+    def produce(rows: list[int]):
+        for i in rows:
+            if i in unreadable:
+                yield i, None, unreadable[i]
+        decodable = [i for i in rows if i not in unreadable]
+        for i, (array, reason) in _decode_all(decodable, paths, lateralities, size, workers):
+            yield i, array, reason
+
+    ids = [str(v) for v in table["image_id"]] if "image_id" in table.columns else paths
+    images, failed = sharded_images(shard_folder(cache_dir, size), keys, ids, size, produce,
+                                    legacy_dir=Path(cache_dir).expanduser())
+    failed = {**failed, **unreadable}  # an unreadable file is rechecked on every load
+    return images, [Problem(paths[i], failed[i]) for i in sorted(failed)]
 
 
-def _decode_all(misses, paths, lateralities, size, workers):
+def _decode_all(misses: list[int], paths, lateralities, size, workers):
     """Yield ``(row, (array | None, reason))`` for every miss, in parallel when worthwhile."""
+    if not misses:
+        return
     n_workers = int(workers) if workers and int(workers) > 0 else _cpu_count()
     n_workers = min(n_workers, len(misses))
     progress = progress_bar("decoding images", transient=True, info=False)
     if n_workers <= 1:
         with progress:
             task = progress.add_task("decode", total=len(misses))
-            for i, target in misses:
-                yield i, decode_one(paths[i], lateralities[i], size, target)
+            for i in misses:
+                yield i, decode_one(paths[i], lateralities[i], size)
                 progress.advance(task)
         return
     done: set[int] = set()
     try:
         # Submit (and so fork every worker) before the progress bar starts its refresh thread.
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=_mp_context()) as pool:
-            futures = {
-                pool.submit(decode_one, paths[i], lateralities[i], size, target): i for i, target in misses
-            }
+            futures = {pool.submit(decode_one, paths[i], lateralities[i], size): i for i in misses}
             try:
                 with progress:
                     task = progress.add_task("decode", total=len(misses))
@@ -178,12 +405,12 @@ def _decode_all(misses, paths, lateralities, size, workers):
         # A worker died (killed, or the start method cannot re-import __main__): finish the
         # remaining images in this process rather than calling them all bad.
         pass
-    rest = [(i, target) for i, target in misses if i not in done]
+    rest = [i for i in misses if i not in done]
     if rest:
         with progress:
             task = progress.add_task("decode", total=len(rest))
-            for i, target in rest:
-                yield i, decode_one(paths[i], lateralities[i], size, target)
+            for i in rest:
+                yield i, decode_one(paths[i], lateralities[i], size)
                 progress.advance(task)
 
 

@@ -2,26 +2,24 @@
 (387 images, 287 benign / 100 malignant, 115 patients) and generated from a seed by
 :mod:`ssl_bench.data.synthetic_mammo`, so every command runs with no download.
 
-Generated sets are cached on disk under ``<cache_dir>/synthetic/`` keyed by every generation
-parameter; a cached set loads in well under a second.
+Generated images are kept in the image cache's shards (:mod:`ssl_bench.data.cache`), keyed by
+every generation parameter: a generated set loads in well under a second, memory-mapped, and a
+set of any size is generated one shard at a time (an interrupted generation resumes at the first
+missing shard). The sample table is planned anew each time (it costs no rendering).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from ..fileio import atomic_write
+from ..console import make_console
 from ..registry import DATASETS
 from . import synthetic_mammo
 from .base import SAMPLE_COLUMNS, LoadedDataset, MammoDataset
-from .problem import Problem
+from .cache import sharded_images, shard_folder
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @DATASETS.register("synthetic")
@@ -44,36 +42,36 @@ class SyntheticMammography(MammoDataset):
             "seed": int(seed),
         }
 
-    def cache_path(self) -> Path:
-        key = json.dumps(
-            {"v": CACHE_VERSION, "generator": synthetic_mammo.VERSION, "size": list(self.image_size), **self.generation}, sort_keys=True
-        )
-        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    def _identity(self) -> str:
+        return json.dumps({"v": CACHE_VERSION, "generator": synthetic_mammo.VERSION, "size": list(self.image_size),
+                           **self.generation}, sort_keys=True)
+
+    def legacy_cache_path(self) -> Path:
+        """Where version 1 kept this set (one ``.npz``): removed when the set is loaded."""
+        key = json.dumps({"v": 1, "generator": synthetic_mammo.VERSION, "size": list(self.image_size),
+                          **self.generation}, sort_keys=True)
         h, w = self.image_size
-        return self.cache_dir / "synthetic" / f"synthetic-{h}x{w}-{digest}.npz"
+        return self.cache_dir / "synthetic" / f"synthetic-{h}x{w}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
 
-    def scan(self) -> tuple[pd.DataFrame, list[Problem]]:
-        table, _ = self._generate_or_load()
-        return table, []
-
-    def _generate_or_load(self) -> tuple[pd.DataFrame, np.ndarray]:
-        path = self.cache_path()
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    table = pd.read_csv(io.StringIO(str(data["table"])), dtype={"image_id": str, "patient_id": str})
-                    return table, data["images"]
-            except (OSError, ValueError, KeyError):
-                path.unlink(missing_ok=True)  # a damaged cache entry is regenerated
-        table, images = synthetic_mammo.generate(image_size=self.image_size, **self.generation)
-        table = table.assign(path="")
-        try:
-            atomic_write(path, lambda fh: np.savez(fh, images=images, table=np.array(table.to_csv(index=False))))
-        except OSError:
-            pass  # an unwritable cache only costs regeneration next time
-        return table, images
+    def scan(self):
+        table, _ = synthetic_mammo.generate_lazily(image_size=self.image_size, **self.generation)
+        return table.assign(path=""), []
 
     def load(self) -> LoadedDataset:
-        table, images = self._generate_or_load()
+        table, render = synthetic_mammo.generate_lazily(image_size=self.image_size, **self.generation)
         table = table.assign(path="")  # generated images have no file
+        identity = self._identity()
+        keys = [hashlib.sha1(f"{identity}|{i}".encode()).hexdigest() for i in range(len(table))]
+
+        def produce(rows):
+            for i in rows:
+                yield i, render(i), ""
+
+        legacy = self.legacy_cache_path()
+        images, _ = sharded_images(shard_folder(self.cache_dir, self.image_size), keys,
+                                   table["image_id"].tolist(), self.image_size, produce)
+        if legacy.is_file():  # the format of version 1: rebuilt above, so its file goes
+            legacy.unlink(missing_ok=True)
+            make_console(stderr=True).print(f"cache: the synthetic set was rebuilt in the sharded cache; removed {legacy}",
+                                            soft_wrap=True, highlight=False, markup=False)
         return LoadedDataset(self.name, table[list(SAMPLE_COLUMNS)].reset_index(drop=True), images)

@@ -596,30 +596,52 @@ def generate(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=10
     Raises:
         ValueError: sizes or counts that cannot form such a cohort.
     """
+    table, render = generate_lazily(image_size, n_patients, n_benign, n_malignant, seed, orientation)
+    images = np.empty((len(table), *render.shape), np.float16)
+    for i in range(len(table)):
+        images[i] = render(i)
+        if on_image is not None:
+            on_image()
+    return table, images
+
+
+class ImageRenderer:
+    """Renders image ``i`` of a planned cohort on its own (every image draws from its own seed,
+    so any subset, in any order or process, gives the bytes :func:`generate` gives)."""
+
+    def __init__(self, shape: tuple[int, int], seed: int, orientation: str, images: list[tuple[Breast, str]]):
+        self.shape, self.seed, self.orientation, self.images = shape, seed, orientation, images
+
+    def __call__(self, i: int) -> np.ndarray:
+        breast, view = self.images[i]
+        seed, (height, width) = self.seed, self.shape
+        side = 0 if breast.laterality == "L" else 1
+        traits = _patient_traits(_rng(seed, 1, breast.patient))
+        lesion = _plan_lesion(breast.finding, _rng(seed, 2, breast.patient, side))
+        rng = _rng(seed, 3, breast.patient, side, int(view == "MLO"))
+        geometry = _view_geometry(traits, view, width / height, rng)
+        image = render_view((height, width), traits, geometry, breast.finding, lesion, view, rng)
+        if self.orientation == "laterality" and breast.laterality == "R":
+            image = image[:, ::-1]
+        return image.astype(np.float16)
+
+
+def generate_lazily(image_size=(768, 384), n_patients=115, n_benign=287, n_malignant=100, seed=0,
+                    orientation="canonical") -> tuple[pd.DataFrame, ImageRenderer]:
+    """:func:`generate`'s sample table at once and its images on demand (``render(i)``), for
+    cohorts too large to hold in memory."""
     height, width = _validate(image_size, n_patients, n_benign, n_malignant, seed, orientation)
     breasts = plan_cohort(n_patients, n_benign, n_malignant, seed)
     digits = max(3, len(str(n_patients - 1)))
-    rows, images = [], np.empty((n_benign + n_malignant, height, width), np.float16)
-    traits = {}
+    rows, images = [], []
     for breast in breasts:
-        side = 0 if breast.laterality == "L" else 1
-        if breast.patient not in traits:
-            traits[breast.patient] = _patient_traits(_rng(seed, 1, breast.patient))
-        lesion = _plan_lesion(breast.finding, _rng(seed, 2, breast.patient, side))
         for view in breast.views:
-            rng = _rng(seed, 3, breast.patient, side, int(view == "MLO"))
-            geometry = _view_geometry(traits[breast.patient], view, width / height, rng)
-            image = render_view((height, width), traits[breast.patient], geometry,
-                                breast.finding, lesion, view, rng)
-            if orientation == "laterality" and breast.laterality == "R":
-                image = image[:, ::-1]
-            images[len(rows)] = image
             patient_id = f"P{breast.patient:0{digits}d}"
             rows.append((f"{patient_id}_{breast.laterality}_{view}", patient_id, breast.label,
                          breast.laterality, view, breast.finding))
-            if on_image is not None:
-                on_image()
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)), images
+            images.append((breast, view))
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    return table, ImageRenderer((height, width), seed, orientation, images)
 
 
 def write_png_set(out_dir, image_size=(768, 384), seed=0, **generate_kwargs) -> pathlib.Path:

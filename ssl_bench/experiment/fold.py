@@ -18,6 +18,7 @@ from ..registry import PRETEXTS, TRANSFERS
 from ..training.checkpoint import CheckpointStore
 from ..training.context import FitContext
 from ..training.device import resolve_precision
+from ..training.images import StreamedImages, memory_budget, should_stream
 from ..training.progress import TrainingProgress
 from ..training.tracking import HistorySink
 from ..training.scoring import predict_scores
@@ -84,6 +85,16 @@ class DeviceImages:
         return cls._cache[key]
 
 
+def dataset_images(cfg: Config, loaded: LoadedDataset, device: torch.device) -> torch.Tensor | StreamedImages:
+    """The dataset's images as a fold reads them: resident on the device while they fit the memory
+    budget, else streamed from the host (``data.streaming``, ``data.memory_budget_gb``; the same
+    results either way: :mod:`ssl_bench.training.images`)."""
+    d = cfg.data
+    if should_stream(d.streaming, loaded.images.nbytes, memory_budget(device, d.memory_budget_gb)):
+        return StreamedImages(loaded.images, device, d.loader_workers)
+    return DeviceImages.get(loaded, device)
+
+
 def run_fold(
     cfg: Config,
     loaded: LoadedDataset,
@@ -101,7 +112,7 @@ def run_fold(
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     pretext, transfer = build_parts(cfg)
-    images = DeviceImages.get(loaded, device)
+    images = dataset_images(cfg, loaded, device)
     train_mask = training_subset(cfg, loaded, fold_of, k)
     train_idx = torch.from_numpy(np.flatnonzero(train_mask)).to(device)
     test_idx = np.flatnonzero(fold_of == k)

@@ -91,7 +91,7 @@ MODEL_KEYS_V2 = MODEL_KEYS + ("architecture",)  # from version 2 on
 # Config keys that may differ between two invocations writing the same run directory: where
 # files go and how fast it runs, never what decides the results.
 VOLATILE_KEYS = ("fold", "out", "device", "threads", "log")
-VOLATILE_DATA_KEYS = ("cache_dir", "workers")
+VOLATILE_DATA_KEYS = ("cache_dir", "workers", "streaming", "memory_budget_gb", "loader_workers")
 VOLATILE_TRAIN_KEYS = ("checkpoint_every",)  # a resumed fold equals an uninterrupted one
 CHECKPOINT_FORMAT = "ssl-bench-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -247,6 +247,11 @@ def comparable_config(config: dict) -> dict:
             out["data"].pop(key, None)
     if not (out.get("pretext_data") or {}).get("dataset"):  # runs written before pretext pools: none
         out.pop("pretext_data", None)
+    train = out.setdefault("train", {})
+    if train.get("pretext_workers", 1) == 1:  # runs written before data-parallel pretext stages
+        train.pop("pretext_workers", None)
+    if train.get("schedule", "constant") == "constant":  # runs written before schedules: constant
+        train.pop("schedule", None)
     return out
 
 

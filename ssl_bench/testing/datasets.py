@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..data.base import OFFICIAL_SPLIT, SAMPLE_COLUMNS, LoadedDataset, MammoDataset
+from ..data.cache import ShardedImages
 from ..registry import DATASETS
 from .common import build_component, check_common, expect
 
@@ -29,7 +30,8 @@ def check_dataset(
       ``image_id``s, non-empty string ``patient_id``s, integer labels in {0, 1} (all -1 for a
       dataset with ``labelled = False``), ``laterality`` in ``L``/``R``/empty, string ``view`` and
       ``path``;
-    - images: a float16 ``numpy`` array ``(N, H, W)`` at ``image_size``, finite, in [0, 1].
+    - images: a float16 ``numpy`` array (or the cache's memory-mapped ``ShardedImages``)
+      ``(N, H, W)`` at ``image_size``, finite, in [0, 1].
 
     ``cache_dir`` defaults to a temporary folder deleted afterwards.
     """
@@ -64,7 +66,9 @@ def check_dataset(
     expect(not bad_side, what, f"laterality must be 'L', 'R' or '', got {sorted(map(repr, bad_side))}")
     for column in ("view", "path"):
         expect(all(isinstance(v, str) for v in table[column]), what, f"{column} must be strings")
-    expect(isinstance(images, np.ndarray), what, f"images must be a numpy array, got {type(images).__name__}")
+    expect(isinstance(images, (np.ndarray, ShardedImages)), what,
+           f"images must be a numpy array or the cache's ShardedImages, got {type(images).__name__}")
+    images = np.asarray(images)
     expect(images.dtype == np.float16, what, f"images must be float16, got {images.dtype}")
     expect(images.shape == (n, *image_size), what, f"images must be (N, H, W) = {(n, *image_size)}, got {images.shape}")
     expect(bool(np.isfinite(images).all()), what, "images have non-finite values")

@@ -1,8 +1,10 @@
-"""A fold's training images on the device and the shuffled, augmented batches drawn from them.
+"""A fold's training images and the shuffled, augmented batches drawn from them.
 
 The images sit on the device as one float16 tensor; each epoch's order is one ``randperm`` on the
 device and batches are gathered, cast and augmented there, so no data crosses from the host
-during training (the data share of an epoch is negligible: ``benchmarks/speed.py``).
+during training (the data share of an epoch is negligible: ``benchmarks/speed.py``). A dataset
+larger than the memory budget is streamed instead (:mod:`ssl_bench.training.images`): the same
+order, the images read from the host per batch, the same augmentation on the device.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+
+from .images import StreamedImages, gather_batches
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -27,13 +31,23 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> 
 @dataclass
 class FoldBatches:
     """One fold's training images ``(N, 1, H, W)`` float16 in [0, 1] and labels ``(N,)`` (1 =
-    malignant), both on the device, served as shuffled batches."""
+    malignant), served as shuffled batches on the device. The images are a tensor on the device,
+    or :class:`~ssl_bench.training.images.StreamedImages` read from the host as needed: the
+    batches are the same."""
 
-    images: torch.Tensor
+    images: torch.Tensor | StreamedImages
     labels: torch.Tensor
     batch_size: int
     augment: bool = True
     channels_last: bool = True
+    #: ``(rank, workers)``: yield only this worker's contiguous share of every (global) batch, in
+    #: data-parallel training (:mod:`ssl_bench.training.distributed`); ``(0, 1)``: whole batches
+    share: tuple[int, int] = (0, 1)
+
+    @property
+    def smallest_batch(self) -> int:
+        """A batch is dropped below this size: every worker needs 2 images (BatchNorm)."""
+        return 2 * self.share[1]
 
     @property
     def n_images(self) -> int:
@@ -41,21 +55,25 @@ class FoldBatches:
 
     def steps_per_epoch(self) -> int:
         n, b = self.n_images, self.batch_size
-        return n // b + (1 if n % b > 1 else 0)
+        return n // b + (1 if n % b >= self.smallest_batch else 0)
 
     def epoch(self, augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One shuffled epoch of ``(images float32 (B,1,H,W), labels (B,))`` on the device.
         A last batch of a single image is dropped (BatchNorm cannot train on one sample)."""
         augment = self.augment if augment is None else augment
-        device = self.images.device
+        device = self.labels.device
         order = torch.randperm(self.n_images, device=device)
-        for start in range(0, self.n_images, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if idx.numel() < 2:
-                break
-            x = self.images.index_select(0, idx).float()
+        index_batches = [order[start : start + self.batch_size] for start in range(0, self.n_images, self.batch_size)
+                         if min(self.batch_size, self.n_images - start) >= self.smallest_batch]
+        # the images first, so that a streaming loader runs to its end
+        for images, idx in zip(gather_batches(self.images, index_batches), index_batches):
+            x = images.float()
             if augment:
                 x = augment_batch(x)
             if device.type == "cuda" and self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels.index_select(0, idx)
+            y = self.labels.index_select(0, idx)
+            if self.share[1] > 1:  # augmented as a whole first: every worker draws the same numbers
+                rank, workers = self.share
+                x, y = x.tensor_split(workers)[rank], y.tensor_split(workers)[rank]
+            yield x, y

@@ -5,7 +5,8 @@ training loop (:mod:`.loop`). Strategies, built-in or plugins, use only this cla
 The loop is the CUDA fast path every strategy shares:
 
 - the images sit on the device as one float16 tensor (:class:`ssl_bench.experiment.fold.DeviceImages`);
-  each epoch's order is one ``randperm`` on the device, batches are gathered and augmented there;
+  each epoch's order is one ``randperm`` on the device, batches are gathered and augmented there
+  (a dataset above the memory budget is streamed from the host instead: :mod:`.images`);
 - the forward pass runs under bf16 autocast on CUDA (losses in fp32), modules and batches are
   channels_last, cuDNN autotunes the fixed shapes, Adam is fused (one kernel for all parameters);
 - no host-device sync inside a step: losses are accumulated on the device and read back once
@@ -36,6 +37,7 @@ from ..pretext.base import PretextTask
 from .batches import FoldBatches, augment_batch
 from .builders import Builders
 from .checkpoint import CheckpointStore, FoldCheckpoints
+from .images import StreamedImages
 from .device import configure_fast_path, graphs_requested
 from .loop import StepFn, TrainingLoop, optimizer_step
 from .losses import weighted_bce
@@ -54,7 +56,9 @@ class FitContext:
 
     config: Config
     pretext: PretextTask
-    images: torch.Tensor  # (N, 1, H, W) float16 on `device`, values in [0, 1]
+    # (N, 1, H, W) float16 in [0, 1]: a tensor on `device`, or StreamedImages read from the host as
+    # needed (a dataset above the memory budget; slices and shape work alike: training/images.py)
+    images: torch.Tensor | StreamedImages
     labels: torch.Tensor  # (N,) float32 on `device`, 1 = malignant
     device: torch.device
     amp_dtype: torch.dtype | None = None

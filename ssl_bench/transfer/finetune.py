@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..training.context import FitContext, optimizer_step
+from ..training.distributed import data_parallel_stage
 from ..training.pretext_pool import cached_pretext_stage
 from ..models.pretext_model import PretextModel
 from ..registry import TRANSFERS
@@ -29,8 +30,19 @@ def reset_classifier_head(backbone: nn.Module) -> None:
 
 
 def pretext_stage(ctx: FitContext, model: PretextModel, epochs: int, stage: str = "pretext") -> None:
-    """Train ``model`` (backbone + pretext head) on the pretext loss alone."""
-    net, opt, pretext = ctx.prepare(model), ctx.optimizer(model), ctx.pretext
+    """Train ``model`` (backbone + pretext head) on the pretext loss alone: in this process, or
+    data-parallel on ``train.pretext_workers`` Ray Train workers (:mod:`ssl_bench.training.distributed`)."""
+    workers = ctx.config.train.pretext_workers
+    if workers > 1:
+        data_parallel_stage(ctx, model, epochs, stage, train_pretext, workers)
+    else:
+        train_pretext(ctx, model, ctx.prepare(model), epochs, stage)
+
+
+def train_pretext(ctx: FitContext, model: PretextModel, net: nn.Module, epochs: int, stage: str) -> None:
+    """The pretext stage's epochs: ``net`` is ``model`` as prepared to run (compiled, or wrapped
+    for data-parallel training); the optimiser and the teacher work on ``model`` itself."""
+    opt, pretext = ctx.optimizer(model), ctx.pretext
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = pretext.prepare(x, y)

@@ -1,0 +1,152 @@
+"""Data-parallel training of one stage on Ray Train workers (``train.pretext_workers`` > 1).
+
+The stage runs on ``N`` workers of :class:`ray.train.torch.TorchTrainer` (``ScalingConfig(
+num_workers=N, use_gpu=...)``; Ray sets up the process group: gloo on the CPU, NCCL on GPUs);
+:func:`ray.train.torch.prepare_model` wraps the model in DistributedDataParallel, which averages
+the gradients of every step across the workers. So that ``N`` workers train like one process
+with the same global batch:
+
+- every worker starts from the driver's weights and torch random state, so all draw the same
+  epoch order and the same augmentation of each global batch, as one process would;
+- each worker then trains on its contiguous share of the global batch (``FoldBatches.share``);
+  with equal shares the average of the workers' mean losses is the global batch's mean loss,
+  and so are the averaged gradients (a last batch too small to give each worker 2 images is
+  dropped, as one process drops a last batch of one image);
+- BatchNorm: on GPUs the model's BatchNorm layers become ``SyncBatchNorm``, which normalises
+  over the global batch. Torch has no SyncBatchNorm on the CPU, so there each worker normalises
+  over its own share (what plain DDP does), and results differ from one process by that.
+- each epoch, the losses averaged over the workers are reported with a checkpoint of the
+  weights (``ray.train.report(..., checkpoint=...)``, from rank 0), kept under
+  ``<out>/.ray-train/``; the driver loads the last one, the history and rank 0's random state
+  (so later stages draw what they would have), then deletes the folder.
+
+Ray is imported only when a stage runs this way (``pip install "ssl-bench[ray]"``); without
+``RAY_ADDRESS`` a private local Ray instance is started, with ``RAY_ADDRESS=auto`` the cluster of
+``ray start``. Each worker reads the fold's images itself: the resident tensor is shipped to it,
+a streamed dataset is read from the cache (which must then sit on storage every node mounts).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import config_from_dict
+from ..errors import UserError
+from .context import FitContext
+from .images import StreamedImages
+from .progress import TrainingProgress
+
+#: what runs a stage: ``stage_fn(ctx, model, net, epochs, stage)`` (module-level, so Ray can ship it)
+StageFn = Callable[..., None]
+CHECKPOINT_FILE = "model.pt"
+
+
+def _import_ray_train():
+    try:
+        import ray
+        import ray.train
+        import ray.train.torch
+    except ImportError:
+        raise UserError('train.pretext_workers > 1 needs Ray Train: pip install "ssl-bench[ray]" '
+                        '(or pip install "ray[train]")') from None
+    return ray
+
+
+def data_parallel_stage(ctx: FitContext, model: nn.Module, epochs: int, stage: str, stage_fn: StageFn, workers: int) -> None:
+    """Run ``stage_fn`` on ``workers`` Ray Train workers; ``model`` ends with the trained weights
+    and ``ctx.history`` with the stage's epochs (module docstring)."""
+    ray = _import_ray_train()
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    use_gpu = ctx.device.type == "cuda"
+    unit = "GPU" if use_gpu else "CPU"
+    have = ray.cluster_resources().get(unit, 0)
+    if workers > have:  # Ray would wait for them forever
+        raise UserError(f"train.pretext_workers={workers} needs {workers} {unit}s, one per worker; the Ray "
+                        f"cluster has {have:g}")
+    images = ctx.images if isinstance(ctx.images, StreamedImages) else ctx.images.detach().cpu()
+    storage = Path(ctx.config.out).expanduser().resolve() / ".ray-train"
+    name = f"{stage}-{uuid.uuid4().hex[:8]}"
+    trainer = ray.train.torch.TorchTrainer(
+        _worker,
+        train_loop_config={
+            "config": ctx.config.to_dict(), "pretext": ctx.pretext, "model": model.cpu(), "images": images,
+            "labels": ctx.labels.detach().cpu(), "rng": torch.get_rng_state(), "epochs": epochs, "stage": stage,
+            "stage_fn": stage_fn, "amp_dtype": ctx.amp_dtype,
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=ray.train.RunConfig(name=name, storage_path=str(storage)),
+    )
+    try:
+        result = trainer.fit()
+        with result.checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        torch.set_rng_state(state["rng"])
+        ctx.loop.history.extend(state["history"])
+    finally:
+        shutil.rmtree(storage / name, ignore_errors=True)
+        if storage.is_dir() and not any(storage.iterdir()):
+            storage.rmdir()
+    model.to(ctx.device)
+
+
+class _RayReport(TrainingProgress):
+    """The worker's progress: each epoch, the losses averaged over the workers and (rank 0) a
+    checkpoint of the weights, the history so far and the random state, to ``ray.train.report``."""
+
+    def __init__(self, model: nn.Module, history: list[dict]):
+        super().__init__(enabled=False)
+        self.model, self.history = model, history
+
+    def epoch_done(self, losses: dict[str, float]) -> None:
+        ray = _import_ray_train()
+        names = sorted(losses)
+        if names and torch.distributed.is_initialized():
+            mean = torch.tensor([losses[k] for k in names], dtype=torch.float64)
+            torch.distributed.all_reduce(mean)
+            losses = dict(zip(names, (mean / torch.distributed.get_world_size()).tolist()))
+        if self.history:  # the loop appended this epoch's row before calling: make it the global mean
+            self.history[-1].update(losses)
+        if ray.train.get_context().get_world_rank() != 0:
+            ray.train.report(losses)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            state = {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                     "rng": torch.get_rng_state(), "history": list(self.history)}
+            torch.save(state, Path(folder) / CHECKPOINT_FILE)
+            ray.train.report(losses, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _worker(spec: dict) -> None:
+    """One Ray Train worker: rebuild the fold's training context, train this worker's shares."""
+    ray = _import_ray_train()
+    cfg = config_from_dict(spec["config"])
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = ray.train.torch.get_device()
+    context = ray.train.get_context()
+    images = spec["images"]
+    if isinstance(images, StreamedImages):
+        images = StreamedImages(images.source, device, images.workers, images.rows)
+    else:
+        images = images.to(device)
+    model = spec["model"]
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    history: list[dict] = []
+    ctx = FitContext(config=cfg, pretext=spec["pretext"], images=images, labels=spec["labels"].to(device),
+                     device=device, amp_dtype=spec["amp_dtype"], progress=_RayReport(model, history))
+    ctx.loop.history = history
+    ctx.data.share = (context.get_world_rank(), context.get_world_size())
+    torch.set_rng_state(spec["rng"])
+    # the backbone's classifier gets no gradient in a pretext stage: DDP must be told
+    net = ray.train.torch.prepare_model(ctx.prepare(model, compile=False),
+                                        parallel_strategy_kwargs={"find_unused_parameters": True})
+    spec["stage_fn"](ctx, model, net, spec["epochs"], spec["stage"])
