@@ -29,7 +29,7 @@ from ..registry import TRANSFERS
 from ..training.context import FitContext
 from .base import TransferStrategy
 from .finetune import pretrained_backbone
-from .nonspatial import CLASS_WEIGHTS, class_weight_for, fit_scaled_logistic
+from .nonspatial import check_logistic_options, class_weight_for, fit_scaled_logistic
 
 FEATURE_BATCH = 64  # images per feature pass
 
@@ -66,12 +66,7 @@ class LinearProbe(FrozenTransfer):
     """Linear probe: logistic regression on the frozen backbone's pooled features after the pretext stage."""
 
     def __init__(self, C: float = 1.0, class_weight: str = "pos_weight", max_iter: int = 1000):
-        if not C > 0:
-            raise ValueError(f"C must be positive, got {C!r}")
-        if class_weight not in CLASS_WEIGHTS:
-            raise ValueError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}")
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be at least 1, got {max_iter!r}")
+        check_logistic_options(C, class_weight, max_iter)
         self.C, self.class_weight, self.max_iter = float(C), class_weight, int(max_iter)
 
     def weights(self, pos_weight: float):

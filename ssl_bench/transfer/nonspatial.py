@@ -46,6 +46,17 @@ def class_weight_for(option: str, pos_weight: float) -> dict[int, float] | str |
     return {"pos_weight": {0: 1.0, 1: float(pos_weight)}, "balanced": "balanced", "none": None}[option]
 
 
+def check_logistic_options(C: float, class_weight: str, max_iter: int) -> None:
+    """The options a logistic-regression transfer shares, checked when it is built (a bad one is a
+    ``ValueError`` the toolkit reports in one line)."""
+    if not C > 0:
+        raise ValueError(f"C must be positive, got {C!r}")
+    if class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1, got {max_iter!r}")
+
+
 def fit_scaled_logistic(features: np.ndarray, labels: np.ndarray, C: float, class_weight, max_iter: int):
     """``(scaler, model)``: standardised features and a logistic regression on them, the fit that
     the non-spatial baseline and the linear probe copy into their torch classifiers."""
@@ -63,12 +74,7 @@ class NonSpatial(TransferStrategy):
 
     def __init__(self, C: float = 1.0, bins: int = 32, threshold: float = 0.05,
                  class_weight: str = "pos_weight", max_iter: int = 1000):
-        if not C > 0:
-            raise ValueError(f"C must be positive, got {C!r}")
-        if class_weight not in CLASS_WEIGHTS:
-            raise ValueError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weight!r}")
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be at least 1, got {max_iter!r}")
+        check_logistic_options(C, class_weight, max_iter)
         NonSpatialClassifier(bins, threshold)  # checks bins and threshold now, before any data
         self.C, self.bins, self.threshold = float(C), int(bins), float(threshold)
         self.class_weight, self.max_iter = class_weight, int(max_iter)
