@@ -90,6 +90,10 @@ class TrainConfig:
     # "constant" (the paper states none) | "cosine": each stage's learning rate follows a half
     # cosine from lr down to 0 over its epochs (Loshchilov & Hutter, SGDR, ICLR 2017)
     schedule: str = "constant"
+    # with data.label_fraction below 1: "steps" trains the fold's labelled subset for as many
+    # optimiser steps as all its training images would get (epochs scaled by their ratio;
+    # experiment/label_budget.py); "epochs": the same epochs, so fewer labels also mean less training
+    label_budget: str = "steps"
     precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "fp32" | "bf16"
     channels_last: bool = True
     compile: bool = False
@@ -144,6 +148,9 @@ class Config:
 
 #: the learning-rate schedules of ``train.schedule`` (training/builders.py applies them)
 SCHEDULES = ("constant", "cosine")
+
+#: the training budgets of ``train.label_budget`` (experiment/label_budget.py applies them)
+LABEL_BUDGETS = ("steps", "epochs")
 
 # Profiles: dotted overrides applied on top of the defaults.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -463,6 +470,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"fold must be in 0..{cfg.data.folds - 1}, got {cfg.fold}")
     if cfg.train.schedule not in SCHEDULES:
         raise ConfigError(f"train.schedule must be {' or '.join(SCHEDULES)}, got '{cfg.train.schedule}'")
+    if cfg.train.label_budget not in LABEL_BUDGETS:
+        raise ConfigError(f"train.label_budget must be {' or '.join(LABEL_BUDGETS)}, got '{cfg.train.label_budget}'")
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"train.precision must be auto, fp32 or bf16, got '{cfg.train.precision}'")
     if cfg.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", cfg.device):

@@ -40,7 +40,8 @@ def test_run_directory_contract(smoke_run):
         metrics = json.loads((fold / "metrics.json").read_text())
         assert set(metrics) == {"accuracy", "sensitivity", "specificity", "youden", "f1", "auc",
                                 "op_threshold", "op_accuracy", "op_sensitivity", "op_specificity",
-                                "degenerate", "label_fraction", "n_train_images", "n_train_patients"}
+                                "degenerate", "label_fraction", "n_train_images", "n_train_patients",
+                                "epochs", "pretext_epochs"}
         preds = pd.read_csv(fold / "predictions.csv", keep_default_na=False)
         assert list(preds.columns) == ["image_id", "patient_id", "label", "score", "laterality"]
         assert set(preds["laterality"]) <= {"L", "R"}

@@ -22,6 +22,7 @@ from ..training.images import StreamedImages, memory_budget, should_stream
 from ..training.progress import TrainingProgress
 from ..training.tracking import HistorySink
 from ..training.scoring import predict_scores
+from .label_budget import fold_budget_config
 from .metrics import fold_metrics
 from .operating_point import operating_threshold
 from .pretext_pool import fold_pretext_pool
@@ -119,8 +120,9 @@ def run_fold(
     labels = torch.from_numpy(loaded.labels.copy()).float().to(device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
     pool = fold_pretext_pool(cfg, pretext, loaded, fold_of, k, device, amp_dtype)  # --pretext-data
+    fit_cfg = fold_budget_config(cfg, int((fold_of != k).sum()), int(train_mask.sum()), pretext_on_subset=pool is None)
     ctx = FitContext(
-        config=cfg,
+        config=fit_cfg,
         pretext=pretext,
         images=images.index_select(0, train_idx),
         labels=labels.index_select(0, train_idx),
@@ -151,6 +153,7 @@ def run_fold(
     )
     metrics = fold_metrics(predictions["label"], predictions["score"], threshold)
     metrics.update(subset_record(cfg, loaded, train_mask))
+    metrics.update(epochs=fit_cfg.train.epochs, pretext_epochs=fit_cfg.train.pretext_epochs)  # after train.label_budget
     if pool is not None:
         metrics["pretext_pool"] = pool.record()  # which cached pretext stage this fold used
     return FoldResult(k, metrics, predictions, model_record(cfg.model.backbone, cfg.data.image_size, classifier),

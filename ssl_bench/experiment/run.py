@@ -157,7 +157,7 @@ def write_summary(run: PreparedRun, device_label: str, started: str) -> dict | N
         "degenerate_folds": {str(k): m["degenerate"] for k, m in zip(k_all, fold_metrics) if m.get("degenerate")},
         "per_fold": fold_metrics,
         "label_fraction": float(cfg.data.label_fraction),
-        "train_subsets": {str(k): {key: m.get(key) for key in ("n_train_images", "n_train_patients")}
+        "train_subsets": {str(k): {key: m.get(key) for key in ("n_train_images", "n_train_patients", "epochs", "pretext_epochs")}
                           for k, m in zip(k_all, fold_metrics)},
     }
     pools = {str(k): m["pretext_pool"] for k, m in zip(k_all, fold_metrics) if m.get("pretext_pool")}

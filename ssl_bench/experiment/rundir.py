@@ -21,8 +21,9 @@ malignancy; laterality may be empty). ``metrics.json``: the Table II metrics at 
 ``op_threshold`` and the ``op_*`` metrics at the fold's own operating point, ``degenerate``,
 and the fold's training subset: the requested ``label_fraction`` (``data.label_fraction``) and the
 actual ``n_train_images`` and ``n_train_patients`` (runs written before label fractions lack them:
-read as fraction 1). ``summary.json`` repeats ``label_fraction`` and, per fold, the two counts
-(``train_subsets``).
+read as fraction 1), and the ``epochs`` and ``pretext_epochs`` it trained (``train.label_budget``
+scales them for a fraction: experiment/label_budget.py). ``summary.json`` repeats
+``label_fraction`` and, per fold, those four numbers (``train_subsets``).
 
 A fold is *complete* when its results (``metrics.json`` and ``predictions.csv``) exist: that is
 what every reader (resume, bench, report) counts. ``model.pt`` is written with them but is only
@@ -242,12 +243,16 @@ def comparable_config(config: dict) -> dict:
         out["train"] = {k: v for k, v in (config.get("train") or {}).items() if k not in VOLATILE_TRAIN_KEYS}
     if out["data"].get("label_fraction", 1.0) == 1.0:  # runs written before label fractions: all labels
         out["data"].pop("label_fraction", None)
+    train = out.setdefault("train", {})
+    if out["data"].get("label_fraction", 1.0) == 1.0:  # all labels: the label budget changes nothing
+        train.pop("label_budget", None)
+    else:  # runs written before label budgets trained a fraction for the same epochs
+        train.setdefault("label_budget", "epochs")
     for key in ("test_dataset", "test_root"):  # runs written before test datasets: none
         if out["data"].get(key) is None:
             out["data"].pop(key, None)
     if not (out.get("pretext_data") or {}).get("dataset"):  # runs written before pretext pools: none
         out.pop("pretext_data", None)
-    train = out.setdefault("train", {})
     if train.get("pretext_workers", 1) == 1:  # runs written before data-parallel pretext stages
         train.pop("pretext_workers", None)
     if train.get("schedule", "constant") == "constant":  # runs written before schedules: constant

@@ -46,6 +46,7 @@ def base_method(run: RunResult) -> str:
 def _signature(run: RunResult) -> str:
     config = comparable_config(run.config)
     config["data"] = {k: v for k, v in config["data"].items() if k != "label_fraction"}
+    config.get("train", {}).pop("label_budget", None)  # how a fraction is trained, not the method
     for key in ("name", "method", "profile"):
         config.pop(key, None)
     return json.dumps(config, sort_keys=True, default=str)
