@@ -104,7 +104,8 @@ def parse_fractions(text: str | None) -> tuple[float, ...]:
 
 LABEL_FRACTION_HELP = ("Train on this share of each fold's training patients (stratified, grouped by "
                        "patient, nested), e.g. 0.25 or 0.1,0.25,0.5,1.0 (one run directory per "
-                       "fraction, named -f<fraction>); the held-out folds never change.")
+                       "fraction, named -f<fraction>); the held-out folds never change, and a fraction "
+                       "trains as many optimiser steps as all the labels would (train.label_budget).")
 
 
 def collect_flags(kwargs: dict) -> dict:
