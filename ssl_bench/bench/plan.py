@@ -7,6 +7,10 @@ Format::
       ResNet: {pretext: none, transfer: finetune}
       TSBN-U: {pretext: gsim, transfer: collab, model: {pretext_net: unet}}
 
+A top-level ``baseline: <method>`` names the method the leaderboard tests the others against
+(default: ResNet, Table II's baseline); with label fractions, each curve is tested against the
+baseline's at the same fraction.
+
 A top-level ``label_fractions: [0.1, 0.25, 0.5, 1.0]`` (or ``--label-fraction 0.1,0.25`` on the
 command line, which replaces it) runs every method at every fraction: one run directory per
 method and fraction, named ``<method>-f<fraction>`` below 1 (:func:`ssl_bench.components.run_name`).
@@ -36,10 +40,18 @@ from ..errors import ConfigError
 class BenchPlan:
     path: Path
     configs: list[Config]
+    baseline: str | None = None  # the bench file's ``baseline``: the method the others are tested against
 
     @property
     def methods(self) -> list[str]:
         return [display_name(c) for c in self.configs]
+
+    def baseline_run(self, seed: int | None = None) -> str | None:
+        """The baseline's run as the report names it: the baseline method (of ``seed``) at its
+        largest label fraction, where its label-efficiency curve is anchored; None when the file
+        names no baseline or ``--only`` left it out."""
+        runs = [c for c in self.configs if c.method == self.baseline and (seed is None or c.seed == seed)]
+        return display_name(max(runs, key=lambda c: c.data.label_fraction)) if runs else None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -75,10 +87,10 @@ def load_plan(
     fractions: tuple[float, ...] = (),
 ) -> BenchPlan:
     data = load_yaml(path)
-    unknown = set(data) - {"defaults", "methods", "description", "label_fractions"}
+    unknown = set(data) - {"defaults", "methods", "description", "label_fractions", "baseline"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, methods, "
-                          f"label_fractions")
+                          f"label_fractions, baseline")
     fractions = tuple(fractions) or _file_fractions(path, data.get("label_fractions"))
     methods = data.get("methods")
     if not isinstance(methods, dict) or not methods:
@@ -88,6 +100,9 @@ def load_plan(
             close = difflib.get_close_matches(name, list(methods), n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ConfigError(f"--only {name}: no such method in {path}.{hint} Methods: {', '.join(methods)}")
+    baseline = data.get("baseline")
+    if baseline is not None and baseline not in methods:
+        raise ConfigError(f"{path}: baseline '{baseline}' is not one of its methods ({', '.join(methods)})")
     defaults = data.get("defaults") or {}
     configs = []
     for seed in seeds or (None,):
@@ -112,4 +127,4 @@ def load_plan(
     names = [run_name(c) for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two methods would write the same run directory")
-    return BenchPlan(Path(path), configs)
+    return BenchPlan(Path(path), configs, baseline)

@@ -103,7 +103,7 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     from ..bench.job import import_extra_modules, last_line
     from ..bench.plan import load_plan
     from ..bench.runner import run_bench
-    from ..report.leaderboard import build_report
+    from ..report.leaderboard import DEFAULT_BASELINE, build_report
     from ..report.publish import write_leaderboard, write_seed_leaderboard
     from ..report.render import print_report
     from ..training.device import default_profile
@@ -141,7 +141,8 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     reports = {}
     for seed, complete in by_seed.items():  # --seeds: one leaderboard per seed, in seed-<s>/
         target = out_dir / f"seed-{seed}" if several_seeds else out_dir
-        reports[seed] = build_report(complete, reference=reference)
+        baseline = plan.baseline_run(seed) if plan.baseline else DEFAULT_BASELINE
+        reports[seed] = build_report(complete, reference=reference, baseline=baseline)
         paths = write_leaderboard(reports[seed], target)
         print_report(reports[seed], out_console, sections=("leaderboard", "notes"))
         out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)

@@ -7,6 +7,11 @@ Runs that differ only in their label fraction make one curve: they are grouped b
 the label fraction, the run name and the settings that do not decide results. They are
 comparable point by point, because every fraction keeps the same held-out folds (same
 ``folds.csv``; :func:`ssl_bench.report.runs.comparability_issues` checks the images).
+
+With a baseline run, each curve is also tested against the baseline's curve at the same label
+fraction, the question a user with that many labels asks ("does this pretext task beat my
+baseline at my label budget?"): the AUC difference on the same held-out images, Obuchowski's
+(1997) clustered test, and Holm's (1979) adjustment over the methods compared at that fraction.
 """
 from __future__ import annotations
 
@@ -20,9 +25,13 @@ import pandas as pd
 
 from ..experiment.rundir import comparable_config
 from .runs import RunResult
+from .significance import compare_auc
+from .stats import holm_adjust
 
 COLUMNS = ("method", "label_fraction", "n_train_images", "n_train_patients", "oof_auc", "oof_auc_lo",
            "oof_auc_hi", "run")
+#: with a baseline: AUC minus the baseline curve's at the same fraction (percent points), p, Holm's p
+TEST_COLUMNS = ("auc_diff", "p_auc", "p_auc_holm")
 
 
 def run_fraction(run: RunResult) -> float:
@@ -58,10 +67,11 @@ def _mean_count(run: RunResult, key: str) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def efficiency_table(runs: list[RunResult], table: pd.DataFrame) -> pd.DataFrame:
+def efficiency_table(runs: list[RunResult], table: pd.DataFrame, baseline: RunResult | None = None) -> pd.DataFrame:
     """One row per run (``runs[i]`` is ``table``'s row ``i``): ``method`` (the curve it belongs to),
     ``label_fraction``, the mean per fold of ``n_train_images`` and ``n_train_patients``,
-    ``oof_auc, oof_auc_lo, oof_auc_hi`` (percent) and ``run``; sorted by method, then fraction."""
+    ``oof_auc, oof_auc_lo, oof_auc_hi`` (percent) and ``run``; sorted by method, then fraction.
+    With a ``baseline`` run, also :data:`TEST_COLUMNS` against its curve (:func:`baseline_tests`)."""
     signatures: dict[str, set[str]] = {}
     for run in runs:
         signatures.setdefault(base_method(run), set()).add(_signature(run))
@@ -76,7 +86,36 @@ def efficiency_table(runs: list[RunResult], table: pd.DataFrame) -> pd.DataFrame
                      "oof_auc": row["oof_auc"], "oof_auc_lo": row.get("oof_auc_lo", math.nan),
                      "oof_auc_hi": row.get("oof_auc_hi", math.nan), "run": str(run.path)})
     out = pd.DataFrame(rows, columns=list(COLUMNS))
-    return out.sort_values(["method", "label_fraction"], kind="stable").reset_index(drop=True)
+    out = out.sort_values(["method", "label_fraction"], kind="stable").reset_index(drop=True)
+    if baseline is not None:
+        out = baseline_tests(out, {str(r.path): r for r in runs}, str(baseline.path))
+    return out
+
+
+def baseline_curve(efficiency: pd.DataFrame, baseline_run: str) -> str | None:
+    """The curve (method) the baseline run belongs to."""
+    match = efficiency.loc[efficiency["run"] == baseline_run, "method"]
+    return str(match.iloc[0]) if len(match) else None
+
+
+def baseline_tests(efficiency: pd.DataFrame, runs: dict[str, RunResult], baseline_run: str) -> pd.DataFrame:
+    """``efficiency`` with :data:`TEST_COLUMNS`: each run against the baseline curve's run at the
+    same label fraction, Holm-adjusted over the runs compared at that fraction; NaN on the
+    baseline's own rows and at fractions the baseline was not run at."""
+    out = efficiency.copy()
+    for column in TEST_COLUMNS:
+        out[column] = math.nan
+    base = baseline_curve(out, baseline_run)
+    for fraction, rows in out.groupby("label_fraction"):
+        reference = rows.loc[rows["method"] == base, "run"]
+        others = rows[rows["method"] != base]
+        if reference.empty or others.empty:
+            continue
+        tests = [compare_auc(runs[reference.iloc[0]], runs[path]) for path in others["run"]]
+        out.loc[others.index, "auc_diff"] = [100 * diff for diff, _ in tests]
+        out.loc[others.index, "p_auc"] = [p for _, p in tests]
+        out.loc[others.index, "p_auc_holm"] = holm_adjust([p for _, p in tests])
+    return out
 
 
 def has_curve(efficiency: pd.DataFrame | None) -> bool:

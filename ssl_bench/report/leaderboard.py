@@ -254,7 +254,7 @@ def build_report(
                          f"means cover the completed folds only.")
     return Report(runs, table, {r.method: _per_fold(r) for r in runs}, ref,
                   base.method if base is not None else None, key, notes, n_boot,
-                  ctrl.method if ctrl is not None else None, aggregate, efficiency_table(runs, table))
+                  ctrl.method if ctrl is not None else None, aggregate, efficiency_table(runs, table, base))
 
 
 def _add_comparisons(table: pd.DataFrame, runs: list[RunResult], ref: RunResult, prefix: str,

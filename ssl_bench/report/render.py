@@ -17,7 +17,7 @@ from rich.table import Table
 from ..console import make_console
 from ..experiment.metrics import METRICS
 from .leaderboard import REFERENCE_LABEL, Report, reference_comparison
-from .label_efficiency import has_curve
+from .label_efficiency import baseline_curve, has_curve
 from .runs import dataset_summary, provenance_table, run_dates
 
 
@@ -27,7 +27,9 @@ SECTIONS = ("leaderboard", "notes", "clinical", "figure", "efficiency", "referen
 EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
                    "for each label fraction: the share of each fold's training patients used, the same "
                    "in each class (rounded up), nested across fractions, on the same held-out folds. "
-                   "Train images and patients: mean per fold.")
+                   "Train images and patients: mean per fold. With a baseline, each method is "
+                   "compared with the baseline's curve at the same fraction on the same images "
+                   "(Obuchowski's clustered test; Holm-adjusted over the methods at that fraction).")
 P_NOTE = "raw, with Holm-adjusted values in brackets"
 CLINICAL_TITLES = {"oof_auc": "Pooled AUC", "auprc": "AUPRC", "sens_at_spec90": "Sens. @ 90% spec.",
                    "sens_at_spec95": "Sens. @ 95% spec.", "breast_auc": "Breast AUC",
@@ -199,15 +201,32 @@ def provenance_display(report: Report) -> tuple[list[tuple[str, str]], pd.DataFr
 
 def efficiency_display(report: Report) -> pd.DataFrame:
     """The label-efficiency table as shown: method, fraction, training images and patients per
-    fold, pooled AUC [95% CI]."""
+    fold, pooled AUC [95% CI]; with a baseline, the difference from its curve at the same fraction
+    and the p-value (Holm-adjusted in brackets)."""
     t = report.label_efficiency
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "Method": t["method"],
         "Label fraction": [f"{f:g}" for f in t["label_fraction"]],
         "Train images/fold": [fmt_value(v, 1) for v in t["n_train_images"]],
         "Train patients/fold": [fmt_value(v, 1) for v in t["n_train_patients"]],
         "Pooled AUC [95% CI]": [fmt_ci(v, lo, hi) for v, lo, hi in zip(t["oof_auc"], t["oof_auc_lo"], t["oof_auc_hi"])],
     })
+    base = efficiency_baseline(report)
+    if base is not None:
+        out[f"Δ AUC vs {base} (pts)"] = ["baseline" if m == base else fmt_value(d, 1, signed=True)
+                                         for m, d in zip(t["method"], t["auc_diff"])]
+        out["p AUC [Holm]"] = ["" if m == base else fmt_p_holm(p, h)
+                               for m, p, h in zip(t["method"], t["p_auc"], t["p_auc_holm"])]
+    return out
+
+
+def efficiency_baseline(report: Report) -> str | None:
+    """The label-efficiency curve the others are tested against, if the report has one."""
+    t = report.label_efficiency
+    if report.baseline is None or t is None or "auc_diff" not in t:
+        return None
+    run = next((r for r in report.runs if r.method == report.baseline), None)
+    return baseline_curve(t, str(run.path)) if run is not None else None
 
 
 def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,

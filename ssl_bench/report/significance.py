@@ -41,18 +41,31 @@ def paired(reference: RunResult, run: RunResult) -> pd.DataFrame:
     return both[both["label_ref"] == both["label_run"]]
 
 
+def _auc_test(y: np.ndarray, a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
+    """AUC of ``a`` minus AUC of ``b`` and Obuchowski's p-value (NaN where undefined)."""
+    try:
+        result = obuchowski_compare(y, a, b, clusters)
+    except ValueError:  # one class, or a class held by fewer than two patients
+        return math.nan, math.nan
+    return float(result.diff), float(result.p_value)
+
+
+def _arrays(both: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (both["label_ref"].to_numpy(dtype=int), both["score_run"].to_numpy(dtype=float),
+            both["score_ref"].to_numpy(dtype=float), both["patient_id"].astype(str).to_numpy())
+
+
+def compare_auc(reference: RunResult, run: RunResult) -> tuple[float, float]:
+    """``run``'s AUC minus ``reference``'s on their shared images, and Obuchowski's p-value."""
+    return _auc_test(*_arrays(paired(reference, run)))
+
+
 def compare(reference: RunResult, run: RunResult, n_boot: int, seed: int) -> Comparison:
     """``run`` against ``reference`` on their shared images (NaN where a test is undefined)."""
     both = paired(reference, run)
-    y = both["label_ref"].to_numpy(dtype=int)
-    clusters = both["patient_id"].astype(str).to_numpy()
-    a, b = both["score_run"].to_numpy(dtype=float), both["score_ref"].to_numpy(dtype=float)
-    diff = p_auc = p_acc = math.nan
-    try:
-        result = obuchowski_compare(y, a, b, clusters)
-        diff, p_auc = result.diff, result.p_value
-    except ValueError:  # one class, or a class held by fewer than two patients
-        pass
+    y, a, b, clusters = _arrays(both)
+    diff, p_auc = _auc_test(y, a, b, clusters)
+    p_acc = math.nan
     if len(both) and len(np.unique(clusters)) > 1:
         p_acc = clustered_accuracy_test(y, a, b, clusters, threshold=THRESHOLD, n=n_boot, seed=seed).p_value
     return Comparison(diff, p_auc, p_acc, len(both), int(len(np.unique(clusters))))

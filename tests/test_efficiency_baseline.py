@@ -1,0 +1,83 @@
+"""A bench file's ``baseline``: the leaderboard tests every method against it and the
+label-efficiency table tests each curve against the baseline's curve at the same fraction
+(AUC difference on the same held-out images, Obuchowski's clustered test, Holm per fraction)."""
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import roc_auc_score
+
+from ssl_bench.bench.plan import load_plan
+from ssl_bench.cli import main
+from ssl_bench.errors import ConfigError
+from ssl_bench.report.stats import obuchowski_compare
+
+BENCH = """
+baseline: Raw-kNN
+methods:
+  Raw-kNN: {pretext: none, transfer: knn, params: {knn: {k: 3}}}
+  Wide-kNN: {pretext: none, transfer: knn, params: {knn: {k: 9}}}
+  Raw-linear: {pretext: none, transfer: linear}
+label_fractions: [0.5, 1.0]
+"""
+OTHERS = ("Wide-kNN", "Raw-linear")
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory):
+    base = tmp_path_factory.mktemp("baseline")
+    (base / "b.yaml").write_text(BENCH)
+    out = base / "out"
+    result = CliRunner().invoke(main, ["bench", str(base / "b.yaml"), "--profile", "smoke", "--folds", "3",
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def pooled(run_dir):
+    return pd.concat(pd.read_csv(p) for p in sorted(run_dir.glob("folds/*/predictions.csv")))
+
+
+def test_each_curve_is_tested_against_the_baseline_at_its_fraction(bench_out):
+    table = pd.read_csv(bench_out / "label_efficiency.csv")
+    assert set(table["method"]) == {"Raw-kNN", *OTHERS}
+    base_rows = table[table["method"] == "Raw-kNN"]
+    assert base_rows[["auc_diff", "p_auc", "p_auc_holm"]].isna().all().all()  # the baseline's own rows
+    for fraction, suffix in ((0.5, "-f0.5"), (1.0, "")):
+        base = pooled(bench_out / f"Raw-kNN{suffix}").set_index("image_id")
+        raw = []
+        for name in OTHERS:
+            other = pooled(bench_out / f"{name}{suffix}").set_index("image_id").loc[base.index]
+            row = table[(table["method"] == name) & (table["label_fraction"] == fraction)].iloc[0]
+            expected = roc_auc_score(base["label"], other["score"]) - roc_auc_score(base["label"], base["score"])
+            assert row["auc_diff"] == pytest.approx(100 * expected, abs=1e-6)  # percent points
+            test = obuchowski_compare(base["label"].to_numpy(), other["score"].to_numpy(),
+                                      base["score"].to_numpy(), base["patient_id"].astype(str).to_numpy())
+            assert row["p_auc"] == pytest.approx(test.p_value)
+            raw.append(row)
+        # Holm over the two methods compared at this fraction: min(1, 2 p) for the smaller p, and
+        # the larger p never below it
+        small, large = sorted(raw, key=lambda r: r["p_auc"])
+        assert small["p_auc_holm"] == pytest.approx(min(1.0, 2 * small["p_auc"]))
+        assert large["p_auc_holm"] == pytest.approx(max(small["p_auc_holm"], large["p_auc"]))
+
+
+def test_leaderboard_uses_the_files_baseline(bench_out):
+    md = (bench_out / "leaderboard.md").read_text()
+    assert "p AUC vs Raw-kNN" in md  # the leaderboard's p-values, against the full-label baseline run
+    assert "Δ AUC vs Raw-kNN (pts)" in md  # the efficiency table's column
+    html = (bench_out / "leaderboard.html").read_text()
+    assert "Δ AUC vs Raw-kNN (pts)" in html
+
+
+def test_baseline_must_be_a_method_and_anchors_at_the_largest_fraction(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text(BENCH.replace("[0.5, 1.0]", "[0.25, 0.5]"))
+    plan = load_plan(path, "smoke")
+    assert plan.baseline_run() == "Raw-kNN-f0.5"
+    assert load_plan(path, "smoke", only=("Wide-kNN",)).baseline_run() is None  # --only left it out
+    path.write_text(BENCH.replace("baseline: Raw-kNN", "baseline: ResNet"))
+    with pytest.raises(ConfigError, match="baseline 'ResNet' is not one of its methods"):
+        load_plan(path, "smoke")
+
+
