@@ -6,6 +6,9 @@ import os
 
 import pytest
 import torch
+from click.testing import CliRunner
+
+from ssl_bench.cli import main
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,3 +22,17 @@ def _session_cache(tmp_path_factory):
         os.environ.pop("SSL_BENCH_CACHE_DIR", None)
     else:
         os.environ["SSL_BENCH_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def smoke_bench(tmp_path_factory):
+    """Runs a bench file's text in the smoke profile with 3 folds; returns the output folder."""
+    def run(text: str, name: str = "bench"):
+        base = tmp_path_factory.mktemp(name)
+        (base / "b.yaml").write_text(text)
+        out = base / "out"
+        result = CliRunner().invoke(main, ["bench", str(base / "b.yaml"), "--profile", "smoke", "--folds", "3",
+                                           "--out", str(out), "--quiet"])
+        assert result.exit_code == 0, result.output
+        return out
+    return run

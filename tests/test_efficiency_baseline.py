@@ -4,11 +4,9 @@ label-efficiency table tests each curve against the baseline's curve at the same
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from ssl_bench.bench.plan import load_plan
-from ssl_bench.cli import main
 from ssl_bench.errors import ConfigError
 from ssl_bench.report.stats import obuchowski_compare
 
@@ -24,14 +22,8 @@ OTHERS = ("Wide-kNN", "Raw-linear")
 
 
 @pytest.fixture(scope="module")
-def bench_out(tmp_path_factory):
-    base = tmp_path_factory.mktemp("baseline")
-    (base / "b.yaml").write_text(BENCH)
-    out = base / "out"
-    result = CliRunner().invoke(main, ["bench", str(base / "b.yaml"), "--profile", "smoke", "--folds", "3",
-                                       "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return out
+def bench_out(smoke_bench):
+    return smoke_bench(BENCH, "baseline")
 
 
 def pooled(run_dir):

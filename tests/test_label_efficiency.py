@@ -33,14 +33,8 @@ def test_plan_expands_fractions(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def bench_out(tmp_path_factory):
-    base = tmp_path_factory.mktemp("fractions")
-    (base / "b.yaml").write_text(BENCH)
-    out = base / "out"
-    result = CliRunner().invoke(main, ["bench", str(base / "b.yaml"), "--profile", "smoke", "--folds", "3",
-                                       "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return out
+def bench_out(smoke_bench):
+    return smoke_bench(BENCH, "fractions")
 
 
 def test_bench_writes_curve_and_table(bench_out):
