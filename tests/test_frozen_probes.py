@@ -100,3 +100,29 @@ def test_run_with_label_fraction(tmp_path, transfer):
         metrics = json.loads((run / "folds" / str(k) / "metrics.json").read_text())
         assert metrics["label_fraction"] == 0.25 and metrics["n_train_images"] > 0 and metrics["n_train_patients"] > 0
         assert (run / "folds" / str(k) / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("k", [3, 50])
+def test_knn_training_scores_are_leave_one_out(k):
+    """The training scores the fold's operating point is chosen on: each training image scored by
+    scikit-learn's KNeighbors fitted on the training set minus that image (never its own neighbour;
+    k larger than the training set minus one: all the others)."""
+    ctx, model = fitted("knn", k=k)
+    train = model.features(ctx.images.float()).numpy()
+    labels = ctx.labels.numpy().astype(int)
+    expected = []
+    for i in range(len(labels)):
+        rest = np.arange(len(labels)) != i
+        knn = KNeighborsClassifier(n_neighbors=min(k, rest.sum()), metric="cosine").fit(train[rest], labels[rest])
+        proba = knn.predict_proba(train[i : i + 1])[0]
+        expected.append(proba[list(knn.classes_).index(1)] if 1 in knn.classes_ else 0.0)
+    expected = np.clip(expected, 1e-7, 1 - 1e-7)
+    scores = TRANSFERS.create("knn", k=k).training_scores(model, ctx, batch_size=4)
+    np.testing.assert_allclose(scores, expected, atol=1e-6, rtol=0)
+    assert not np.allclose(scores, probabilities(model, ctx.images.float()))  # not the image among its neighbours
+
+
+def test_linear_training_scores_are_its_scores():
+    ctx, model = fitted("linear")
+    scores = TRANSFERS.create("linear").training_scores(model, ctx, batch_size=4)
+    np.testing.assert_allclose(scores, probabilities(model, ctx.images.float()), atol=1e-6, rtol=0)

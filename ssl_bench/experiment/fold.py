@@ -139,7 +139,7 @@ def run_fold(
     held_out = images.index_select(0, torch.from_numpy(test_idx).to(device))
     scores = predict_scores(classifier, held_out, device, amp_dtype, batch_size=batch)
     # the operating point comes from the training images' scores, never from the held-out fold
-    train_scores = predict_scores(classifier, ctx.images, device, amp_dtype, batch_size=batch)
+    train_scores = transfer.training_scores(classifier, ctx, batch)
     threshold = operating_threshold(loaded.labels[train_mask], train_scores)
     table = loaded.samples.iloc[test_idx]
     predictions = pd.DataFrame(

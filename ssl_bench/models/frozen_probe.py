@@ -130,14 +130,31 @@ class KnnProbeClassifier(FrozenBackboneClassifier):
             self.train_features.copy_(self.normalise(features))
             self.train_labels.copy_(labels.float().reshape(-1))
 
-    def probability(self, features: torch.Tensor) -> torch.Tensor:
-        """Share of malignant images among the ``min(k, n_train)`` most cosine-similar training images."""
+    def probability(self, features: torch.Tensor, leave_one_out: bool = False) -> torch.Tensor:
+        """Share of malignant images among the ``min(k, n_train)`` most cosine-similar training images.
+
+        ``leave_one_out``: ``features`` are the training images' own, in the stored order, and
+        each is scored among the others (``min(k, n_train - 1)`` neighbours, itself excluded): a
+        training image is otherwise its own nearest neighbour, and scores chosen on (the fold's
+        operating point) would be optimistic."""
         sims = self.normalise(features) @ self.train_features.T
-        nearest = sims.topk(min(self.k, self.n_train), dim=1).indices
+        k = min(self.k, self.n_train)
+        if leave_one_out:
+            if features.shape[0] != self.n_train:
+                raise ValueError(f"leave-one-out needs the {self.n_train} training images' features, "
+                                 f"got {features.shape[0]}")
+            sims.fill_diagonal_(float("-inf"))
+            k = min(self.k, self.n_train - 1)
+        nearest = sims.topk(k, dim=1).indices
         return self.train_labels[nearest].to(torch.float64).mean(dim=1)
+
+    @staticmethod
+    def logits(p: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` probabilities -> ``(B, 1)`` float32 logits, clipped to ``[EPS, 1 - EPS]`` first."""
+        p = p.clamp(EPS, 1 - EPS)
+        return torch.log(p / (1 - p)).unsqueeze(1).to(torch.float32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.features(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            p = self.probability(features).clamp(EPS, 1 - EPS)
-            return torch.log(p / (1 - p)).unsqueeze(1).to(torch.float32)
+            return self.logits(self.probability(features))

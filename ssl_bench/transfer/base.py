@@ -11,11 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import numpy as np
 from torch import nn
 
-from ..training.context import FitContext
 from ..errors import ConfigError
 from ..pretext.base import PretextTask
+from ..training.context import FitContext
+from ..training.scoring import predict_scores
 
 
 class TransferStrategy(ABC):
@@ -51,3 +53,10 @@ class TransferStrategy(ABC):
     @abstractmethod
     def fit(self, ctx: FitContext) -> nn.Module:
         """Train on ``ctx``'s images and return the downstream classifier (on ``ctx.device``)."""
+
+    def training_scores(self, classifier: nn.Module, ctx: FitContext, batch_size: int) -> np.ndarray:
+        """The classifier's probability of malignancy for each of ``ctx``'s training images, from
+        which the fold chooses its operating point: the classifier's own scores, unless the
+        strategy's classifier would score its training images as no new image can be scored
+        (a kNN probe finds each image among its own neighbours: ``knn`` overrides this)."""
+        return predict_scores(classifier, ctx.images, ctx.device, ctx.amp_dtype, batch_size=batch_size)

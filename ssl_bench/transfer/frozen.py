@@ -11,7 +11,9 @@ features (:func:`ssl_bench.models.backbones.pooled_features`), on which scikit-l
   strength ``C``); class weights as the ``nonspatial`` transfer's: ``"pos_weight"`` (default)
   weights malignant images by ``train.pos_weight`` (TSBN eq. 3), ``"balanced"``, ``"none"``;
 - ``knn``: ``k`` nearest neighbours (default 20) by cosine similarity of the L2-normalised
-  features; the probability of malignancy is the share of malignant images among them.
+  features; the probability of malignancy is the share of malignant images among them. The
+  training images' own scores (the fold's operating point is chosen on them) are leave-one-out:
+  each among the other training images, as a new image would be.
 
 The classifier returned (:mod:`ssl_bench.models.frozen_probe`) is the frozen backbone with a head
 reproducing the scikit-learn model's probability; its ``architecture`` dict rebuilds it from
@@ -101,3 +103,10 @@ class KnnProbe(FrozenTransfer):
                                         image_size=ctx.config.data.image_size).to(ctx.device)
         classifier.set_memory(frozen_features(classifier, ctx), ctx.labels)
         return classifier.eval()
+
+    def training_scores(self, classifier: nn.Module, ctx: FitContext, batch_size: int) -> np.ndarray:
+        """Each training image scored leave-one-out, among the other training images (as a new image
+        is scored); with itself among its neighbours every image would get at least 1/k of its own
+        label, and the fold's operating point would be chosen on optimistic scores."""
+        probability = classifier.probability(frozen_features(classifier, ctx), leave_one_out=True)
+        return torch.sigmoid(classifier.logits(probability).float()).reshape(-1).cpu().numpy().astype(np.float64)
