@@ -28,6 +28,12 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> 
     return x.clamp_min(0).pow(gamma[:, None, None, None])
 
 
+def steps_per_epoch(n_images: int, batch_size: int, workers: int = 1) -> int:
+    """Optimiser steps in one epoch of ``n_images`` in (global) batches of ``batch_size`` shared by
+    ``workers``: a last batch that cannot give every worker 2 images (BatchNorm) is dropped."""
+    return n_images // batch_size + (1 if n_images % batch_size >= 2 * workers else 0)
+
+
 @dataclass
 class FoldBatches:
     """One fold's training images ``(N, 1, H, W)`` float16 in [0, 1] and labels ``(N,)`` (1 =
@@ -54,8 +60,7 @@ class FoldBatches:
         return int(self.images.shape[0])
 
     def steps_per_epoch(self) -> int:
-        n, b = self.n_images, self.batch_size
-        return n // b + (1 if n % b >= self.smallest_batch else 0)
+        return steps_per_epoch(self.n_images, self.batch_size, self.share[1])
 
     def epoch(self, augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One shuffled epoch of ``(images float32 (B,1,H,W), labels (B,))`` on the device.
