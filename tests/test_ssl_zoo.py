@@ -15,10 +15,12 @@ from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NT
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
+from ssl_bench.errors import ToolkitWarning
 from ssl_bench.models.backbones import create_backbone
 from ssl_bench.models.pretext_model import PretextModel
-from ssl_bench.pretext import simclr, views
+from ssl_bench.pretext import moco, simclr, views
 from ssl_bench.pretext.barlowtwins import BarlowTwins
+from ssl_bench.pretext.base import PretextTask
 from ssl_bench.pretext.byol import BYOL
 from ssl_bench.pretext.dino import DINO
 from ssl_bench.pretext.moco import MoCo
@@ -235,9 +237,29 @@ def test_teacher_is_built_and_the_momentum_update_applied():
         assert torch.allclose(t, m * o + (1 - m) * s, atol=1e-6)
     assert not all(torch.equal(t, o) for t, o in zip(teacher, old))
     assert float(model.teacher_steps) == 1.0
-    # MoCo's momentum is constant
-    moco = PretextModel(create_backbone("test_resnet", in_chans=1, num_classes=1), MoCo(queue_size=8))
-    assert moco.momentum_start == moco.momentum_end == 0.999
+
+
+def test_moco_momentum_follows_the_cosine_schedule_to_1():
+    torch.manual_seed(0)
+    task = MoCo(queue_size=8, hidden_dim=32, out_dim=16)
+    assert (task.momentum_start, task.momentum_end) == (0.99, 1.0)
+    model = PretextModel(create_backbone("test_resnet", in_chans=1, num_classes=1), task).train()
+    student = list(model.backbone.parameters()) + list(model.head.parameters())
+    teacher = list(model.teacher_backbone.parameters()) + list(model.teacher_head.parameters())
+    assert len(student) == len(teacher)
+    total = 5
+    model.start_teacher(total)
+    for step in range(total):
+        with torch.no_grad():  # the network moves away from the key encoder
+            for p in student:
+                p.add_(torch.randn_like(p))
+        old = [t.detach().clone() for t in teacher]
+        model.after_step()
+        m = cosine_schedule(step, total, 0.99, 1.0)
+        for t, s, o in zip(teacher, student, old):
+            assert torch.allclose(t, m * o + (1 - m) * s, atol=1e-5)
+        assert all(torch.equal(t, o) for t, o in zip(teacher, old)) == (m == 1.0)
+    assert m == 1.0  # lightly's schedule ends at 1: the last step leaves the key encoder as it was
 
 
 def test_no_teacher_for_other_tasks():
@@ -265,33 +287,88 @@ def test_byol_loss_is_lightlys():
         BYOL(momentum=1.5)
 
 
-def test_moco_loss_is_lightlys_and_the_queue_rotates():
+def moco_reference(q0, q1, k0, k1, queue, temperature):
+    """MoCo's symmetrised InfoNCE written out: each query (normalised) against the key of its
+    image's other view, its positive, and the rows of ``queue`` (the queue before the step), its
+    negatives; cross-entropy with target 0, averaged over the batch and the two directions."""
+    losses = []
+    for q, k in ((q0, k1), (q1, k0)):
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature
+        losses.append(F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long)))
+    return 0.5 * (losses[0] + losses[1])
+
+
+def test_moco_scores_both_directions_against_the_queue_before_the_step():
+    # an aligned state: each image's queries and keys (both views) are one unit vector, so a query
+    # meeting its own image's key among the negatives (a queue updated between the two terms)
+    # shows as a higher loss
     torch.manual_seed(0)
-    task = MoCo(queue_size=12, out_dim=10, temperature=0.2)
+    b, dim, t = 4, 10, 0.2
+    task = MoCo(queue_size=3 * b, out_dim=dim, temperature=t)
+    u = F.normalize(torch.randn(b, dim), dim=1)
+    before = F.normalize(torch.randn(3 * b, dim), dim=1)
+    task.queue.copy_(before)
+    q0, q1 = u.clone().requires_grad_(True), u.clone().requires_grad_(True)  # training
+    got = task.loss([q0, q1, u.clone(), u.clone()], None)
+    want = moco_reference(u, u, u, u, before, t)
+    assert float(got.detach()) == pytest.approx(float(want), rel=1e-5)
+    got.backward()
+    assert q0.grad is not None and q1.grad is not None
+    # after the step: this batch's keys (k1's, then k0's) in the oldest slots, the rest kept
+    assert torch.allclose(task.queue[: 2 * b], torch.cat([u, u]))
+    assert torch.equal(task.queue[2 * b :], before[2 * b :])
+
+
+def test_moco_loss_is_the_reference_and_each_key_enters_the_queue_once():
     torch.manual_seed(0)
-    ref = NTXentLoss(temperature=0.2, memory_bank_size=(12, 10))
-    assert torch.equal(task.queue, ref.memory_bank.bank)
-    q0, q1 = torch.randn(4, 10, requires_grad=True), torch.randn(4, 10, requires_grad=True)
-    k0, k1 = torch.randn(4, 10), torch.randn(4, 10)
-    got = task.loss([q0, q1, k0, k1], None)
-    want = 0.5 * (ref(q0, k1) + ref(q1, k0))
-    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-6)
-    # both views' keys entered the queue, oldest first out
-    assert torch.allclose(task.queue[:4], F.normalize(k1, dim=1))
-    assert torch.allclose(task.queue[4:8], F.normalize(k0, dim=1))
-    rest = task.queue[8:].clone()
-    k2, k3 = torch.randn(4, 10), torch.randn(4, 10)
-    task.loss([q0, q1, k2, k3], None)
-    assert torch.allclose(task.queue[8:], F.normalize(k3, dim=1)) and not torch.equal(task.queue[8:], rest)
-    assert torch.allclose(task.queue[:4], F.normalize(k2, dim=1))  # wrapped around
-    assert int(task.criterion.memory_bank.bank_ptr) == 4
-    # scoring without a gradient leaves the queue alone
+    b, dim, t = 3, 10, 0.2
+    task = MoCo(queue_size=4 * b, out_dim=dim, temperature=t)
+    keys = []
+    for step in range(2):
+        before = task.queue.clone()
+        q0, q1 = torch.randn(b, dim, requires_grad=True), torch.randn(b, dim, requires_grad=True)
+        k0, k1 = torch.randn(b, dim), torch.randn(b, dim)
+        got = task.loss([q0, q1, k0, k1], None)
+        want = moco_reference(q0, q1, k0, k1, before, t)
+        assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+        keys.append(F.normalize(torch.cat([k1, k0]), dim=1))
+    # two steps of 2B keys went round the queue of 4B once: it holds exactly those keys, each
+    # once, oldest first, and its write pointer is back at the start
+    assert torch.allclose(task.queue, torch.cat(keys))
+    same = (task.queue @ torch.cat(keys).T) > 1 - 1e-5
+    assert torch.equal(same, torch.eye(4 * b, dtype=torch.bool))
+    assert int(task.criterion.memory_bank.bank_ptr) == 0
+    # scoring without a gradient (evaluation) uses the queue and leaves it alone
     frozen = task.queue.clone()
     with torch.no_grad():
-        task.loss([q0, q1, k0, k1], None)
+        q0, q1, k0, k1 = (torch.randn(b, dim) for _ in range(4))
+        got = task.loss([q0, q1, k0, k1], None)
+    assert float(got) == pytest.approx(float(moco_reference(q0, q1, k0, k1, frozen, t)), rel=1e-5)
     assert torch.equal(task.queue, frozen)
     with pytest.raises(ValueError):
         MoCo(queue_size=0)
+
+
+def test_moco_warns_once_when_the_queue_holds_an_epoch_of_keys(monkeypatch):
+    monkeypatch.setattr(moco, "_WARNED_QUEUE_SIZES", set())
+
+    def caught_by(queue_size, n_images):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            MoCo(queue_size=queue_size).start_stage(n_images)
+        return caught
+
+    # 2 keys per image per step: 100 images put 200 keys in the queue each epoch
+    assert caught_by(199, 100) == [] and caught_by(256, 129) == []
+    caught = caught_by(200, 100)
+    assert len(caught) == 1 and issubclass(caught[0].category, ToolkitWarning)
+    message = str(caught[0].message)
+    assert "queue_size=200" in message and "100 images" in message and "(200 here)" in message
+    assert "\n" not in message
+    # the next folds of the run (a fresh task each, about as many images) add no line
+    assert caught_by(200, 100) == [] and caught_by(200, 99) == []
+    assert len(caught_by(1000, 100)) == 1  # another queue size: its own line
 
 
 @pytest.mark.parametrize("name", ["byol", "moco"])
@@ -381,8 +458,9 @@ def test_ssl_zoo_bench_file_has_every_pretext_with_finetune_on_the_same_folds():
 def test_transfers_start_and_step_the_teacher(monkeypatch, transfer):
     from ssl_bench.testing import check_transfer
 
-    calls = {"start": [], "step": 0, "moved": 0}
+    calls = {"start": [], "step": 0, "moved": 0, "stage": []}
     start, step = PretextModel.start_teacher, PretextModel.after_step
+    monkeypatch.setattr(PretextTask, "start_stage", lambda self, n_images: calls["stage"].append(n_images))
 
     def counting_start(self, total_steps):
         calls["start"].append(total_steps)
@@ -398,6 +476,8 @@ def test_transfers_start_and_step_the_teacher(monkeypatch, transfer):
     monkeypatch.setattr(PretextModel, "after_step", counting_step)
     check_transfer(transfer, pretexts=["byol"])
     assert len(calls["start"]) == 1 and calls["start"][0] >= 1
+    # the task heard how many images its loss trains on, once, before the stage
+    assert len(calls["stage"]) == 1 and calls["stage"][0] >= 2
     # one update per optimiser step; the cosine schedule reaches m = 1 at the last step (lightly's
     # cosine_schedule), so every update but the last moves the teacher
     assert calls["step"] >= 2 and calls["moved"] >= calls["step"] - 1

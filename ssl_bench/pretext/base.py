@@ -84,6 +84,13 @@ class PretextTask(ABC):
         default."""
         return {name: value for name, value in vars(self).items() if isinstance(value, nn.Module)}
 
+    def start_stage(self, n_images: int) -> None:
+        """Called by the transfers before the pretext loss starts training (finetune's pretext
+        stage, multitask's joint training), with the number of images it trains on (the fold's
+        training images, or the pretext pool's): a task whose settings only make sense for some
+        training set sizes checks them here (MoCo warns about a queue longer than an epoch's
+        keys). Nothing by default."""
+
     def build_embedding_head(self, in_features: int) -> nn.Module:
         """Head mapping pooled backbone features to this task's output (embedding kind only)."""
         raise NotImplementedError(f"{type(self).__name__} is an image pretext task")

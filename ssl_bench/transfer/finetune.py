@@ -53,6 +53,7 @@ def train_pretext(ctx: FitContext, model: PretextModel, net: nn.Module, epochs: 
         model.after_step()  # the teacher's momentum update, for tasks with one
         return {"pretext": loss}
 
+    pretext.start_stage(ctx.n_images)
     model.start_teacher(epochs * ctx.steps_per_epoch())
     model.train()
     ctx.train(stage, epochs, step)

@@ -52,6 +52,7 @@ class MultiTask(TransferStrategy):
             model.after_step()  # the teacher's momentum update, for tasks with one
             return {"bce": l_bce, "pretext": l_pretext}
 
+        pretext.start_stage(ctx.n_images)
         model.start_teacher(ctx.config.train.epochs * ctx.steps_per_epoch())
         model.train()
         ctx.train("multitask", ctx.config.train.epochs, step)
