@@ -14,6 +14,10 @@ pretext step then one downstream step per batch (``params.collab``,
 
 This module knows nothing of components or devices: the default profile for a device is asked
 of the caller (``default_profile`` in :func:`build_config`), so reading a config needs no torch.
+
+Fields that hold a file system path are declared with :func:`path_field`; :func:`absolute_paths`
+makes their relative values absolute for a process that runs in another working folder (a Ray
+task: :mod:`ssl_bench.bench.executors.ray_executor`).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,11 +38,45 @@ import yaml
 from .errors import ConfigError
 from .fileio import atomic_write_text
 
+#: ``model.pretrained`` asking for timm's ImageNet weights (loaded by models/backbones.py)
+IMAGENET = "imagenet"
+#: ``model.pretrained`` values meaning a random initialisation (compared stripped, lower case)
+NO_WEIGHTS = ("", "none", "null")
+
+#: the metadata key of a field declared by :func:`path_field`
+PATH = "path"
+
+
+def _always(value: str) -> bool:
+    return True
+
+
+def path_field(default: Any = None, *, default_factory: Callable[[], Any] | None = None,
+               when: Callable[[str], bool] = _always) -> Any:
+    """A dataclass field holding a file system path (relative: to the working folder), for
+    :func:`path_fields`; ``when(value)`` says whether a value is a path (``model.pretrained`` may
+    be a keyword instead)."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={PATH: when})
+    return field(default=default, metadata={PATH: when})
+
+
+def weights_file(value: str) -> bool:
+    """Whether a ``model.pretrained`` value is a weights file, not :data:`IMAGENET` or one of
+    :data:`NO_WEIGHTS`."""
+    return value.strip().lower() not in (IMAGENET, *NO_WEIGHTS)
+
+
+def not_uri(value: str) -> bool:
+    """Whether a ``log.uri`` is a local folder, not a URI with a scheme (``http://host:5000``,
+    ``sqlite:///run.db``; a one-letter scheme is a Windows drive)."""
+    return len(urllib.parse.urlsplit(value).scheme) < 2
+
 
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"
-    root: str | None = None
+    root: str | None = path_field()
     image_size: tuple[int, int] = (768, 384)  # (height, width)
     # "patient": folds grouped by patient; "image": image-level folds; "official": the dataset's own
     # train/test split as one fold (fold 0 = its test set; data/splits.py official_folds)
@@ -47,7 +86,8 @@ class DataConfig:
     # fractions; data/splits.py label_subset); the held-out folds never change
     label_fraction: float = 1.0
     on_bad_image: str = "fail"  # "fail" | "skip"
-    cache_dir: str = field(default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"))
+    cache_dir: str = path_field(
+        default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"))
     workers: int = 0  # decoding processes; 0 = one per CPU core
     # training images resident on the device, or streamed from the cache (training/images.py):
     # "auto" streams a dataset whose resident copies pass memory_budget_gb (0: half the free memory)
@@ -56,7 +96,7 @@ class DataConfig:
     loader_workers: int = 2  # DataLoader processes of the streaming path (0: read in-process)
     # train on all of `dataset`, test on all of `test_dataset` (one fold, identical preprocessing)
     test_dataset: str | None = None
-    test_root: str | None = None
+    test_root: str | None = path_field()
 
 
 @dataclass
@@ -65,7 +105,7 @@ class PretextDataConfig:
     ignored unless the pretext task uses labels); ``None``: the fold's training images."""
 
     dataset: str | None = None
-    root: str | None = None
+    root: str | None = path_field()
 
 
 @dataclass
@@ -73,7 +113,7 @@ class ModelConfig:
     backbone: str = "resnet50"  # any timm model name
     # backbone initialisation: None/"none" random, "imagenet" timm's ImageNet weights (downloaded
     # into the Hugging Face cache unless there; models/backbones.py), or a local weights file
-    pretrained: str | None = None
+    pretrained: str | None = path_field(when=weights_file)
     pretext_net: str = "unet"  # NETWORKS name used by the collab transfer
 
 
@@ -115,7 +155,7 @@ class LogConfig:
     backend: str = "none"  # one of LOG_BACKENDS
     # tensorboard: parent folder of the event files (default: the run directory's logs/);
     # mlflow: the tracking URI (default: a file store in the run directory's mlruns/)
-    uri: str | None = None
+    uri: str | None = path_field(when=not_uri)
 
 
 @dataclass
@@ -129,7 +169,7 @@ class Config:
     fold: int | None = None  # run only this fold (0-based)
     device: str = "auto"
     threads: int = 0  # CPU threads for torch; 0 = torch's default
-    out: str = "runs"
+    out: str = path_field("runs")
     data: DataConfig = field(default_factory=DataConfig)
     pretext_data: PretextDataConfig = field(default_factory=PretextDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -356,6 +396,38 @@ def valid_keys() -> list[str]:
     return _valid_keys(Config)
 
 
+def path_fields(cls: type | None = None, prefix: str = "") -> dict[str, Callable[[str], bool]]:
+    """The dotted keys of :class:`Config`'s fields declared by :func:`path_field` (``data.root``,
+    ...), each with its test of whether a value is a path."""
+    cls = Config if cls is None else cls
+    found: dict[str, Callable[[str], bool]] = {}
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            found.update(path_fields(hints[f.name], f"{prefix}{f.name}."))
+        elif PATH in f.metadata:
+            found[f"{prefix}{f.name}"] = f.metadata[PATH]
+    return found
+
+
+def absolute_paths(values: dict[str, Any], base: str | Path | None = None) -> dict[str, Any]:
+    """A copy of a config's ``values`` (``Config.to_dict()``) with each relative path of
+    :func:`path_fields` made absolute against ``base`` (default: the working folder), for a
+    process that runs in another folder. Paths from ``~`` stay as they are (each machine's home)."""
+    values = copy.deepcopy(values)
+    for key, is_path in path_fields().items():
+        *sections, name = key.split(".")
+        where: Any = values
+        for section in sections:
+            where = where.get(section) if isinstance(where, dict) else None
+        if not isinstance(where, dict):
+            continue
+        value = where.get(name)
+        if isinstance(value, str) and value and is_path(value) and not os.path.isabs(os.path.expanduser(value)):
+            where[name] = str((Path(base if base is not None else Path.cwd()).expanduser() / value).resolve())
+    return values
+
+
 def apply_mapping(cfg: Config, mapping: dict[str, Any], prefix: str = "") -> None:
     """Apply a nested mapping (from YAML) or a flat dotted one (a profile) onto ``cfg``."""
     for key, value in mapping.items():
@@ -481,6 +553,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"train.{key} must be at least 1")
     if cfg.train.pretext_workers < 1:
         raise ConfigError(f"train.pretext_workers must be at least 1, got {cfg.train.pretext_workers}")
+    workers, batch = cfg.train.pretext_workers, cfg.train.batch_size
+    if workers > 1 and (batch % workers or batch < 2 * workers):
+        raise ConfigError(f"train.batch_size={batch} must be a multiple of train.pretext_workers={workers}, "
+                          f"at least {2 * workers}: each worker trains on an equal share of every batch, "
+                          f"2 images or more")
     if cfg.train.pretext_epochs < 0:
         raise ConfigError("train.pretext_epochs must be at least 0")
     if cfg.train.checkpoint_every < 0:

@@ -18,6 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from ssl_bench.cli import main
+from ssl_bench.config import build_config, path_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE2 = ROOT / "benchmarks" / "table2.yaml"
@@ -152,6 +153,43 @@ def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(UserError, match=r'pip install "ssl-bench\[ray\]"'):
         ray_executor._import_ray()
+
+
+RELATIVE = {"out": "runs", "data.root": "data", "data.test_root": "test-data", "data.cache_dir": "cache",
+            "pretext_data.root": "pool", "model.pretrained": "weights/w.pth", "log.uri": "tb"}
+
+
+@pytest.mark.parametrize("key", sorted(path_fields()))
+def test_ray_jobs_carry_absolute_paths(key, tmp_path, monkeypatch):
+    """(No Ray.) A Ray task runs in another working folder: each relative path field of a job's
+    config (``config.path_fields``) reaches it absolute, against the driver's working folder; the
+    rest of the config is unchanged."""
+    from ssl_bench.bench.executors.ray_executor import portable
+    from ssl_bench.bench.job import Job
+
+    monkeypatch.chdir(tmp_path)
+    flags = {"data.test_dataset": "synthetic", "pretext_data.dataset": "synthetic", "out": str(tmp_path),
+             key: RELATIVE[key]}
+    job = Job("m", "m", 0, build_config("smoke", flags=flags).to_dict())
+    shipped = portable(job)
+    *sections, name = key.split(".")
+    sent, given = shipped.config, job.config
+    for section in sections:
+        sent, given = sent[section], given[section]
+    assert given[name] == RELATIVE[key] and sent[name] == str(tmp_path.resolve() / RELATIVE[key])
+    sent[name] = given[name]
+    assert shipped.config == job.config and shipped == job
+
+
+@pytest.mark.parametrize("key, value", [("model.pretrained", "imagenet"), ("model.pretrained", None),
+                                        ("log.uri", "http://server:5000"), ("data.cache_dir", "~/cache")])
+def test_ray_jobs_keep_keywords_uris_and_home_paths(key, value, tmp_path, monkeypatch):
+    from ssl_bench.bench.executors.ray_executor import portable
+    from ssl_bench.bench.job import Job
+
+    monkeypatch.chdir(tmp_path)
+    config = build_config("smoke", flags={"out": str(tmp_path), key: value}).to_dict()
+    assert portable(Job("m", "m", 0, config)).config == config
 
 
 def test_storage_probe_reports_an_unshared_folder(tmp_path):

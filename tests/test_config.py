@@ -1,8 +1,23 @@
-"""Config: profiles, precedence, --set with type checks, unknown keys, YAML round trip."""
+"""Config: profiles, precedence, --set with type checks, unknown keys, YAML round trip, path fields."""
+import re
+
 import pytest
 
 from ssl_bench import components
-from ssl_bench.config import PROFILES, Config, build_config, config_from_dict, load_yaml, parse_image_size, save_yaml
+from ssl_bench.config import (
+    IMAGENET,
+    NO_WEIGHTS,
+    PROFILES,
+    Config,
+    absolute_paths,
+    build_config,
+    config_from_dict,
+    load_yaml,
+    parse_image_size,
+    path_fields,
+    save_yaml,
+    weights_file,
+)
 from ssl_bench.errors import ConfigError
 from ssl_bench.training.device import default_profile
 
@@ -80,3 +95,85 @@ def test_run_name_comes_from_what_the_transfer_needs():
     assert components.display_name(cfg) == "gsim-collab-rdn"
     cfg.method = "TSBN-R"
     assert components.display_name(cfg) == "TSBN-R" and components.run_name(cfg) == "gsim-collab-rdn"
+
+
+#: the config fields that hold a file system path, found by reading ssl_bench/config.py
+PATH_KEYS = {"out", "data.root", "data.test_root", "data.cache_dir", "pretext_data.root", "model.pretrained", "log.uri"}
+PATH_NAME = re.compile(r"(^|_)(root|dir|path|file|folder|uri|out|pretrained)$")
+
+
+def flat(values: dict, prefix: str = "") -> dict:
+    """A config dict's leaves by dotted key (without the component options under ``params``)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "params":
+            out.update(flat(value, f"{prefix}{key}."))
+        elif key != "params":
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def put(values: dict, key: str, value) -> None:
+    *sections, name = key.split(".")
+    for section in sections:
+        values = values[section]
+    values[name] = value
+
+
+def test_path_fields_are_declared():
+    """The declared path fields are the ones config.py has; and every field whose name or default
+    looks like a path is declared (a new path field without ``path_field`` fails here)."""
+    assert set(path_fields()) == PATH_KEYS
+    looks = {key for key, default in flat(Config().to_dict()).items()
+             if PATH_NAME.search(key.rsplit(".", 1)[-1])
+             or (isinstance(default, str) and ("/" in default or default.startswith(("~", "."))))}
+    assert looks == PATH_KEYS
+
+
+@pytest.mark.parametrize("key", sorted(PATH_KEYS))
+def test_absolute_paths_makes_each_path_field_absolute(key, tmp_path):
+    values = build_config("smoke", flags={"data.test_dataset": "synthetic", "pretext_data.dataset": "synthetic"}).to_dict()
+    for other in PATH_KEYS:
+        put(values, other, str(tmp_path / "elsewhere" / other))  # absolute: kept
+    put(values, key, "sub/../weights/x.pth")
+    got = absolute_paths(values, tmp_path)
+    expected = flat(values) | {key: str(tmp_path.resolve() / "weights" / "x.pth")}
+    assert flat(got) == expected and flat(values)[key] == "sub/../weights/x.pth"  # a copy
+    for kept in ("~/weights/x.pth", str(tmp_path / "x.pth"), None):
+        put(values, key, kept)
+        assert flat(absolute_paths(values, tmp_path)) == flat(values)
+    again = config_from_dict(got)
+    assert flat(again.to_dict())[key] == expected[key]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model.pretrained", "imagenet"), ("model.pretrained", " ImageNet "), ("model.pretrained", "none"),
+    ("model.pretrained", ""), ("log.uri", "http://server:5000"), ("log.uri", "sqlite:///tmp/mlflow.db"),
+    ("log.uri", "s3://bucket/logs"),
+])
+def test_keywords_and_uris_are_not_paths(key, value, tmp_path):
+    values = Config().to_dict()
+    values["out"] = str(tmp_path)
+    put(values, key, value)
+    assert absolute_paths(values, tmp_path) == values
+    assert not path_fields()[key](value)
+
+
+def test_pretrained_keywords_are_the_backbones():
+    """config.py (a lower layer than models) tells a weights file from a keyword with the words
+    models/backbones.py loads by."""
+    from ssl_bench.models import backbones
+
+    assert backbones.IMAGENET == IMAGENET
+    assert all(backbones._no_weights(word) for word in NO_WEIGHTS)
+    assert not weights_file("ImageNet") and all(not weights_file(w) for w in NO_WEIGHTS) and weights_file("w.pth")
+
+
+@pytest.mark.parametrize("batch, workers, ok", [(8, 2, True), (6, 3, True), (5, 1, True), (7, 2, False), (2, 2, False)])
+def test_pretext_workers_need_equal_shares_of_every_batch(batch, workers, ok):
+    sets = [f"train.batch_size={batch}", f"train.pretext_workers={workers}"]
+    if ok:
+        build_config("smoke", sets=sets)
+    else:
+        with pytest.raises(ConfigError, match="must be a multiple of train.pretext_workers"):
+            build_config("smoke", sets=sets)

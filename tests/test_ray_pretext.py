@@ -84,7 +84,8 @@ def test_two_ray_train_workers_train_like_one_process(tmp_path):
 
 
 def test_each_worker_gets_its_half_of_every_global_batch():
-    """(No Ray.) The shares the workers train on: the halves of the batches one process draws."""
+    """(No Ray.) The shares the workers train on: the halves of the batches one process draws,
+    always equal (losses gathered across the workers need that): a last batch of 5 is cut to 4."""
     from ssl_bench.training.batches import FoldBatches
 
     images = torch.rand(21, 1, 8, 4).half()
@@ -100,5 +101,35 @@ def test_each_worker_gets_its_half_of_every_global_batch():
     steps1, second = batches((1, 2))
     assert steps == steps0 == steps1 == 3  # 8 + 8 + 5: the last batch still gives each worker 2 images
     for (x, y), (x0, y0), (x1, y1) in zip(whole, first, second):
-        assert len(y0) == (len(y) + 1) // 2 and torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+        assert len(y0) == len(y1) == len(y) // 2 and torch.equal(torch.cat([y0, y1]), y[: len(y) // 2 * 2])
+        if len(y) == 8:  # a cut batch draws its augmentation for 4 images, not 5
+            assert torch.equal(torch.cat([x0, x1]), x)
     assert FoldBatches(images, labels, batch_size=8, share=(0, 4)).steps_per_epoch() == 2  # 5 < 2 x 4: dropped
+
+
+def test_the_ray_extra_brings_everything_ray_train_needs():
+    """(No Ray start.) ``pip install "ssl-bench[ray]"`` (in the test extra) installs Ray Train's own
+    requirements: on a fresh install without them, ``--pretext-workers`` could not start."""
+    from ssl_bench.training.distributed import _import_ray_train, missing_ray_train_requirements
+
+    assert missing_ray_train_requirements() == []
+    assert _import_ray_train() is ray
+
+
+def test_a_missing_ray_train_requirement_is_named(monkeypatch):
+    """Ray Train's own error says only 'some dependencies are missing'; ours names them, read from
+    Ray's metadata (the ``train`` extra's requirements that are not installed)."""
+    import importlib.metadata
+
+    from ssl_bench.errors import UserError
+    from ssl_bench.training import distributed
+
+    requires = ['pyarrow-that-is-not-installed>=17.0.0; extra == "train"', 'numpy; extra == "train"',
+                'another-absent-package; extra == "tune"', 'packaging']
+    monkeypatch.setattr(importlib.metadata, "requires", lambda name: requires if name == "ray" else [])
+    assert distributed.missing_ray_train_requirements() == ["pyarrow-that-is-not-installed>=17.0.0"]
+
+    monkeypatch.setitem(sys.modules, "ray.train.torch", None)  # ray.train.torch cannot be imported
+    with pytest.raises(UserError, match=r"needs Ray Train \(missing pyarrow-that-is-not-installed>=17.0.0\): "
+                                        r'pip install "ssl-bench\[ray\]"'):
+        distributed._import_ray_train()

@@ -17,12 +17,20 @@ training sets have hundreds to a few thousand images), ``lambda_param = 5e-3`` (
 lightly's default), ``crop_scale = 0.4`` (as SimCLR here: small crops of a mammogram are often
 only fat). The standardisation is over the batch, so very small batches (the paper profile's
 4) give noisy correlation estimates.
+
+Data-parallel training (:mod:`ssl_bench.training.distributed`): :class:`WholeBatchBarlowTwinsLoss`
+scores the whole global batch on every worker, standardised over it, as the paper's own code does
+(the authors' reference implementation: the standardising ``BatchNorm1d(affine=False)`` becomes
+a SyncBatchNorm, and the workers' correlation sums are all-reduced); lightly's
+``gather_distributed`` would average the workers' correlation matrices instead, each
+standardised over its own share.
 """
 from __future__ import annotations
 
 import torch
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
+from lightly.utils import dist
 from torch import nn
 
 from ..registry import PRETEXTS
@@ -42,6 +50,21 @@ def check_two_embeddings(method: str, outputs: list[torch.Tensor], count: int = 
     if len(outputs) != count or any(o.dim() != 2 or o.shape != outputs[0].shape for o in outputs):
         shapes = [tuple(o.shape) for o in outputs]
         raise ValueError(f"{method} expects {count} (B, D) embeddings of one shape; got {shapes}")
+
+
+class WholeBatchBarlowTwinsLoss(BarlowTwinsLoss):
+    """lightly's ``BarlowTwinsLoss`` of the whole global batch on every data-parallel worker.
+
+    Each worker gathers every worker's embeddings (``lightly.utils.dist.gather``, which carries
+    the gradients back to their worker) and scores the whole batch: the loss is one process's, and
+    as every worker's loss is that one, each share's gradient arrives summed over the ``W``
+    workers, which DDP's average over them divides back. One process: lightly's loss as it is.
+    """
+
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        if dist.world_size() > 1:
+            z_a, z_b = torch.cat(dist.gather(z_a)), torch.cat(dist.gather(z_b))
+        return super().forward(z_a, z_b)
 
 
 @PRETEXTS.register("barlowtwins")
@@ -66,7 +89,7 @@ class BarlowTwins(PretextTask):
         check_dims(hidden_dim=hidden_dim, out_dim=out_dim)
         self.hidden_dim, self.out_dim = int(hidden_dim), int(out_dim)
         self.views = view_options(crop_scale, vflip_prob, jitter, blur_prob, noise_std)
-        self.criterion = BarlowTwinsLoss(lambda_param=float(lambda_param))
+        self.criterion = WholeBatchBarlowTwinsLoss(lambda_param=float(lambda_param))
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
         return PretextBatch(inputs=view_pair(self.views, images), targets=None)

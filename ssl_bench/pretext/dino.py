@@ -14,7 +14,10 @@ lightly: ``DINOLoss`` and ``DINOProjectionHead``; ``update_momentum`` and ``cosi
 through :mod:`ssl_bench.pretext.momentum`; the teacher is kept by
 :class:`ssl_bench.models.pretext_model.PretextModel`. lightly's ``DINOLoss`` replaces its centre
 tensor at every update (``center.data = ...``), which a captured CUDA graph would not replay;
-:class:`InPlaceCenterDINOLoss` writes the same value into it in place.
+:class:`InPlaceCenterDINOLoss` writes the same value into it in place. In data-parallel
+training (:mod:`ssl_bench.training.distributed`) the centre is the whole global batch's:
+lightly's ``center_mean`` all-reduces the batch centre whenever torch.distributed is initialised;
+the loss itself is a mean over images.
 
 Choices for 1-channel mammograms and small sets: views from :mod:`ssl_bench.pretext.views`
 (batched on the device; crops centred on the breast, vertical flips only, gamma/gain intensity

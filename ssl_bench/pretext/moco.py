@@ -48,6 +48,9 @@ import warnings
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
+from lightly.models.modules.memory_bank import MemoryBankModule
+from lightly.models.utils import concat_all_gather
+from lightly.utils import dist
 from torch import nn
 
 from ..errors import ToolkitWarning
@@ -59,6 +62,20 @@ from .views import view_options, view_pair
 
 #: the queue sizes already warned about in this process (one line per run, not one per fold)
 _WARNED_QUEUE_SIZES: set[int] = set()
+
+
+class KeyQueue(MemoryBankModule):
+    """lightly's memory bank as MoCo's queue; in data-parallel training it takes every worker's
+    keys in one process's order, all ``k1`` then all ``k0`` (each worker's are ``[k1; k0]`` of
+    its share, which lightly's ``gather_distributed`` would interleave)."""
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, batch: torch.Tensor) -> None:
+        workers = dist.world_size()
+        if workers > 1:
+            keys = concat_all_gather(batch.contiguous())
+            batch = keys.view(workers, 2, -1, keys.shape[-1]).transpose(0, 1).flatten(0, 2)
+        super()._dequeue_and_enqueue(batch)
 
 
 @PRETEXTS.register("moco")
@@ -89,9 +106,8 @@ class MoCo(PretextTask):
         self.momentum_end = 1.0
         self.temperature = float(temperature)
         self.views = view_options(crop_scale, vflip_prob, jitter, blur_prob, noise_std)
-        self.criterion = NTXentLoss(
-            temperature=self.temperature, memory_bank_size=(self.queue_size, self.out_dim)
-        )
+        self.criterion = NTXentLoss(temperature=self.temperature)
+        self.criterion.memory_bank = KeyQueue(size=(self.queue_size, self.out_dim))
 
     @property
     def queue(self) -> torch.Tensor:

@@ -12,6 +12,10 @@ in MoCo's queue, without a momentum encoder): each first-view embedding is then 
 its second view and the ``N`` banked embeddings instead of the batch, so SimCLR can be compared
 fairly at a batch of 4. The bank starts as random unit vectors and lives on the outputs' device.
 
+Data-parallel training (:mod:`ssl_bench.training.distributed`): ``gather_distributed=True``, so
+each worker's views meet the whole global batch's as negatives (lightly all-gathers them with
+their gradients) and the bank takes every worker's embeddings; one process gathers nothing.
+
 Views: :mod:`ssl_bench.pretext.views` (batched, on the images' device, for 1-channel
 mammograms; shared by every view-based task).
 
@@ -75,7 +79,9 @@ class SimCLR(PretextTask):
         self.memory_bank_size = int(memory_bank_size)
         self.views = view_options(crop_scale, vflip_prob, jitter, blur_prob, noise_std)
         bank = (self.memory_bank_size, self.out_dim) if self.memory_bank_size else 0
-        self.criterion = NTXentLoss(temperature=self.temperature, memory_bank_size=bank)
+        self.criterion = NTXentLoss(
+            temperature=self.temperature, memory_bank_size=bank, gather_distributed=True
+        )
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
         return PretextBatch(inputs=view_pair(self.views, images), targets=None)

@@ -14,7 +14,9 @@ colour jitter, blur and noise; the same distribution for both views, without the
 solarisation, which inverts bright tissue). ``hidden_dim = out_dim = 1024`` (the paper's 8192 is
 for ImageNet; our training sets are small), ``lambda_param = mu_param = 25``, ``nu_param = 1``
 (the paper's, lightly's defaults), ``crop_scale = 0.4`` (as SimCLR here). The variance and
-covariance terms are batch statistics: noisy at the paper profile's batch of 4.
+covariance terms are batch statistics: noisy at the paper profile's batch of 4. In data-parallel
+training (:mod:`ssl_bench.training.distributed`) they are the whole global batch's
+(``gather_distributed=True``: lightly all-gathers the embeddings with their gradients).
 """
 from __future__ import annotations
 
@@ -55,7 +57,8 @@ class VICReg(PretextTask):
         self.hidden_dim, self.out_dim = int(hidden_dim), int(out_dim)
         self.views = view_options(crop_scale, vflip_prob, jitter, blur_prob, noise_std)
         self.criterion = VICRegLoss(
-            lambda_param=float(lambda_param), mu_param=float(mu_param), nu_param=float(nu_param)
+            lambda_param=float(lambda_param), mu_param=float(mu_param), nu_param=float(nu_param),
+            gather_distributed=True,
         )
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:

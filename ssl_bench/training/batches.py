@@ -64,12 +64,18 @@ class FoldBatches:
 
     def epoch(self, augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One shuffled epoch of ``(images float32 (B,1,H,W), labels (B,))`` on the device.
-        A last batch of a single image is dropped (BatchNorm cannot train on one sample)."""
+        A last batch of a single image is dropped (BatchNorm cannot train on one sample). Shared
+        by ``W`` workers (``share``), a batch is cut to a multiple of ``W`` images (only a last
+        one: ``train.batch_size`` is a multiple of ``W``): a loss gathered across the workers
+        needs equal shares (:mod:`ssl_bench.training.distributed`)."""
         augment = self.augment if augment is None else augment
         device = self.labels.device
         order = torch.randperm(self.n_images, device=device)
-        index_batches = [order[start : start + self.batch_size] for start in range(0, self.n_images, self.batch_size)
-                         if min(self.batch_size, self.n_images - start) >= self.smallest_batch]
+        index_batches = []
+        for start in range(0, self.n_images, self.batch_size):
+            size = min(self.batch_size, self.n_images - start)
+            if size >= self.smallest_batch:
+                index_batches.append(order[start : start + size - size % self.share[1]])
         # the images first, so that a streaming loader runs to its end
         for images, idx in zip(gather_batches(self.images, index_batches), index_batches):
             x = images.float()

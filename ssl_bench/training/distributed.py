@@ -8,10 +8,22 @@ with the same global batch:
 
 - every worker starts from the driver's weights and torch random state, so all draw the same
   epoch order and the same augmentation of each global batch, as one process would;
-- each worker then trains on its contiguous share of the global batch (``FoldBatches.share``);
-  with equal shares the average of the workers' mean losses is the global batch's mean loss,
-  and so are the averaged gradients (a last batch too small to give each worker 2 images is
-  dropped, as one process drops a last batch of one image);
+- each worker then trains on its contiguous share of the global batch (``FoldBatches.share``),
+  all shares equal (``train.batch_size`` is a multiple of the workers; a last batch is cut to
+  one, or dropped when too small to give each worker 2 images, as one process drops a last batch
+  of one image). The pretext task's random views, drawn in the step, are each worker's draw for
+  its share, not one process's for the global batch;
+- a loss that is a mean over images (BYOL, MAE, GSIM, context restoration; the supervised BCE)
+  is averaged over the workers into the global batch's mean, and DDP's averaged gradients are its
+  gradients. A loss that depends on the whole batch would not be (each worker's SimCLR negatives,
+  Barlow Twins' cross-correlation or VICReg's variance and covariance would be its share's), so
+  the zoo's losses gather across the workers: lightly's ``gather_distributed`` all-gathers
+  SimCLR's and VICReg's embeddings (with their gradients) and the keys entering SimCLR's bank and
+  MoCo's queue, Barlow Twins scores the gathered batch
+  (:class:`~ssl_bench.pretext.barlowtwins.WholeBatchBarlowTwinsLoss`), lightly all-reduces DINO's
+  centre. The workers' mean loss and averaged gradients are then one process's on the global
+  batch (``tests/test_distributed_losses.py``). A task of one's own whose loss depends on the
+  batch must gather likewise (``lightly.utils.dist.gather``);
 - BatchNorm: on GPUs the model's BatchNorm layers become ``SyncBatchNorm``, which normalises
   over the global batch. Torch has no SyncBatchNorm on the CPU, so there each worker normalises
   over its own share (what plain DDP does), and results differ from one process by that.
@@ -27,6 +39,7 @@ a streamed dataset is read from the cache (which must then sit on storage every 
 """
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import tempfile
 import uuid
@@ -34,6 +47,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from packaging.requirements import Requirement
 from torch import nn
 
 from ..config import config_from_dict
@@ -47,14 +61,36 @@ StageFn = Callable[..., None]
 CHECKPOINT_FILE = "model.pt"
 
 
+def missing_ray_train_requirements() -> list[str]:
+    """The requirements of Ray's ``train`` extra (as Ray's own metadata lists them) that are not
+    installed here, ``["ray"]`` without Ray; ``[]`` when all are. Ray Train refuses to import
+    without them (pyarrow, fsspec, ...), and its message does not say which are missing."""
+    try:
+        requires = importlib.metadata.requires("ray") or []
+    except importlib.metadata.PackageNotFoundError:
+        return ["ray"]
+    missing = []
+    for line in requires:
+        requirement = Requirement(line)
+        if requirement.marker is None or not requirement.marker.evaluate({"extra": "train"}):
+            continue
+        try:
+            importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(str(requirement).split(";")[0].strip())
+    return missing
+
+
 def _import_ray_train():
     try:
         import ray
         import ray.train
         import ray.train.torch
-    except ImportError:
-        raise UserError('train.pretext_workers > 1 needs Ray Train: pip install "ssl-bench[ray]" '
-                        '(or pip install "ray[train]")') from None
+    except ImportError as error:
+        missing = missing_ray_train_requirements()
+        what = f"missing {', '.join(missing)}" if missing else str(error)
+        raise UserError(f'train.pretext_workers > 1 needs Ray Train ({what}): pip install "ssl-bench[ray]" '
+                        f'installs it') from None
     return ray
 
 

@@ -11,6 +11,9 @@
   that the driver and every node mount at the same path (NFS, a cluster file system). This is
   checked before the first job: the driver writes a probe file, a task on every node reads it and
   writes its own, and the driver reads those back; a node that cannot is a clear error.
+- A task does not run in the driver's working folder: every relative path of a job's config
+  (the config's path fields: data roots, the cache, a weights file, ...) is made absolute
+  against the driver's working folder, so the files must sit at that path on every node too.
 - Faults: a job that raises is resubmitted as a fresh task (possibly on another node) up to
   ``--retries`` times, then reported failed with its traceback. A worker process or node lost
   mid-job is Ray's business: the task is rerun by Ray itself (``max_retries``, default 3, counted
@@ -32,6 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from ...config import absolute_paths
 from ...errors import UserError
 from ...registry import EXECUTORS
 from ..job import IMPORT_ENV, Attempt, Job, JobOutcome, attempt_job, last_line
@@ -71,13 +75,10 @@ def probe_node(out_dirs: list[str], token: str, node_id: str) -> list[str]:
 
 
 def portable(job: Job) -> Job:
-    """The job with a relative data root made absolute (workers do not share the driver's cwd;
-    the runner already made ``out`` absolute)."""
-    root = job.config.get("data", {}).get("root")
-    if not root or Path(root).expanduser().is_absolute():
-        return job
-    config = {**job.config, "data": {**job.config["data"], "root": str(Path(root).expanduser().resolve())}}
-    return dataclasses.replace(job, config=config)
+    """The job with every relative path of its config made absolute against the driver's working
+    folder (:func:`~ssl_bench.config.absolute_paths`: data roots, cache, weights file, ...), which
+    a Ray worker does not share."""
+    return dataclasses.replace(job, config=absolute_paths(job.config))
 
 
 @EXECUTORS.register("ray")
