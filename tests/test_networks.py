@@ -16,6 +16,7 @@ from ssl_bench.models.backbones import (
     classifier_logits,
     create_backbone,
     encode_multiscale,
+    input_normalisation,
     num_pooled_features,
     pooled_features,
 )
@@ -320,18 +321,25 @@ def test_create_backbone_local_weights_round_trip(tmp_path):
 
     model = create_backbone("resnet18", pretrained=str(path), in_chans=1, num_classes=1)
     loaded = model.state_dict()
-    torch.testing.assert_close(loaded["conv1.weight"], state["conv1.weight"].sum(1, keepdim=True))
+    # the RGB stem unchanged, behind the weights' input normalisation (tests/test_imagenet_input.py)
+    assert torch.equal(loaded["conv1.conv.weight"], state["conv1.weight"])
     for key, value in state.items():
         if key == "conv1.weight" or key.startswith("fc."):
             continue
         assert torch.equal(loaded[key], value), key
     assert model.fc.weight.shape == (1, 512)  # classifier re-initialised for 1 class
 
-    # a 1-channel checkpoint of our own loads unchanged
+    # a checkpoint of our own loads unchanged, with its input normalisation
     own = tmp_path / "own.pth"
     torch.save(model.state_dict(), own)
     again = create_backbone("resnet18", pretrained=own)
-    assert torch.equal(again.conv1.weight, model.conv1.weight)
+    assert torch.equal(again.conv1.conv.weight, model.conv1.conv.weight)
+    assert input_normalisation(again) == input_normalisation(model) is not None
+    # and a 1-channel one (a randomly initialised backbone's) as it is, without normalisation
+    grey = tmp_path / "grey.pth"
+    torch.save(create_backbone("resnet18").state_dict(), grey)
+    plain = create_backbone("resnet18", pretrained=grey)
+    assert torch.equal(plain.conv1.weight, torch.load(grey)["conv1.weight"]) and input_normalisation(plain) is None
 
 
 def test_create_backbone_errors(tmp_path):

@@ -185,7 +185,8 @@ def test_contract_helper_reloads_it_through_model_pt(tmp_path):
 def test_model_record_version_2_and_older_files(tmp_path):
     ns = NonSpatialClassifier(bins=16)
     record = model_record("test_resnet", SIZE, ns)
-    assert MODEL_VERSION == 2 and record["version"] == 2
+    assert MODEL_VERSION == 3 and record["version"] == 3
+    assert record["input_norm"] is None  # no timm backbone to normalise the input of (version 3)
     assert record["architecture"] == {"name": "nonspatial", "bins": 16, "threshold": 0.05}
     assert record["backbone"] is None
     timm_record = model_record("test_resnet", SIZE, create_backbone("test_resnet"))
@@ -232,7 +233,7 @@ def test_smoke_run_fold_aucs_are_computed_like_every_methods(smoke_run):
     for k, model in models:
         assert isinstance(model, NonSpatialClassifier)
         record = rundir.read_model(k)
-        assert record["version"] == 2 and record["architecture"]["name"] == "nonspatial"
+        assert record["version"] == MODEL_VERSION and record["architecture"]["name"] == "nonspatial"
         preds = rundir.read_predictions(k)
         metrics = rundir.read_metrics(k)
         assert metrics["auc"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]))

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 from huggingface_hub import constants as hub_constants
 from safetensors.torch import save_file
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ssl_bench.cli import main
 from ssl_bench.config import PROFILES, build_config
@@ -18,6 +19,7 @@ from ssl_bench.errors import ConfigError
 from ssl_bench.models import backbones
 from ssl_bench.models.backbones import (
     IMAGENET_WEIGHTS,
+    NormalisedInput,
     check_pretrained,
     create_backbone,
     fetch_imagenet_weights,
@@ -64,14 +66,19 @@ def _put_in_hub_cache(cache, repo_id: str, state: dict) -> None:
 
 
 def _check_loaded(model, state, width):
-    """Stem = file's conv1 summed over RGB (timm's adapt_input_conv), body = file, head fresh."""
+    """Stem = file's RGB conv1 unchanged, behind the weights' input normalisation (ImageNet's mean
+    and std), body = file, head fresh."""
     loaded = model.state_dict()
     rgb = state["conv1.weight"]
-    assert loaded["conv1.weight"].shape == (rgb.shape[0], 1, *rgb.shape[2:])
-    torch.testing.assert_close(loaded["conv1.weight"], rgb.sum(1, keepdim=True))
-    # numerically the same stem: a grey image through the 1-channel conv = the RGB conv on it
-    x = torch.randn(2, 1, 32, 32)
-    rgb_out = torch.nn.functional.conv2d(x.expand(-1, 3, -1, -1), rgb, stride=2, padding=3)
+    assert isinstance(model.conv1, NormalisedInput)
+    assert torch.equal(loaded["conv1.conv.weight"], rgb)
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(loaded["conv1.mean"], mean.flatten())
+    torch.testing.assert_close(loaded["conv1.std"], std.flatten())
+    # numerically: a grey image through the stem = the RGB conv on it replicated and normalised
+    x = torch.rand(2, 1, 32, 32)
+    rgb_out = torch.nn.functional.conv2d((x.expand(-1, 3, -1, -1) - mean) / std, rgb, stride=2, padding=3)
     torch.testing.assert_close(model.conv1(x), rgb_out, rtol=1e-4, atol=1e-4)
     body = [k for k in state if k != "conv1.weight" and not k.startswith("fc.")]
     assert body and all(torch.equal(loaded[k], state[k]) for k in body)
@@ -82,7 +89,7 @@ def _check_loaded(model, state, width):
 
 
 @pytest.mark.parametrize("name,width", [("resnet18", 512), ("resnet50", 2048)])
-def test_local_file_adapts_stem_keeps_body_fresh_head(weight_files, name, width):
+def test_local_file_normalises_input_keeps_body_fresh_head(weight_files, name, width):
     path, state = weight_files[name]
     model = create_backbone(name, pretrained=str(path), in_chans=1, num_classes=1)
     _check_loaded(model, state, width)

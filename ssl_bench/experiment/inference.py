@@ -13,7 +13,7 @@ import torch
 
 from ..data.preprocess import preprocess_file
 from ..errors import DataError, UserError
-from ..models.classifiers import build_classifier
+from ..models.classifiers import classifier_from_record
 from ..training.scoring import predict_scores
 from .rundir import RunDir
 
@@ -25,8 +25,7 @@ def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.n
     models = []
     for k in rundir.folds_with_model():
         record = rundir.read_model(k)
-        model = build_classifier(record["backbone"], record["architecture"], in_chans=record["in_chans"],
-                                 num_classes=record["num_classes"], image_size=record["image_size"])
+        model = classifier_from_record(record)
         try:
             model.load_state_dict(record["state_dict"])
         except RuntimeError as exc:

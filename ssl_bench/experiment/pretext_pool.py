@@ -38,7 +38,9 @@ from .rundir import VOLATILE_TRAIN_KEYS
 
 CACHE_FOLDER = ".pretext-cache"
 DOWNSTREAM_ONLY = ("epochs", "pos_weight")  # train.* settings the pretext stage never reads
-KEY_VERSION = 1
+# 2: backbones built on pretrained weights normalise their input (other modules and state_dict
+# keys): a stage cached before is trained again, never loaded into the new structure
+KEY_VERSION = 2
 
 
 def check_pretext_data(cfg: Config, pretext) -> None:

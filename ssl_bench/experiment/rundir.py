@@ -45,13 +45,18 @@ the device type, read with ``torch.load(..., weights_only=True)``, and removed o
 
 ``model.pt`` (:data:`MODEL_FORMAT`, version :data:`MODEL_VERSION`) is a plain dict of tensors and
 plain values that ``torch.load(..., weights_only=True)`` reads: ``format``, ``version``,
-``architecture``, ``backbone``, ``in_chans``, ``num_classes``, ``image_size`` ``[height, width]``
-and ``state_dict`` of the downstream classifier. ``architecture`` (version 2) says what to build
-before loading the ``state_dict`` (:func:`ssl_bench.models.classifiers.build_classifier`): ``None``
-for a timm backbone, which ``backbone`` names; else a toolkit classifier's dict of plain values,
-its ``name`` and options (``{"name": "nonspatial", "bins": 32, "threshold": 0.05}``), and
-``backbone`` is ``None``. Version 1 files (no ``architecture``) and files written before the
-version field existed (read as version 0) hold timm backbones.
+``architecture``, ``backbone``, ``in_chans``, ``num_classes``, ``image_size`` ``[height, width]``,
+``input_norm`` and ``state_dict`` of the downstream classifier. ``architecture`` (version 2) says
+what to build before loading the ``state_dict`` (:func:`ssl_bench.models.classifiers.classifier_from_record`):
+``None`` for a timm backbone, which ``backbone`` names; else a toolkit classifier's dict of plain
+values, its ``name`` and options (``{"name": "nonspatial", "bins": 32, "threshold": 0.05}``), and
+``backbone`` is ``None``. ``input_norm`` (version 3) is the input normalisation of the classifier's
+timm backbone (``{"mean": [...], "std": [...]}``: a backbone built on pretrained weights normalises
+its input as they expect, :func:`ssl_bench.models.backbones.input_normalisation`), ``None`` for a
+randomly initialised one or a classifier without a backbone. Version 2 files (no ``input_norm``,
+read as ``None``: written before pretrained backbones normalised their input), version 1 files (no
+``architecture`` either) and files written before the version field existed (read as version 0)
+load as before; version 1 and 0 files hold timm backbones.
 """
 from __future__ import annotations
 
@@ -77,6 +82,7 @@ import yaml
 from ..config import Config, check_path_name, load_yaml, save_yaml
 from ..errors import UserError
 from ..fileio import atomic_write, atomic_write_text
+from ..models.backbones import check_input_norm, input_normalisation
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
 MODEL_FILE = "model.pt"
@@ -86,16 +92,19 @@ MLFLOW_STORE = "mlflow.db"  # --log mlflow without --log-uri: an SQLite store (M
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
 MODEL_FORMAT = "ssl-bench-model"
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 MODEL_KEYS = ("backbone", "in_chans", "num_classes", "image_size", "state_dict")
 MODEL_KEYS_V2 = MODEL_KEYS + ("architecture",)  # from version 2 on
+MODEL_KEYS_V3 = MODEL_KEYS_V2 + ("input_norm",)  # from version 3 on
 # Config keys that may differ between two invocations writing the same run directory: where
 # files go and how fast it runs, never what decides the results.
 VOLATILE_KEYS = ("fold", "out", "device", "threads", "log")
 VOLATILE_DATA_KEYS = ("cache_dir", "workers", "streaming", "memory_budget_gb", "loader_workers")
 VOLATILE_TRAIN_KEYS = ("checkpoint_every",)  # a resumed fold equals an uninterrupted one
 CHECKPOINT_FORMAT = "ssl-bench-checkpoint"
-CHECKPOINT_VERSION = 1
+# version 2: backbones built on pretrained weights normalise their input (a NormalisedInput stem,
+# other state_dict keys); a version-1 checkpoint is not used, its fold starts over
+CHECKPOINT_VERSION = 2
 
 #: run directories this process holds the lock of (path -> open lock file)
 _CLAIMED: dict[str, Any] = {}
@@ -174,7 +183,8 @@ def model_record(backbone: str, image_size: tuple[int, int] | list[int], classif
     """What ``model.pt`` holds for a trained downstream classifier (1 input channel, 1 logit):
     the classifier's ``architecture`` attribute (a dict of plain values, see
     :mod:`ssl_bench.models.classifiers`) when it has one, else ``backbone``, the run's timm
-    backbone, which it then is."""
+    backbone, which it then is; and ``input_norm``, the input normalisation of the timm backbone
+    in it (:func:`~ssl_bench.models.backbones.input_normalisation`: ``None`` without one)."""
     architecture = getattr(classifier, "architecture", None)
     if architecture is not None:
         if not (isinstance(architecture, dict) and isinstance(architecture.get("name"), str)):
@@ -189,13 +199,15 @@ def model_record(backbone: str, image_size: tuple[int, int] | list[int], classif
         "in_chans": 1,
         "num_classes": 1,
         "image_size": list(image_size),
+        "input_norm": input_normalisation(classifier),
         "state_dict": {n: t.detach().cpu() for n, t in classifier.state_dict().items()},
     }
 
 
 def load_model_record(path: Path) -> dict:
     """Read and check a ``model.pt`` (tensors and plain values only: no code is run); a file of
-    version 0 or 1 gets ``architecture = None`` (a timm backbone)."""
+    version 0 or 1 gets ``architecture = None`` (a timm backbone), one of version 0 to 2
+    ``input_norm = None`` (no input normalisation)."""
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never here
@@ -209,11 +221,19 @@ def load_model_record(path: Path) -> dict:
     if not isinstance(version, int) or version > MODEL_VERSION:
         raise UserError(f"{path} is a model file of version {version!r}; this ssl-bench reads up to "
                         f"version {MODEL_VERSION} (upgrade ssl-bench)")
-    missing = [k for k in (MODEL_KEYS_V2 if version >= 2 else MODEL_KEYS) if k not in record]
+    keys = MODEL_KEYS_V3 if version >= 3 else MODEL_KEYS_V2 if version >= 2 else MODEL_KEYS
+    missing = [k for k in keys if k not in record]
     if missing:
         raise UserError(f"not a ssl-bench model file: {path} (missing {', '.join(missing)})")
     if version < 2:
         record["architecture"] = None
+    if version < 3:
+        record["input_norm"] = None
+    if record["input_norm"] is not None:
+        try:
+            record["input_norm"] = check_input_norm(record["input_norm"])
+        except ValueError as exc:
+            raise UserError(f"not a ssl-bench model file: {path} ({exc})") from None
     architecture = record["architecture"]
     if architecture is None and not isinstance(record["backbone"], str):
         raise UserError(f"not a ssl-bench model file: {path} (names neither a backbone nor an architecture)")

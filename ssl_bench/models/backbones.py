@@ -25,6 +25,30 @@ an answer, or with ``HF_HUB_OFFLINE=1``, only the cache is read, and weights tha
 raise one :class:`~ssl_bench.errors.ConfigError` line naming the ways out, instead of the hub's
 retries (about 47 s measured without network). :func:`fetch_imagenet_weights`
 (``ssl-bench weights fetch``) fills the cache where there is a network.
+
+Pretrained weights see the inputs they were trained on. ImageNet weights were trained on RGB images
+normalised with their dataset's mean and std (timm's ``pretrained_cfg`` ``mean``/``std``, what
+``timm.data.resolve_data_config`` gives: ImageNet's ``(0.485, 0.456, 0.406)`` /
+``(0.229, 0.224, 0.225)`` for ResNets, ``0.5``/``0.5`` for many ViTs), while a mammogram is one
+grey channel in [0, 1]. Summing the RGB stem into one channel (timm's ``adapt_input_conv``) and
+feeding it [0, 1] without normalisation gives the stem about 0.226 times the response it was
+trained with, without its offset: BatchNorm in train mode hides part of it, the frozen ImageNet
+control (``linear``, ``knn``: eval mode) does not. So a backbone built on pretrained weights keeps
+timm's RGB stem unchanged (``in_chans=3``) and the module named by the weights' ``first_conv``
+(``conv1`` for a ResNet, ``stem.0`` for a ConvNeXt, ``patch_embed.proj`` for a ViT) is replaced by
+:class:`NormalisedInput`: the grey image replicated to RGB, normalised ``(x - mean) / std`` with
+the weights' mean and std (buffers: ``<first_conv>.mean``, ``<first_conv>.std``), then the original
+convolution (``<first_conv>.conv``). The result equals timm's RGB model on the grey image
+replicated and normalised, up to float rounding (``tests/test_imagenet_input.py``: ResNet-18 and
+-50, ConvNeXt, a deep stem, a ViT), at the zero-padded border too (folding the
+normalisation into a 1-channel stem would not be exact there: its zero padding would stand for a
+normalised value of ``-mean / std`` instead of 0; and the stem would need a bias it may lack). The
+normalisation is part of the module, so every path that runs the backbone (training, the frozen
+probes, ``ssl-bench predict``, fold checkpoints, the pretext cache, MAE's ViT) gets it without
+knowing; :func:`input_normalisation` reads it back (``model.pt`` records it, as ``input_norm``) and
+``create_backbone(..., input_norm=...)`` builds the same structure without weights, for
+``load_state_dict``. A randomly initialised backbone has no normalisation: it is
+``timm.create_model(name, in_chans=1, ...)`` unchanged.
 """
 from __future__ import annotations
 
@@ -42,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import huggingface_hub
+import numpy as np
 import timm
 import torch
 from huggingface_hub import constants as hub_constants
@@ -63,6 +88,9 @@ __all__ = [
     "pooled_features",
     "classifier_logits",
     "num_pooled_features",
+    "NormalisedInput",
+    "input_normalisation",
+    "check_input_norm",
 ]
 
 
@@ -91,34 +119,50 @@ def create_backbone(
     in_chans: int = 1,
     num_classes: int = 1,
     image_size: tuple[int, int] | list[int] | None = None,
+    input_norm: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """``timm.create_model(name, in_chans=..., num_classes=...)``, randomly initialised, from a
-    local weights file or from timm's ImageNet weights.
+    local weights file or from timm's ImageNet weights; a backbone built on pretrained weights
+    normalises its input as those weights expect (see the module docstring).
 
     Args:
         name: a timm model name (``resnet50``, ``resnet50.a1_in1k``, ...); ``hf-hub:`` names are
             refused (a hub repository is not an ImageNet tag of a timm architecture).
-        pretrained: ``None``, ``""`` or ``"none"`` for random initialisation; ``"imagenet"`` for
-            timm's ImageNet weights (:func:`imagenet_weights` says which; downloaded by timm
+        pretrained: ``None``, ``""`` or ``"none"`` for random initialisation
+            (``timm.create_model(name, in_chans=in_chans, ...)``, nothing else); ``"imagenet"``
+            for timm's ImageNet weights (:func:`imagenet_weights` says which; downloaded by timm
             into the Hugging Face cache unless already there); else the path of a local weights
             file (``.pth``/``.pt`` state dict, a checkpoint dict with ``state_dict``/``model``/
-            ``state_dict_ema``, or ``.safetensors``), loaded through timm (``pretrained=True,
-            pretrained_cfg_overlay=dict(file=path)``). Either way timm adapts a 3-channel stem to
-            ``in_chans`` (``adapt_input_conv``: summed over RGB for ``in_chans=1``) and drops the
-            classifier weights unless ``num_classes`` equals the weights' class count (1000 for
-            ImageNet), so the classifier is freshly initialised in the usual case.
-        in_chans: input channels (1 for mammograms).
+            ``state_dict_ema``, or ``.safetensors``), read by timm's ``load_state_dict`` and
+            loaded through timm (``pretrained=True``, the state dict in
+            ``pretrained_cfg_overlay``) with the architecture's (or the name's tag's) pretrained
+            config. RGB weights are loaded into timm's RGB model unchanged and its
+            ``first_conv`` becomes a :class:`NormalisedInput` with the pretrained config's mean
+            and std (``timm.data.resolve_data_config``): the grey input is replicated to RGB and
+            normalised as the weights' training images were. A file written from a backbone of
+            this toolkit brings its own input: one with a :class:`NormalisedInput` (its
+            ``<first_conv>.mean``/``.std``) is rebuilt with it, one with a 1-channel stem (a
+            randomly initialised backbone's) loads into timm's 1-channel model unchanged, without
+            normalisation. Either way timm drops the classifier weights unless ``num_classes``
+            equals the weights' class count (1000 for ImageNet), so the classifier is freshly
+            initialised in the usual case.
+        in_chans: input channels (1 for mammograms; with pretrained RGB weights 1, replicated, or 3).
         num_classes: classifier outputs (1: a single malignancy logit).
         image_size: the run's ``(height, width)``; passed as ``img_size`` to the models that
             take one (:func:`takes_image_size`: ViTs, Swin, ...; ImageNet position embeddings
             are resampled by timm), ignored by the others (CNNs take any size).
+        input_norm: with ``pretrained=None`` only: ``{"mean": [...], "std": [...]}`` (what
+            :func:`input_normalisation` of a pretrained backbone returns, and ``model.pt``
+            records) builds that backbone's structure, RGB stem behind a :class:`NormalisedInput`,
+            randomly initialised, for ``load_state_dict``; ``None``: the plain timm model.
         **kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
 
     Raises:
         ConfigError: unknown model name (with close matches), an architecture without ImageNet
             weights, ImageNet weights that cannot be fetched (no network and not cached: one line
-            with the ways out), a missing weights file, or one that cannot be loaded into this model.
+            with the ways out), a missing weights file, one that cannot be loaded into this model,
+            or weights whose first layer cannot take a normalised grey image.
     """
     if name.startswith(("hf-hub:", "hf_hub:")):
         raise ConfigError(
@@ -129,29 +173,212 @@ def create_backbone(
     if image_size is not None and "img_size" not in kwargs and takes_image_size(name):
         kwargs["img_size"] = tuple(int(v) for v in image_size)
     if _no_weights(pretrained):
-        return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **kwargs)
+        if input_norm is None:
+            return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **kwargs)
+        norm = check_input_norm(input_norm)
+        mean, std = norm["mean"], norm["std"]
+        model = timm.create_model(name, pretrained=False, in_chans=len(mean), num_classes=num_classes, **kwargs)
+        return _normalise_input(model, name, mean, std, in_chans)
+    if input_norm is not None:
+        raise ValueError("input_norm is for a backbone built without weights (pretrained=None); "
+                         "pretrained weights bring their own")
     if str(pretrained).strip().lower() == IMAGENET:
-        return _load_imagenet(imagenet_weights(name), in_chans=in_chans, num_classes=num_classes, **kwargs)
+        weights = imagenet_weights(name)
+        channels = _weights_channels(weights.tagged)
+        _check_in_chans(name, in_chans, channels)
+        model = _load_imagenet(weights, in_chans=channels, num_classes=num_classes, **kwargs)
+        return _normalise_input(model, name, *_weights_mean_std(model), in_chans)
 
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise ConfigError(_file_not_found(path))
-    # source=None: never let a registry default (hf-hub) take priority over the local file.
-    overlay = dict(file=str(path), source=None, custom_load=False)
     try:
-        with _quiet_matching_stem():
-            return timm.create_model(
-                name,
-                pretrained=True,
-                pretrained_cfg_overlay=overlay,
-                in_chans=in_chans,
-                num_classes=num_classes,
-                **kwargs,
-            )
-    except Exception as exc:  # corrupt file, wrong architecture, ...: one clear message
+        state = timm.models.load_state_dict(str(path))
+    except Exception as exc:  # corrupt file, not a state dict, ...: one clear message
         raise ConfigError(
             f"could not load pretrained weights {path} into backbone '{name}': {_one_line(exc)}"
         ) from exc
+    channels = _weights_channels(name)
+    stem, own = _file_stem(state, _first_convs(get_pretrained_cfg(name), name), channels)
+    if stem == "grey":  # a 1-channel stem of our own: loaded as it is, no normalisation
+        return _load_file(path, name, state, in_chans=in_chans, num_classes=num_classes, **kwargs)
+    _check_in_chans(name, in_chans, channels)
+    model = _load_file(path, name, state, in_chans=channels, num_classes=num_classes, **kwargs)
+    mean, std = own if own is not None else _weights_mean_std(model)
+    return _normalise_input(model, name, mean, std, in_chans)
+
+
+def _load_file(path: Path, name: str, state: dict, **create_kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained=True, ...)`` on the state dict read from ``path``."""
+    # source=None: never let a registry default (hf-hub) take priority over the local file.
+    overlay = dict(state_dict=state, source=None, custom_load=False)
+    try:
+        with _quiet_matching_stem():
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **create_kwargs)
+    except Exception as exc:  # wrong architecture, ...: one clear message
+        raise ConfigError(
+            f"could not load pretrained weights {path} into backbone '{name}': {_one_line(exc)}"
+        ) from exc
+    model.pretrained_cfg.pop("state_dict", None)  # timm keeps the overlay in the config: not the weights
+    model.pretrained_cfg["file"] = str(path)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The weights' input normalisation
+
+
+class NormalisedInput(nn.Module):
+    """A pretrained backbone's first layer behind the input its weights were trained on: the
+    image (1 grey channel in [0, 1], replicated to the weights' channels, or already those
+    channels) normalised ``(x - mean) / std`` per channel, then the original layer ``conv``.
+
+    ``mean`` and ``std`` (the weights' ``pretrained_cfg``, one value per channel) are buffers of
+    the state dict. A stem after a space-to-depth rearrangement (TResNet: 16 cells of 3 channels
+    each, timm's channel order ``cell * 3 + channel``, the order of its ``adapt_input_conv``) gets
+    each cell normalised the same way. ``in_channels`` is what this module takes (1 for a grey
+    image), ``out_channels`` the layer's.
+    """
+
+    def __init__(self, conv: nn.Module, mean: Any, std: Any, in_chans: int = 1):
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1).clone()
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1).clone()
+        channels, conv_in = mean_t.numel(), getattr(conv, "in_channels", None)
+        if std_t.numel() != channels or not bool((std_t > 0).all()):
+            raise ValueError(f"input normalisation needs one mean and one positive std per channel, "
+                             f"got mean {mean!r}, std {std!r}")
+        if not isinstance(conv_in, int) or conv_in % channels:
+            raise ValueError(f"a first layer of {conv_in} input channels does not take {channels}-channel images")
+        if in_chans not in (1, channels):
+            raise ValueError(f"{channels}-channel weights take 1 (replicated) or {channels} input channels, "
+                             f"not {in_chans}")
+        self.conv = conv
+        self.cells = conv_in // channels
+        self.in_chans = int(in_chans)
+        self.in_channels = self.cells * self.in_chans
+        self.out_channels = getattr(conv, "out_channels", None)
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("std", std_t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cells == 1:  # (B, 1, H, W) broadcasts to (B, C, H, W)
+            x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+        else:
+            b, _, h, w = x.shape
+            x = x.reshape(b, self.cells, self.in_chans, h, w)
+            x = ((x - self.mean.view(1, 1, -1, 1, 1)) / self.std.view(1, 1, -1, 1, 1)).flatten(1, 2)
+        return self.conv(x)
+
+    def normalisation(self) -> dict[str, list[float]]:
+        """``{"mean": [...], "std": [...]}``, plain floats."""
+        def plain(t: torch.Tensor) -> list[float]:  # the shortest decimal of each float32: 0.485, not 0.48500001
+            return [float(str(np.float32(v))) for v in t.detach().cpu().tolist()]
+
+        return {"mean": plain(self.mean), "std": plain(self.std)}
+
+    def extra_repr(self) -> str:
+        n = self.normalisation()
+        return f"in_chans={self.in_chans}, mean={tuple(round(v, 4) for v in n['mean'])}, " \
+               f"std={tuple(round(v, 4) for v in n['std'])}"
+
+
+def input_normalisation(model: nn.Module) -> dict[str, list[float]] | None:
+    """The input normalisation of a backbone built on pretrained weights (``{"mean": [...],
+    "std": [...]}``, what ``create_backbone(..., input_norm=...)`` rebuilds), searched in
+    ``model`` and its submodules (a frozen probe's backbone); ``None`` when it has none."""
+    found = [m.normalisation() for m in model.modules() if isinstance(m, NormalisedInput)]
+    if not found:
+        return None
+    if any(f != found[0] for f in found[1:]):
+        raise ValueError(f"{type(model).__name__} holds input normalisations that differ: {found}")
+    return found[0]
+
+
+def check_input_norm(input_norm: Any) -> dict[str, list[float]]:
+    """An input normalisation as :func:`input_normalisation` returns it, ``{"mean": [...],
+    "std": [...]}`` (plain floats, one per channel, each std positive), checked.
+
+    Raises:
+        ValueError: anything else.
+    """
+    try:
+        mean = [float(v) for v in input_norm["mean"]]
+        std = [float(v) for v in input_norm["std"]]
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"input_norm must be a dict of a 'mean' and a 'std' list, got {input_norm!r}") from None
+    if not mean or len(mean) != len(std) or not all(v > 0 for v in std):
+        raise ValueError(f"input_norm needs one mean and one positive std per channel, got {input_norm!r}")
+    return {"mean": mean, "std": std}
+
+
+def _weights_mean_std(model: nn.Module) -> tuple[list[float], list[float]]:
+    """The mean and std the weights of ``model`` expect, from its timm ``pretrained_cfg``."""
+    data = timm.data.resolve_data_config({}, model=model)
+    return [float(v) for v in data["mean"]], [float(v) for v in data["std"]]
+
+
+def _weights_channels(name: str) -> int:
+    """The image channels the pretrained config of ``name`` was trained on (3: RGB)."""
+    cfg = get_pretrained_cfg(name)
+    size = getattr(cfg, "input_size", None) or (3,)
+    return int(size[0])
+
+
+def _check_in_chans(name: str, in_chans: int, channels: int) -> None:
+    if in_chans not in (1, channels):
+        raise ConfigError(f"backbone '{name}': its {channels}-channel pretrained weights take 1 input channel "
+                          f"(replicated) or {channels}, not {in_chans}")
+
+
+def _first_convs(cfg: Any, name: str) -> tuple[str, ...]:
+    """The module name(s) of the weights' first layer (timm's ``first_conv``)."""
+    first = cfg.get("first_conv") if isinstance(cfg, dict) else getattr(cfg, "first_conv", None)
+    names = (first,) if isinstance(first, str) else tuple(first or ())
+    if not names:
+        raise ConfigError(f"backbone '{name}': timm names no first layer (first_conv) for its pretrained weights, "
+                          "so their input normalisation has nowhere to go; use --pretrained none")
+    return names
+
+
+def _file_stem(state: dict, first_convs: tuple[str, ...], channels: int) -> tuple[str, Any]:
+    """What kind of stem a weights file holds, and the input normalisation it brings:
+    ``("normalised", (mean, std))`` for a backbone of this toolkit built on pretrained weights (its
+    :class:`NormalisedInput` keys are renamed to timm's in ``state``, in place), ``("grey", None)``
+    for a 1-channel stem of ours (input channels not a multiple of ``channels``), else
+    ``("rgb", None)``: weights for timm's RGB model (ImageNet's, or any timm checkpoint)."""
+    own = None
+    for first in first_convs:
+        if f"{first}.mean" in state and f"{first}.std" in state and f"{first}.conv.weight" in state:
+            own = (state.pop(f"{first}.mean").tolist(), state.pop(f"{first}.std").tolist())
+            prefix = f"{first}.conv."
+            for key in [k for k in state if k.startswith(prefix)]:
+                state[f"{first}.{key[len(prefix):]}"] = state.pop(key)
+    if own is not None:
+        return "normalised", own
+    weight = state.get(f"{first_convs[0]}.weight")
+    if isinstance(weight, torch.Tensor) and weight.ndim == 4 and weight.shape[1] % channels:
+        return "grey", None
+    return "rgb", None
+
+
+def _normalise_input(model: nn.Module, name: str, mean: list[float], std: list[float], in_chans: int) -> nn.Module:
+    """Put each of ``model``'s first layers (``pretrained_cfg["first_conv"]``) behind a
+    :class:`NormalisedInput` of ``mean``/``std`` taking ``in_chans`` channels."""
+    for first in _first_convs(getattr(model, "pretrained_cfg", None) or {}, name):
+        try:
+            conv = model.get_submodule(first)
+        except AttributeError:
+            raise ConfigError(f"backbone '{name}' has no module '{first}', which timm names as the first "
+                              "layer of its pretrained weights; use --pretrained none") from None
+        try:
+            wrapped = NormalisedInput(conv, mean, std, in_chans)
+        except ValueError as exc:
+            raise ConfigError(f"backbone '{name}': cannot normalise the input of its pretrained weights' first "
+                              f"layer '{first}' ({exc}); use --pretrained none") from None
+        parent, _, child = first.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, wrapped)
+    return model
 
 
 def takes_image_size(name: str) -> bool:

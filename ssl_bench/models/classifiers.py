@@ -5,6 +5,12 @@ A transfer's classifier is a timm backbone (``fit`` returns ``ctx.new_backbone()
 of this package that says what it is through an ``architecture`` attribute: a dict of plain values
 with its ``name`` (a key of :data:`CLASSIFIERS`) and its constructor's options, e.g.
 ``{"name": "nonspatial", "bins": 32, "threshold": 0.05}``. A timm backbone has no such attribute.
+
+A timm backbone built on pretrained weights normalises its input (a
+:class:`~ssl_bench.models.backbones.NormalisedInput` stem); ``model.pt`` records that as
+``input_norm``, for the backbone itself or the one a classifier wraps (the frozen probes), and
+:func:`build_classifier` builds the same structure from it. :func:`classifier_from_record` reads
+every field of a record that decides the structure: use it rather than picking fields.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
-from .backbones import create_backbone
+from .backbones import check_input_norm, create_backbone
 from .frozen_probe import KnnProbeClassifier, LinearProbeClassifier
 from .nonspatial import NonSpatialClassifier
 
@@ -27,16 +33,26 @@ CLASSIFIERS: dict[str, type[nn.Module]] = {
 
 def build_classifier(backbone: str | None, architecture: dict[str, Any] | None = None,
                      in_chans: int = 1, num_classes: int = 1,
-                     image_size: tuple[int, int] | list[int] | None = None) -> nn.Module:
+                     image_size: tuple[int, int] | list[int] | None = None,
+                     input_norm: dict[str, Any] | None = None) -> nn.Module:
     """A fresh, untrained classifier of the given architecture, ready for ``load_state_dict``:
-    ``create_backbone(backbone, in_chans, num_classes, image_size)`` when ``architecture`` is
-    ``None`` (``image_size``, the ``model.pt`` record's, sizes the backbones built for one input
-    size, ViTs), else the named classifier of :data:`CLASSIFIERS` built with the dict's other
-    entries."""
+    ``create_backbone(backbone, in_chans, num_classes, image_size, input_norm=input_norm)`` when
+    ``architecture`` is ``None`` (``image_size``, the ``model.pt`` record's, sizes the backbones
+    built for one input size, ViTs; ``input_norm``, the record's, gives a backbone built on
+    pretrained weights its input normalisation), else the named classifier of
+    :data:`CLASSIFIERS` built with the dict's other entries; with ``input_norm`` that classifier
+    wraps a timm backbone (``architecture["backbone"]``: the frozen probes), which is built with it
+    and passed as ``module``."""
+    if input_norm is not None:
+        try:
+            input_norm = check_input_norm(input_norm)
+        except ValueError as exc:
+            raise UserError(f"cannot build the classifier: {exc}") from None
     if architecture is None:
         if not backbone:
             raise UserError("the model names neither a timm backbone nor a classifier architecture")
-        return create_backbone(backbone, in_chans=in_chans, num_classes=num_classes, image_size=image_size)
+        return create_backbone(backbone, in_chans=in_chans, num_classes=num_classes, image_size=image_size,
+                               input_norm=input_norm)
     name = architecture.get("name") if isinstance(architecture, dict) else None
     if name not in CLASSIFIERS:
         raise UserError(f"unknown classifier architecture {name!r}; this ssl-bench knows "
@@ -44,7 +60,25 @@ def build_classifier(backbone: str | None, architecture: dict[str, Any] | None =
     if (in_chans, num_classes) != (1, 1):
         raise UserError(f"classifier '{name}' has 1 input channel and 1 output, not {in_chans} and {num_classes}")
     options = {k: v for k, v in architecture.items() if k not in ("name", "module")}
+    if input_norm is not None:
+        inner = options.get("backbone")
+        if not isinstance(inner, str):
+            raise UserError(f"classifier '{name}' wraps no timm backbone, so it cannot have an input normalisation")
+        options["module"] = create_backbone(inner, in_chans=1, num_classes=1, image_size=options.get("image_size"),
+                                            input_norm=input_norm)
     try:
         return CLASSIFIERS[name](**options)
     except (TypeError, ValueError) as exc:
+        options.pop("module", None)
         raise UserError(f"cannot build classifier '{name}' with {options}: {exc}") from None
+
+
+def classifier_from_record(record: dict[str, Any]) -> nn.Module:
+    """A fresh classifier of the structure a ``model.pt`` record describes
+    (:func:`ssl_bench.experiment.rundir.load_model_record`: ``backbone``, ``architecture``,
+    ``in_chans``, ``num_classes``, ``image_size``, ``input_norm``), ready for
+    ``load_state_dict(record["state_dict"])``; fields a record of an older version lacks take their
+    old meaning (no architecture: a timm backbone; no ``input_norm``: none)."""
+    return build_classifier(record.get("backbone"), record.get("architecture"),
+                            in_chans=record.get("in_chans", 1), num_classes=record.get("num_classes", 1),
+                            image_size=record.get("image_size"), input_norm=record.get("input_norm"))

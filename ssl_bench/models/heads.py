@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
+from .backbones import NormalisedInput
 from .unet import DoubleConv
 
 __all__ = ["UNetDecoder", "ProjectionMLP", "backbone_feature_info"]
@@ -44,7 +45,8 @@ def backbone_feature_info(model: nn.Module) -> tuple[list[int], list[int]]:
 
 
 def _probe_feature_info(model: nn.Module) -> tuple[list[int], list[int]]:
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    # the first layer: a conv, or the NormalisedInput before a pretrained one (it takes 1 channel)
+    conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, NormalisedInput))), None)
     in_chans = conv.in_channels if conv is not None else 1
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = tuple((cfg.get("input_size") or (in_chans, 224, 224))[-2:])

@@ -13,7 +13,7 @@ from ..components import NEEDS
 from ..config import build_config
 from ..errors import UserError
 from ..experiment.rundir import model_record
-from ..models.classifiers import build_classifier
+from ..models.classifiers import classifier_from_record
 from ..registry import PRETEXTS, TRANSFERS
 from ..training.context import FitContext
 from ..transfer.base import TransferStrategy
@@ -63,8 +63,9 @@ def check_transfer(
       ``fit(ctx)`` on a tiny :func:`tiny_fit_context` returns an ``nn.Module`` on the CPU that maps
       ``(B, 1, H, W)`` to finite ``(B, 1)`` logits in eval mode, and whose ``state_dict``
       round-trips through its ``model.pt`` record (``torch.load(weights_only=True)``) into a fresh
-      classifier built by ``build_classifier`` (a timm backbone, or the classifier its
-      ``architecture`` names) that gives the same logits (what ``model.pt``
+      classifier built by ``classifier_from_record`` (a timm backbone, with the input
+      normalisation of its pretrained weights if any, or the classifier its ``architecture``
+      names) that gives the same logits (what ``model.pt``
       and ``ssl-bench predict`` rely on).
     """
     name, cls, what = check_common(TRANSFERS, name_or_cls)
@@ -110,14 +111,14 @@ def check_transfer(
         torch.save(model_record(ctx.config.model.backbone, ctx.config.data.image_size, classifier), buffer)
         buffer.seek(0)
         record = torch.load(buffer, weights_only=True)
-        fresh = build_classifier(record["backbone"], record["architecture"], in_chans=1, num_classes=1,
-                                 image_size=record["image_size"])
+        fresh = classifier_from_record(record)
         try:
             fresh.load_state_dict(record["state_dict"], strict=True)
         except RuntimeError as exc:
             fail(where, f"the classifier's state_dict does not load into a fresh classifier built from its "
                   f"model.pt record (backbone {record['backbone']!r}, architecture "
-                  f"{record['architecture']!r}), which is how model.pt is reloaded: {exc}")
+                  f"{record['architecture']!r}, input_norm {record['input_norm']!r}), which is how model.pt "
+                  f"is reloaded: {exc}")
         with torch.no_grad():
             again = fresh.eval()(x)
         expect(torch.allclose(again, logits, atol=1e-5), where,
