@@ -112,7 +112,8 @@ class PretextDataConfig:
 class ModelConfig:
     backbone: str = "resnet50"  # any timm model name
     # backbone initialisation: None/"none" random, "imagenet" timm's ImageNet weights (downloaded
-    # into the Hugging Face cache unless there; models/backbones.py), or a local weights file
+    # into the Hugging Face cache unless there; models/backbones.py), or a local weights file;
+    # pretrained weights get the input normalisation they were trained with (their mean/std)
     pretrained: str | None = path_field(when=weights_file)
     pretext_net: str = "unet"  # NETWORKS name used by the collab transfer
 

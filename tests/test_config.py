@@ -160,12 +160,10 @@ def test_keywords_and_uris_are_not_paths(key, value, tmp_path):
 
 
 def test_pretrained_keywords_are_the_backbones():
-    """config.py (a lower layer than models) tells a weights file from a keyword with the words
-    models/backbones.py loads by."""
+    """config.py tells a weights file from a keyword with the words models/backbones.py loads by."""
     from ssl_bench.models import backbones
 
-    assert backbones.IMAGENET == IMAGENET
-    assert all(backbones._no_weights(word) for word in NO_WEIGHTS)
+    assert all(backbones._no_weights(word) for word in NO_WEIGHTS) and backbones._no_weights(None)
     assert not weights_file("ImageNet") and all(not weights_file(w) for w in NO_WEIGHTS) and weights_file("w.pth")
 
 

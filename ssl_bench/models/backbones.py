@@ -73,6 +73,7 @@ from huggingface_hub import constants as hub_constants
 from timm.models import get_pretrained_cfg, is_model_pretrained, split_model_name_tag
 from torch import nn
 
+from ssl_bench.config import IMAGENET, NO_WEIGHTS
 from ssl_bench.errors import ConfigError
 
 __all__ = [
@@ -94,9 +95,6 @@ __all__ = [
 ]
 
 
-IMAGENET = "imagenet"
-"""The ``pretrained`` value that asks for timm's ImageNet weights (``--pretrained imagenet``)."""
-
 IMAGENET_WEIGHTS: dict[str, str] = {
     # TSBN (section III.B) starts its ResNet50 from ImageNet; in the paper's time that meant the
     # torchvision weights, which timm ships as resnet50.tv_in1k (timm's default, a1_in1k, is a
@@ -110,7 +108,7 @@ PROBE_TIMEOUT_S = 5.0
 
 
 def _no_weights(pretrained: str | os.PathLike[str] | None) -> bool:
-    return pretrained is None or str(pretrained).strip().lower() in ("", "none", "null")
+    return pretrained is None or str(pretrained).strip().lower() in NO_WEIGHTS
 
 
 def create_backbone(
