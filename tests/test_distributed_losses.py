@@ -1,5 +1,5 @@
 """Data-parallel pretext losses: 2 gloo workers under DistributedDataParallel, each scoring its
-contiguous half of a global batch (as ``FoldBatches.share`` gives it), get the averaged gradients,
+contiguous half of a global batch (as ``FitContext.share_of`` cuts it), get the averaged gradients,
 the mean loss and the loss state (memory bank, queue, centre) of one process scoring the whole
 batch, for every zoo task whose loss depends on the batch (:mod:`ssl_bench.training.distributed`).
 

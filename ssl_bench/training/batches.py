@@ -8,8 +8,9 @@ order, the images read from the host per batch, the same augmentation on the dev
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -34,20 +35,60 @@ def steps_per_epoch(n_images: int, batch_size: int, workers: int = 1) -> int:
     return n_images // batch_size + (1 if n_images % batch_size >= 2 * workers else 0)
 
 
+def cut_to_share(value: Any, batch: int, rank: int, workers: int) -> Any:
+    """Worker ``rank``'s contiguous share (of ``workers`` equal ones) of ``value``, drawn for a
+    batch of ``batch`` images: a tensor with ``batch`` rows keeps rows ``rank * batch / workers``
+    on; one with ``k * batch`` rows is ``k`` batches stacked view by view (the rotation plugin's
+    targets, ``[0]*B + [1]*B + ...``) and keeps its share of each; lists, tuples, dicts and
+    dataclasses (:class:`~ssl_bench.pretext.base.PretextBatch`) are cut item by item, anything
+    else (None, a number, a tensor of other rows) is shared as it is. So every worker can draw
+    one process's random views of the whole batch and train on its share of them
+    (:mod:`ssl_bench.training.distributed`); a per-batch tensor that happened to have ``k *
+    batch`` rows would be cut too (no task in the zoo has one)."""
+    if workers == 1:
+        return value
+    if batch % workers:
+        raise ValueError(f"a batch of {batch} images has no equal shares for {workers} workers")
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0 or value.shape[0] == 0 or value.shape[0] % batch:
+            return value
+        stacked = value.unflatten(0, (value.shape[0] // batch, workers, batch // workers))
+        return stacked[:, rank].flatten(0, 1)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: cut_to_share(getattr(value, f.name), batch, rank, workers)
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, dict):
+        return {k: cut_to_share(v, batch, rank, workers) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [cut_to_share(v, batch, rank, workers) for v in value]
+        if isinstance(value, list):
+            return items
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # namedtuple
+    return value
+
+
 @dataclass
 class FoldBatches:
     """One fold's training images ``(N, 1, H, W)`` float16 in [0, 1] and labels ``(N,)`` (1 =
     malignant), served as shuffled batches on the device. The images are a tensor on the device,
     or :class:`~ssl_bench.training.images.StreamedImages` read from the host as needed: the
-    batches are the same."""
+    batches are the same.
+
+    Shared by ``W`` data-parallel workers (``share``), every worker gets the whole global batch,
+    the same one (same order, same augmentation: they start from one random state), and a step
+    keeps its share with :meth:`share_of` after drawing whatever is random about the batch (the
+    pretext task's views), so the draws are one process's. Each worker thus augments, and with
+    a streamed dataset reads, the whole global batch: ``W`` times its share, cheap next to the
+    network."""
 
     images: torch.Tensor | StreamedImages
     labels: torch.Tensor
     batch_size: int
     augment: bool = True
     channels_last: bool = True
-    #: ``(rank, workers)``: yield only this worker's contiguous share of every (global) batch, in
-    #: data-parallel training (:mod:`ssl_bench.training.distributed`); ``(0, 1)``: whole batches
+    #: ``(rank, workers)``: this worker's contiguous share of every (global) batch, which
+    #: :meth:`share_of` cuts, in data-parallel training (:mod:`ssl_bench.training.distributed`);
+    #: ``(0, 1)``: one process, the whole batch
     share: tuple[int, int] = (0, 1)
 
     @property
@@ -62,12 +103,19 @@ class FoldBatches:
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(self.n_images, self.batch_size, self.share[1])
 
+    def share_of(self, value: Any, batch: int) -> Any:
+        """This worker's share of ``value`` (a tensor, a :class:`~ssl_bench.pretext.base.PretextBatch`,
+        nested lists, tuples or dicts of tensors) drawn for a global batch of ``batch`` images
+        (:func:`cut_to_share`); ``value`` itself in one process."""
+        return cut_to_share(value, batch, *self.share)
+
     def epoch(self, augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One shuffled epoch of ``(images float32 (B,1,H,W), labels (B,))`` on the device.
         A last batch of a single image is dropped (BatchNorm cannot train on one sample). Shared
-        by ``W`` workers (``share``), a batch is cut to a multiple of ``W`` images (only a last
-        one: ``train.batch_size`` is a multiple of ``W``): a loss gathered across the workers
-        needs equal shares (:mod:`ssl_bench.training.distributed`)."""
+        by ``W`` workers (``share``), the batches are whole and global (:meth:`share_of` cuts
+        them), a last one dropped below ``2 W`` images and cut to a multiple of ``W`` (only a
+        last one: ``train.batch_size`` is a multiple of ``W``): a loss gathered across the
+        workers needs equal shares of 2 or more (:mod:`ssl_bench.training.distributed`)."""
         augment = self.augment if augment is None else augment
         device = self.labels.device
         order = torch.randperm(self.n_images, device=device)
@@ -83,8 +131,4 @@ class FoldBatches:
                 x = augment_batch(x)
             if device.type == "cuda" and self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = self.labels.index_select(0, idx)
-            if self.share[1] > 1:  # augmented as a whole first: every worker draws the same numbers
-                rank, workers = self.share
-                x, y = x.tensor_split(workers)[rank], y.tensor_split(workers)[rank]
-            yield x, y
+            yield x, self.labels.index_select(0, idx)

@@ -27,7 +27,7 @@ that state (:mod:`ssl_bench.training.checkpoint`), so strategies need nothing mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 from torch import nn
@@ -138,8 +138,16 @@ class FitContext:
         return self.data.steps_per_epoch()
 
     def batches(self, augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One shuffled epoch of ``(images (B,1,H,W), labels (B,))`` on the device."""
+        """One shuffled epoch of ``(images (B,1,H,W), labels (B,))`` on the device (in
+        data-parallel training the whole global batches: :meth:`share_of`)."""
         return self.data.epoch(augment)
+
+    def share_of(self, value: Any, batch: int) -> Any:
+        """In data-parallel training, this worker's share of ``value`` (tensors, a
+        :class:`~ssl_bench.pretext.base.PretextBatch`, lists, tuples, dicts of them) drawn for a
+        global batch of ``batch`` images; in one process ``value`` itself. A step run on several
+        workers draws for the whole batch, then keeps its share (:class:`.batches.FoldBatches`)."""
+        return self.data.share_of(value, batch)
 
     # ---- the loop (TrainingLoop) -------------------------------------------------------------
     @property

@@ -6,13 +6,20 @@ num_workers=N, use_gpu=...)``; Ray sets up the process group: gloo on the CPU, N
 the gradients of every step across the workers. So that ``N`` workers train like one process
 with the same global batch:
 
-- every worker starts from the driver's weights and torch random state, so all draw the same
-  epoch order and the same augmentation of each global batch, as one process would;
-- each worker then trains on its contiguous share of the global batch (``FoldBatches.share``),
-  all shares equal (``train.batch_size`` is a multiple of the workers; a last batch is cut to
-  one, or dropped when too small to give each worker 2 images, as one process drops a last batch
-  of one image). The pretext task's random views, drawn in the step, are each worker's draw for
-  its share, not one process's for the global batch;
+- every worker starts from the driver's weights and torch random state and gets the whole global
+  batch (``FitContext.batches``): all draw the same epoch order and augmentation, and the step
+  draws the pretext task's random views of the whole batch, the same numbers in every worker,
+  one process's. Each worker then keeps its contiguous share of the views and targets
+  (``FitContext.share_of``) and trains on it (``tests/test_ray_pretext.py``). So every worker
+  augments, draws views for and (streamed dataset) reads the whole global batch, ``N`` times its
+  share's work: cheap next to the network;
+- the shares are equal (``train.batch_size`` is a multiple of the workers; a last batch is cut
+  to a multiple of them, or dropped when too small to give each worker 2 images, as one process
+  drops a last batch of one image): a cut last batch is drawn for the images the workers keep,
+  not as one process's longer last batch would be;
+- randomness in the forward pass is each worker's own: MAE's head draws the patch mask for the
+  images it gets, so each worker draws for its share, from the same state as the others (their
+  i-th images get the same mask), and rank 0's random state afterwards is not one process's;
 - a loss that is a mean over images (BYOL, MAE, GSIM, context restoration; the supervised BCE)
   is averaged over the workers into the global batch's mean, and DDP's averaged gradients are its
   gradients. A loss that depends on the whole batch would not be (each worker's SimCLR negatives,
@@ -30,7 +37,7 @@ with the same global batch:
 - each epoch, the losses averaged over the workers are reported with a checkpoint of the
   weights (``ray.train.report(..., checkpoint=...)``, from rank 0), kept under
   ``<out>/.ray-train/``; the driver loads the last one, the history and rank 0's random state
-  (so later stages draw what they would have), then deletes the folder.
+  (so later stages draw what they would have, MAE's aside), then deletes the folder.
 
 Ray is imported only when a stage runs this way (``pip install "ssl-bench[ray]"``); without
 ``RAY_ADDRESS`` a private local Ray instance is started, with ``RAY_ADDRESS=auto`` the cluster of

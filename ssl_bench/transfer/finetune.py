@@ -41,11 +41,14 @@ def pretext_stage(ctx: FitContext, model: PretextModel, epochs: int, stage: str 
 
 def train_pretext(ctx: FitContext, model: PretextModel, net: nn.Module, epochs: int, stage: str) -> None:
     """The pretext stage's epochs: ``net`` is ``model`` as prepared to run (compiled, or wrapped
-    for data-parallel training); the optimiser and the teacher work on ``model`` itself."""
+    for data-parallel training); the optimiser and the teacher work on ``model`` itself. A step
+    draws the pretext task's views of the whole batch; a data-parallel worker then trains on its
+    share of them (``ctx.share_of``), so the workers' draws are one process's."""
     opt, pretext = ctx.optimizer(model), ctx.pretext
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch = pretext.prepare(x, y)
+        # views drawn for the whole (global) batch, one process's; a data-parallel worker keeps its share
+        batch = ctx.share_of(pretext.prepare(x, y), len(x))
         with ctx.autocast():
             outputs = net(batch.inputs)
         loss = pretext.loss(outputs, batch.targets)
