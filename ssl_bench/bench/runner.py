@@ -47,7 +47,9 @@ class BenchResult:
 
 
 def job_config(cfg) -> dict:
-    """The config a job receives: paths made absolute, so any worker's working folder works."""
+    """The config a job receives, with ``out`` absolute (the run directories every executor
+    writes). The other paths stay as given, as the run records them; the Ray executor, whose tasks
+    run in other folders, makes every path field absolute for them (``config.absolute_paths``)."""
     config = cfg.to_dict()
     config["out"] = str(Path(cfg.out).expanduser().resolve())
     return config
