@@ -1,7 +1,9 @@
-"""The non-spatial baseline (transfer ``nonspatial``, Table II row "Non-spatial"): its features,
-that the module reproduces scikit-learn's ``predict_proba``, that it sees the class exactly when the
-class is in the intensity histogram, the transfer contract with the model.pt reload, and a run
-whose ``model.pt`` (version 2, with ``architecture``) ``ssl-bench predict`` rebuilds."""
+"""The Non-spatial control (transfer ``nonspatial``, Table II row "Non-spatial"): gradient-boosted
+trees on the position-free features whose torch module reproduces scikit-learn's
+``decision_function`` and ``predict_proba`` (missing values included), that it sees the class when
+it is in the histogram or in counts of bright fragments, the options, the transfer contract with
+the model.pt reload, the logistic control's older model.pt files still loading, and a run whose
+``model.pt`` ``ssl-bench predict`` rebuilds."""
 from __future__ import annotations
 
 import json
@@ -12,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from scipy import stats
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 from ssl_bench import components
@@ -22,16 +24,19 @@ from ssl_bench.data.loading import load_dataset
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.experiment.inference import load_fold_models
 from ssl_bench.experiment.rundir import MODEL_VERSION, RunDir, load_model_record, model_record
+from ssl_bench.models import position_free
 from ssl_bench.models.backbones import create_backbone
 from ssl_bench.models.classifiers import build_classifier
-from ssl_bench.models.nonspatial import PERCENTILES, NonSpatialClassifier
+from ssl_bench.models.nonspatial import NonSpatialClassifier
+from ssl_bench.models.nonspatial_trees import NonSpatialTreesClassifier
 from ssl_bench.registry import PRETEXTS, TRANSFERS
 from ssl_bench.testing import check_transfer
 from ssl_bench.training.context import FitContext
 from ssl_bench.training.scoring import predict_scores
-from ssl_bench.transfer.nonspatial import NonSpatial, image_features
+from ssl_bench.transfer.nonspatial import NonSpatial, UnweightedBinsTrees, image_features
 
 SIZE = (32, 16)
+N_FEATURES = len(position_free.feature_names())
 
 
 def invoke(*args):
@@ -59,41 +64,94 @@ def fit_context(images: torch.Tensor, labels: np.ndarray) -> FitContext:
                       labels=torch.as_tensor(labels, dtype=torch.float32), device=torch.device("cpu"))
 
 
-# ------------------------------------------------------------------------------ features
-def test_features_are_the_documented_histogram_and_statistics():
-    x = breast_images(np.array([0.45, 0.6]), seed=0)
-    model = NonSpatialClassifier(bins=8, threshold=0.05)
-    feats = model.features(x).numpy()
-    assert feats.shape == (2, model.num_features) == (2, 8 + 4 + len(PERCENTILES) + 1)
-    assert feats.dtype == np.float64 and len(model.feature_names) == model.num_features
-    for img, f in zip(x[:, 0].double().numpy(), feats):
-        breast = img[img > 0.05]
-        hist = np.histogram(breast, bins=np.linspace(0.05, 1, 9))[0] / breast.size  # no value on an edge
-        want = [*hist, breast.mean(), breast.std(), stats.skew(breast), stats.kurtosis(breast),
-                *np.percentile(breast, PERCENTILES), breast.size / img.size]
-        np.testing.assert_allclose(f, want, rtol=1e-9, atol=1e-12)
-    assert feats[:, :8].sum(axis=1) == pytest.approx([1.0, 1.0])
-
-
-def test_features_of_a_float32_image_are_those_of_its_float16_copy():
-    """``ssl-bench predict`` preprocesses to float32; the run used the float16 cache."""
+# ------------------------------------------------------------------- the module is the sklearn model
+def test_features_are_the_position_free_union_of_the_float16_image():
+    """The classifier's features are ``position_free.union`` of the image as the cache stores it
+    (float16), so ``ssl-bench predict``'s float32 images give the run's own features."""
     x32 = torch.rand(3, 1, *SIZE, generator=torch.Generator().manual_seed(1))
-    model = NonSpatialClassifier()
-    assert torch.equal(model.features(x32), model.features(x32.half()))
-    empty = model.features(torch.zeros(1, 1, *SIZE))
-    assert torch.isfinite(empty).all() and empty[0, -1] == 0  # no breast: area 0, finite features
+    model = NonSpatialTreesClassifier()
+    feats = model.features(x32)
+    assert feats.dtype == torch.float64 and feats.shape == (3, model.num_features) == (3, N_FEATURES)
+    want, _ = position_free.union(x32[:, 0].half().float().numpy())
+    np.testing.assert_array_equal(feats.numpy(), want)
+    assert torch.equal(model.features(x32.half()), feats)
 
 
-# --------------------------------------------------------------- the module is the sklearn model
+def random_features(n: int, seed: int, missing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, N_FEATURES)`` features whose first three columns carry the class, with a share of
+    values missing (NaN) in those columns."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.4).astype(int)
+    X = rng.standard_normal((n, N_FEATURES))
+    X[:, :3] += labels[:, None] * np.array([1.5, -1.0, 0.8])
+    if missing:
+        X[:, :3][rng.random((n, 3)) < missing] = np.nan
+        X[labels == 1, 2] = np.where(rng.random((labels == 1).sum()) < 0.5, np.nan, X[labels == 1, 2])
+    return X, labels
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.2])
+def test_trees_reproduce_decision_function_bit_for_bit(missing):
+    """The copied trees against scikit-learn's own prediction on raw features: the same raw score
+    (float64, bit for bit, missing values following each split's ``missing_go_to_left``) and
+    ``predict_proba`` its sigmoid."""
+    X, y = random_features(300, seed=0, missing=missing)
+    model = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(X[:200], y[:200])
+    module = NonSpatialTreesClassifier.from_fitted(model)
+    assert module.n_trees == 60 and module.architecture["n_nodes"] == max(len(p[0].nodes) for p in model._predictors)
+    if missing:
+        assert module.missing_go_to_left.any() and (~module.missing_go_to_left & ~module.is_leaf).any()
+        assert np.isnan(X[200:]).any()
+    raw = module.decision(torch.from_numpy(X[200:])).numpy()
+    assert np.array_equal(raw, model.decision_function(X[200:]))
+    np.testing.assert_allclose(1 / (1 + np.exp(-raw)), model.predict_proba(X[200:])[:, 1], rtol=1e-12)
+
+
+def test_only_binary_numeric_models_on_the_union_are_copied():
+    X, y = random_features(90, seed=1)
+    three = HistGradientBoostingClassifier(max_iter=3).fit(X, np.arange(90) % 3)
+    with pytest.raises(ValueError, match="binary"):
+        NonSpatialTreesClassifier.from_fitted(three)
+    narrow = HistGradientBoostingClassifier(max_iter=3).fit(X[:, :5], y)
+    with pytest.raises(ValueError, match=f"not the {N_FEATURES} position-free"):
+        NonSpatialTreesClassifier.from_fitted(narrow)
+    cats = HistGradientBoostingClassifier(max_iter=3, categorical_features=[0], min_samples_leaf=2)
+    Xc = X.copy()
+    Xc[:, 0] = y * 2 + np.arange(90) % 2
+    with pytest.raises(ValueError, match="categorical"):
+        NonSpatialTreesClassifier.from_fitted(cats.fit(Xc, y))
+
+
+def test_weights_weigh_the_loss_not_the_bins():
+    """The control's trees bin features on their unweighted quantiles (scikit-learn's own bins
+    without weights) while the malignant weight still changes the fit."""
+    X, y = random_features(400, seed=2)  # more distinct values than bins: quantiles decide
+    w = np.where(y == 1, 15.0, 1.0)
+    weighted = UnweightedBinsTrees(max_iter=20).fit(X, y, sample_weight=w)
+    plain = HistGradientBoostingClassifier(max_iter=20).fit(X, y)
+    for a, b in zip(weighted._bin_mapper.bin_thresholds_, plain._bin_mapper.bin_thresholds_):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(weighted.decision_function(X), plain.decision_function(X))
+    np.testing.assert_array_equal(UnweightedBinsTrees(max_iter=20).fit(X, y).decision_function(X),
+                                  plain.decision_function(X))
+
+
 def test_module_reproduces_predict_proba_of_the_fitted_model():
-    labels = np.arange(40) % 2
-    levels = 0.5 + 0.05 * labels + 0.08 * np.random.default_rng(3).standard_normal(40)
+    labels = np.arange(60) % 2
+    levels = 0.5 + 0.05 * labels + 0.08 * np.random.default_rng(3).standard_normal(60)
     ctx = fit_context(breast_images(levels, seed=3), labels)
-    classifier = NonSpatial(C=0.5).fit(ctx)
-    scaler, lr = classifier.fitted
-    assert lr.C == 0.5 and lr.class_weight == {0: 1.0, 1: ctx.config.train.pos_weight}
+    transfer = NonSpatial(max_iter=40, min_samples_leaf=5)
+    classifier = transfer.fit(ctx)
+    model = classifier.fitted
+    assert isinstance(classifier, NonSpatialTreesClassifier) and classifier.n_trees == 40
+    assert model.max_iter == 40 and model.min_samples_leaf == 5 and model.early_stopping is False
+    features, _, sample_weight, _ = classifier.fitted_on
+    np.testing.assert_array_equal(sample_weight, np.where(labels == 1, ctx.config.train.pos_weight, 1.0))
     new = breast_images(0.4 + 0.3 * np.random.default_rng(4).random(25), seed=4)
-    want = lr.predict_proba(scaler.transform(image_features(classifier, new)))[:, 1]
+    new_features = image_features(classifier, new)
+    assert np.array_equal(classifier.decision(torch.from_numpy(new_features)).numpy(),
+                          model.decision_function(new_features))
+    want = model.predict_proba(new_features)[:, 1]
     got = predict_scores(classifier, new, torch.device("cpu"), batch_size=7)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert classifier(new.float()).shape == (25, 1) and classifier(new.float()).dtype == torch.float32
@@ -101,17 +159,37 @@ def test_module_reproduces_predict_proba_of_the_fitted_model():
         np.testing.assert_allclose(torch.sigmoid(classifier(new.float())).reshape(-1).numpy(), want, atol=1e-6)
 
 
-def test_class_weight_options():
+def test_training_scores_are_out_of_fold():
+    """Trees all but memorise their training images; the operating point is chosen on scores of
+    each training image by trees that did not see it (score_folds), or on the own scores with 0."""
+    labels = np.arange(60) % 2
+    levels = 0.5 + 0.05 * labels + 0.08 * np.random.default_rng(5).standard_normal(60)
+    ctx = fit_context(breast_images(levels, seed=5), labels)
+    transfer = NonSpatial(max_iter=40, min_samples_leaf=5)
+    classifier = transfer.fit(ctx)
+    own = predict_scores(classifier, ctx.images, torch.device("cpu"))
+    out_of_fold = transfer.training_scores(classifier, ctx, 16)
+    assert out_of_fold.shape == (60,) and np.isfinite(out_of_fold).all()
+    assert roc_auc_score(labels, own) > roc_auc_score(labels, out_of_fold)
+    np.testing.assert_array_equal(NonSpatial(max_iter=40, min_samples_leaf=5, score_folds=0)
+                                  .training_scores(classifier, ctx, 16), own)
+
+
+def test_options():
     assert NonSpatial(class_weight="balanced").weights(15.0) == "balanced"
     assert NonSpatial(class_weight="none").weights(15.0) is None
-    for bad in ({"class_weight": "heavy"}, {"C": 0.0}, {"bins": 0}, {"threshold": 1.0}):
+    assert NonSpatial().weights(15.0) == {0: 1.0, 1: 15.0}
+    for bad in ({"class_weight": "heavy"}, {"max_iter": 0}, {"learning_rate": 0.0}, {"max_leaf_nodes": 1},
+                {"min_samples_leaf": 0}, {"l2_regularization": -1.0}, {"score_folds": 1}, {"threshold": 1.0}):
         with pytest.raises(ConfigError, match="cannot build 'nonspatial'"):
             components.build(TRANSFERS, "nonspatial", bad)
+    with pytest.raises(ConfigError, match="unknown option 'C' for 'nonspatial'"):  # the logistic control's
+        components.build(TRANSFERS, "nonspatial", {"C": 1.0})
 
 
-# --------------------------------------------------------------------------- honesty of the probe
+# ------------------------------------------------------------------------ honesty of the control
 def test_sees_the_class_when_it_is_in_the_histogram():
-    """Malignant images brighter: the probe separates new images (AUC > 0.9)."""
+    """Malignant images brighter: the control separates new images (AUC > 0.9)."""
     rng = np.random.default_rng(5)
     train_y, test_y = np.arange(60) % 2, np.arange(60) % 2
     level = lambda y: 0.45 + 0.12 * y + 0.04 * rng.standard_normal(y.size)
@@ -120,33 +198,68 @@ def test_sees_the_class_when_it_is_in_the_histogram():
     assert roc_auc_score(test_y, scores) > 0.9
 
 
-def test_blind_when_the_class_is_only_in_where_pixels_are():
-    """Every image holds the same pixel values; malignant ones gather the brightest into one
-    square, benign ones scatter them. Identical histograms: the same probability for every image
-    (AUC 0.5 up to float rounding of the moments), while the class is plainly in the pixels."""
-    rng = np.random.default_rng(7)
+def fragment_images(labels: np.ndarray, seed: int) -> torch.Tensor:
+    """Tissue around 0.45 with six saturated pixels (0.95): scattered, apart from each other, in
+    malignant images; one 2x3 block in benign ones. The same histogram either way."""
+    rng = np.random.default_rng(seed)
+    x = breast_images(np.full(len(labels), 0.45), seed=seed, spread=0.05).float().numpy()
     h, w = SIZE
-    base = np.sort(np.clip(0.5 + 0.15 * rng.standard_normal(h * w), 0.06, 1.0))
-    labels = np.arange(48) % 2
-    imgs = []
-    for y in labels:
-        img = rng.permutation(base).reshape(h, w)
-        if y:  # the 64 brightest values into an 8x8 square, the rest scattered
-            top = base[-64:]
-            rest = rng.permutation(base[:-64])
-            img = np.empty((h, w))
-            mask = np.zeros((h, w), bool)
-            mask[4:12, 4:12] = True
-            img[mask], img[~mask] = rng.permutation(top), rest
-        imgs.append(img)
-    images = torch.from_numpy(np.stack(imgs)[:, None]).half()
-    classifier = NonSpatial().fit(fit_context(images[:24].clone(), labels[:24]))
-    scores = predict_scores(classifier, images, torch.device("cpu"))  # 24 new images, 24 seen
-    assert scores.max() - scores.min() < 1e-6
-    assert abs(roc_auc_score(labels[24:], scores[24:]) - 0.5) < 0.2
-    # the square is spatial information a convolution sees at once
-    square = images[:, 0, 4:12, 4:12].float().mean(dim=(1, 2)).numpy()
-    assert roc_auc_score(labels, square) == 1.0
+    for image, y in zip(x[:, 0], labels):
+        if y:
+            spots: list[tuple[int, int]] = []
+            while len(spots) < 6:
+                r, c = int(rng.integers(6, h - 6)), int(rng.integers(0, w // 2))
+                if all(abs(r - a) > 1 or abs(c - b) > 1 for a, b in spots):
+                    spots.append((r, c))
+            for r, c in spots:
+                image[r, c] = 0.95
+        else:
+            r, c = int(rng.integers(6, h - 8)), int(rng.integers(0, w // 2 - 3))
+            image[r : r + 2, c : c + 3] = 0.95
+    return torch.from_numpy(x).half()
+
+
+def test_sees_the_class_in_counts_of_bright_fragments():
+    """The phantom-version-5 shortcut: the same bright pixels, as fragments or as one blob. The
+    histogram cannot tell them apart; the control's component and local-maximum counts do."""
+    train_y, test_y = np.arange(60) % 2, np.arange(40) % 2
+    classifier = NonSpatial().fit(fit_context(fragment_images(train_y, seed=8), train_y))
+    scores = predict_scores(classifier, fragment_images(test_y, seed=9), torch.device("cpu"))
+    assert roc_auc_score(test_y, scores) > 0.9
+
+
+def twin_images(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """``n`` malignant images and their benign twins, each a malignant image turned by 180
+    degrees: tissue symmetric under that turn, a 2x2 square (+0.2) at rows 6-7, columns 4-5 and a
+    diagonal pair (+0.4) at the turned place in the malignant image; in the benign twin the pair
+    sits where the square was. Same pixel values, same row and column sums at the profiles'
+    resolution: the class is only in which lesion is where."""
+    rng = np.random.default_rng(seed)
+    h, w = SIZE
+    images = []
+    for _ in range(n):
+        z = 0.05 * rng.random((h, w))
+        image = 0.4 + (z + z[::-1, ::-1]) / 2
+        image[6:8, 4:6] += 0.2
+        image[h - 8, w - 6] += 0.4
+        image[h - 7, w - 5] += 0.4
+        images.append(image)
+    images += [image[::-1, ::-1] for image in images]
+    return torch.from_numpy(np.stack(images)[:, None].copy()).half(), np.repeat([1, 0], n)
+
+
+def test_blind_to_where_a_lesion_is():
+    """Position-free: a malignant image and its benign twin (the same image turned by 180
+    degrees) get the same probability, whatever the trees learned (here: brightness), while one
+    pixel of the square gives the class away."""
+    rng = np.random.default_rng(7)
+    train_y = np.arange(60) % 2
+    level = 0.45 + 0.12 * train_y + 0.04 * rng.standard_normal(60)
+    classifier = NonSpatial().fit(fit_context(breast_images(level, seed=7), train_y))
+    twins, labels = twin_images(20, seed=7)
+    scores = predict_scores(classifier, twins, torch.device("cpu"))
+    np.testing.assert_allclose(scores[:20], scores[20:], rtol=0, atol=1e-6)
+    assert roc_auc_score(labels, twins[:, 0, 6, 5].float().numpy()) == 1.0  # a convolution sees it at once
 
 
 # ------------------------------------------------------------------- contract and model.pt reload
@@ -178,17 +291,47 @@ def test_contract_helper_reloads_it_through_model_pt(tmp_path):
     classifier = trained["none"]
     x = torch.rand(5, 1, 64, 32, generator=torch.Generator().manual_seed(9))
     fresh = rebuild_through_model_pt(classifier, tmp_path)
-    assert isinstance(fresh, NonSpatialClassifier)
+    assert isinstance(fresh, NonSpatialTreesClassifier)
     assert torch.equal(fresh(x), classifier(x))
 
 
+def test_trees_round_trip_through_model_pt(tmp_path):
+    """A fitted control saved as model.pt (tensors and plain values only) and rebuilt scores new
+    images as the fitted one does, to the bit; a file of other position-free features is refused
+    in one line."""
+    labels = np.arange(60) % 2
+    levels = 0.5 + 0.05 * labels + 0.08 * np.random.default_rng(10).standard_normal(60)
+    classifier = NonSpatial(max_iter=30, min_samples_leaf=5).fit(fit_context(breast_images(levels, seed=10), labels))
+    record = model_record("test_resnet", SIZE, classifier)
+    assert record["backbone"] is None and record["input_norm"] is None
+    assert record["architecture"] == {"name": "nonspatial_trees", "threshold": 0.05, "n_trees": 30,
+                                      "n_nodes": classifier.n_nodes, "features_version": position_free.FEATURES_VERSION}
+    fresh = rebuild_through_model_pt(classifier, tmp_path)
+    new = breast_images(0.4 + 0.3 * np.random.default_rng(11).random(9), seed=11)
+    assert torch.equal(fresh(new.float()), classifier(new.float()))
+    other = dict(record["architecture"], features_version=position_free.FEATURES_VERSION + 1)
+    with pytest.raises(UserError, match="cannot build classifier 'nonspatial_trees'.*position-free features of version"):
+        build_classifier(None, other)
+
+
 def test_model_record_version_2_and_older_files(tmp_path):
+    """The logistic Non-spatial control of earlier runs (architecture ``nonspatial``) still loads
+    and scores as it did; timm files of every version too."""
     ns = NonSpatialClassifier(bins=16)
+    rng = np.random.default_rng(12)
+    ns.set_linear(rng.random(ns.num_features), 0.5 + rng.random(ns.num_features),
+                  rng.standard_normal(ns.num_features), 0.3)
     record = model_record("test_resnet", SIZE, ns)
     assert MODEL_VERSION == 3 and record["version"] == 3
     assert record["input_norm"] is None  # no timm backbone to normalise the input of (version 3)
     assert record["architecture"] == {"name": "nonspatial", "bins": 16, "threshold": 0.05}
     assert record["backbone"] is None
+    torch.save(record, tmp_path / "logistic.pt")
+    loaded = load_model_record(tmp_path / "logistic.pt")
+    logistic = build_classifier(loaded["backbone"], loaded["architecture"])
+    logistic.load_state_dict(loaded["state_dict"], strict=True)
+    x = breast_images(np.array([0.3, 0.5, 0.7]), seed=12).float()
+    assert isinstance(logistic, NonSpatialClassifier) and torch.equal(logistic(x), ns(x))
     timm_record = model_record("test_resnet", SIZE, create_backbone("test_resnet"))
     assert timm_record["architecture"] is None and timm_record["backbone"] == "test_resnet"
     # version 1 and 0 files: no architecture, read as timm backbones
@@ -231,9 +374,9 @@ def test_smoke_run_fold_aucs_are_computed_like_every_methods(smoke_run):
     assert [k for k, _ in models] == list(range(5))
     aucs = []
     for k, model in models:
-        assert isinstance(model, NonSpatialClassifier)
+        assert isinstance(model, NonSpatialTreesClassifier)
         record = rundir.read_model(k)
-        assert record["version"] == MODEL_VERSION and record["architecture"]["name"] == "nonspatial"
+        assert record["version"] == MODEL_VERSION and record["architecture"]["name"] == "nonspatial_trees"
         preds = rundir.read_predictions(k)
         metrics = rundir.read_metrics(k)
         assert metrics["auc"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]))

@@ -1,12 +1,13 @@
 """The built-in synthetic mammography generator: cohort shape, determinism, geometry, files, and
-that the class is learnable from lesions but not readable from non-spatial image summaries."""
+that the class is not readable from non-spatial image summaries nor from position-free features
+(issue 23: xfail while phantom version 5 leaks through fine bright structure)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from scipy import ndimage, stats
+from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
@@ -14,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ssl_bench.data import synthetic_mammo as sm
+from ssl_bench.models import position_free as pf
 from ssl_bench.data.synthetic_mammo import (
     BENIGN_FINDINGS,
     MALIGNANT_FINDINGS,
@@ -181,21 +183,38 @@ def test_non_spatial_summaries_do_not_reveal_the_class(probe, default_128):
     assert grouped_auc(probe(images.astype(np.float32)), table) <= MAX_SHORTCUT_AUC
 
 
-def fine_detail(images: np.ndarray) -> np.ndarray:
-    """How much fine, locally bright detail (image minus its blur) there is: the strongest at
-    three scales, and how many pixels stand out by three levels at the two finer scales."""
-    detail = [images - ndimage.gaussian_filter(images, (0, s, s)) for s in (1, 2, 3)]
-    strongest = [d.max(axis=(1, 2)) for d in detail]
-    extent = [(d > level).sum(axis=(1, 2)) for d in detail[:2] for level in (0.05, 0.1, 0.15)]
-    return np.stack(strongest + extent, axis=1)
+# Position-free features (issue 23, item 2): families that neither locate nor describe a lesion,
+# read by gradient-boosted trees, patient-grouped 5 folds. Version 5 leaks through fine bright
+# structure (malignant spicules and calcifications are the only fine bright structures, drawn
+# saturated): pooled AUC measured at 128x64 by benchmarks/phantom_probes.py.
+VERSION_5_AUC = {"intensity": 0.719, "components": 0.817, "gradients": 0.939, "local_maxima": 0.790,
+                 "union": 0.957}
 
 
-def test_lesions_make_the_class_learnable(default_128):
-    """Cheap evidence that the signal is in local structure: fine linear detail (spicules, casts of
-    pleomorphic calcifications) separates the classes where the summaries above cannot; a CNN has
-    much more to go on."""
-    table, images = default_128
-    assert grouped_auc(fine_detail(images.astype(np.float32)), table) > 0.75
+@pytest.fixture(scope="module")
+def position_free_128(default_128):
+    """Every family's features of the default cohort at 128x64 (the union: their concatenation)."""
+    features = {name: pf.compute(default_128[1], name)[0] for name in pf.FAMILIES}
+    features["union"] = np.concatenate(list(features.values()), axis=1)
+    return features
+
+
+def _family(name: str):
+    if name not in VERSION_5_AUC:
+        return name
+    reason = (f"phantom version 5: pooled AUC {VERSION_5_AUC[name]:.3f} at 128x64 (fine bright fragments "
+              f"and edges); version 6 (issue 23 item 1) closes the leak: remove this marker then")
+    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
+@pytest.mark.parametrize("family", [_family(name) for name in [*pf.FAMILIES, "union"]])
+def test_position_free_features_do_not_reveal_the_class(family, default_128, position_free_128):
+    """Gradient-boosted trees on each position-free family, and on all of them, read the class no
+    better than a pooled AUC of 0.65 (the finding-free quarter of benign images alone allows
+    0.615, see above): the class must take a lesion's morphology to read."""
+    table, _ = default_128
+    auc = pf.probe_auc(position_free_128[family], table["label"].to_numpy(), table["patient_id"].to_numpy(), seed=0)
+    assert auc <= MAX_SHORTCUT_AUC, f"{family}: pooled AUC {auc:.3f}"
 
 
 def _lesion_layers(finding: str, height: int, n: int = 40) -> list[np.ndarray]:

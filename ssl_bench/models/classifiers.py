@@ -4,7 +4,7 @@ backbones and the toolkit's own (non-timm) classifiers.
 A transfer's classifier is a timm backbone (``fit`` returns ``ctx.new_backbone()``), or a module
 of this package that says what it is through an ``architecture`` attribute: a dict of plain values
 with its ``name`` (a key of :data:`CLASSIFIERS`) and its constructor's options, e.g.
-``{"name": "nonspatial", "bins": 32, "threshold": 0.05}``. A timm backbone has no such attribute.
+``{"name": "knn_probe", "backbone": "resnet50", ...}``. A timm backbone has no such attribute.
 
 A timm backbone built on pretrained weights normalises its input (a
 :class:`~ssl_bench.models.backbones.NormalisedInput` stem); ``model.pt`` records that as
@@ -22,9 +22,12 @@ from ..errors import UserError
 from .backbones import check_input_norm, create_backbone
 from .frozen_probe import KnnProbeClassifier, LinearProbeClassifier
 from .nonspatial import NonSpatialClassifier
+from .nonspatial_trees import NonSpatialTreesClassifier
 
-#: the non-timm classifiers a ``model.pt`` may name in ``architecture["name"]``
+#: the non-timm classifiers a ``model.pt`` may name in ``architecture["name"]`` (``nonspatial``:
+#: the logistic Non-spatial control of files written before it became trees, still loaded)
 CLASSIFIERS: dict[str, type[nn.Module]] = {
+    "nonspatial_trees": NonSpatialTreesClassifier,
     "nonspatial": NonSpatialClassifier,
     "linear_probe": LinearProbeClassifier,
     "knn_probe": KnnProbeClassifier,

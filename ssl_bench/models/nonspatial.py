@@ -1,9 +1,12 @@
-"""The non-spatial classifier: a logistic regression on what an image's intensities say without
-their positions (the breast's intensity histogram and global statistics), as an ``nn.Module``.
+"""The first Non-spatial control's classifier: a logistic regression on what an image's intensities
+say without their positions (the breast's intensity histogram and global statistics), as an
+``nn.Module``.
 
-It is the baseline that tells whether a deep model learned more than breast density: no
-convolution, nothing depends on where a pixel is. The features of an image ``x`` ``(1, H, W)`` in
-[0, 1] (:meth:`NonSpatialClassifier.features`, in float64 on the image's device):
+The ``nonspatial`` transfer fitted it until the control became gradient-boosted trees on the
+position-free features (:mod:`ssl_bench.models.nonspatial_trees`); it is kept so that the
+``model.pt`` files it wrote (``architecture`` ``{"name": "nonspatial", ...}``) still load and score
+as they did. No convolution, nothing depends on where a pixel is. The features of an image ``x``
+``(1, H, W)`` in [0, 1] (:meth:`NonSpatialClassifier.features`, in float64 on the image's device):
 
 - the image is first rounded to float16, the precision every dataset stores images in, so that
   ``ssl-bench predict`` (float32 preprocessing) computes the features of the run's own images;
@@ -22,8 +25,7 @@ convolution, nothing depends on where a pixel is. The features of an image ``x``
 ``StandardScaler`` of the training images) and applies the linear layer (the logistic
 regression's coefficients and intercept), all in float64 with autocast off, so that the sigmoid of
 its logit equals scikit-learn's ``predict_proba`` (to float32 rounding of the logit). Nothing here is
-trained by gradient: :meth:`~NonSpatialClassifier.set_linear` copies a fitted model in
-(``ssl_bench/transfer/nonspatial.py``).
+trained by gradient: :meth:`~NonSpatialClassifier.set_linear` copies a fitted model in.
 """
 from __future__ import annotations
 

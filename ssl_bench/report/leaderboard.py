@@ -229,10 +229,11 @@ def build_report(
         table["beats_control"] = [math.nan if r is ctrl or math.isnan(p) else bool(p < 0.05 and d > 0)
                                   for r, p, d in zip(runs, table["control_p_auc_holm"], table["control_auc_diff"])]
         table.loc[[r is ctrl for r in runs], "role"] = "control"
-        notes.append(f"{ctrl.method} is the control: a logistic regression on intensity histograms and "
-                     f"global statistics (no spatial information). A method 'beats' it when its pooled "
-                     f"AUC is higher with a Holm-adjusted p < 0.05; one that does not has not shown "
-                     f"that it learned more than breast density and brightness.")
+        notes.append(f"{ctrl.method} is the control: gradient-boosted trees on position-free features "
+                     f"(intensities, bright components, gradients, local maxima, profiles, a thumbnail; "
+                     f"no lesion located or described). A method 'beats' it when its pooled AUC is "
+                     f"higher with a Holm-adjusted p < 0.05; one that does not has not shown that it "
+                     f"reads lesions rather than density, brightness or another shortcut.")
     notes.append(UNIT_NOTE.format(n_boot=n_boot)[0].upper() + UNIT_NOTE.format(n_boot=n_boot)[1:] + ".")
     table["warning"] = ["; ".join(r.warnings) for r in runs]
     col = f"{key}_mean" if key in METRICS else key

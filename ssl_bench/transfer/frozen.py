@@ -8,7 +8,7 @@ freeze the backbone, put it in eval mode and extract each training image's globa
 features (:func:`ssl_bench.models.backbones.pooled_features`), on which scikit-learn fits:
 
 - ``linear`` (linear probe): ``StandardScaler`` + ``LogisticRegression`` (L2, lbfgs, inverse
-  strength ``C``); class weights as the ``nonspatial`` transfer's: ``"pos_weight"`` (default)
+  strength ``C``); class weights (:mod:`ssl_bench.transfer.logistic`): ``"pos_weight"`` (default)
   weights malignant images by ``train.pos_weight`` (TSBN eq. 3), ``"balanced"``, ``"none"``;
 - ``knn``: ``k`` nearest neighbours (default 20) by cosine similarity of the L2-normalised
   features; the probability of malignancy is the share of malignant images among them. The
@@ -31,7 +31,7 @@ from ..registry import TRANSFERS
 from ..training.context import FitContext
 from .base import TransferStrategy
 from .finetune import pretrained_backbone
-from .nonspatial import check_logistic_options, class_weight_for, fit_scaled_logistic
+from .logistic import check_logistic_options, class_weight_for, fit_scaled_logistic
 
 FEATURE_BATCH = 64  # images per feature pass
 
