@@ -175,6 +175,48 @@ def test_training_scores_are_out_of_fold():
                                   .training_scores(classifier, ctx, 16), own)
 
 
+
+def test_out_of_fold_training_scores_keep_a_patients_images_together():
+    """With the patients known (``ctx.patients``), no training image is scored by trees fitted on
+    another image of its patient (a breast's other view is no new image)."""
+    labels = np.repeat(np.arange(30) % 2, 2)  # 30 patients, two views each
+    levels = 0.5 + 0.05 * labels + 0.08 * np.random.default_rng(6).standard_normal(60)
+    ctx = fit_context(breast_images(levels, seed=6), labels)
+    ctx.patients = np.repeat([f"p{i}" for i in range(30)], 2)
+    seen = []
+
+    class Recorded(NonSpatial):
+        def trees(self, random_state):
+            model = super().trees(random_state)
+            fit, predict = model.fit, model.predict_proba
+
+            def recording_fit(X, y, sample_weight=None):
+                seen.append(("fit", X.copy()))
+                return fit(X, y, sample_weight=sample_weight)
+
+            def recording_predict(X):
+                seen.append(("predict", X.copy()))
+                return predict(X)
+
+            model.fit, model.predict_proba = recording_fit, recording_predict
+            return model
+
+    transfer = Recorded(max_iter=20, min_samples_leaf=5)
+    classifier = transfer.fit(ctx)
+    features = classifier.fitted_on[0]
+    seen.clear()
+    scores = transfer.training_scores(classifier, ctx, 16)
+    assert np.isfinite(scores).all() and len(seen) == 10  # 5 parts: a fit and a scoring each
+
+    def patients_of(X):
+        rows = [int(np.flatnonzero((features == x).all(axis=1))[0]) for x in X]
+        return set(ctx.patients[rows])
+
+    for (what_fit, trained), (what_score, scored) in zip(seen[::2], seen[1::2]):
+        assert (what_fit, what_score) == ("fit", "predict")
+        assert patients_of(trained).isdisjoint(patients_of(scored))
+
+
 def test_options():
     assert NonSpatial(class_weight="balanced").weights(15.0) == "balanced"
     assert NonSpatial(class_weight="none").weights(15.0) is None

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -69,6 +70,9 @@ class FitContext:
     checkpoint_store: CheckpointStore | None = None
     #: where each epoch of the history streams as well (--log; None: history.csv only)
     sink: HistorySink | None = None
+    #: ``(N,)`` patient id of each training image, for anything split within the training images
+    #: that must keep a patient's images together (None: unknown, e.g. a data-parallel worker's)
+    patients: np.ndarray | None = None
     #: CUDA-graph capture of training steps: asked for (config or env), and on a CUDA device
     use_graphs: bool = field(init=False)
     data: FoldBatches = field(init=False)

@@ -30,15 +30,15 @@ fit 20-30 times slower.
 Trees fit their training images almost perfectly, so the training images' own scores would put
 the fold's operating point where no new image is; with ``score_folds`` >= 2 the training scores
 (:meth:`NonSpatial.training_scores`) are out of fold instead: each training image scored by trees
-fitted on the other ``score_folds - 1`` parts (stratified, not grouped: the fold's context has no
-patient ids).
+fitted on the other ``score_folds - 1`` parts, stratified and grouped by patient (``ctx.patients``:
+a training image's other views are no new image), or stratified only where the patients are unknown.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 from torch import nn
@@ -139,8 +139,16 @@ class NonSpatial(TransferStrategy):
         if folds < 2:
             return super().training_scores(classifier, ctx, batch_size)
         scores = np.empty(len(labels), dtype=np.float64)
+        patients = ctx.patients if ctx.patients is not None and len(ctx.patients) == len(labels) else None
+        if patients is not None:  # a patient's views together: the other views of a training image are no new image
+            folds = min(folds, len(np.unique(patients[labels == 1])))
+            if folds < 2:
+                return super().training_scores(classifier, ctx, batch_size)
+            splits = StratifiedGroupKFold(folds, shuffle=True, random_state=random_state).split(features, labels, patients)
+        else:
+            splits = StratifiedKFold(folds, shuffle=True, random_state=random_state).split(features, labels)
         with threadpool_limits(limits=1, user_api="openmp"):
-            for train, test in StratifiedKFold(folds, shuffle=True, random_state=random_state).split(features, labels):
+            for train, test in splits:
                 model = self.trees(random_state).fit(features[train], labels[train], sample_weight=sample_weight[train])
                 scores[test] = model.predict_proba(features[test])[:, 1]
         return scores
