@@ -77,21 +77,40 @@ def test_mask_ratio_is_respected_per_image(n, ratio, masked):
 
 
 def test_the_encoder_sees_only_the_visible_patches_and_the_targets_are_the_hidden_ones():
+    """The mask is drawn with the batch (``prepare``), so that a data-parallel worker's share of
+    it is its images'; the head hides exactly the patches it marks."""
     backbone = create_backbone("test_vit", in_chans=1, num_classes=1, image_size=SIZE)
-    model = PretextModel(backbone, MAE(mask_ratio=0.75, decoder_dim=32, decoder_heads=2)).train()
+    task = MAE(mask_ratio=0.75, decoder_dim=32, decoder_heads=2)
+    model = PretextModel(backbone, task).train()
     lengths = []
     backbone.blocks[0].register_forward_hook(lambda m, args, out: lengths.append(args[0].shape[1]))
     x = torch.rand(3, 1, *SIZE, generator=torch.Generator().manual_seed(1))
-    torch.manual_seed(7)
-    prediction, target = model([x])
     n = (SIZE[0] // 16) * (SIZE[1] // 16)  # 8 patches of 16x16
+    batch = task.prepare(x, torch.zeros(3))
+    images, mask = batch.inputs
+    assert torch.equal(images, x) and mask.dtype == torch.bool and mask.shape == (3, n)
+    assert mask.sum(dim=1).tolist() == [6, 6, 6]
+    prediction, target = model(batch.inputs)
     assert lengths == [backbone.num_prefix_tokens + n - 6]  # the class token and the 2 visible patches
     assert prediction.shape == target.shape == (3, 6, 16 * 16)
-    torch.manual_seed(7)
-    _, idx_mask = random_patch_mask(3, n, 0.75)  # the head's first draw
     for b in range(3):
-        for k, p in enumerate(idx_mask[b].tolist()):
-            assert target[b, k].tolist() == hand_patch(x[b], p // 2, p % 2, 16, 16)
+        hidden = [p for p in range(n) if mask[b, p]]  # in patch order
+        assert [t.tolist() for t in target[b]] == [hand_patch(x[b], p // 2, p % 2, 16, 16) for p in hidden]
+
+
+def test_the_head_alone_draws_a_mask_and_refuses_a_wrong_one():
+    backbone = create_backbone("test_vit", in_chans=1, num_classes=1, image_size=SIZE)
+    head = MAE(decoder_dim=32, decoder_heads=2).build_masked_head(backbone)
+    x = torch.rand(2, 1, *SIZE, generator=torch.Generator().manual_seed(1))
+    _, target = head(x)  # no mask given: 6 of each image's 8 patches hidden
+    patches = [[hand_patch(x[b], p // 2, p % 2, 16, 16) for p in range(8)] for b in range(2)]
+    for b in range(2):
+        got = [t.tolist() for t in target[b]]
+        assert len(got) == 6 and all(g in patches[b] for g in got) and len({tuple(g) for g in got}) == 6
+    with pytest.raises(ValueError, match="must hide 6 of the 8 patches"):
+        head(x, torch.zeros(2, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"must be \(2, 8\) bool"):
+        head(x, torch.ones(2, 6, dtype=torch.bool))
 
 
 # ---------------------------------------------------------------- the loss

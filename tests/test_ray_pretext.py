@@ -15,6 +15,7 @@ import copy
 import sys
 
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -113,15 +114,19 @@ def test_every_worker_gets_the_global_batches_of_one_process():
 
 class Recorder(nn.Module):
     """Stands in for the pretext network: records the views a step feeds it; one weight, so that
-    the step's optimiser has something to train."""
+    the step's optimiser has something to train. With a masked task's ``head``, also the true
+    pixels of the patches the head hides when it is fed those views, in the step."""
 
-    def __init__(self):
+    def __init__(self, head: nn.Module | None = None):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(()))
         self.fed: list[list[torch.Tensor]] = []
+        self.head, self.hidden = head, []
 
     def forward(self, views):
         self.fed.append([v.detach().clone() for v in views])
+        if self.head is not None:
+            self.hidden.append(hidden_patches(self.head, views))
         return [v * self.weight for v in views]
 
     def start_teacher(self, total_steps):
@@ -154,24 +159,43 @@ VIEW_CASES = {
     "context_restoration": ("context_restoration", {}),
     "rotation-all": ("rotation", {"all_rotations": True}),  # targets: 4 views' classes, view by view
     "rotation-one": ("rotation", {"all_rotations": False}),  # one random rotation per image
+    "mae": ("mae", {"decoder_dim": 32, "decoder_heads": 2}),  # the patches it hides, per image
 }
 VIEW_SEED = 5
+
+
+def view_task(case: str, images) -> tuple[PretextTask, nn.Module | None]:
+    """The case's task and, for a masked task, its head on a small ViT built for the images
+    (``test_vit`` with 4x4 patches: 8 x 4 of them on 32x16 images)."""
+    name, options = VIEW_CASES[case]
+    task = PRETEXTS.create(name, **options)
+    if task.kind != "masked":
+        return task, None
+    vit = timm.create_model("test_vit", in_chans=1, num_classes=1, img_size=tuple(images.shape[-2:]), patch_size=4)
+    return task, task.build_masked_head(vit).eval()
+
+
+@torch.no_grad()
+def hidden_patches(head: nn.Module, views) -> torch.Tensor:
+    """The true pixels of the patches a masked task's head hides, per image, fed ``views``."""
+    return head(views[0].float(), *views[1:])[1].clone()
 
 
 def fed_views(case: str, images, labels, share):
     """finetune's pretext step over one epoch (batches of 8, augmented) as worker ``share``
     runs it, from the random state of ``torch.manual_seed(VIEW_SEED)``: per step, the views fed to
     the network and the targets given to the loss; and the random state after the epoch."""
-    name, options = VIEW_CASES[case]
-    task = RecordedTask(PRETEXTS.create(name, **options))
+    name, _ = VIEW_CASES[case]
+    inner, head = view_task(case, images)
+    task = RecordedTask(inner)
     cfg = build_config("smoke", {"pretext": name, "transfer": "finetune"}, {"train.batch_size": 8})
     assert cfg.train.augment
     ctx = FitContext(config=cfg, pretext=task, images=images, labels=labels, device=torch.device("cpu"))
     ctx.data.share = share
-    net = Recorder()
+    net = Recorder(head)
     torch.manual_seed(VIEW_SEED)
     train_pretext(ctx, net, net, epochs=1, stage="pretext")
-    return net.fed, task.targets, torch.get_rng_state()
+    return net.fed, task.targets, torch.get_rng_state(), net.hidden, head
 
 
 def view_by_view(targets: torch.Tensor, views: int) -> torch.Tensor:
@@ -186,24 +210,40 @@ def test_workers_keep_their_halves_of_the_views_one_process_draws(case):
     train on its half of exactly those (not views drawn for its half alone, which would also give
     both workers' i-th images the same draws), and score its half of the targets. For a last
     batch cut to 4 images (21 = 8 + 8 + 5), the reference is one process drawing the views of the
-    4 images the workers train on; and the random state after the epoch is one process's."""
+    4 images the workers train on; and the random state after the epoch is one process's. MAE's
+    random views are the patches its head hides: each worker's must be its half of one process's."""
     images = torch.rand(21, 1, 32, 16, generator=torch.Generator().manual_seed(2)).half()
     labels = torch.arange(21, dtype=torch.float32)  # GSIM reads labels % 2
-    one_views, one_targets, _ = fed_views(case, images, labels, (0, 1))
-    (views0, targets0, rng0), (views1, targets1, rng1) = [fed_views(case, images, labels, (r, 2)) for r in (0, 1)]
+    one_views, one_targets, _, one_hidden, _ = fed_views(case, images, labels, (0, 1))
+    (views0, targets0, rng0, hidden0, _), (views1, targets1, rng1, hidden1, _) = [
+        fed_views(case, images, labels, (r, 2)) for r in (0, 1)]
     assert [len(v[0]) for v in one_views] == [8, 8, 5] and len(views0) == len(views1) == 3
     for step in (0, 1):  # full batches: one process's own
         assert_halves_join(views0[step], views1[step], targets0[step], targets1[step],
                            one_views[step], one_targets[step], step)
+        if one_hidden:
+            assert_hidden_join(hidden0[step], hidden1[step], one_hidden[step], step)
 
     # the cut batch: one process drawing the views of the 4 images the workers train on
-    name, options = VIEW_CASES[case]
-    task = PRETEXTS.create(name, **options)
+    task, head = view_task(case, images)
     torch.manual_seed(VIEW_SEED)
     drawn = [task.prepare(x, y) for x, y in FoldBatches(images, labels, 8, share=(0, 2)).epoch()]
     assert [len(b.inputs[0]) for b in drawn] == [8, 8, 4]
     assert_halves_join(views0[2], views1[2], targets0[2], targets1[2], drawn[2].inputs, drawn[2].targets, 2)
+    if head is not None:
+        assert len(hidden0) == len(hidden1) == 3
+        assert_hidden_join(hidden0[2], hidden1[2], hidden_patches(head, drawn[2].inputs), 2)
     assert torch.equal(rng0, torch.get_rng_state()) and torch.equal(rng1, rng0)  # later stages draw alike
+
+
+def assert_hidden_join(hidden0, hidden1, hidden, step):
+    """Worker 0's and worker 1's hidden patches ``(B/2, n_masked, D)`` are the halves of one
+    process's ``hidden`` (as sets per image: the order of an image's hidden patches is free)."""
+    assert len(hidden0) == len(hidden1) == len(hidden) // 2, f"step {step}"
+    ours, one = torch.cat([hidden0, hidden1]), hidden
+    assert ours.shape == one.shape and ours.shape[1] > 1, f"step {step}"
+    for i, (a, b) in enumerate(zip(ours, one)):
+        assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist())), f"step {step}, image {i}"
 
 
 def assert_halves_join(views0, views1, targets0, targets1, views, targets, step):

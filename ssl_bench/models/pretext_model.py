@@ -70,9 +70,10 @@ class PretextModel(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """Pretext outputs, one per input view (views of one size are batched together in one
         pass), then, with a teacher, the teacher's outputs on the task's teacher views; for a masked
-        task, what its head returns for the views (one batch)."""
+        task, what its head returns for the task's inputs, passed as its arguments (MAE: the images
+        and the patch mask drawn for them)."""
         if self.kind == "masked":  # the task runs the backbone itself, on one batch of images
-            return list(self.head(torch.cat(views) if len(views) > 1 else views[0]))
+            return list(self.head(*views))
         outputs = []
         for group in _same_size_runs(views):
             out, _ = self._pretext_and_features(torch.cat(group) if len(group) > 1 else group[0])

@@ -10,7 +10,8 @@ network's outputs. Three kinds train (``"none"`` is the ``none`` task, no pretex
   reads the globally pooled features; :meth:`PretextTask.build_embedding_head` builds it.
 - ``"masked"``: the task runs the backbone itself (MAE: the encoder sees only the visible
   tokens). :meth:`PretextTask.build_masked_head` builds a module over the backbone whose
-  ``forward(x)`` takes the batch of images and returns the list of outputs ``loss`` scores.
+  ``forward(*inputs)`` takes the task's prepared inputs (MAE: the images and the patch mask
+  ``prepare`` drew for them) and returns the list of outputs ``loss`` scores.
 
 A task that can train only some backbones says so in :meth:`PretextTask.check_backbone`
 (MAE: ViTs), which a run calls before it loads any data.
@@ -97,8 +98,10 @@ class PretextTask(ABC):
 
     def build_masked_head(self, backbone: nn.Module) -> nn.Module:
         """Masked kind only: a module over ``backbone`` (which it shares, not copies) whose
-        ``forward(x)`` runs the backbone on the images ``x`` ``(B,1,H,W)`` its own way and returns
-        the list of tensors ``loss`` scores (MAE: the predicted and the true masked patches)."""
+        ``forward(*inputs)`` runs the backbone on the prepared inputs (the images ``(B,1,H,W)``
+        first; MAE: then the patch mask) its own way and returns the list of tensors ``loss``
+        scores (MAE: the predicted and the true masked patches). Randomness belongs in
+        ``prepare``, so that a data-parallel worker keeps its share of one process's draws."""
         raise NotImplementedError(f"{type(self).__name__} is not a masked pretext task")
 
     def check_backbone(self, backbone: str) -> None:

@@ -2,7 +2,9 @@
 
 He, Chen, Xie, Li, Dollár, Girshick, "Masked Autoencoders Are Scalable Vision Learners", CVPR
 2022. The image is cut into the ViT's patches; a random ``mask_ratio`` of them (0.75, the
-paper's) is hidden, independently per image. The encoder (the downstream timm ViT, its prefix
+paper's) is hidden, independently per image; ``prepare`` draws that mask for the whole batch
+(so a data-parallel worker keeps its share of one process's masks, as of every task's views),
+and the head hides what it is given. The encoder (the downstream timm ViT, its prefix
 tokens and the visible patches only, with their position embeddings) encodes what it sees; a
 small transformer decoder gets the encoded visible tokens and a shared, learned mask token in
 place of every hidden patch, each with a fixed 2D sine-cosine position embedding, and predicts
@@ -85,6 +87,14 @@ def random_patch_mask(batch: int, num_patches: int, mask_ratio: float,
                                            device=device)
 
 
+def draw_patch_mask(batch: int, num_patches: int, mask_ratio: float,
+                    device: torch.device | None = None) -> torch.Tensor:
+    """``(B, num_patches)`` bool, True for a hidden patch: :func:`random_patch_mask`'s partition,
+    one tensor with the batch first, so that a data-parallel worker's share of it is its images'."""
+    _, idx_mask = random_patch_mask(batch, num_patches, mask_ratio, device)
+    return torch.zeros(batch, num_patches, dtype=torch.bool, device=device).scatter_(1, idx_mask, True)
+
+
 def masked_patch_loss(prediction: torch.Tensor, target: torch.Tensor, norm_pix: bool) -> torch.Tensor:
     """The mean squared error between predicted and true hidden patches ``(B, n_masked, D)``, in
     fp32; with ``norm_pix`` each true patch is first normalised by its mean and (unbiased)
@@ -122,9 +132,10 @@ class RectangularMaskedViT(MaskedVisionTransformerTIMM):
 class MaskedAutoencoderHead(nn.Module):
     """MAE's encoder pass over a timm ViT (shared, not copied) and its decoder.
 
-    ``forward(x)`` hides a random ``mask_ratio`` of each image's patches and returns
-    ``[prediction, target]``, both ``(B, n_masked, ph * pw * C)``: the decoder's pixels for the
-    hidden patches and their true pixels.
+    ``forward(x, mask)`` hides the patches ``mask`` marks (``(B, num_patches)`` bool, as
+    :meth:`MAE.prepare` draws it for the whole batch; without one, it draws one for ``x``) and
+    returns ``[prediction, target]``, both ``(B, n_masked, ph * pw * C)``: the decoder's pixels
+    for the hidden patches and their true pixels (hidden patches in patch order).
     """
 
     def __init__(self, vit: VisionTransformer, mask_ratio: float, decoder_dim: int,
@@ -155,11 +166,21 @@ class MaskedAutoencoderHead(nn.Module):
         with torch.no_grad():
             self.decoder.pos_embed.copy_(sincos_grid_embedding(decoder_dim, self.grid, self.prefix))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         if tuple(x.shape[-2:]) != self.image_size:
             raise ValueError(f"MAE's ViT was built for {self.image_size} images, got {tuple(x.shape[-2:])}")
         b, prefix = x.shape[0], self.prefix
-        idx_keep, idx_mask = random_patch_mask(b, self.num_patches, self.mask_ratio, x.device)
+        if mask is None:
+            mask = draw_patch_mask(b, self.num_patches, self.mask_ratio, x.device)
+        n_keep = int(self.num_patches * (1 - self.mask_ratio))  # random_token_mask's count
+        if mask.dtype != torch.bool or tuple(mask.shape) != (b, self.num_patches):
+            raise ValueError(f"MAE's mask must be ({b}, {self.num_patches}) bool, got {tuple(mask.shape)} {mask.dtype}")
+        # the count is checked off the GPU only: reading it there would stop the host every step
+        if mask.device.type == "cpu" and not bool((mask.sum(dim=1) == self.num_patches - n_keep).all()):
+            raise ValueError(f"MAE's mask must hide {self.num_patches - n_keep} of the {self.num_patches} patches of every image")
+        # per image, the visible patches then the hidden ones, each in patch order
+        order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
+        idx_keep, idx_mask = order[:, :n_keep], order[:, n_keep:]
         # indices into the token sequence: the prefix tokens (always kept), then the patches
         keep = torch.cat([torch.arange(prefix, device=x.device).expand(b, prefix), idx_keep + prefix], dim=1)
         encoded = self.encoder.encode(x, idx_keep=keep)
@@ -199,6 +220,7 @@ class MAE(PretextTask):
         self.decoder_dim, self.decoder_depth = int(decoder_dim), int(decoder_depth)
         self.decoder_heads = int(decoder_heads)
         self.norm_pix_loss = bool(norm_pix_loss)
+        self.num_patches: int | None = None  # the ViT's patch grid, known once the head is built
 
     def check_backbone(self, backbone: str) -> None:
         # an unknown name is left to create_backbone, which suggests close matches
@@ -206,14 +228,22 @@ class MAE(PretextTask):
             raise ConfigError(vit_required(backbone))
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
-        """The images themselves: the head draws the mask (per image) when it runs the encoder."""
-        return PretextBatch(inputs=[images], targets=None)
+        """The images and their patch mask, drawn here for the whole batch (with the views, as
+        every task draws them) so that a data-parallel worker keeps its share of one process's
+        masks. Before a head is built the patch grid is unknown: the images alone, and the head
+        draws the mask (the contract checker's first call; a training step always has a head)."""
+        if self.num_patches is None:
+            return PretextBatch(inputs=[images], targets=None)
+        mask = draw_patch_mask(images.shape[0], self.num_patches, self.mask_ratio, images.device)
+        return PretextBatch(inputs=[images, mask], targets=None)
 
     def build_masked_head(self, backbone: nn.Module) -> nn.Module:
         if not isinstance(backbone, VisionTransformer):
             raise ConfigError(vit_required(type(backbone).__name__))
-        return MaskedAutoencoderHead(backbone, self.mask_ratio, self.decoder_dim, self.decoder_depth,
+        head = MaskedAutoencoderHead(backbone, self.mask_ratio, self.decoder_dim, self.decoder_depth,
                                      self.decoder_heads)
+        self.num_patches = head.num_patches
+        return head
 
     def loss(self, outputs: list[torch.Tensor], targets=None) -> torch.Tensor:
         """``outputs``: the predicted and the true hidden patches (:class:`MaskedAutoencoderHead`)."""

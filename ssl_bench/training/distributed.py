@@ -17,9 +17,9 @@ with the same global batch:
   to a multiple of them, or dropped when too small to give each worker 2 images, as one process
   drops a last batch of one image): a cut last batch is drawn for the images the workers keep,
   not as one process's longer last batch would be;
-- randomness in the forward pass is each worker's own: MAE's head draws the patch mask for the
-  images it gets, so each worker draws for its share, from the same state as the others (their
-  i-th images get the same mask), and rank 0's random state afterwards is not one process's;
+- randomness belongs in ``prepare``, with the views (MAE draws its patch mask there, for the whole
+  batch): randomness drawn in the forward pass would be each worker's own, drawn for its share
+  from the same state as the others (their i-th images would get the same draws);
 - a loss that is a mean over images (BYOL, MAE, GSIM, context restoration; the supervised BCE)
   is averaged over the workers into the global batch's mean, and DDP's averaged gradients are its
   gradients. A loss that depends on the whole batch would not be (each worker's SimCLR negatives,
@@ -37,7 +37,7 @@ with the same global batch:
 - each epoch, the losses averaged over the workers are reported with a checkpoint of the
   weights (``ray.train.report(..., checkpoint=...)``, from rank 0), kept under
   ``<out>/.ray-train/``; the driver loads the last one, the history and rank 0's random state
-  (so later stages draw what they would have, MAE's aside), then deletes the folder.
+  (so later stages draw what they would have), then deletes the folder.
 
 Ray is imported only when a stage runs this way (``pip install "ssl-bench[ray]"``); without
 ``RAY_ADDRESS`` a private local Ray instance is started, with ``RAY_ADDRESS=auto`` the cluster of
