@@ -7,6 +7,7 @@ Ctrl-C included, the temporary file is removed and the target is untouched.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -35,3 +36,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps: torch reports a full disk as a RuntimeError of its zip
+    writer) is the device running out of space, so that writers can say so in one line instead of
+    a traceback that hides the cause."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "file write failed" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -50,3 +50,23 @@ def test_the_cycle_check_can_fail():
     graph.add_import(importer="ssl_bench.errors", imported="ssl_bench.config")
     found = [cycle for cycle in import_cycles(graph) if "ssl_bench.errors" in cycle and "ssl_bench.config" in cycle]
     assert "ssl_bench.errors -> ssl_bench.config -> ssl_bench.errors" in found
+
+
+def test_reporting_finished_runs_imports_neither_torch_nor_timm(tmp_path):
+    """``ssl-bench report`` reads only the CSV, JSON and YAML of finished runs: loading torch and
+    timm for it (through the run directory's model and checkpoint formats) took most of its start.
+    A fresh interpreter runs the report command itself on two committed runs."""
+    runs = ROOT / "docs" / "results" / "table2-quick" / "runs"
+    out = tmp_path / "leaderboard.md"
+    code = (
+        "import sys\n"
+        "from ssl_bench.cli.report_cmd import report\n"
+        f"report.main([{str(runs / 'ResNet')!r}, {str(runs / 'SimCLR')!r}, '--n-boot', '100',"
+        f" '--out', {str(out)!r}], standalone_mode=False)\n"
+        "heavy = sorted(m for m in ('torch', 'timm') if m in sys.modules)\n"
+        "print('heavy:', ','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert out.is_file() and "SimCLR" in out.read_text()
+    assert done.stdout.strip().splitlines()[-1] == "heavy:", done.stdout

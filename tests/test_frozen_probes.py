@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sklearn.neighbors import KNeighborsClassifier
 
 from ssl_bench.cli import main
-from ssl_bench.experiment.rundir import model_record
+from ssl_bench.experiment.model_file import model_record
 from ssl_bench.models.classifiers import build_classifier
 from ssl_bench.registry import TRANSFERS
 from ssl_bench.testing import check_transfer

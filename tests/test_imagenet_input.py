@@ -26,7 +26,8 @@ from ssl_bench.config import build_config
 from ssl_bench.data.preprocess import preprocess_file
 from ssl_bench.errors import UserError
 from ssl_bench.experiment.inference import load_fold_models, predict_files
-from ssl_bench.experiment.rundir import MODEL_VERSION, RunDir, load_model_record, model_record
+from ssl_bench.experiment.model_file import MODEL_VERSION, load_model_record, model_bytes, model_record
+from ssl_bench.experiment.rundir import RunDir
 from ssl_bench.models import backbones
 from ssl_bench.models.backbones import (
     NormalisedInput,
@@ -212,7 +213,7 @@ def test_predict_rebuilds_the_normalisation(weight_files, tmp_path):
     rundir.write_config(cfg)
     predictions = {"image_id": ["a"], "patient_id": ["a"], "label": [0], "score": [0.5], "laterality": [""]}
     rundir.write_fold(0, {"op_threshold": 0.5}, pd.DataFrame(predictions),
-                      model_record("resnet18", cfg.data.image_size, model))
+                      model_bytes(model_record("resnet18", cfg.data.image_size, model)))
     _, models = load_fold_models(rundir.path)
     (k, fresh), = models
     assert k == 0 and isinstance(fresh.conv1, NormalisedInput)

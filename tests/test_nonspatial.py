@@ -23,7 +23,8 @@ from ssl_bench.config import build_config, config_from_dict
 from ssl_bench.data.loading import load_dataset
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.experiment.inference import load_fold_models
-from ssl_bench.experiment.rundir import MODEL_VERSION, RunDir, load_model_record, model_record
+from ssl_bench.experiment.model_file import MODEL_VERSION, load_model_record, model_record
+from ssl_bench.experiment.rundir import RunDir
 from ssl_bench.models import position_free
 from ssl_bench.models.backbones import create_backbone
 from ssl_bench.models.classifiers import build_classifier
@@ -417,7 +418,7 @@ def test_smoke_run_fold_aucs_are_computed_like_every_methods(smoke_run):
     aucs = []
     for k, model in models:
         assert isinstance(model, NonSpatialTreesClassifier)
-        record = rundir.read_model(k)
+        record = load_model_record(rundir.model_path(k))
         assert record["version"] == MODEL_VERSION and record["architecture"]["name"] == "nonspatial_trees"
         preds = rundir.read_predictions(k)
         metrics = rundir.read_metrics(k)

@@ -21,6 +21,8 @@ from click.testing import CliRunner
 from ssl_bench.cli import main
 from ssl_bench.config import PROFILES, ConfigError, build_config
 from ssl_bench.experiment.fold import run_fold
+from ssl_bench.experiment.fold_checkpoint import fold_checkpoint
+from ssl_bench.experiment.model_file import model_bytes
 from ssl_bench.experiment.run import prepare_run
 from ssl_bench.experiment.rundir import RunDir, config_key
 from ssl_bench.training.checkpoint import load_optimizer_state
@@ -187,31 +189,31 @@ def test_checkpoint_of_another_configuration_or_fold_is_never_used(tmp_path):
     rundir = RunDir.create(tmp_path, "run")
     cfg = smoke(tmp_path, "train.checkpoint_every=1")
     state = {"stage_index": 0, "stage": "pretext", "epoch": 1, "weights": torch.arange(3.0)}
-    rundir.fold_checkpoint(0, cfg, "cpu").save(state)
-    loaded = rundir.fold_checkpoint(0, cfg, "cpu").load()
+    fold_checkpoint(rundir, 0, cfg, "cpu").save(state)
+    loaded = fold_checkpoint(rundir, 0, cfg, "cpu").load()
     assert loaded["epoch"] == 1 and torch.equal(loaded["weights"], torch.arange(3.0))
     # how often it saves, where it writes and how many threads: the same results, the same key
     same = smoke(tmp_path / "elsewhere", "train.checkpoint_every=5", "threads=2")
     assert config_key(same) == config_key(cfg)
-    assert rundir.fold_checkpoint(0, same, "cpu").load() is not None
+    assert fold_checkpoint(rundir, 0, same, "cpu").load() is not None
     # what decides the results: another key, and the checkpoint is ignored
     other = smoke(tmp_path, "train.checkpoint_every=1", "train.lr=0.002")
     assert config_key(other) != config_key(cfg)
-    assert rundir.fold_checkpoint(0, other, "cpu").load() is None
+    assert fold_checkpoint(rundir, 0, other, "cpu").load() is None
     # trained on another kind of device (other precision, fused optimisers): not used either
-    assert rundir.fold_checkpoint(0, cfg, "cuda").load() is None
+    assert fold_checkpoint(rundir, 0, cfg, "cuda").load() is None
     # another fold's name never reads it, and an unreadable file is ignored, not fatal
     rundir.checkpoint_path(0).rename(rundir.checkpoint_path(1))
-    assert rundir.fold_checkpoint(1, cfg, "cpu").load() is None
+    assert fold_checkpoint(rundir, 1, cfg, "cpu").load() is None
     rundir.checkpoint_path(1).write_bytes(b"not a checkpoint")
-    assert rundir.fold_checkpoint(1, cfg, "cpu").load() is None
+    assert fold_checkpoint(rundir, 1, cfg, "cpu").load() is None
 
 
 def test_leftovers_removal_keeps_the_checkpoint_of_an_unfinished_fold_only(tmp_path):
     rundir = RunDir.create(tmp_path, "run")
     cfg = smoke(tmp_path)
     for k in (0, 1):
-        rundir.fold_checkpoint(k, cfg, "cpu").save({"epoch": 1})
+        fold_checkpoint(rundir, k, cfg, "cpu").save({"epoch": 1})
     for name in ("metrics.json", "predictions.csv"):  # fold 1 is complete
         (rundir.fold_dir(1)).mkdir(parents=True, exist_ok=True)
         (rundir.fold_dir(1) / name).write_text("{}")
@@ -225,10 +227,10 @@ def test_leftovers_removal_keeps_the_checkpoint_of_an_unfinished_fold_only(tmp_p
 
 def test_write_fold_removes_the_fold_checkpoint(tmp_path):
     rundir = RunDir.create(tmp_path, "run")
-    rundir.fold_checkpoint(0, smoke(tmp_path), "cpu").save({"epoch": 1})
+    fold_checkpoint(rundir, 0, smoke(tmp_path), "cpu").save({"epoch": 1})
     predictions = pd.DataFrame({"image_id": ["a"], "patient_id": ["p"], "label": [1], "score": [0.5],
                                 "laterality": ["L"]})
-    rundir.write_fold(0, {"auc": 0.5}, predictions, {"state_dict": {}})
+    rundir.write_fold(0, {"auc": 0.5}, predictions, model_bytes({"state_dict": {}}))
     assert rundir.fold_done(0) and not rundir.checkpoint_path(0).exists()
     assert json.loads((rundir.fold_dir(0) / "metrics.json").read_text()) == {"auc": 0.5}
 

@@ -70,7 +70,7 @@ class _NotTensors:  # what a pickle that runs code on load would hold instead of
 def test_unsafe_or_malformed_model_files_are_one_line(tmp_path):
     import torch
 
-    from ssl_bench.experiment.rundir import load_model_record
+    from ssl_bench.experiment.model_file import load_model_record
 
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"state_dict": _NotTensors()}, unsafe)
@@ -140,25 +140,37 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
 
 def test_a_full_disk_is_one_line_and_leaves_no_half_fold(tmp_path, monkeypatch):
     import errno
+    from pathlib import Path
 
     import pandas as pd
-    import torch
 
-    from ssl_bench.experiment import rundir as rundir_module
+    from ssl_bench.experiment import fold_checkpoint as fold_checkpoint_module
+    from ssl_bench.experiment.model_file import model_bytes
 
     run = RunDir.create(tmp_path, "full")
     preds = pd.DataFrame({"image_id": ["a"], "patient_id": ["p"], "label": [1], "score": [0.9]})
+    model = model_bytes({"state_dict": {}})
 
-    def full_disk(obj, f, *args, **kwargs):
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_bytes", full_disk)  # model.pt, the fold's largest file
+        with pytest.raises(UserError, match="no space left on the device while writing fold 0") as info:
+            run.write_fold(0, {"auc": 0.5}, preds, model)
+    assert "\n" not in str(info.value)
+    assert not list((run.path / "folds").iterdir())  # neither folds/0 nor a temporary folder
+
+    def torch_full_disk(obj, f, *args, **kwargs):  # torch wraps the OSError in its zip writer's error
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos") from OSError(
             errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(rundir_module.torch, "save", full_disk)
-    with pytest.raises(UserError, match="no space left on the device while writing fold 0") as info:
-        run.write_fold(0, {"auc": 0.5}, preds, {"state_dict": {}})
-    assert "\n" not in str(info.value)
-    assert not list((run.path / "folds").iterdir())  # neither folds/0 nor a temporary folder
-    monkeypatch.setattr(rundir_module.torch, "save", torch.save)
+    cfg = build_config("smoke", flags={"pretext": "none", "transfer": "finetune", "out": str(tmp_path)})
+    with monkeypatch.context() as patch:
+        patch.setattr(fold_checkpoint_module.torch, "save", torch_full_disk)
+        with pytest.raises(UserError, match="no space left on the device while saving fold 0") as info:
+            fold_checkpoint_module.fold_checkpoint(run, 0, cfg, "cpu").save({"epoch": 1})
+    assert "\n" not in str(info.value) and not run.checkpoint_path(0).exists()
 
 
 def test_leftovers_of_a_killed_process_are_ignored_then_removed(tmp_path):

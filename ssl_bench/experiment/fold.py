@@ -24,9 +24,9 @@ from ..training.tracking import HistorySink
 from ..training.scoring import predict_scores
 from .label_budget import fold_budget_config
 from .metrics import fold_metrics
+from .model_file import model_record
 from .operating_point import operating_threshold
 from .pretext_pool import fold_pretext_pool
-from .rundir import model_record
 
 
 def seed_everything(seed: int, fold: int) -> None:
@@ -68,7 +68,7 @@ class FoldResult:
     fold: int
     metrics: dict
     predictions: pd.DataFrame
-    model: dict  # the model.pt record (see rundir.py)
+    model: dict  # the model.pt record (model_file.py)
     history: pd.DataFrame  # one row per trained epoch (history.csv)
 
 

@@ -15,6 +15,7 @@ from ..data.preprocess import preprocess_file
 from ..errors import DataError, UserError
 from ..models.classifiers import classifier_from_record
 from ..training.scoring import predict_scores
+from .model_file import load_model_record
 from .rundir import RunDir
 
 
@@ -24,7 +25,7 @@ def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.n
     config = rundir.read_config()
     models = []
     for k in rundir.folds_with_model():
-        record = rundir.read_model(k)
+        record = load_model_record(rundir.model_path(k))
         model = classifier_from_record(record)
         try:
             model.load_state_dict(record["state_dict"])

@@ -27,7 +27,9 @@ from ..training.progress import TrainingProgress
 from ..training.tracking import open_sink, require_backend
 from . import provenance
 from .fold import build_parts, run_fold
+from .fold_checkpoint import fold_checkpoint
 from .metrics import pooled_auc, pooled_metrics, summarize
+from .model_file import model_bytes
 from .pretext_pool import check_pretext_data
 from .rundir import RunDir
 
@@ -122,14 +124,14 @@ def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress |
                          run.rundir.path.name, k, cfg.to_dict())
         try:
             result = run_fold(cfg, run.loaded, run.fold_of, k, device, progress, sink=sink,
-                              checkpoint_store=run.rundir.fold_checkpoint(k, cfg, torch.device(device).type))
+                              checkpoint_store=fold_checkpoint(run.rundir, k, cfg, torch.device(device).type))
         except BaseException:
             if sink is not None:
                 sink.close(failed=True)
             raise
         if sink is not None:
             sink.close()
-        run.rundir.write_fold(k, result.metrics, result.predictions, result.model, result.history)
+        run.rundir.write_fold(k, result.metrics, result.predictions, model_bytes(result.model), result.history)
     return run.rundir.read_metrics(k)
 
 

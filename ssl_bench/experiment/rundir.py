@@ -35,38 +35,23 @@ are hidden names (``.<k>.tmp-*``, ``.<file>.*``) that no reader mistakes for res
 at a time writes a run directory (:meth:`RunDir.claim`: an OS lock on ``.lock``); a second one
 stops with one line.
 
-``folds/.<k>.checkpoint.pt`` (:class:`FoldCheckpointFile`, with ``train.checkpoint_every``) is
-fold ``k``'s training state every few epochs (:mod:`ssl_bench.training.checkpoint`), so that a
-killed run resumes the fold where it stopped with the same results. Its name is hidden (it is
-never a result), it is written atomically, stamped with a digest of the settings that decide the
-results (:func:`config_key`: a checkpoint of another configuration is never used), the fold and
-the device type, read with ``torch.load(..., weights_only=True)``, and removed once the fold is complete;
-:meth:`RunDir.remove_leftovers` keeps the checkpoint of an unfinished fold.
+``folds/.<k>.checkpoint.pt`` (with ``train.checkpoint_every``) is fold ``k``'s training state
+every few epochs; its contents are :mod:`ssl_bench.experiment.fold_checkpoint`'s. Its name is
+hidden (it is never a result), it is stamped with :func:`config_key` (a digest of the settings that
+decide the results), and it is removed once the fold is complete; :meth:`RunDir.remove_leftovers`
+keeps the checkpoint of an unfinished fold.
 
-``model.pt`` (:data:`MODEL_FORMAT`, version :data:`MODEL_VERSION`) is a plain dict of tensors and
-plain values that ``torch.load(..., weights_only=True)`` reads: ``format``, ``version``,
-``architecture``, ``backbone``, ``in_chans``, ``num_classes``, ``image_size`` ``[height, width]``,
-``input_norm`` and ``state_dict`` of the downstream classifier. ``architecture`` (version 2) says
-what to build before loading the ``state_dict`` (:func:`ssl_bench.models.classifiers.classifier_from_record`):
-``None`` for a timm backbone, which ``backbone`` names; else a toolkit classifier's dict of plain
-values, its ``name`` and options (``{"name": "nonspatial", "bins": 32, "threshold": 0.05}``), and
-``backbone`` is ``None``. ``input_norm`` (version 3) is the input normalisation of the classifier's
-timm backbone (``{"mean": [...], "std": [...]}``: a backbone built on pretrained weights normalises
-its input as they expect, :func:`ssl_bench.models.backbones.input_normalisation`), ``None`` for a
-randomly initialised one or a classifier without a backbone. Version 2 files (no ``input_norm``,
-read as ``None``: written before pretrained backbones normalised their input), version 1 files (no
-``architecture`` either) and files written before the version field existed (read as version 0)
-load as before; version 1 and 0 files hold timm backbones.
+``model.pt``'s contents (tensors and plain values) are :mod:`ssl_bench.experiment.model_file`'s.
+This module writes and reads no torch file itself, so that reading a finished run (``ssl-bench
+report``) imports neither torch nor timm.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
 import math
 import os
-import pickle
 import re
 import shutil
 import socket
@@ -76,13 +61,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 
 from ..config import Config, check_path_name, load_yaml, save_yaml
 from ..errors import UserError
-from ..fileio import atomic_write, atomic_write_text
-from ..models.backbones import check_input_norm, input_normalisation
+from ..fileio import atomic_write_text, out_of_space
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
 MODEL_FILE = "model.pt"
@@ -91,20 +74,11 @@ LOGS_DIR = "logs"  # --log tensorboard: one event folder per fold
 MLFLOW_STORE = "mlflow.db"  # --log mlflow without --log-uri: an SQLite store (MLflow 3 retired the file store)
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
-MODEL_FORMAT = "ssl-bench-model"
-MODEL_VERSION = 3
-MODEL_KEYS = ("backbone", "in_chans", "num_classes", "image_size", "state_dict")
-MODEL_KEYS_V2 = MODEL_KEYS + ("architecture",)  # from version 2 on
-MODEL_KEYS_V3 = MODEL_KEYS_V2 + ("input_norm",)  # from version 3 on
 # Config keys that may differ between two invocations writing the same run directory: where
 # files go and how fast it runs, never what decides the results.
 VOLATILE_KEYS = ("fold", "out", "device", "threads", "log")
 VOLATILE_DATA_KEYS = ("cache_dir", "workers", "streaming", "memory_budget_gb", "loader_workers")
 VOLATILE_TRAIN_KEYS = ("checkpoint_every",)  # a resumed fold equals an uninterrupted one
-CHECKPOINT_FORMAT = "ssl-bench-checkpoint"
-# version 2: backbones built on pretrained weights normalise their input (a NormalisedInput stem,
-# other state_dict keys); a version-1 checkpoint is not used, its fold starts over
-CHECKPOINT_VERSION = 2
 
 #: run directories this process holds the lock of (path -> open lock file)
 _CLAIMED: dict[str, Any] = {}
@@ -179,82 +153,6 @@ def read_predictions(path: Path) -> pd.DataFrame:
     return out
 
 
-def model_record(backbone: str, image_size: tuple[int, int] | list[int], classifier: torch.nn.Module) -> dict:
-    """What ``model.pt`` holds for a trained downstream classifier (1 input channel, 1 logit):
-    the classifier's ``architecture`` attribute (a dict of plain values, see
-    :mod:`ssl_bench.models.classifiers`) when it has one, else ``backbone``, the run's timm
-    backbone, which it then is; and ``input_norm``, the input normalisation of the timm backbone
-    in it (:func:`~ssl_bench.models.backbones.input_normalisation`: ``None`` without one)."""
-    architecture = getattr(classifier, "architecture", None)
-    if architecture is not None:
-        if not (isinstance(architecture, dict) and isinstance(architecture.get("name"), str)):
-            raise ValueError(f"{type(classifier).__name__}.architecture must be a dict with a 'name', "
-                             f"got {architecture!r}")
-        architecture = dict(architecture)
-    return {
-        "format": MODEL_FORMAT,
-        "version": MODEL_VERSION,
-        "architecture": architecture,
-        "backbone": backbone if architecture is None else None,
-        "in_chans": 1,
-        "num_classes": 1,
-        "image_size": list(image_size),
-        "input_norm": input_normalisation(classifier),
-        "state_dict": {n: t.detach().cpu() for n, t in classifier.state_dict().items()},
-    }
-
-
-def load_model_record(path: Path) -> dict:
-    """Read and check a ``model.pt`` (tensors and plain values only: no code is run); a file of
-    version 0 or 1 gets ``architecture = None`` (a timm backbone), one of version 0 to 2
-    ``input_norm = None`` (no input normalisation)."""
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never here
-        raise UserError(f"not a ssl-bench model file: {path} (refused: it holds objects other than "
-                        f"tensors and plain values, which could run code when loaded)") from None
-    except Exception as exc:
-        raise UserError(f"not a ssl-bench model file: {path} ({' '.join(str(exc).split())[:200]})") from None
-    if not isinstance(record, dict) or record.get("format", MODEL_FORMAT) != MODEL_FORMAT:
-        raise UserError(f"not a ssl-bench model file: {path}")
-    version = record.get("version", 0)
-    if not isinstance(version, int) or version > MODEL_VERSION:
-        raise UserError(f"{path} is a model file of version {version!r}; this ssl-bench reads up to "
-                        f"version {MODEL_VERSION} (upgrade ssl-bench)")
-    keys = MODEL_KEYS_V3 if version >= 3 else MODEL_KEYS_V2 if version >= 2 else MODEL_KEYS
-    missing = [k for k in keys if k not in record]
-    if missing:
-        raise UserError(f"not a ssl-bench model file: {path} (missing {', '.join(missing)})")
-    if version < 2:
-        record["architecture"] = None
-    if version < 3:
-        record["input_norm"] = None
-    if record["input_norm"] is not None:
-        try:
-            record["input_norm"] = check_input_norm(record["input_norm"])
-        except ValueError as exc:
-            raise UserError(f"not a ssl-bench model file: {path} ({exc})") from None
-    architecture = record["architecture"]
-    if architecture is None and not isinstance(record["backbone"], str):
-        raise UserError(f"not a ssl-bench model file: {path} (names neither a backbone nor an architecture)")
-    if architecture is not None and not (isinstance(architecture, dict) and isinstance(architecture.get("name"), str)):
-        raise UserError(f"not a ssl-bench model file: {path} (architecture must be a dict with a name, "
-                        f"found {architecture!r})")
-    return record
-
-
-def _no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps: torch reports a full disk as a RuntimeError of its
-    zip writer) is the device running out of space."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(exc) or "file write failed" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def comparable_config(config: dict) -> dict:
     """The settings of a config dict that decide a run's results."""
     out = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
@@ -284,46 +182,6 @@ def config_key(cfg: Config) -> str:
     """A digest of the settings of ``cfg`` that decide a run's results (:func:`comparable_config`)."""
     as_saved = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # tuples become lists, as on disk
     return hashlib.sha256(json.dumps(comparable_config(as_saved), sort_keys=True).encode()).hexdigest()
-
-
-class FoldCheckpointFile:
-    """Fold ``k``'s training checkpoint, ``folds/.<k>.checkpoint.pt`` (the store of
-    :class:`ssl_bench.training.checkpoint.FoldCheckpoints`): a dict of ``format``, ``version``,
-    ``key`` (:func:`config_key`), ``fold``, ``device`` (the device type that trained it: a
-    checkpoint of another type is not used, as its precision and optimiser settings differ) and the
-    training ``state``, tensors and plain values only."""
-
-    def __init__(self, path: Path, fold: int, key: str, device_type: str):
-        self.path, self.fold, self.key, self.device_type = path, fold, key, device_type
-        self.label = f"fold {fold} (checkpoint {path})"
-
-    def _stamp(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": self.key, "fold": self.fold,
-                "device": self.device_type}
-
-    def load(self) -> dict | None:
-        """The saved state, or None without a checkpoint of this fold and configuration (one of
-        another configuration, or one that cannot be read, is never used: the fold starts over)."""
-        if not self.path.is_file():
-            return None
-        try:
-            record = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # unreadable (not ours, another torch): training from the start is safe
-            return None
-        if not isinstance(record, dict) or any(record.get(k) != v for k, v in self._stamp().items()):
-            return None
-        return record.get("state")
-
-    def save(self, state: dict) -> None:
-        """Replace the checkpoint atomically (a kill while saving leaves the previous one)."""
-        record = {**self._stamp(), "state": state}
-        try:
-            atomic_write(self.path, lambda fh: torch.save(record, fh))
-        except Exception as exc:
-            if _no_space(exc):
-                raise UserError(f"no space left on the device while saving {self.label}; free space and "
-                                f"rerun the same command (it resumes from the previous checkpoint)") from None
-            raise
 
 
 class RunDir:
@@ -412,17 +270,15 @@ class RunDir:
     def checkpoint_path(self, k: int) -> Path:
         return self.path / "folds" / f".{k}.checkpoint.pt"
 
-    def fold_checkpoint(self, k: int, cfg: Config, device_type: str) -> FoldCheckpointFile:
-        """Fold ``k``'s training checkpoint for configuration ``cfg`` trained on ``device_type``."""
-        return FoldCheckpointFile(self.checkpoint_path(k), k, config_key(cfg), device_type)
-
     def model_path(self, k: int) -> Path:
         return self.fold_dir(k) / MODEL_FILE
 
-    def write_fold(self, k: int, metrics: dict, predictions: pd.DataFrame, model: dict,
+    def write_fold(self, k: int, metrics: dict, predictions: pd.DataFrame, model: bytes,
                    history: pd.DataFrame | None = None) -> None:
         """Write a fold's files (and its training history) into a temporary folder, then rename
-        it into place."""
+        it into place. ``model`` is the content of ``model.pt``
+        (:func:`ssl_bench.experiment.model_file.model_bytes`): the run directory places it
+        without knowing its format, which keeps torch out of reading a run."""
         final = self.fold_dir(k)
         if self.fold_done(k):  # never rewrite a completed fold
             self.checkpoint_path(k).unlink(missing_ok=True)
@@ -433,12 +289,12 @@ class RunDir:
             tmp.mkdir(parents=True)
             (tmp / "metrics.json").write_text(to_json(metrics))
             predictions.to_csv(tmp / "predictions.csv", index=False)
-            torch.save(model, tmp / MODEL_FILE)
+            (tmp / MODEL_FILE).write_bytes(model)
             if history is not None:
                 history.to_csv(tmp / HISTORY_FILE, index=False)
         except BaseException as exc:  # a half-written fold never stays behind (Ctrl-C included)
             shutil.rmtree(tmp, ignore_errors=True)
-            if _no_space(exc):
+            if out_of_space(exc):
                 kept = ", ".join(str(j) for j in self.present_folds() if self.fold_done(j)) or "none"
                 raise UserError(f"no space left on the device while writing fold {k} into {self.path}; "
                                 f"nothing of fold {k} was kept, completed folds ({kept}) are intact: free "
@@ -467,9 +323,6 @@ class RunDir:
         """Fold ``k``'s ``history.csv``, or None for runs written before it was recorded."""
         path = self.fold_dir(k) / HISTORY_FILE
         return pd.read_csv(path) if path.is_file() else None
-
-    def read_model(self, k: int) -> dict:
-        return load_model_record(self.model_path(k))
 
     def folds_with_model(self) -> list[int]:
         return [k for k in self.present_folds() if self.model_path(k).is_file()]

@@ -78,7 +78,7 @@ def build_classifier(backbone: str | None, architecture: dict[str, Any] | None =
 
 def classifier_from_record(record: dict[str, Any]) -> nn.Module:
     """A fresh classifier of the structure a ``model.pt`` record describes
-    (:func:`ssl_bench.experiment.rundir.load_model_record`: ``backbone``, ``architecture``,
+    (:func:`ssl_bench.experiment.model_file.load_model_record`: ``backbone``, ``architecture``,
     ``in_chans``, ``num_classes``, ``image_size``, ``input_norm``), ready for
     ``load_state_dict(record["state_dict"])``; fields a record of an older version lacks take their
     old meaning (no architecture: a timm backbone; no ``input_norm``: none)."""

@@ -12,7 +12,7 @@ from .. import components
 from ..components import NEEDS
 from ..config import build_config
 from ..errors import UserError
-from ..experiment.rundir import model_record
+from ..experiment.model_file import model_record
 from ..models.classifiers import classifier_from_record
 from ..registry import PRETEXTS, TRANSFERS
 from ..training.context import FitContext

@@ -20,7 +20,8 @@ optimisers in the same order, the loop skips the stages the checkpoint had finis
 reaching the checkpoint's stage, overwrites everything built so far with the saved state (so what
 ``fit`` drew from the random generators before that point does not matter) and runs the remaining
 epochs. Where the file lives and whether it belongs to this run's configuration is the run
-directory's business (:class:`CheckpointStore`, implemented by :mod:`ssl_bench.experiment.rundir`).
+directory's business (:class:`CheckpointStore`: the file is named by :mod:`ssl_bench.experiment.rundir`,
+its format is :mod:`ssl_bench.experiment.fold_checkpoint`'s).
 """
 from __future__ import annotations
 

@@ -1,0 +1,71 @@
+"""The fold checkpoint file format, ``folds/.<k>.checkpoint.pt``: the one module that writes and
+reads it. Kept apart from the run directory (:mod:`ssl_bench.experiment.rundir`, which names the
+file and removes it once the fold is complete) because it needs torch: reading a finished run for
+a report does not.
+
+The file is fold ``k``'s training state every few epochs (``train.checkpoint_every``, the store of
+:class:`ssl_bench.training.checkpoint.FoldCheckpoints`), so that a killed run resumes the fold where
+it stopped with the same results. It is written atomically, stamped with a digest of the settings
+that decide the results (:func:`~ssl_bench.experiment.rundir.config_key`: a checkpoint of another
+configuration is never used), the fold and the device type, and read with
+``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+from ..errors import UserError
+from ..fileio import atomic_write, out_of_space
+from .rundir import RunDir, config_key
+
+CHECKPOINT_FORMAT = "ssl-bench-checkpoint"
+# version 2: backbones built on pretrained weights normalise their input (a NormalisedInput stem,
+# other state_dict keys); a version-1 checkpoint is not used, its fold starts over
+CHECKPOINT_VERSION = 2
+
+
+class FoldCheckpointFile:
+    """Fold ``k``'s training checkpoint: a dict of ``format``, ``version``, ``key``
+    (:func:`~ssl_bench.experiment.rundir.config_key`), ``fold``, ``device`` (the device type that
+    trained it: a checkpoint of another type is not used, as its precision and optimiser settings
+    differ) and the training ``state``, tensors and plain values only."""
+
+    def __init__(self, path: Path, fold: int, key: str, device_type: str):
+        self.path, self.fold, self.key, self.device_type = path, fold, key, device_type
+        self.label = f"fold {fold} (checkpoint {path})"
+
+    def _stamp(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": self.key, "fold": self.fold,
+                "device": self.device_type}
+
+    def load(self) -> dict | None:
+        """The saved state, or None without a checkpoint of this fold and configuration (one of
+        another configuration, or one that cannot be read, is never used: the fold starts over)."""
+        if not self.path.is_file():
+            return None
+        try:
+            record = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # unreadable (not ours, another torch): training from the start is safe
+            return None
+        if not isinstance(record, dict) or any(record.get(k) != v for k, v in self._stamp().items()):
+            return None
+        return record.get("state")
+
+    def save(self, state: dict) -> None:
+        """Replace the checkpoint atomically (a kill while saving leaves the previous one)."""
+        record = {**self._stamp(), "state": state}
+        try:
+            atomic_write(self.path, lambda fh: torch.save(record, fh))
+        except Exception as exc:
+            if out_of_space(exc):
+                raise UserError(f"no space left on the device while saving {self.label}; free space and "
+                                f"rerun the same command (it resumes from the previous checkpoint)") from None
+            raise
+
+
+def fold_checkpoint(rundir: RunDir, k: int, cfg: Config, device_type: str) -> FoldCheckpointFile:
+    """Fold ``k``'s training checkpoint in ``rundir`` for configuration ``cfg`` trained on ``device_type``."""
+    return FoldCheckpointFile(rundir.checkpoint_path(k), k, config_key(cfg), device_type)
