@@ -1,5 +1,6 @@
 """End to end through the CLI: a smoke TSBN run writes the whole run-directory contract, and
 user errors end with one clear line and a non-zero exit."""
+import io
 import json
 import subprocess
 import sys
@@ -162,3 +163,19 @@ def test_output_to_a_file_is_not_cut_at_80_columns():
     assert result.exit_code == 0
     longest = max((summary(PRETEXTS.get(n)) for n in PRETEXTS.names()), key=len)
     assert len(longest) > 80 and longest in result.output  # on one line, whole
+
+
+def test_the_run_table_shows_the_operating_threshold_as_a_probability():
+    """A fold's operating threshold is the score from which predict calls an image malignant: a
+    probability (0.777), not a percentage (77.74) like the metrics beside it."""
+    from rich.console import Console
+
+    from ssl_bench.cli.run_cmd import metrics_table
+    from ssl_bench.experiment.metrics import METRICS
+
+    fold = {**{m: 0.5 for m in METRICS}, "op_threshold": 0.7774, "op_sensitivity": 0.7, "op_specificity": 0.81}
+    console = Console(width=300, record=True, file=io.StringIO())
+    console.print(metrics_table("t", {0: fold}, None))
+    row = next(line for line in console.export_text().splitlines() if line.strip().startswith("│ 0"))
+    cells = [c.strip() for c in row.strip().split("│")[1:-1]]  # fold, metrics, op thr, op sens, op spec, flag
+    assert cells[-4:-1] == ["0.777", "70.00", "81.00"]

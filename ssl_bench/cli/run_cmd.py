@@ -130,6 +130,16 @@ def _percent(value) -> str:
     return "-" if value is None or value != value else f"{100 * value:.2f}"
 
 
+def _probability(value) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
+def _cell(metric: str, value) -> str:
+    """A metric's cell: the operating threshold is a probability (the score it calls malignant
+    from, as ``predict`` uses it), every other metric a percentage."""
+    return _probability(value) if metric == "op_threshold" else _percent(value)
+
+
 def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | None) -> Table:
     """Per-fold metrics (percent) at the paper's threshold 0.5 and at each fold's operating point
     (chosen on its training predictions), mean ± std, pooled metrics and degenerate folds."""
@@ -144,14 +154,14 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
     table.add_column("flag")
     for k, metrics in sorted(fold_metrics.items()):
         table.add_row(str(k), *(_percent(metrics[m]) for m in METRICS),
-                      *(_percent(metrics.get(m)) for m in OP_COLUMNS),
+                      *(_cell(m, metrics.get(m)) for m in OP_COLUMNS),
                       "degenerate" if metrics.get("degenerate") else "")
     if summary:
         mean, std = summary["mean"], summary["std"]
         table.add_row(
             "mean ± std",
             *(f"{_percent(mean[m])} ± {_percent(std[m])}" for m in METRICS),
-            *(f"{_percent(mean.get(m))} ± {_percent(std.get(m))}" if m in mean else "" for m in OP_COLUMNS),
+            *(f"{_cell(m, mean.get(m))} ± {_cell(m, std.get(m))}" if m in mean else "" for m in OP_COLUMNS),
             "",
             style="bold",
         )
@@ -160,8 +170,8 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
         if pooled:
             lines[0] += (f" · AUPRC {pooled['auprc']:.4f} · at the operating points: sensitivity "
                          f"{pooled['op_sensitivity']:.3f}, specificity {pooled['op_specificity']:.3f}")
-        lines.append("values in percent; threshold metrics at 0.5 as in TSBN; op = each fold's operating "
-                     "point, chosen on its training predictions (Youden)")
+        lines.append("values in percent but op thr, a probability; threshold metrics at 0.5 as in TSBN; "
+                     "op = each fold's operating point, chosen on its training predictions (Youden)")
         for k, reason in (summary.get("degenerate_folds") or {}).items():
             lines.append(f"fold {k} is degenerate: {reason}")
         table.caption = "\n".join(lines)
