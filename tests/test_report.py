@@ -396,3 +396,21 @@ def test_one_run_says_one_method_and_names_no_baseline_it_was_not_asked_for(tmp_
     two = make_bench(tmp_path / "two", {"ResNet": 1.0, "SimCLR": 1.2})
     both = CliRunner().invoke(main, ["report", *map(str, two), "--format", "md"])
     assert "2 methods ·" in both.stdout and "compare each method with the baseline ResNet" in both.stdout
+
+
+def test_a_run_without_a_completed_fold_is_left_out_with_a_note(tmp_path, bench):
+    """A run still training its first fold (a bench writing beside the runs reported) is skipped
+    with one note; alone, or with no other run, it is still the one-line error."""
+    unfinished = tmp_path / "Unfinished"
+    shutil.copytree(bench[0], unfinished)
+    shutil.rmtree(unfinished / "folds")
+    rep = build_report([*bench, unfinished])
+    assert len(rep.table) == len(bench)
+    assert any(n.startswith("Skipped 1 run(s) without a completed fold yet") and str(unfinished) in n
+               for n in rep.notes)
+    with pytest.raises(UserError, match="no completed fold"):
+        build_report([unfinished])
+    other = tmp_path / "Other"
+    shutil.copytree(unfinished, other)
+    with pytest.raises(UserError, match="has a completed fold yet"):
+        build_report([unfinished, other])

@@ -34,7 +34,7 @@ from ..experiment.metrics import AGGREGATES, METRICS, POOLED_METRICS, summarize
 from ..experiment.operating_point import degenerate_reason
 from .label_efficiency import efficiency_table
 from .pooled import pooled_with_intervals
-from .runs import RunResult, check_comparable, find_runs, load_run
+from .runs import NoCompletedFold, RunResult, check_comparable, find_runs, load_run
 from .significance import compare_all
 
 __all__ = [
@@ -206,7 +206,18 @@ def build_report(
     key = {"pooled_auc": "oof_auc", "oof": "oof_auc"}.get(sort_by.lower(), sort_by.lower())
     if key not in SORT_KEYS:
         raise UserError(f"cannot sort by '{sort_by}'; choose one of {', '.join(SORT_KEYS)}")
-    runs = [load_run(d, allow_edited) for d in dirs]
+    runs, unfinished = [], []
+    for d in dirs:
+        try:
+            runs.append(load_run(d, allow_edited))
+        except NoCompletedFold as exc:  # still training (a bench beside it, say): left out, said
+            if len(dirs) == 1:
+                raise
+            unfinished.append(str(exc.path))
+    if not runs:
+        raise UserError(f"no run among {', '.join(map(str, dirs))} has a completed fold yet")
+    if unfinished:
+        skipped = skipped + [f"Skipped {len(unfinished)} run(s) without a completed fold yet: {', '.join(unfinished)}."]
     notes = skipped + [f"Not comparable, reported anyway (--allow-mixed): {issue}."
              for issue in check_comparable(runs, allow_mixed)]
     _unique_names(runs, notes)

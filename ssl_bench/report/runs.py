@@ -70,6 +70,15 @@ def _method_name(path: Path, config: dict, summary: dict) -> str:
     return path.name
 
 
+class NoCompletedFold(UserError):
+    """A run directory without one completed fold: a run still training its first fold, or one
+    stopped before it (a report of several runs leaves it out with a note)."""
+
+    def __init__(self, path: Path, message: str):
+        super().__init__(message)
+        self.path = path
+
+
 def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
     """Load one run directory. Missing folds make it partial; a broken directory is a UserError,
     and so are results edited after the run (a ``metrics.json`` that disagrees with its
@@ -113,8 +122,8 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
                         f"report it anyway (numbers are recomputed from predictions.csv)")
     warnings += edited
     if not frames:
-        raise UserError(
-            f"{p}: no completed fold (expected folds/<k>/metrics.json and folds/<k>/predictions.csv"
+        raise NoCompletedFold(
+            p, f"{p}: no completed fold (expected folds/<k>/metrics.json and folds/<k>/predictions.csv"
             f" for k = 0..{max(n_folds, 1) - 1})"
         )
     predictions = pd.concat(frames, ignore_index=True)
