@@ -179,3 +179,15 @@ def test_the_run_table_shows_the_operating_threshold_as_a_probability():
     row = next(line for line in console.export_text().splitlines() if line.strip().startswith("│ 0"))
     cells = [c.strip() for c in row.strip().split("│")[1:-1]]  # fold, metrics, op thr, op sens, op spec, flag
     assert cells[-4:-1] == ["0.777", "70.00", "81.00"]
+
+
+def test_run_prints_the_pooled_auc_with_its_clustered_interval(smoke_run):
+    """Beside the pooled AUC, its 95% interval with patients as clusters, as the leaderboard gives
+    it (Obuchowski 1997), from the run's own predictions."""
+    from ssl_bench.report.stats import clustered_auc_confidence_interval
+
+    run, output = smoke_run
+    pred = pd.concat([pd.read_csv(f) for f in sorted((run / "folds").glob("*/predictions.csv"))])
+    auc, lo, hi = clustered_auc_confidence_interval(pred["label"].to_numpy(), pred["score"].to_numpy(),
+                                                    pred["patient_id"].astype(str).to_numpy())
+    assert f"pooled out-of-fold AUC {auc:.4f} [{lo:.3f}, {hi:.3f}] (95% CI, patients as clusters)" in " ".join(output.split())

@@ -140,9 +140,11 @@ def _cell(metric: str, value) -> str:
     return _probability(value) if metric == "op_threshold" else _percent(value)
 
 
-def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | None) -> Table:
+def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | None,
+                  auc_interval: tuple[float, float] | None = None) -> Table:
     """Per-fold metrics (percent) at the paper's threshold 0.5 and at each fold's operating point
-    (chosen on its training predictions), mean ± std, pooled metrics and degenerate folds."""
+    (chosen on its training predictions), mean ± std, pooled metrics and degenerate folds;
+    ``auc_interval``: the pooled AUC's 95% confidence interval, printed beside it."""
     from ..experiment.metrics import METRICS  # scikit-learn loads only when a run has results
 
     table = Table(title=title)
@@ -167,6 +169,8 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
         )
         pooled = summary.get("pooled") or {}
         lines = [f"pooled out-of-fold AUC {summary['oof_auc']:.4f}"]
+        if auc_interval is not None:
+            lines[0] += f" [{auc_interval[0]:.3f}, {auc_interval[1]:.3f}] (95% CI, patients as clusters)"
         if pooled:
             lines[0] += (f" · AUPRC {pooled['auprc']:.4f} · at the operating points: sensitivity "
                          f"{pooled['op_sensitivity']:.3f}, specificity {pooled['op_specificity']:.3f}")
@@ -226,5 +230,24 @@ def run_one(cfg, profile, file_values, quiet) -> None:
     prepared, summary = run_experiment(cfg, show_progress=not quiet)
     done = prepared.rundir.completed_folds(cfg.data.folds)
     fold_metrics = {k: prepared.rundir.read_metrics(k) for k in done}
-    out_console.print(metrics_table(display_name(cfg), fold_metrics, summary))
+    out_console.print(metrics_table(display_name(cfg), fold_metrics, summary,
+                                    pooled_auc_interval(prepared.rundir, done) if summary else None))
     out_console.print(f"run directory: {prepared.rundir.path}", highlight=False)
+
+
+def pooled_auc_interval(rundir, folds) -> tuple[float, float] | None:
+    """The 95% confidence interval of the pooled out-of-fold AUC, patients as clusters (Obuchowski
+    1997, as the leaderboard gives it); None where it is undefined (a class held by fewer than
+    two patients)."""
+    import pandas as pd  # loaded after a run only: run --help stays fast
+
+    from ..report.stats import clustered_auc_confidence_interval
+
+    predictions = pd.concat([rundir.read_predictions(k) for k in folds], ignore_index=True)
+    try:
+        _, lo, hi = clustered_auc_confidence_interval(predictions["label"].to_numpy(dtype=int),
+                                                      predictions["score"].to_numpy(dtype=float),
+                                                      predictions["patient_id"].astype(str).to_numpy())
+    except ValueError:
+        return None
+    return lo, hi
