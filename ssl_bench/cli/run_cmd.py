@@ -241,13 +241,9 @@ def pooled_auc_interval(rundir, folds) -> tuple[float, float] | None:
     two patients)."""
     import pandas as pd  # loaded after a run only: run --help stays fast
 
-    from ..report.stats import clustered_auc_confidence_interval
+    from ..report.pooled import clustered_auc_interval
 
     predictions = pd.concat([rundir.read_predictions(k) for k in folds], ignore_index=True)
-    try:
-        _, lo, hi = clustered_auc_confidence_interval(predictions["label"].to_numpy(dtype=int),
-                                                      predictions["score"].to_numpy(dtype=float),
-                                                      predictions["patient_id"].astype(str).to_numpy())
-    except ValueError:
-        return None
-    return lo, hi
+    lo, hi = clustered_auc_interval(predictions["label"].to_numpy(dtype=int), predictions["score"].to_numpy(dtype=float),
+                                    predictions["patient_id"].astype(str).to_numpy())
+    return None if lo != lo else (lo, hi)

@@ -132,7 +132,7 @@ def run_fold(
         pretext_pool=pool,
         checkpoint_store=checkpoint_store,
         sink=sink,
-        patients=loaded.samples["patient_id"].astype(str).to_numpy()[train_mask],
+        patients=np.asarray(loaded.groups)[train_mask],
     )
     ctx.progress.explain_losses(getattr(transfer, "losses", {}))
     classifier = transfer.fit(ctx)

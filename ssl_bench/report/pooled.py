@@ -25,7 +25,10 @@ from .stats import clustered_auc_confidence_interval
 CLUSTERED_AUCS = ("auc", "breast_auc", "patient_auc")
 
 
-def _auc_interval(y: np.ndarray, s: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
+def clustered_auc_interval(y: np.ndarray, s: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
+    """The 95% interval of the AUC of scores ``s`` for labels ``y``, ``clusters`` (patients) as the
+    unit (Obuchowski 1997, logit); ``(nan, nan)`` where it is undefined (one class, or a class held
+    by fewer than two patients)."""
     try:
         _, lo, hi = clustered_auc_confidence_interval(y, s, clusters)
     except ValueError:  # one class, or a class held by fewer than two patients
@@ -60,7 +63,7 @@ def pooled_with_intervals(predictions: pd.DataFrame, thresholds: dict[int, float
     for name, value in point.items():
         lo = hi = math.nan
         if name in CLUSTERED_AUCS and name in levels and not math.isnan(value):
-            lo, hi = _auc_interval(*levels[name])
+            lo, hi = clustered_auc_interval(*levels[name])
         elif name in intervals and not math.isnan(value):
             lo, hi = intervals[name]
         out.update({name: value, f"{name}_lo": lo, f"{name}_hi": hi})

@@ -29,10 +29,15 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> 
     return x.clamp_min(0).pow(gamma[:, None, None, None])
 
 
+def smallest_batch(workers: int = 1) -> int:
+    """A (global) batch is dropped below this size: every one of ``workers`` needs 2 images (BatchNorm)."""
+    return 2 * workers
+
+
 def steps_per_epoch(n_images: int, batch_size: int, workers: int = 1) -> int:
     """Optimiser steps in one epoch of ``n_images`` in (global) batches of ``batch_size`` shared by
-    ``workers``: a last batch that cannot give every worker 2 images (BatchNorm) is dropped."""
-    return n_images // batch_size + (1 if n_images % batch_size >= 2 * workers else 0)
+    ``workers``: a last batch under :func:`smallest_batch` is dropped."""
+    return n_images // batch_size + (1 if n_images % batch_size >= smallest_batch(workers) else 0)
 
 
 def cut_to_share(value: Any, batch: int, rank: int, workers: int) -> Any:
@@ -93,8 +98,8 @@ class FoldBatches:
 
     @property
     def smallest_batch(self) -> int:
-        """A batch is dropped below this size: every worker needs 2 images (BatchNorm)."""
-        return 2 * self.share[1]
+        """A batch is dropped below this size (:func:`smallest_batch` of the workers)."""
+        return smallest_batch(self.share[1])
 
     @property
     def n_images(self) -> int:

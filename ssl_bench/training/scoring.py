@@ -12,6 +12,12 @@ from .device import autocast
 
 
 @torch.no_grad()
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` float32 probabilities of malignancy from a classifier's logits (any shape ``(B, ...)``
+    of one logit per image): what every score of a fold is."""
+    return torch.sigmoid(logits.float().reshape(-1))
+
+
 def predict_scores(
     model: nn.Module,
     images: torch.Tensor,
@@ -29,6 +35,6 @@ def predict_scores(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp_dtype):
             logits = model(x)
-        out.append(torch.sigmoid(logits.float().reshape(-1)))
+        out.append(probabilities(logits))
     model.train(was_training)
     return torch.cat(out).cpu().numpy().astype(np.float64) if out else np.zeros(0)

@@ -29,6 +29,7 @@ from ..errors import DataError
 from ..models.frozen_probe import FrozenBackboneClassifier, KnnProbeClassifier, LinearProbeClassifier
 from ..registry import TRANSFERS
 from ..training.context import FitContext
+from ..training.scoring import probabilities
 from .base import TransferStrategy
 from .finetune import pretrained_backbone
 from .logistic import check_logistic_options, class_weight_for, fit_scaled_logistic
@@ -109,4 +110,4 @@ class KnnProbe(FrozenTransfer):
         is scored); with itself among its neighbours every image would get at least 1/k of its own
         label, and the fold's operating point would be chosen on optimistic scores."""
         probability = classifier.probability(frozen_features(classifier, ctx), leave_one_out=True)
-        return torch.sigmoid(classifier.logits(probability).float()).reshape(-1).cpu().numpy().astype(np.float64)
+        return probabilities(classifier.logits(probability)).cpu().numpy().astype(np.float64)
