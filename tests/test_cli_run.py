@@ -142,6 +142,23 @@ def test_list_shows_components():
     assert "gsim" in result.output and "built-in" in result.output
 
 
+def test_list_datasets_verbose_points_to_the_data_guide():
+    """Issue 28, item 1: the verbose dataset listing names the guide to laying out one's own data,
+    a file that exists; other listings do not."""
+    from pathlib import Path
+
+    from ssl_bench.cli.list_cmd import DATASETS_GUIDE
+
+    line = "How to lay out your own data: docs/datasets.md"
+    assert DATASETS_GUIDE == line
+    assert (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").is_file()
+    result = CliRunner().invoke(main, ["list", "datasets", "--verbose"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert line in result.output
+    result = CliRunner().invoke(main, ["list", "pretexts", "--verbose"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and line not in result.output
+
+
 def test_run_help_gives_each_profiles_defaults():
     """Issue 15, case 10: the help said "the profile's" without saying what that is."""
     from ssl_bench.config import PROFILES

@@ -3,8 +3,9 @@
 ``--verbose`` adds each component's options (``params.<name>.<option>``) with their defaults, the
 pretext kind / the pretext kinds a transfer accepts, a network's receptive field where the network
 declares one (``receptive_field_for()``, called with no arguments: the side in pixels for its
-default options), and the status of every plugin. A plugin that
-could not be loaded is reported as one ``warning:`` line on stderr (:func:`show_toolkit_warnings`).
+default options), the guide to laying out one's own data under the datasets (:data:`DATASETS_GUIDE`),
+and the status of every plugin. A plugin that could not be loaded is reported as one ``warning:``
+line on stderr (:func:`show_toolkit_warnings`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from ..registry import REGISTRIES, listing, plugin_status
 
 
 KINDS = tuple(REGISTRIES) + ("backbones",)
+#: printed under the datasets by ``--verbose``
+DATASETS_GUIDE = "How to lay out your own data: docs/datasets.md"
 
 
 @contextlib.contextmanager
@@ -118,6 +121,8 @@ def list_components(kind, pattern, verbose):
                     row.append(Text(_options_text(k, obj)))
                 table.add_row(*row)
             console.print(table)
+            if verbose and k == "datasets":
+                console.print(DATASETS_GUIDE, highlight=False, markup=False, soft_wrap=True)
         if verbose and not kind:
             for line in _plugin_lines():
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
