@@ -5,6 +5,7 @@ import json
 
 import click
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from ..console import make_console
@@ -19,13 +20,16 @@ from ..console import make_console
 def predict(run_dir, images, fmt, out, device):
     """Score IMAGE files (DICOM, PNG, TIFF): mean probability of malignancy over the run's fold
     models, the call at the run's operating point (threshold chosen on the training folds), and
-    each fold's probability."""
+    each fold's probability. Files are always scored, with a warning line when the run is partial,
+    was trained with the smoke profile or is degenerate in every fold, and for each file that does
+    not look like one mammogram view (e.g. several views side by side)."""
     from ..experiment.inference import predict_files
     from ..training.device import resolve_device
 
     err = make_console(stderr=True)
     table = predict_files(run_dir, list(images), resolve_device(device),
-                          on_partial=lambda text: err.print(f"[yellow]warning:[/] {text}", highlight=False))
+                          on_warning=lambda text: err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False,
+                                                            soft_wrap=True))
     if fmt == "table" and out is None:
         view = Table(title=f"malignancy probability ({run_dir})")
         for col in table.columns:

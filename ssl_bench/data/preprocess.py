@@ -108,8 +108,10 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
-def breast_mask(img: np.ndarray) -> tuple[np.ndarray, int]:
-    """Boolean mask of the breast on a thumbnail, and the thumbnail's stride."""
+def tissue_mask(img: np.ndarray) -> tuple[np.ndarray, int]:
+    """Boolean mask of everything above the background on a thumbnail (Otsu, then an opening
+    that detaches thin film-edge strips and text), and the thumbnail's stride: the breast and
+    whatever else is as bright, before :func:`breast_mask` keeps the largest region."""
     stride = max(1, int(np.ceil(max(img.shape) / _THUMB)))
     thumb = img[::stride, ::stride]
     mask = thumb > otsu_threshold(thumb)
@@ -118,6 +120,13 @@ def breast_mask(img: np.ndarray) -> tuple[np.ndarray, int]:
     opened = ndimage.binary_opening(mask, structure=disk)
     if opened.any():
         mask = opened
+    return mask, stride
+
+
+def breast_mask(img: np.ndarray) -> tuple[np.ndarray, int]:
+    """Boolean mask of the breast on a thumbnail, and the thumbnail's stride: the largest region
+    of :func:`tissue_mask`, its holes filled."""
+    mask, stride = tissue_mask(img)
     labels, count = ndimage.label(mask)
     if count == 0:
         return mask, stride

@@ -1,7 +1,14 @@
 """Scoring new images with a finished run: every fold's classifier (``model.pt``, loaded with
 ``weights_only=True``), the run's own preprocessing, the mean probability over folds, and the
 call at the run's operating point (the mean of the folds' thresholds, each chosen on that fold's
-training predictions)."""
+training predictions).
+
+Guardrails: the files are always scored, but one warning line each (``on_warning``) says when the
+scores deserve no trust: a partial run (folds without a model), a run trained with the ``smoke``
+profile (a smoke test, not a model), a run whose every scoring fold is degenerate on its
+held-out images (:func:`~ssl_bench.experiment.operating_point.degenerate_reason`: constant
+scores, or nearly all on one side of 0.5), and an input that does not look like one mammogram
+view (:func:`~ssl_bench.data.image_checks.not_one_view`: e.g. several views side by side)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data.preprocess import preprocess_file
+from ..data.image_checks import not_one_view
+from ..data.preprocess import load_image, preprocess_image, stored_side
 from ..errors import DataError, UserError
 from ..models.classifiers import classifier_from_record
 from ..training.scoring import predict_scores
 from .model_file import load_model_record
+from .operating_point import degenerate_reason
 from .rundir import RunDir
 
 
@@ -39,23 +48,40 @@ def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.n
 
 
 def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
-                  on_partial: Callable[[str], None] | None = None) -> pd.DataFrame:
+                  on_warning: Callable[[str], None] | None = None) -> pd.DataFrame:
     """One row per file: ``file``, ``p_malignant`` (probability of malignancy, mean over folds),
     ``threshold`` (the run's operating point), ``malignant`` (``p_malignant >= threshold``), and
-    ``fold_<k>`` (fold k's probability) per fold."""
+    ``fold_<k>`` (fold k's probability) per fold. ``on_warning`` gets one line per guardrail that
+    fires (see the module docstring); the files are scored all the same."""
+    warn = on_warning or (lambda text: None)
     config, models = load_fold_models(run_dir)
+    rundir = RunDir.open(run_dir)
     size = tuple(config["data"]["image_size"])
     n_folds = int((config.get("data") or {}).get("folds") or len(models))
-    if len(models) < n_folds and on_partial is not None:
-        on_partial(f"{run_dir} is partial: {len(models)} of {n_folds} folds have a trained model "
-                   f"(folds {', '.join(str(k) for k, _ in models)}); probabilities average those")
+    if len(models) < n_folds:
+        warn(f"{run_dir} is partial: {len(models)} of {n_folds} folds have a trained model "
+             f"(folds {', '.join(str(k) for k, _ in models)}); probabilities average those")
+    if config.get("profile") == "smoke":
+        warn(f"{run_dir} was trained with the smoke profile (a few epochs on tiny images, to test "
+             f"the toolkit): its scores are a smoke test, not a model")
+    degenerate = degenerate_folds(rundir, [k for k, _ in models])
+    if degenerate and all(degenerate.values()):
+        warn(f"{run_dir} is degenerate: every fold's held-out scores were constant or nearly all on one "
+             f"side of 0.5 ({'; '.join(f'fold {k}: {why}' for k, why in degenerate.items())}), so these "
+             f"probabilities and calls say little about malignancy")
     images, problems = [], []
     for f in files:
         try:
-            images.append(preprocess_file(f, size))
+            img, info = load_image(f)
+            images.append(preprocess_image(img, size, stored_side(info)))
         except (DataError, OSError, ValueError) as exc:
             reason = str(exc)
             problems.append(f"  - {reason if reason.startswith(str(f)) else f'{f}: {reason}'}")
+            continue
+        doubt = not_one_view(img)
+        if doubt:
+            warn(f"{f} does not look like one mammogram view ({doubt}); it is scored as one, "
+                 f"but its score may mean nothing")
     if problems:
         raise DataError("cannot read these images:\n" + "\n".join(problems))
     batch = torch.from_numpy(np.stack(images).astype(np.float32)).unsqueeze(1)
@@ -64,7 +90,7 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
     for k, model in models:
         per_fold[f"fold_{k}"] = predict_scores(model.to(device), batch, device)
     table["p_malignant"] = np.mean(list(per_fold.values()), axis=0)
-    table["threshold"] = operating_threshold_of(RunDir.open(run_dir), [k for k, _ in models])
+    table["threshold"] = operating_threshold_of(rundir, [k for k, _ in models])
     table["malignant"] = table["p_malignant"] >= table["threshold"]
     return pd.concat([table, pd.DataFrame(per_fold)], axis=1)
 
@@ -78,3 +104,17 @@ def operating_threshold_of(rundir: RunDir, folds: list[int]) -> float:
         value = metrics.get("op_threshold", 0.5)
         values.append(0.5 if value is None or value != value else float(value))
     return float(np.mean(values))
+
+
+def degenerate_folds(rundir: RunDir, folds: list[int]) -> dict[int, str]:
+    """For each of ``folds`` whose results exist, why its held-out scores are degenerate (``""``:
+    they are not): the ``degenerate`` of its ``metrics.json``, or, for runs written before it was
+    recorded, :func:`~ssl_bench.experiment.operating_point.degenerate_reason` of its
+    ``predictions.csv``. Folds without results (a model only) are left out."""
+    out = {}
+    for k in folds:
+        if not rundir.fold_done(k):
+            continue
+        why = rundir.read_metrics(k).get("degenerate")
+        out[k] = why if isinstance(why, str) else degenerate_reason(rundir.read_predictions(k)["score"])
+    return out
