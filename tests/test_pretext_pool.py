@@ -16,6 +16,7 @@ from ssl_bench.cli import main
 from ssl_bench.config import build_config
 from ssl_bench.data import synthetic_mammo
 from ssl_bench.data.folder import ImageFolder
+from ssl_bench.data.synthetic import SyntheticPool
 from ssl_bench.data.loading import load_evaluation_data
 from ssl_bench.data.pool import pool_keep_mask
 from ssl_bench.data.preprocess import preprocess_file
@@ -72,6 +73,28 @@ def test_pool_is_the_evaluation_dataset_minus_the_held_out_fold(tmp_path):
         np.testing.assert_array_equal(images[:, 0].numpy(), loaded.images[train])
         keys.add(pool.key)
     assert len(keys) == 3  # each fold its own pool, hence its own pretext stage
+
+
+def test_synthetic_pool_is_unlabelled_disjoint_and_shared_by_every_fold(tmp_path):
+    """``--pretext-data synthetic_pool``: phantom images drawn like the evaluation set's from
+    another seed, under their own patients, without labels; no fold excludes any of them, so
+    every fold pretrains on the same pool (one stage, cached once)."""
+    cfg = build_config("smoke", flags={"device": "cpu", "pretext": "simclr", "transfer": "knn",
+                                       "data.folds": 3, "pretext_data.dataset": "synthetic_pool",
+                                       "params.synthetic_pool": {"n_patients": 10, "n_benign": 16, "n_malignant": 6},
+                                       "out": str(tmp_path)})
+    loaded = load_evaluation_data(cfg)
+    fold_of = compute_folds(cfg, loaded)
+    pretext = PRETEXTS.create("simclr")
+    pools = [fold_pretext_pool(cfg, pretext, loaded, fold_of, k, torch.device("cpu"), None) for k in range(3)]
+    assert len({pool.key for pool in pools}) == 1
+    images, labels = pools[0].load()
+    assert pools[0].info["n_images"] == 22 and pools[0].info["n_excluded"] == 0
+    assert (labels.numpy() == -1).all()
+    pool = SyntheticPool(image_size=(64, 32), cache_dir=str(tmp_path), n_patients=10, n_benign=16, n_malignant=6).load()
+    assert not set(pool.samples["patient_id"]) & set(loaded.samples["patient_id"])
+    # drawn as the evaluation set is drawn, not a copy of it: same size and value range, other pixels
+    assert images.shape[1:] == (1, 64, 32) and not np.array_equal(images[:, 0].numpy()[:20], loaded.images[:20])
 
 
 def test_stage_key_follows_what_the_stage_depends_on(tmp_path):

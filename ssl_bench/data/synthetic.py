@@ -18,6 +18,7 @@ from ..registry import DATASETS
 from . import synthetic_mammo
 from .base import SAMPLE_COLUMNS, LoadedDataset, MammoDataset
 from .cache import sharded_images, shard_folder
+from .folder import UNLABELLED
 
 CACHE_VERSION = 2
 
@@ -32,14 +33,18 @@ class SyntheticMammography(MammoDataset):
         n_benign: int = 287,
         n_malignant: int = 100,
         seed: int = 0,
+        difficulty: str | float = "standard",
         **settings,
     ):
+        """``difficulty``: lesion contrast, ``"easy"``, ``"standard"``, ``"hard"`` or a factor
+        (:data:`ssl_bench.data.synthetic_mammo.DIFFICULTY`, with the supervised AUC measured at each)."""
         super().__init__(**settings)
         self.generation = {
             "n_patients": int(n_patients),
             "n_benign": int(n_benign),
             "n_malignant": int(n_malignant),
             "seed": int(seed),
+            "difficulty": difficulty if isinstance(difficulty, str) else float(difficulty),
         }
 
     def _identity(self) -> str:
@@ -53,13 +58,16 @@ class SyntheticMammography(MammoDataset):
         h, w = self.image_size
         return self.cache_dir / "synthetic" / f"synthetic-{h}x{w}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
 
+    def _planned(self):
+        """The sample table (``path`` empty: generated images have no file) and its renderer."""
+        table, render = synthetic_mammo.generate_lazily(image_size=self.image_size, **self.generation)
+        return table.assign(path=""), render
+
     def scan(self):
-        table, _ = synthetic_mammo.generate_lazily(image_size=self.image_size, **self.generation)
-        return table.assign(path=""), []
+        return self._planned()[0], []
 
     def load(self) -> LoadedDataset:
-        table, render = synthetic_mammo.generate_lazily(image_size=self.image_size, **self.generation)
-        table = table.assign(path="")  # generated images have no file
+        table, render = self._planned()
         identity = self._identity()
         keys = [hashlib.sha1(f"{identity}|{i}".encode()).hexdigest() for i in range(len(table))]
 
@@ -75,3 +83,26 @@ class SyntheticMammography(MammoDataset):
             make_console(stderr=True).print(f"cache: the synthetic set was rebuilt in the sharded cache; removed {legacy}",
                                             soft_wrap=True, highlight=False, markup=False)
         return LoadedDataset(self.name, table[list(SAMPLE_COLUMNS)].reset_index(drop=True), images)
+
+
+@DATASETS.register("synthetic_pool")
+class SyntheticPool(SyntheticMammography):
+    """Unlabelled built-in synthetic mammograms for the pretext stage (``--pretext-data
+    synthetic_pool``): 2,100 images of 700 patients drawn as ``synthetic`` draws its cohort, from
+    another seed; patients ``U000``... (disjoint from the evaluation set's ``P000``...), labels
+    withheld (-1), so it is a pool for label-free pretext tasks, never an evaluation set."""
+
+    labelled = False
+
+    def __init__(self, n_patients: int = 700, n_benign: int = 1550, n_malignant: int = 550, seed: int = 1,
+                 difficulty: str | float = "standard", **settings):
+        super().__init__(n_patients, n_benign, n_malignant, seed, difficulty, **settings)
+
+    def _identity(self) -> str:
+        return json.dumps({"pool": True, **json.loads(super()._identity())}, sort_keys=True)
+
+    def _planned(self):
+        table, render = super()._planned()
+        unlabelled = table.assign(patient_id="U" + table["patient_id"].str[1:], image_id="U" + table["image_id"].str[1:],
+                                  label=UNLABELLED)
+        return unlabelled, render
