@@ -26,6 +26,7 @@ import fnmatch
 import functools
 import importlib
 import inspect
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -318,3 +319,35 @@ def first_paragraph(doc: str | None) -> str:
     """A docstring's first paragraph on one line (``doc`` cleaned as :func:`inspect.cleandoc`)."""
     doc = inspect.cleandoc(doc) if doc else ""
     return " ".join(doc.split("\n\n")[0].split())
+
+
+def args_section(doc: str | None) -> dict[str, str]:
+    """Argument name -> description, each on one line, from the ``Args:`` (or ``Arguments:``)
+    section of a Google-style docstring (``doc`` cleaned as :func:`inspect.cleandoc`); empty when
+    there is no such section.
+
+    An entry is a ``name: text`` line (``name (type): text`` and ``a, b: text`` too) indented under
+    the section's heading; lines indented deeper than the entries continue the entry above them,
+    and the section ends at the first non-blank line indented no deeper than its heading.
+    """
+    lines = [(len(line) - len(line.lstrip()), line.strip())
+             for line in inspect.cleandoc(doc or "").splitlines()]
+    heading = next((i for i, (_, text) in enumerate(lines) if text in ("Args:", "Arguments:")), None)
+    out: dict[str, str] = {}
+    if heading is None:
+        return out
+    names: list[str] = []
+    entry_indent = None
+    for indent, text in lines[heading + 1:]:
+        if not text:
+            continue
+        if indent <= lines[heading][0]:
+            break
+        entry_indent = indent if entry_indent is None else entry_indent
+        entry = re.fullmatch(r"(\*{0,2}\w+(?:\s*,\s*\w+)*)\s*(?:\([^)]*\))?\s*:(.*)", text)
+        if indent <= entry_indent and entry:
+            names = [name.strip().lstrip("*") for name in entry.group(1).split(",")]
+            out.update({name: entry.group(2).strip() for name in names})
+        else:
+            out.update({name: f"{out[name]} {text}".strip() for name in names})
+    return out

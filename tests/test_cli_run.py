@@ -159,6 +159,89 @@ def test_list_datasets_verbose_points_to_the_data_guide():
     assert result.exit_code == 0 and line not in result.output
 
 
+def test_args_section_reads_google_style_entries():
+    """Issue 28, item 4: the parser behind ``list --verbose``'s option descriptions: an entry's
+    continuation lines join it on one line, the section ends at the next heading, and a docstring
+    without an ``Args:`` section (or no docstring) gives nothing."""
+    from ssl_bench.registry import args_section
+
+    doc = """Summary line.
+
+    Args:
+        alpha: weight of the
+            collaborative loss.
+        size (int): side in pixels.
+
+        n_benign, n_malignant: class counts.
+        gamma:
+            described on the next line only.
+
+    Returns:
+        beta: not an argument.
+    """
+    assert args_section(doc) == {
+        "alpha": "weight of the collaborative loss.",
+        "size": "side in pixels.",
+        "n_benign": "class counts.",
+        "n_malignant": "class counts.",
+        "gamma": "described on the next line only.",
+    }
+    assert args_section("Summary line.\n\n    ``alpha`` is the weight.\n") == {}
+    assert args_section(None) == {} and args_section("") == {}
+    assert args_section("Summary.\n\nArgs:\n    x: the x.") == {"x": "the x."}  # a one-line opening
+
+
+def test_list_verbose_describes_each_option_from_the_docstring():
+    """Issue 28, item 4: ``list --verbose`` shows each option's description from the component's
+    ``Args:`` section beside its default, on one line, and nothing where none is documented."""
+    from ssl_bench.cli.list_cmd import _options_text
+    from ssl_bench.pretext.simclr import SimCLR
+    from ssl_bench.registry import args_section
+
+    result = CliRunner().invoke(main, ["list", "pretexts", "--verbose", "--filter", "simclr"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    described = args_section(SimCLR.__doc__)
+    assert "(min, max)" in described["crop_scale"] and "\n" not in described["crop_scale"]  # a continuation
+    for option, default in (("temperature", 0.5), ("crop_scale", 0.4), ("memory_bank_size", 0)):
+        assert f"{option} = {default!r} — {described[option]}" in result.output
+
+    class Partly:
+        """A component documenting one of its two options.
+
+        Args:
+            a: the documented one,
+                on two lines.
+        """
+
+        def __init__(self, a: int = 1, b: int = 2):
+            """Builds it.
+
+            Args:
+                b:
+            """
+
+    assert _options_text("pretexts", Partly).plain.splitlines() == ["a = 1 — the documented one, on two lines.", "b = 2"]
+
+
+def test_builtin_components_describe_their_options():
+    """Issue 28, item 4: every option a user sets on a built-in pretext, transfer, network or
+    dataset (the synthetic ones aside) is described in its ``Args:`` section."""
+    from ssl_bench.cli.list_cmd import option_descriptions
+    from ssl_bench.components import user_options
+    from ssl_bench.registry import REGISTRIES
+
+    missing = []
+    for kind in ("pretexts", "transfers", "networks", "datasets"):
+        registry = REGISTRIES[kind]
+        for name in registry.names():
+            if registry.entry(name).origin != "built-in" or name.startswith("synthetic"):
+                continue
+            obj = registry.get(name)
+            described = option_descriptions(obj)
+            missing += [f"{kind}/{name}.{o}" for o in user_options(kind, obj) if not described.get(o)]
+    assert not missing, missing
+
+
 def test_run_help_gives_each_profiles_defaults():
     """Issue 15, case 10: the help said "the profile's" without saying what that is."""
     from ssl_bench.config import PROFILES

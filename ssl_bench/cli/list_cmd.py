@@ -1,6 +1,7 @@
 """``ssl-bench list``: the registered components (and timm backbones), with their origin.
 
-``--verbose`` adds each component's options (``params.<name>.<option>``) with their defaults, the
+``--verbose`` adds each component's options (``params.<name>.<option>``) with their defaults and
+the description its docstring's ``Args:`` section gives each (:func:`option_descriptions`), the
 pretext kind / the pretext kinds a transfer accepts, a network's receptive field where the network
 declares one (``receptive_field_for()``, called with no arguments: the side in pixels for its
 default options), the guide to laying out one's own data under the datasets (:data:`DATASETS_GUIDE`),
@@ -10,6 +11,7 @@ line on stderr (:func:`show_toolkit_warnings`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from typing import Iterator
 
@@ -22,7 +24,7 @@ from rich.text import Text
 from ..components import user_options
 from ..console import make_console
 from ..errors import ToolkitWarning
-from ..registry import REGISTRIES, listing, plugin_status
+from ..registry import REGISTRIES, args_section, listing, plugin_status
 
 
 KINDS = tuple(REGISTRIES) + ("backbones",)
@@ -51,9 +53,25 @@ def show_toolkit_warnings(console: Console | None = None) -> Iterator[None]:
         yield
 
 
-def _options_text(kind: str, obj) -> str:
+def option_descriptions(obj) -> dict[str, str]:
+    """Option -> its description from the ``Args:`` section of the component's own docstrings:
+    the class's and its ``__init__``'s (which wins), or a factory's (:func:`args_section`)."""
+    docs = [obj.__doc__] + ([obj.__init__.__doc__] if inspect.isclass(obj) else [])
+    return {k: v for doc in docs if isinstance(doc, str) for k, v in args_section(doc).items() if v}
+
+
+def _options_text(kind: str, obj) -> Text:
+    """One line per option, ``option = default``, then `` — description`` where one is documented."""
     opts = user_options(kind, obj)
-    return "\n".join(f"{o} = {v!r}" for o, v in opts.items()) or "-"
+    if not opts:
+        return Text("-")
+    described = option_descriptions(obj)
+    text = Text()
+    for i, (option, default) in enumerate(opts.items()):
+        text.append(("\n" if i else "") + f"{option} = {default!r}")
+        if described.get(option):
+            text.append(f" — {described[option]}", style="dim")
+    return text
 
 
 def _receptive_field_text(obj) -> str:
@@ -89,7 +107,8 @@ def _plugin_lines() -> list[str]:
 @click.command("list")
 @click.argument("kind", required=False, type=click.Choice(KINDS))
 @click.option("--filter", "pattern", default="*", help="Wildcard on names, e.g. '*restor*'.")
-@click.option("--verbose", "-v", is_flag=True, help="Show each component's options and defaults.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show each component's options, their defaults and (from its docstring) what they do.")
 def list_components(kind, pattern, verbose):
     """List pretexts, transfers, networks, datasets, executors or timm backbones."""
     console = make_console()
@@ -107,7 +126,7 @@ def list_components(kind, pattern, verbose):
             table.add_column("origin")
             table.add_column("description")
             if verbose:
-                table.add_column("option = default")
+                table.add_column("option = default — description")
                 table.caption = "set an option with --set params.<name>.<option>=VALUE"
                 table.caption_justify = "left"
             for listed in listing(k, pattern):  # names and summaries: no component is imported
@@ -118,7 +137,7 @@ def list_components(kind, pattern, verbose):
                     extra = _interface_text(k, obj)
                     if extra:
                         description.append("\n" + extra, style="dim")
-                    row.append(Text(_options_text(k, obj)))
+                    row.append(_options_text(k, obj))
                 table.add_row(*row)
             console.print(table)
             if verbose and k == "datasets":

@@ -47,7 +47,11 @@ FULL_FOLDER = re.compile(r"^(?P<kind>Mass|Calc)-(?P<split>Training|Test)_P_\d+_(
 
 @DATASETS.register("cbis_ddsm")
 class CBISDDSM(MammoDataset):
-    """CBIS-DDSM scanned-film mammograms (TCIA download + case-description CSVs)."""
+    """CBIS-DDSM scanned-film mammograms (TCIA download + case-description CSVs).
+
+    Args:
+        split: "all", "train" or "test": which official split's case-description CSVs are read.
+    """
 
     def __init__(
         self,

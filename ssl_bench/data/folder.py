@@ -49,7 +49,12 @@ def image_files(root: Path) -> list[Path]:
 
 @DATASETS.register("folder")
 class ImageFolder(MammoDataset):
-    """Every PNG/JPEG/TIFF/DICOM under a folder, no labels: a pool for the pretext stage."""
+    """Every PNG/JPEG/TIFF/DICOM under a folder, no labels: a pool for the pretext stage.
+
+    Args:
+        patient: "parent": a file's folder is its patient (a file in the root is its own); "stem":
+            every file is its own patient.
+    """
 
     labelled = False
 

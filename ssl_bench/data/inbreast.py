@@ -44,7 +44,11 @@ def _integer_text(value: str) -> str:
 
 @DATASETS.register("inbreast")
 class INbreast(MammoDataset):
-    """INbreast full-field digital mammograms (release layout: AllDICOMs/ + INbreast.csv)."""
+    """INbreast full-field digital mammograms (release layout: AllDICOMs/ + INbreast.csv).
+
+    Args:
+        birads3: "exclude" leaves BI-RADS 3 images out; "benign" labels them benign.
+    """
 
     def __init__(
         self,

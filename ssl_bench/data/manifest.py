@@ -26,7 +26,11 @@ LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "0.0": 0, "1.0": 1}
 
 @DATASETS.register("manifest")
 class Manifest(MammoDataset):
-    """Images listed in a CSV (path,label[,patient_id][,laterality][,view]); DICOM, PNG or TIFF."""
+    """Images listed in a CSV (path,label[,patient_id][,laterality][,view]); DICOM, PNG or TIFF.
+
+    Args:
+        csv: the CSV listing the images, relative to --data-root or absolute.
+    """
 
     def __init__(
         self,

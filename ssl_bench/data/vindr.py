@@ -49,7 +49,14 @@ def parse_birads_set(value: Any, option: str) -> frozenset[int]:
 
 @DATASETS.register("vindr_mammo")
 class VinDrMammo(MammoDataset):
-    """VinDr-Mammo full-field digital mammograms (breast-level_annotations.csv + images/)."""
+    """VinDr-Mammo full-field digital mammograms (breast-level_annotations.csv + images/).
+
+    Args:
+        split: "all" rows, or only those whose split column is "training" or "test".
+        benign_birads: BI-RADS categories labelled benign, e.g. "1,2".
+        malignant_birads: BI-RADS categories labelled malignant; images of any other category
+            are left out.
+    """
 
     def __init__(
         self,

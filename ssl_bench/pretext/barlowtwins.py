@@ -69,7 +69,20 @@ class WholeBatchBarlowTwinsLoss(BarlowTwinsLoss):
 
 @PRETEXTS.register("barlowtwins")
 class BarlowTwins(PretextTask):
-    """Barlow Twins (Zbontar et al. 2021): cross-correlation of two views' embeddings to the identity (lightly)."""
+    """Barlow Twins (Zbontar et al. 2021): cross-correlation of two views' embeddings to the identity (lightly).
+
+    Args:
+        lambda_param: weight of the off-diagonal (redundancy) terms of the cross-correlation loss.
+        hidden_dim: hidden width of the 3-layer projector.
+        out_dim: width of the embeddings (the cross-correlation matrix is out_dim x out_dim).
+        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
+            image; a (min, max) pair is accepted too).
+        blur_prob: probability of a Gaussian blur of each view.
+        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
+            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
+        noise_std: largest standard deviation of each view's additive Gaussian noise.
+        vflip_prob: probability of a vertical flip of each view (never horizontal).
+    """
 
     kind = "embedding"
 

@@ -55,7 +55,21 @@ class ProjectThenPredict(nn.Module):
 
 @PRETEXTS.register("byol")
 class BYOL(PretextTask):
-    """BYOL (Grill et al. 2020): predict a momentum teacher's projection of the other view (lightly)."""
+    """BYOL (Grill et al. 2020): predict a momentum teacher's projection of the other view (lightly).
+
+    Args:
+        momentum: the teacher's momentum at the start of the stage; it rises to 1 on a cosine
+            schedule over the stage's steps.
+        hidden_dim: hidden width of the projector and of the predictor.
+        out_dim: width of the projections and predictions.
+        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
+            image; a (min, max) pair is accepted too).
+        blur_prob: probability of a Gaussian blur of each view.
+        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
+            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
+        noise_std: largest standard deviation of each view's additive Gaussian noise.
+        vflip_prob: probability of a vertical flip of each view (never horizontal).
+    """
 
     kind = "embedding"
     uses_teacher = True

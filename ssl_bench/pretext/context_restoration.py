@@ -149,7 +149,13 @@ def patch_size(height: int, width: int, patch_frac: float, min_patch: int = 2) -
 
 @PRETEXTS.register("context_restoration")
 class ContextRestoration(PretextTask):
-    """Context restoration (Chen et al. 2019): restore an image whose patches were swapped; MSE."""
+    """Context restoration (Chen et al. 2019): restore an image whose patches were swapped; MSE.
+
+    Args:
+        swaps: pairs of patches swapped in each image.
+        patch_frac: a patch's side as a fraction of the image's shorter side, in (0, 0.5].
+        min_patch: smallest patch side in pixels.
+    """
 
     kind = "image"
 

@@ -62,7 +62,29 @@ class InPlaceCenterDINOLoss(DINOLoss):
 
 @PRETEXTS.register("dino")
 class DINO(PretextTask):
-    """DINO (Caron et al. 2021): a student matches a momentum teacher across multi-crop views (lightly)."""
+    """DINO (Caron et al. 2021): a student matches a momentum teacher across multi-crop views (lightly).
+
+    Args:
+        local_crops: local views per image besides the two global ones (0: two-view DINO).
+        local_scale: smallest area fraction of a local view's crop (local crops cover
+            local_scale..crop_scale; below crop_scale).
+        local_size: a local view's height and width as a fraction of the image's.
+        momentum: the teacher's momentum at the start of the stage; it rises to 1 on a cosine
+            schedule over the stage's steps.
+        teacher_temp: softmax temperature of the teacher's (centred, sharpened) outputs.
+        student_temp: softmax temperature of the student's outputs.
+        center_momentum: momentum of the moving average that centres the teacher's outputs.
+        hidden_dim: hidden width of the DINO head's MLP.
+        bottleneck_dim: width of the head's L2-normalised bottleneck.
+        out_dim: number of prototypes (the head's output width).
+        crop_scale: smallest area fraction of a global view's crop (global crops cover
+            crop_scale..1 of the image).
+        blur_prob: probability of a Gaussian blur of each view.
+        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
+            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
+        noise_std: largest standard deviation of each view's additive Gaussian noise.
+        vflip_prob: probability of a vertical flip of each view (never horizontal).
+    """
 
     kind = "embedding"
     uses_teacher = True

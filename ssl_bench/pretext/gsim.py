@@ -24,7 +24,12 @@ def gsim_target(images: torch.Tensor, labels: torch.Tensor, d: float) -> torch.T
 
 @PRETEXTS.register("gsim")
 class GrayScaleMapping(PretextTask):
-    """GSIM (TSBN eq. 1): restore a class-dependent gray-scale shift of the image; MSE loss."""
+    """GSIM (TSBN eq. 1): restore a class-dependent gray-scale shift of the image; MSE loss.
+
+    Args:
+        d: the shift between the classes: benign images are darkened by d/2, malignant ones
+            brightened by d/2; in (0, 1].
+    """
 
     kind = "image"
     uses_labels = True

@@ -194,7 +194,16 @@ class MaskedAutoencoderHead(nn.Module):
 
 @PRETEXTS.register("mae")
 class MAE(PretextTask):
-    """MAE (He et al. 2022): a ViT encoder sees 25% of the patches, a small decoder predicts the rest (lightly)."""
+    """MAE (He et al. 2022): a ViT encoder sees 25% of the patches, a small decoder predicts the rest (lightly).
+
+    Args:
+        mask_ratio: fraction of each image's patches hidden from the encoder, in (0, 1).
+        decoder_dim: width of the decoder (a multiple of 4 and of decoder_heads).
+        decoder_depth: transformer blocks of the decoder.
+        decoder_heads: attention heads of the decoder.
+        norm_pix_loss: normalise each hidden patch's true pixels by their own mean and variance
+            before the MSE.
+    """
 
     kind = "masked"
 

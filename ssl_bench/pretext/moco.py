@@ -80,7 +80,24 @@ class KeyQueue(MemoryBankModule):
 
 @PRETEXTS.register("moco")
 class MoCo(PretextTask):
-    """MoCo v2 (Chen et al. 2020): queries vs a momentum encoder's keys and a queue of negatives (lightly)."""
+    """MoCo v2 (Chen et al. 2020): queries vs a momentum encoder's keys and a queue of negatives (lightly).
+
+    Args:
+        queue_size: keys of earlier batches kept as negatives; keep it below 2 x the training
+            images (a warning says when it is not).
+        momentum: the momentum encoder's momentum at the start of the stage; it rises to 1 on a
+            cosine schedule over the stage's steps.
+        temperature: InfoNCE temperature (> 0).
+        hidden_dim: hidden width of the 2-layer projector.
+        out_dim: width of the queries and keys.
+        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
+            image; a (min, max) pair is accepted too).
+        blur_prob: probability of a Gaussian blur of each view.
+        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
+            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
+        noise_std: largest standard deviation of each view's additive Gaussian noise.
+        vflip_prob: probability of a vertical flip of each view (never horizontal).
+    """
 
     kind = "embedding"
     uses_teacher = True

@@ -33,7 +33,23 @@ from .views import view_options, view_pair
 
 @PRETEXTS.register("vicreg")
 class VICReg(PretextTask):
-    """VICReg (Bardes et al. 2022): invariance, variance and covariance terms on two views (lightly)."""
+    """VICReg (Bardes et al. 2022): invariance, variance and covariance terms on two views (lightly).
+
+    Args:
+        lambda_param: weight of the invariance term (mean squared distance of the two embeddings).
+        mu_param: weight of the variance term (a hinge keeping each dimension's batch standard
+            deviation above 1).
+        nu_param: weight of the covariance term (squared off-diagonal covariances).
+        hidden_dim: hidden width of the 3-layer expander.
+        out_dim: width of the embeddings.
+        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
+            image; a (min, max) pair is accepted too).
+        blur_prob: probability of a Gaussian blur of each view.
+        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
+            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
+        noise_std: largest standard deviation of each view's additive Gaussian noise.
+        vflip_prob: probability of a vertical flip of each view (never horizontal).
+    """
 
     kind = "embedding"
 

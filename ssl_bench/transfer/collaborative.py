@@ -55,7 +55,13 @@ def collaborative_loss(p: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 @TRANSFERS.register("collab")
 class CollaborativeTransfer(TransferStrategy):
-    """TSBN collaborative transfer: pretext network + downstream backbone joined by L_CT (eq. 2-4)."""
+    """TSBN collaborative transfer: pretext network + downstream backbone joined by L_CT (eq. 2-4).
+
+    Args:
+        alpha: weight of the collaborative loss in L_D = alpha * L_CT + L_BCE.
+        proj_dim: width of the shared space that branches P and D project into.
+        hidden_dim: hidden width of branches P and D (2-layer MLPs).
+    """
 
     accepts = ("image",)
     needs = ("pretext_network",)

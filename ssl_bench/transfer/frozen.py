@@ -66,7 +66,14 @@ class FrozenTransfer(TransferStrategy):
 
 @TRANSFERS.register("linear")
 class LinearProbe(FrozenTransfer):
-    """Linear probe: logistic regression on the frozen backbone's pooled features after the pretext stage."""
+    """Linear probe: logistic regression on the frozen backbone's pooled features after the pretext stage.
+
+    Args:
+        C: inverse strength of the logistic regression's L2 penalty (> 0).
+        class_weight: "pos_weight" (malignant images weighted by train.pos_weight), "balanced" or
+            "none".
+        max_iter: most iterations of the lbfgs solver.
+    """
 
     def __init__(self, C: float = 1.0, class_weight: str = "pos_weight", max_iter: int = 1000):
         check_logistic_options(C, class_weight, max_iter)
@@ -89,7 +96,11 @@ class LinearProbe(FrozenTransfer):
 
 @TRANSFERS.register("knn")
 class KnnProbe(FrozenTransfer):
-    """k-nearest neighbours (cosine) on the frozen backbone's L2-normalised pooled features after the pretext stage."""
+    """k-nearest neighbours (cosine) on the frozen backbone's L2-normalised pooled features after the pretext stage.
+
+    Args:
+        k: neighbours (cosine similarity) whose share of malignant images is the score.
+    """
 
     def __init__(self, k: int = 20):
         if int(k) != k or k < 1:

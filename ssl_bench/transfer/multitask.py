@@ -23,7 +23,11 @@ def multitask_loss(bce: torch.Tensor, pretext_loss: torch.Tensor, weight: float)
 
 @TRANSFERS.register("multitask")
 class MultiTask(TransferStrategy):
-    """Hard sharing: one backbone, pretext head + classifier head, losses summed each step."""
+    """Hard sharing: one backbone, pretext head + classifier head, losses summed each step.
+
+    Args:
+        weight: lambda in the loss L_BCE + lambda * L_pretext.
+    """
 
     accepts = ("image", "embedding")
 

@@ -75,7 +75,20 @@ def image_features(classifier: NonSpatialTreesClassifier, images) -> np.ndarray:
 
 @TRANSFERS.register("nonspatial")
 class NonSpatial(TransferStrategy):
-    """Non-spatial control: gradient-boosted trees on position-free features (intensities, components, edges)."""
+    """Non-spatial control: gradient-boosted trees on position-free features (intensities, components, edges).
+
+    Args:
+        threshold: pixels at or below it are background for the features, in [0, 1).
+        class_weight: image weights: "pos_weight" (malignant images weighted by train.pos_weight),
+            "balanced" (inverse class frequency) or "none".
+        max_iter: boosting iterations (one tree each).
+        learning_rate: boosting learning rate (shrinkage of each tree).
+        max_leaf_nodes: most leaves of a tree.
+        min_samples_leaf: fewest training images in a leaf.
+        l2_regularization: L2 penalty on the leaf values.
+        score_folds: the training images' scores, which set the operating point, are out of fold
+            over this many parts (>= 2); 0: the trees' own scores.
+    """
 
     accepts = ("none",)
 
