@@ -74,7 +74,9 @@ def data() -> None:
 @click.option("--bits-stored", type=click.Choice(["14", "16"]), default="14", show_default=True,
               help="DICOM BitsStored.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Generator option, e.g. --set params.synthetic.n_patients=20")
+              help="Generator option, repeatable. Every patient has 2-4 images, so n_benign + "
+                   "n_malignant must lie between 2 and 4 x n_patients; e.g. --set params.synthetic.n_patients=20 "
+                   "--set params.synthetic.n_benign=40 --set params.synthetic.n_malignant=14")
 def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> None:
     """Write the synthetic cohort as PNG files or as an INbreast-style DICOM tree."""
     from ..data import synthetic_mammo
