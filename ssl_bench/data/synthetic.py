@@ -36,8 +36,15 @@ class SyntheticMammography(MammoDataset):
         difficulty: str | float = "standard",
         **settings,
     ):
-        """``difficulty``: lesion contrast, ``"easy"``, ``"standard"``, ``"hard"`` or a factor
-        (:data:`ssl_bench.data.synthetic_mammo.DIFFICULTY`, with the supervised AUC measured at each)."""
+        """
+        Args:
+            n_patients: patients of the cohort; each has 2-4 images.
+            n_benign: benign images.
+            n_malignant: malignant images.
+            seed: every image is a function of it.
+            difficulty: lesion contrast, easy, standard, hard or a factor on every lesion's contrast
+                (the quick profile's supervised AUC at each is in the generator's docstring).
+        """
         super().__init__(**settings)
         self.generation = {
             "n_patients": int(n_patients),
@@ -97,6 +104,8 @@ class SyntheticPool(SyntheticMammography):
     def __init__(self, n_patients: int = 700, n_benign: int = 1550, n_malignant: int = 550, seed: int = 1,
                  difficulty: str | float = "standard", **settings):
         super().__init__(n_patients, n_benign, n_malignant, seed, difficulty, **settings)
+
+    __init__.__doc__ = SyntheticMammography.__init__.__doc__  # the same options, other defaults
 
     def _identity(self) -> str:
         return json.dumps({"pool": True, **json.loads(super()._identity())}, sort_keys=True)
