@@ -45,13 +45,13 @@ def test_each_curve_is_tested_against_the_baseline_at_its_fraction(bench_out):
             assert row["auc_diff"] == pytest.approx(100 * expected, abs=1e-6)  # percent points
             test = obuchowski_compare(base["label"].to_numpy(), other["score"].to_numpy(),
                                       base["score"].to_numpy(), base["patient_id"].astype(str).to_numpy())
-            assert row["p_auc"] == pytest.approx(test.p_value)
+            assert row["p_auc"] == pytest.approx(test.p_value, abs=5e-7)  # the CSV keeps 6 decimals
             raw.append(row)
         # Holm over the two methods compared at this fraction: min(1, 2 p) for the smaller p, and
         # the larger p never below it
         small, large = sorted(raw, key=lambda r: r["p_auc"])
-        assert small["p_auc_holm"] == pytest.approx(min(1.0, 2 * small["p_auc"]))
-        assert large["p_auc_holm"] == pytest.approx(max(small["p_auc_holm"], large["p_auc"]))
+        assert small["p_auc_holm"] == pytest.approx(min(1.0, 2 * small["p_auc"]), abs=2e-6)
+        assert large["p_auc_holm"] == pytest.approx(max(small["p_auc_holm"], large["p_auc"]), abs=1e-6)
 
 
 def test_leaderboard_uses_the_files_baseline(bench_out):
