@@ -196,12 +196,14 @@ def test_list_verbose_describes_each_option_from_the_docstring():
     ``Args:`` section beside its default, on one line, and nothing where none is documented."""
     from ssl_bench.cli.list_cmd import _options_text
     from ssl_bench.pretext.simclr import SimCLR
+    from ssl_bench.pretext.views import MammoViews
     from ssl_bench.registry import args_section
 
     result = CliRunner().invoke(main, ["list", "pretexts", "--verbose", "--filter", "simclr"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
-    described = args_section(SimCLR.__doc__)
+    described = {**args_section(MammoViews.__doc__), **args_section(SimCLR.__doc__)}  # SimCLR.options_from
     assert "(min, max)" in described["crop_scale"] and "\n" not in described["crop_scale"]  # a continuation
+    assert "crop_scale" not in args_section(SimCLR.__doc__)  # documented once, in MammoViews
     for option, default in (("temperature", 0.5), ("crop_scale", 0.4), ("memory_bank_size", 0)):
         assert f"{option} = {default!r} — {described[option]}" in result.output
 

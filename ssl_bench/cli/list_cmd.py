@@ -54,9 +54,11 @@ def show_toolkit_warnings(console: Console | None = None) -> Iterator[None]:
 
 
 def option_descriptions(obj) -> dict[str, str]:
-    """Option -> its description from the ``Args:`` section of the component's own docstrings:
-    the class's and its ``__init__``'s (which wins), or a factory's (:func:`args_section`)."""
-    docs = [obj.__doc__] + ([obj.__init__.__doc__] if inspect.isclass(obj) else [])
+    """Option -> its description from the ``Args:`` sections of the classes the component declares
+    in ``options_from`` (the options it passes on), then of its own docstrings: the class's and its
+    ``__init__``'s (which wins), or a factory's (:func:`args_section`)."""
+    sources = [*getattr(obj, "options_from", ()), obj]
+    docs = [d for src in sources for d in [src.__doc__] + ([src.__init__.__doc__] if inspect.isclass(src) else [])]
     return {k: v for doc in docs if isinstance(doc, str) for k, v in args_section(doc).items() if v}
 
 

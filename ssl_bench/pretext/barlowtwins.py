@@ -35,7 +35,7 @@ from torch import nn
 
 from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
-from .views import view_options, view_pair
+from .views import MammoViews, view_options, view_pair
 
 
 def check_dims(**dims: int) -> None:
@@ -75,15 +75,9 @@ class BarlowTwins(PretextTask):
         lambda_param: weight of the off-diagonal (redundancy) terms of the cross-correlation loss.
         hidden_dim: hidden width of the 3-layer projector.
         out_dim: width of the embeddings (the cross-correlation matrix is out_dim x out_dim).
-        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
-            image; a (min, max) pair is accepted too).
-        blur_prob: probability of a Gaussian blur of each view.
-        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
-            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
-        noise_std: largest standard deviation of each view's additive Gaussian noise.
-        vflip_prob: probability of a vertical flip of each view (never horizontal).
     """
 
+    options_from = (MammoViews,)  # the view options' descriptions (list --verbose)
     kind = "embedding"
 
     def __init__(

@@ -41,6 +41,9 @@ class PretextTask(ABC):
     """Base class of registered pretext tasks."""
 
     kind: ClassVar[str] = "image"
+    #: classes whose ``Args:`` also describe this task's options (a task passing options on to
+    #: :class:`~ssl_bench.pretext.views.MammoViews`); its own docstring wins
+    options_from: ClassVar[tuple[type, ...]] = ()
     #: True when the task needs the class labels (GSIM); the runner passes them either way.
     uses_labels: ClassVar[bool] = False
 

@@ -31,7 +31,7 @@ from torch import nn
 from ..registry import PRETEXTS
 from .barlowtwins import check_dims, check_two_embeddings
 from .base import PretextBatch, PretextTask
-from .views import view_options, view_pair
+from .views import MammoViews, view_options, view_pair
 
 
 def check_momentum(momentum: float) -> float:
@@ -62,15 +62,9 @@ class BYOL(PretextTask):
             schedule over the stage's steps.
         hidden_dim: hidden width of the projector and of the predictor.
         out_dim: width of the projections and predictions.
-        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
-            image; a (min, max) pair is accepted too).
-        blur_prob: probability of a Gaussian blur of each view.
-        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
-            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
-        noise_std: largest standard deviation of each view's additive Gaussian noise.
-        vflip_prob: probability of a vertical flip of each view (never horizontal).
     """
 
+    options_from = (MammoViews,)  # the view options' descriptions (list --verbose)
     kind = "embedding"
     uses_teacher = True
 

@@ -79,13 +79,9 @@ class DINO(PretextTask):
         out_dim: number of prototypes (the head's output width).
         crop_scale: smallest area fraction of a global view's crop (global crops cover
             crop_scale..1 of the image).
-        blur_prob: probability of a Gaussian blur of each view.
-        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
-            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
-        noise_std: largest standard deviation of each view's additive Gaussian noise.
-        vflip_prob: probability of a vertical flip of each view (never horizontal).
     """
 
+    options_from = (MammoViews,)  # the view options' descriptions (list --verbose)
     kind = "embedding"
     uses_teacher = True
 

@@ -58,7 +58,7 @@ from ..registry import PRETEXTS
 from .barlowtwins import check_dims, check_two_embeddings
 from .base import PretextBatch, PretextTask
 from .byol import check_momentum
-from .views import view_options, view_pair
+from .views import MammoViews, view_options, view_pair
 
 #: the queue sizes already warned about in this process (one line per run, not one per fold)
 _WARNED_QUEUE_SIZES: set[int] = set()
@@ -90,15 +90,9 @@ class MoCo(PretextTask):
         temperature: InfoNCE temperature (> 0).
         hidden_dim: hidden width of the 2-layer projector.
         out_dim: width of the queries and keys.
-        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
-            image; a (min, max) pair is accepted too).
-        blur_prob: probability of a Gaussian blur of each view.
-        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
-            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
-        noise_std: largest standard deviation of each view's additive Gaussian noise.
-        vflip_prob: probability of a vertical flip of each view (never horizontal).
     """
 
+    options_from = (MammoViews,)  # the view options' descriptions (list --verbose)
     kind = "embedding"
     uses_teacher = True
 

@@ -53,17 +53,11 @@ class SimCLR(PretextTask):
         temperature: NT-Xent temperature (> 0).
         hidden_dim: hidden width of the projection head (Linear-BN-ReLU-Linear).
         out_dim: width of the embeddings the loss compares.
-        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
-            image; a (min, max) pair is accepted too).
-        blur_prob: probability of a Gaussian blur of each view.
-        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
-            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
-        noise_std: largest standard deviation of each view's additive Gaussian noise.
-        vflip_prob: probability of a vertical flip of each view (never horizontal).
         memory_bank_size: N > 0 scores each view against its pair and the last N banked
             embeddings instead of the batch; 0 (the paper's SimCLR): no bank.
     """
 
+    options_from = (MammoViews,)  # the view options' descriptions (list --verbose)
     kind = "embedding"
 
     def __init__(

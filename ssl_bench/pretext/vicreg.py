@@ -28,7 +28,7 @@ from torch import nn
 from ..registry import PRETEXTS
 from .barlowtwins import check_dims, check_two_embeddings
 from .base import PretextBatch, PretextTask
-from .views import view_options, view_pair
+from .views import MammoViews, view_options, view_pair
 
 
 @PRETEXTS.register("vicreg")
@@ -42,15 +42,9 @@ class VICReg(PretextTask):
         nu_param: weight of the covariance term (squared off-diagonal covariances).
         hidden_dim: hidden width of the 3-layer expander.
         out_dim: width of the embeddings.
-        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
-            image; a (min, max) pair is accepted too).
-        blur_prob: probability of a Gaussian blur of each view.
-        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
-            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
-        noise_std: largest standard deviation of each view's additive Gaussian noise.
-        vflip_prob: probability of a vertical flip of each view (never horizontal).
     """
 
+    options_from = (MammoViews,)  # the view options' descriptions (list --verbose)
     kind = "embedding"
 
     def __init__(

@@ -131,6 +131,15 @@ class MammoViews:
     ``MammoViews(...)(images)`` returns one view per image, same shape and dtype, in [0, 1]
     (height and width times ``out_scale``, rounded, when it is not 1: DINO's local crops).
     ``ratio`` is the crop's aspect-ratio range relative to the image's (log-uniform).
+
+    Args:
+        crop_scale: smallest area fraction of a view's random crop (crops cover crop_scale..1 of the
+            image; a (min, max) pair is accepted too).
+        vflip_prob: probability of a vertical flip of each view (never horizontal).
+        jitter: intensity jitter x -> gain * x**gamma, log gamma ~ U(-jitter, jitter), gain ~
+            U(1 - jitter/2, 1 + jitter/2); in [0, 1).
+        blur_prob: probability of a Gaussian blur of each view.
+        noise_std: largest standard deviation of each view's additive Gaussian noise.
     """
 
     def __init__(
