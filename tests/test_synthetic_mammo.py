@@ -206,17 +206,14 @@ def test_position_free_features_do_not_reveal_the_class(family, default_128, pos
     assert auc <= MAX_SHORTCUT_AUC, f"{family}: pooled AUC {auc:.3f}"
 
 
-def _finding_alone(breast, view, size, seed=0) -> tuple[np.ndarray, tuple[float, float], float]:
-    """One image's finding drawn without tissue or normal lines, its centre (pixels) and the
+def _finding_alone(render: sm.ImageRenderer, i: int) -> tuple[np.ndarray, tuple[float, float], float]:
+    """Image ``i``'s finding drawn without tissue or normal lines, its centre (pixels) and the
     direction of the nipple from it (radians), from the generator's own plan of that image."""
-    height, width = size
-    side = 0 if breast.laterality == "L" else 1
-    traits = sm._patient_traits(sm._rng(seed, 1, breast.patient))
-    lesion = sm._plan_lesion(breast.finding, sm._rng(seed, 2, breast.patient, side))
-    geometry = sm._view_geometry(traits, view, width / height, sm._rng(seed, 3, breast.patient, side, int(view == "MLO")))
-    layer = sm._draw_structures(size, geometry, breast.finding, lesion, view, float(height), "standard", None)
+    breast, view, _, geometry, lesion, _ = render.plan(i)
+    height = render.shape[0]
+    layer = sm._draw_structures(render.shape, geometry, breast.finding, lesion, view, float(height), "standard", None)
     y, x = sm._lesion_center(geometry, lesion, view)
-    return layer, (y * height, x * height), float(np.arctan2(geometry["cy"] - y, geometry["a"] - x))
+    return layer, (y * height, x * height), sm._nipple_direction(geometry, y, x)
 
 
 def morphology(layer: np.ndarray, centre, nipple: float) -> list[float]:
@@ -252,8 +249,7 @@ def test_lesion_morphology_reveals_the_class():
     size = (128, 64)
     table, render = sm.generate_lazily(image_size=size)
     has = (table["finding"] != "none").to_numpy()
-    features = np.array([morphology(*_finding_alone(breast, view, size))
-                         for (breast, view), keep in zip(render.images, has) if keep])
+    features = np.array([morphology(*_finding_alone(render, i)) for i in np.flatnonzero(has)])
     auc = pf.probe_auc(features, table["label"].to_numpy()[has], table["patient_id"].to_numpy()[has], seed=0)
     assert auc >= 0.9, f"pooled AUC {auc:.3f}"
 

@@ -510,6 +510,11 @@ def _breast_point(geometry: dict, depth: float, offset: float, view: str) -> tup
     return float(np.clip(y, 0.05, 0.95)), float(x)
 
 
+def _nipple_direction(geometry: dict, y: float, x: float) -> float:
+    """Direction (radians, image axes) from the point (y, x) to the nipple: where the ducts run."""
+    return float(np.arctan2(geometry["cy"] - y, geometry["a"] - x))
+
+
 def _lesion_center(geometry: dict, lesion: dict, view: str) -> tuple[float, float]:
     """Lesion centre (y, x) in image heights: same depth in both views, view-specific offset."""
     return _breast_point(geometry, lesion["depth"], lesion["offset"][view], view)
@@ -534,7 +539,7 @@ def _draw_structures(shape: tuple[int, int], geometry: dict, finding: str, lesio
         lesion_rng = _rng(lesion["seed"])
         y, x = _lesion_center(geometry, lesion, view)
         center_px = (y * scale, x * scale)
-        nipple_axis = np.arctan2(geometry["cy"] - y, geometry["a"] - x)
+        nipple_axis = _nipple_direction(geometry, y, x)
         if finding in MASS_FINDINGS:
             _draw_core(canvas, center_px, lesion, MASS_FINDINGS[finding], scale, contrast, lesion_rng)
         if finding in CONVERGING_FINDINGS:
@@ -665,7 +670,9 @@ class ImageRenderer:
         self.shape, self.seed, self.orientation, self.images = shape, seed, orientation, images
         self.difficulty = difficulty
 
-    def __call__(self, i: int) -> np.ndarray:
+    def plan(self, i: int):
+        """Image ``i``'s ``(breast, view, traits, geometry, lesion, rng)``, each drawn from its own
+        seed; ``rng`` is the view's generator, left where rendering the view picks it up."""
         breast, view = self.images[i]
         seed, (height, width) = self.seed, self.shape
         side = 0 if breast.laterality == "L" else 1
@@ -673,7 +680,11 @@ class ImageRenderer:
         lesion = _plan_lesion(breast.finding, _rng(seed, 2, breast.patient, side))
         rng = _rng(seed, 3, breast.patient, side, int(view == "MLO"))
         geometry = _view_geometry(traits, view, width / height, rng)
-        image = render_view((height, width), traits, geometry, breast.finding, lesion, view, rng, self.difficulty)
+        return breast, view, traits, geometry, lesion, rng
+
+    def __call__(self, i: int) -> np.ndarray:
+        breast, view, traits, geometry, lesion, rng = self.plan(i)
+        image = render_view(self.shape, traits, geometry, breast.finding, lesion, view, rng, self.difficulty)
         if self.orientation == "laterality" and breast.laterality == "R":
             image = image[:, ::-1]
         return image.astype(np.float16)
