@@ -7,6 +7,7 @@ each, as a model sees them (issue 23).
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import matplotlib
 
@@ -21,13 +22,9 @@ def pick(table, label: int, n: int) -> list[int]:
     """``n`` images of one class, one breast's first view per finding in turn (every finding of
     the class shown before any repeats), in the cohort's order."""
     rows = table[(table["label"] == label)].drop_duplicates(["patient_id", "laterality"])
-    chosen: list[int] = []
-    while len(chosen) < n:
-        for finding in rows["finding"].unique():
-            left = [i for i in rows.index[rows["finding"] == finding] if i not in chosen]
-            if left and len(chosen) < n:
-                chosen.append(left[0])
-    return chosen
+    by_finding = [rows.index[rows["finding"] == finding].tolist() for finding in rows["finding"].unique()]
+    in_turn = [i for tier in itertools.zip_longest(*by_finding) for i in tier if i is not None]
+    return in_turn[:n]
 
 
 def main() -> None:
