@@ -4,9 +4,11 @@ label-efficiency table tests each curve against the baseline's curve at the same
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 from ssl_bench.bench.plan import load_plan
+from ssl_bench.cli import main
 from ssl_bench.errors import ConfigError
 from ssl_bench.report.stats import obuchowski_compare
 
@@ -73,3 +75,46 @@ def test_baseline_must_be_a_method_and_anchors_at_the_largest_fraction(tmp_path)
         load_plan(path, "smoke")
 
 
+
+
+def test_a_baseline_list_falls_back_in_order_and_says_why(tmp_path):
+    """The label-efficiency bench's first baseline needs ImageNet weights: left out by --only or
+    failed offline, the next one that finished is tested against, and one line says so."""
+    path = tmp_path / "b.yaml"
+    path.write_text(BENCH.replace("baseline: Raw-kNN", "baseline: [Raw-kNN, Wide-kNN]"))
+    plan = load_plan(path, "smoke")
+    assert plan.baseline_run() == "Raw-kNN" and plan.baseline_note() is None  # the first choice ran
+    failed = lambda cfg: cfg.method != "Raw-kNN"  # noqa: E731  its jobs failed (e.g. no weights)
+    assert plan.baseline_run(finished=failed) == "Wide-kNN"
+    assert plan.baseline_note(finished=failed) == (
+        "baseline: Raw-kNN did not finish; the others are tested against Wide-kNN instead")
+    only = load_plan(path, "smoke", only=("Wide-kNN", "Raw-linear"))
+    assert only.baseline_run() == "Wide-kNN"
+    assert "Raw-kNN was left out by --only" in only.baseline_note()
+    none = load_plan(path, "smoke", only=("Raw-linear",))
+    assert none.baseline_run() is None
+    assert "no p-values" in none.baseline_note() and "--baseline METHOD" in none.baseline_note()
+
+
+def test_baseline_option_replaces_the_files_choice(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text(BENCH)
+    assert load_plan(path, "smoke", baseline="Raw-linear").baseline_run() == "Raw-linear"
+    with pytest.raises(ConfigError, match="--baseline Raw-knn: no such method.*Did you mean 'Raw-kNN'"):
+        load_plan(path, "smoke", baseline="Raw-knn")
+    path.write_text(BENCH.replace("baseline: Raw-kNN", "baseline: [Raw-kNN, ResNet]"))
+    with pytest.raises(ConfigError, match="baseline 'ResNet' is not one of its methods"):
+        load_plan(path, "smoke")
+
+
+def test_bench_says_in_one_line_which_baseline_it_tests_against(tmp_path):
+    """``--only`` without the first baseline: the bench names the fallback and the leaderboard's
+    p-values are against it (before, the baseline vanished silently and the tables had none)."""
+    path = tmp_path / "b.yaml"
+    path.write_text(BENCH.replace("baseline: Raw-kNN", "baseline: [Raw-kNN, Wide-kNN]")
+                    .replace("[0.5, 1.0]", "[1.0]"))
+    result = CliRunner().invoke(main, ["bench", str(path), "--profile", "smoke", "--folds", "2", "--quiet",
+                                       "--out", str(tmp_path / "out"), "--only", "Wide-kNN", "--only", "Raw-linear"])
+    assert result.exit_code == 0, result.output
+    assert "baseline: Raw-kNN was left out by --only; the others are tested against Wide-kNN instead" in result.output
+    assert "p AUC vs Wide-kNN" in (tmp_path / "out" / "leaderboard.md").read_text()

@@ -9,7 +9,9 @@ Format::
 
 A top-level ``baseline: <method>`` names the method the leaderboard tests the others against
 (default: ResNet, Table II's baseline); with label fractions, each curve is tested against the
-baseline's at the same fraction.
+baseline's at the same fraction. A list, ``baseline: [Supervised-ImageNet, Supervised-random]``,
+is an order of preference: the first that ran to the end is the baseline (``--only`` may leave
+one out, or its jobs may fail, e.g. without its ImageNet weights), and the bench says which.
 
 A top-level ``label_fractions: [0.1, 0.25, 0.5, 1.0]`` (or ``--label-fraction 0.1,0.25`` on the
 command line, which replaces it) runs every method at every fraction: one run directory per
@@ -40,18 +42,46 @@ from ..errors import ConfigError
 class BenchPlan:
     path: Path
     configs: list[Config]
-    baseline: str | None = None  # the bench file's ``baseline``: the method the others are tested against
+    #: the bench file's ``baseline``, in order of preference: the methods the others are tested against
+    baselines: tuple[str, ...] = ()
 
     @property
     def methods(self) -> list[str]:
         return [display_name(c) for c in self.configs]
 
-    def baseline_run(self, seed: int | None = None) -> str | None:
-        """The baseline's run as the report names it: the baseline method (of ``seed``) at its
-        largest label fraction, where its label-efficiency curve is anchored; None when the file
-        names no baseline or ``--only`` left it out."""
-        runs = [c for c in self.configs if c.method == self.baseline and (seed is None or c.seed == seed)]
+    def baseline_run(self, seed: int | None = None, finished: Callable[[Config], bool] = lambda c: True
+                     ) -> str | None:
+        """The baseline's run as the report names it: the first preferred baseline method (of
+        ``seed``) whose runs all ``finished``, at its largest label fraction, where its
+        label-efficiency curve is anchored; None when the file names no baseline or none of them
+        ran (``--only`` left them out, or their jobs failed)."""
+        runs = self._baseline_runs(seed, finished)
         return display_name(max(runs, key=lambda c: c.data.label_fraction)) if runs else None
+
+    def baseline_note(self, seed: int | None = None, finished: Callable[[Config], bool] = lambda c: True
+                      ) -> str | None:
+        """One line when the baseline is not the bench file's first choice, else None: which
+        preferred baselines did not run (left out by ``--only``) or did not finish, and what the
+        others are tested against instead, or that the leaderboard has no p-values."""
+        runs = self._baseline_runs(seed, finished)
+        chosen = runs[0].method if runs else None
+        if not self.baselines or chosen == self.baselines[0]:
+            return None
+        skipped = self.baselines[: self.baselines.index(chosen)] if chosen else self.baselines
+        ran = {c.method for c in self.configs}
+        why = "; ".join(f"{m} {'did not finish' if m in ran else 'was left out by --only'}" for m in skipped)
+        if chosen is None:
+            return (f"baseline: {why}, so the leaderboard has no p-values against a baseline "
+                    f"(name a method that ran with --baseline METHOD)")
+        return f"baseline: {why}; the others are tested against {chosen} instead"
+
+    def _baseline_runs(self, seed: int | None, finished: Callable[[Config], bool]) -> list[Config]:
+        """The runs (of ``seed``) of the first preferred baseline method that all finished."""
+        for method in self.baselines:
+            runs = [c for c in self.configs if c.method == method and (seed is None or c.seed == seed)]
+            if runs and all(finished(c) for c in runs):
+                return runs
+        return []
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -85,7 +115,10 @@ def load_plan(
     seeds: tuple[int, ...] = (),
     default_profile: Callable[[str], str] | None = None,
     fractions: tuple[float, ...] = (),
+    baseline: str | None = None,
 ) -> BenchPlan:
+    """The bench file at ``path`` resolved into one config per method (x seed x label fraction);
+    ``baseline`` (``--baseline``) replaces the file's baseline preference."""
     data = load_yaml(path)
     unknown = set(data) - {"defaults", "methods", "description", "label_fractions", "baseline"}
     if unknown:
@@ -100,9 +133,7 @@ def load_plan(
             close = difflib.get_close_matches(name, list(methods), n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise ConfigError(f"--only {name}: no such method in {path}.{hint} Methods: {', '.join(methods)}")
-    baseline = data.get("baseline")
-    if baseline is not None and baseline not in methods:
-        raise ConfigError(f"{path}: baseline '{baseline}' is not one of its methods ({', '.join(methods)})")
+    baselines = _baselines(path, data.get("baseline"), methods, baseline)
     defaults = data.get("defaults") or {}
     configs = []
     for seed in seeds or (None,):
@@ -127,4 +158,22 @@ def load_plan(
     names = [run_name(c) for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two methods would write the same run directory")
-    return BenchPlan(Path(path), configs, baseline)
+    return BenchPlan(Path(path), configs, baselines)
+
+
+def _baselines(path, value, methods: dict, override: str | None) -> tuple[str, ...]:
+    """The baseline methods in order of preference: ``--baseline`` (``override``) alone, else the
+    bench file's ``baseline`` (a method name or a list of them)."""
+    if override is not None:
+        if override not in methods:
+            close = difflib.get_close_matches(override, list(methods), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(f"--baseline {override}: no such method in {path}.{hint} Methods: {', '.join(methods)}")
+        return (override,)
+    if value is None:
+        return ()
+    names = value if isinstance(value, list) else [value]
+    for name in names:
+        if not isinstance(name, str) or name not in methods:
+            raise ConfigError(f"{path}: baseline '{name}' is not one of its methods ({', '.join(methods)})")
+    return tuple(names)

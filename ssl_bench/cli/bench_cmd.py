@@ -89,11 +89,14 @@ def build_executor(name: str, cfg, **flags):
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="Paper numbers to show beside ours (e.g. benchmarks/table2_paper.csv).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--baseline", default=None, metavar="METHOD",
+              help="The method the others are tested against (default: the bench file's 'baseline', "
+                   "the first of its list that finished; else ResNet).")
 @click.option("--label-fraction", "label_fraction", default=None, metavar="F[,F...]",
               help=LABEL_FRACTION_HELP + " Replaces the bench file's label_fractions.")
 @log_options
 def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retries, ray_address,
-          gpus_per_job, cpus_per_job, sets, reference, quiet, label_fraction, **kwargs):
+          gpus_per_job, cpus_per_job, sets, reference, quiet, baseline, label_fraction, **kwargs):
     """Run a benchmark file (e.g. benchmarks/table2.yaml): all methods x folds, then the leaderboard.
 
     Interrupted or failed jobs are finished by rerunning the same command with --resume;
@@ -111,7 +114,7 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     import_extra_modules()  # SSL_BENCH_IMPORT: extra component modules (also imported by every job)
     flags = collect_flags(kwargs)
     plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), _seeds(seeds), default_profile,
-                     parse_fractions(label_fraction))
+                     parse_fractions(label_fraction), baseline)
     first = plan.configs[0]
     runner = build_executor(executor, first, retries=retries, jobs_per_gpu=jobs_per_gpu,
                             address=ray_address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
@@ -139,10 +142,17 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
             by_seed.setdefault(r.config.seed, []).append(r.rundir.path)
     several_seeds = len({c.seed for c in plan.configs}) > 1
     reports = {}
+
+    def finished(cfg) -> bool:
+        return result.summaries.get(components.run_name(cfg)) is not None
+
     for seed, complete in by_seed.items():  # --seeds: one leaderboard per seed, in seed-<s>/
         target = out_dir / f"seed-{seed}" if several_seeds else out_dir
-        baseline = plan.baseline_run(seed) if plan.baseline else DEFAULT_BASELINE
-        reports[seed] = build_report(complete, reference=reference, baseline=baseline)
+        base_run = plan.baseline_run(seed, finished) if plan.baselines else DEFAULT_BASELINE
+        note = plan.baseline_note(seed, finished)
+        if note:
+            err_console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+        reports[seed] = build_report(complete, reference=reference, baseline=base_run)
         paths = write_leaderboard(reports[seed], target)
         print_report(reports[seed], out_console, sections=("leaderboard", "notes"))
         out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
