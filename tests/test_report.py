@@ -414,3 +414,24 @@ def test_a_run_without_a_completed_fold_is_left_out_with_a_note(tmp_path, bench)
     shutil.copytree(unfinished, other)
     with pytest.raises(UserError, match="has a completed fold yet"):
         build_report([unfinished, other])
+
+
+def test_a_bench_folder_stands_for_its_runs_with_one_note(bench, tmp_path):
+    """Issue 28, item 3: `ssl-bench report bench-runs/table2` (a bench's output folder, not a run
+    directory) reports the runs inside it and says so in one note; `ssl-bench report bench-runs`
+    (the folder of every bench's output) is one line naming a bench folder to report instead."""
+    out = tmp_path / "bench-runs" / "table2"
+    dirs = [shutil.copytree(d, out / d.name) for d in bench[:2]]
+    (out / ".pretext-cache").mkdir()  # a hidden folder beside the runs is no run
+    write_leaderboard(build_report(dirs), out)
+    rep = build_report([out])
+    assert len(rep.table) == 2
+    assert f"Reported the 2 run directories inside {out}: {dirs[0].name}, {dirs[1].name}." in rep.notes
+    md = CliRunner().invoke(main, ["report", str(out), "--format", "md"], env={"COLUMNS": "300"})
+    assert md.exit_code == 0, md.output
+    assert md.stdout.count(f"Reported the 2 run directories inside {out}") == 1
+    parent = CliRunner().invoke(main, ["report", str(out.parent)])
+    assert parent.exit_code == 2
+    assert parent.output.strip().splitlines() == [
+        f"error: {out.parent} holds the output folders of 1 bench(es), not run directories: report one "
+        f"of them, e.g. ssl-bench report {out}"]

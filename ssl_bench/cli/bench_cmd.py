@@ -19,6 +19,16 @@ from .run_cmd import (LABEL_FRACTION_HELP, PRETEXT_DATA_HELP, SPLIT_HELP, SPLITS
 out_console = make_console()
 err_console = make_console(stderr=True)
 
+#: where a bench writes by default: ``bench-runs/<bench file stem>/``, apart from ``run``'s ``runs/``
+#: (so that ``ssl-bench report runs/*`` never mixes a bench's runs with single runs)
+BENCH_OUT = "bench-runs"
+
+
+def default_out(bench_file: str | Path) -> str:
+    """The bench's output folder when ``--out`` is not given: ``bench-runs/table2`` for
+    ``benchmarks/table2.yaml``."""
+    return str(Path(BENCH_OUT) / Path(bench_file).stem)
+
 
 def _terminated(signum, frame):
     raise KeyboardInterrupt
@@ -73,7 +83,9 @@ def build_executor(name: str, cfg, **flags):
 @click.option("--pretext-data", "pretext_data__dataset", default=None, metavar="DATASET", help=PRETEXT_DATA_HELP)
 @click.option("--pretext-data-root", "pretext_data__root", default=None, help="Folder of the --pretext-data dataset.")
 @click.option("--device", default=None)
-@click.option("--out", default="runs", show_default=True)
+@click.option("--out", default=None,
+              help="Parent folder of the run directories and the leaderboard (default: "
+                   f"{BENCH_OUT}/<bench file name>, e.g. {BENCH_OUT}/table2 for benchmarks/table2.yaml).")
 @click.option("--resume", is_flag=True, help="Finish the missing jobs of an earlier, interrupted bench.")
 @click.option("--executor", default="local", show_default=True, help="local | ray (ssl-bench list executors).")
 @click.option("--jobs-per-gpu", type=int, default=None,
@@ -112,6 +124,7 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     from ..training.device import default_profile
 
     import_extra_modules()  # SSL_BENCH_IMPORT: extra component modules (also imported by every job)
+    kwargs["out"] = kwargs["out"] or default_out(bench_file)
     flags = collect_flags(kwargs)
     plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), _seeds(seeds), default_profile,
                      parse_fractions(label_fraction), baseline)

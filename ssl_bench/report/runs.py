@@ -140,23 +140,41 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
 
 
 def find_runs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
-    """Run directories among ``paths``, as a shell glob ``DIR/*`` gives them: plain files (the
-    leaderboard files that ``bench`` writes beside its runs) are skipped with a note, and a folder
-    without ``config.yaml`` that holds run directories (a bench's ``--out``) stands for them."""
-    runs, files = [], []
+    """Run directories among ``paths``, as a shell glob ``DIR/*`` gives them, and one note for
+    each thing not taken as it was given: plain files (the leaderboard files that ``bench``
+    writes beside its runs) are skipped, and a folder without ``config.yaml`` that holds run
+    directories (a bench's ``--out``) stands for them. A folder that holds only such folders
+    (``bench-runs/``, the parent of every bench's output) is an error naming them: several
+    benches are not one leaderboard."""
+    runs, files, notes = [], [], []
     for raw in paths:
         p = Path(raw)
         if p.is_file():
             files.append(p.name)
-        elif p.is_dir() and not RunDir.is_run(p) and any(RunDir.is_run(c) for c in p.iterdir()):
-            runs += sorted(c for c in p.iterdir() if RunDir.is_run(c))
+        elif p.is_dir() and not RunDir.is_run(p):
+            inside = _runs_in(p)
+            if inside:
+                runs += inside
+                what = "the run directory" if len(inside) == 1 else f"the {len(inside)} run directories"
+                notes.append(f"Reported {what} inside {p}: {', '.join(c.name for c in inside)}.")
+                continue
+            benches = [c for c in sorted(p.iterdir()) if c.is_dir() and _runs_in(c)]
+            if benches:
+                raise UserError(f"{p} holds the output folders of {len(benches)} bench(es), not run directories: "
+                                f"report one of them, e.g. ssl-bench report {benches[0]}")
+            runs.append(p)  # an error that load_run names
         else:
             runs.append(p)  # a run, or an error that load_run names
     if not runs:
         raise UserError("no run directories among " + ", ".join(map(str, paths)))
     if files:
-        return runs, [f"Skipped {len(files)} file(s) that are not run directories: {', '.join(files)}."]
-    return runs, []
+        notes.append(f"Skipped {len(files)} file(s) that are not run directories: {', '.join(files)}.")
+    return runs, notes
+
+
+def _runs_in(folder: Path) -> list[Path]:
+    """The run directories directly inside ``folder`` (hidden folders, e.g. ``.pretext-cache``, are no runs)."""
+    return sorted(c for c in folder.iterdir() if not c.name.startswith(".") and RunDir.is_run(c))
 
 
 def _close(stored: Any, recomputed: float) -> bool:
