@@ -12,10 +12,12 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 
 #: width of output that does not go to a terminal (rich would use 80 columns and cut tables)
@@ -31,6 +33,23 @@ def make_console(stderr: bool = False) -> Console:
     return console
 
 
+class TimeLeftColumn(TimeRemainingColumn):
+    """The estimated time left. rich estimates the speed from the steps of its last 30 s only, so
+    a bar whose steps come further apart (folds, a bench's jobs: minutes each) never had an
+    estimate; there this falls back to the mean time per step since the task started. Steps
+    done before it started (a resumed bench's jobs: ``add_task(..., done_before=n)``) do not
+    count."""
+
+    def render(self, task: Task) -> Text:
+        if task.time_remaining is None and task.total is not None and not task.finished and task.elapsed:
+            done = task.completed - task.fields.get("done_before", 0)
+            if done > 0:
+                minutes, seconds = divmod(int((task.total - task.completed) * task.elapsed / done), 60)
+                hours, minutes = divmod(minutes, 60)
+                return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+        return super().render(task)
+
+
 def progress_bar(
     label: str | ProgressColumn = "{task.description}",
     console: Console | None = None,
@@ -43,7 +62,8 @@ def progress_bar(
 
     ``label`` is the first column (a rich markup template or a column); ``info=True`` adds the
     ``{task.fields[info]}`` column, so every task must then be added with ``info=...``;
-    ``eta_label`` writes "ETA" before the time left; ``enabled=False`` prints nothing.
+    ``eta_label`` writes "ETA" before the time left (:class:`TimeLeftColumn`); ``enabled=False``
+    prints nothing.
     """
     columns: list[ProgressColumn] = [label if isinstance(label, ProgressColumn) else TextColumn(label),
                                      BarColumn(), MofNCompleteColumn()]
@@ -52,6 +72,6 @@ def progress_bar(
     columns.append(TimeElapsedColumn())
     if eta_label:
         columns.append(TextColumn("ETA"))
-    columns.append(TimeRemainingColumn())
+    columns.append(TimeLeftColumn())
     return Progress(*columns, console=console or make_console(stderr=True), transient=transient,
                     disable=not enabled)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from ssl_bench.cli import main
+from ssl_bench.console import TimeLeftColumn, progress_bar
 
 TINY_BENCH = "methods:\n  Tiny: {pretext: none, transfer: finetune}\n"
 
@@ -25,3 +26,35 @@ def test_bench_writes_into_bench_runs_named_after_its_file(tmp_path, monkeypatch
     report = CliRunner().invoke(main, ["report", "bench-runs/tiny", "--format", "md"], env={"COLUMNS": "300"})
     assert report.exit_code == 0, report.output
     assert "Reported the run directory inside bench-runs/tiny: Tiny." in report.stdout
+
+
+def _time_left(progress, task_id) -> str:
+    column = next(c for c in progress.columns if isinstance(c, TimeLeftColumn))
+    return column.render(progress.tasks[task_id]).plain
+
+
+def test_slow_bars_get_a_time_left_from_the_mean_time_per_step():
+    """Item 4b: rich estimates the time left from the last 30 s of steps only, so the folds bar
+    (and a bench's jobs bar), one step every few minutes, showed -:--:-- for ever; the bars of
+    console.progress_bar fall back to the mean time per step since the task started, not
+    counting the steps a resumed bench had done before."""
+    now = [0.0]
+    progress = progress_bar(enabled=False)
+    progress.get_time = lambda: now[0]
+    folds = progress.add_task("folds", total=5, info="")
+    assert _time_left(progress, folds) == "-:--:--"  # nothing done yet: nothing to go by
+    for t in (100.0, 200.0):
+        now[0] = t
+        progress.update(folds, advance=1)
+    assert progress.tasks[folds].time_remaining is None  # rich's own estimate: none
+    assert _time_left(progress, folds) == "0:05:00"  # 3 folds left at 100 s each
+    now[0] = 0.0
+    resumed = progress.add_task("bench", total=5, completed=2, done_before=2, info="")
+    now[0] = 100.0
+    progress.update(resumed, advance=1)
+    assert _time_left(progress, resumed) == "0:03:20"  # 2 jobs left at 100 s each
+    fast = progress.add_task("steps", total=20, info="")
+    for t in (101.0, 102.0, 103.0):
+        now[0] = t
+        progress.update(fast, advance=1)
+    assert _time_left(progress, fast) == "0:00:17"  # rich's recent speed, where it has one

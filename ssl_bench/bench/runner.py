@@ -112,7 +112,8 @@ def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console
         progress.update(task, advance=1, info=info)
 
     with progress:
-        task = progress.add_task("bench", total=total, completed=done, info=executor.describe())
+        task = progress.add_task("bench", total=total, completed=done, done_before=done,
+                                 info=executor.describe())
         t0 = time.perf_counter()
         executor.run(jobs, on_outcome)
     label = device_name(resolve_device(plan.configs[0].device)) if plan.configs else "cpu"
