@@ -91,6 +91,15 @@ def test_wheel_holds_every_file_of_the_package(dists):
     assert packaged - source == set(), "in the wheel but not in the source tree"
 
 
+def test_wheels_carry_the_licence_text(dists):
+    """The metadata says MIT; the MIT licence asks that its text travel with every copy."""
+    for name, files in dists.items():
+        with zipfile.ZipFile(files["wheel"]) as z:
+            licences = [n for n in z.namelist() if n.split("/")[-1] == "LICENSE"]
+            assert licences and b"MIT License" in z.read(licences[0]), name
+        assert _metadata(files["wheel"])["License-Expression"] == "MIT"
+
+
 def test_readme_extras_are_declared_by_the_wheel(dists):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     named = set(re.findall(r'ssl-bench\[(\w+)\]', readme)) | set(re.findall(r'"\.\[(\w+)\]"', readme))
@@ -111,7 +120,7 @@ def test_installed_wheels_run_ssl_bench_with_the_plugin(dists, installed, tmp_pa
     lines = _run("-c", probe, env=installed, cwd=tmp_path).stdout.split()
     assert all(Path(f).resolve().is_relative_to(Path(target).resolve()) for f in lines[:2]), lines
     assert lines[2] == lines[3] == ssl_bench.__version__
-    version = _run("-m", "ssl_bench.cli", "--version", env=installed, cwd=tmp_path).stdout
+    version = _run("-m", "ssl_bench", "--version", env=installed, cwd=tmp_path).stdout
     assert version.strip() == f"ssl-bench, version {ssl_bench.__version__}"
     listing = _run("-m", "ssl_bench.cli", "list", "pretexts", env={**installed, "COLUMNS": "200"}, cwd=tmp_path)
     assert "not loaded" not in listing.stderr, listing.stderr

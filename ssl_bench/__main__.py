@@ -1,0 +1,4 @@
+"""``python -m ssl_bench`` = ``ssl-bench``."""
+from .cli import main
+
+main()
