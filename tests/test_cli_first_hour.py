@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
+import ssl_bench.bench.executors.local as local
+import ssl_bench.experiment.run as experiment_run
 from ssl_bench.cli import main
 from ssl_bench.console import TimeLeftColumn, progress_bar
 
@@ -58,3 +60,63 @@ def test_slow_bars_get_a_time_left_from_the_mean_time_per_step():
         now[0] = t
         progress.update(fast, advance=1)
     assert _time_left(progress, fast) == "0:00:17"  # rich's recent speed, where it has one
+
+
+def _interrupt_call(monkeypatch, module, name, n):
+    """``module.name`` runs as before until its ``n``-th call, which raises KeyboardInterrupt (Ctrl-C)."""
+    real = getattr(module, name)
+    calls = []
+
+    def stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, stopped)
+
+
+def test_ctrl_c_in_run_says_what_is_kept_and_the_command_that_resumes(tmp_path, monkeypatch):
+    """Item 4c: Ctrl-C during a run's first fold, then during its second: one line each, exit
+    130, no traceback; the line's command (the same one) trains only the missing folds."""
+    args = ["run", "--pretext", "none", "--transfer", "finetune", "--profile", "smoke", "--folds", "3",
+            "--out", str(tmp_path / "my runs"), "--quiet"]
+    command = f"ssl-bench run --pretext none --transfer finetune --profile smoke --folds 3 --out '{tmp_path}/my runs' --quiet"
+    run = tmp_path / "my runs" / "none-finetune"
+    with monkeypatch.context() as patch:
+        _interrupt_call(patch, experiment_run, "complete_fold", 1)
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"interrupted: no fold was complete yet; the same command starts again: {command}"]
+    with monkeypatch.context() as patch:
+        _interrupt_call(patch, experiment_run, "complete_fold", 2)
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [
+        f"interrupted: 1 of 3 folds of {run} is complete and kept; the same command resumes with the missing "
+        f"ones: {command}"]
+    kept = (run / "folds" / "0" / "metrics.json").stat().st_mtime_ns
+    resumed = CliRunner().invoke(main, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert (run / "summary.json").is_file() and (run / "folds" / "0" / "metrics.json").stat().st_mtime_ns == kept
+
+
+def test_ctrl_c_in_bench_says_where_the_jobs_are_kept_and_the_resume_command(tmp_path, monkeypatch):
+    """Item 4c: Ctrl-C during a bench's second job: one line naming the output folder and the
+    command with --resume, exit 130, no traceback; that command finishes the missing job."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(TINY_BENCH)
+    args = ["bench", "tiny.yaml", "--profile", "smoke", "--folds", "2", "--quiet"]
+    with monkeypatch.context() as patch:
+        _interrupt_call(patch, local, "execute_with_retries", 2)
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [
+        "interrupted: running jobs were stopped; completed jobs (folds) are kept in bench-runs/tiny; this command "
+        "finishes the missing ones: ssl-bench bench tiny.yaml --profile smoke --folds 2 --quiet --resume"]
+    resumed = CliRunner().invoke(main, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming: 1 of 2 jobs already complete" in resumed.output

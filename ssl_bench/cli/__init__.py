@@ -21,7 +21,7 @@ from .data_cmd import data
 from .list_cmd import list_components, show_toolkit_warnings
 from .predict_cmd import predict
 from .report_cmd import report
-from .run_cmd import run
+from .run_cmd import ARGV_KEY, run
 from .weights_cmd import weights
 
 
@@ -29,7 +29,12 @@ console = make_console(stderr=True)
 
 
 class _Group(click.Group):
-    """A click group that turns user errors into one clear line instead of a traceback."""
+    """A click group that turns user errors into one clear line instead of a traceback, and keeps
+    the arguments it was given for the commands to print the command line that resumes them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGV_KEY] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:

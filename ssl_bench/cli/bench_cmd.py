@@ -1,19 +1,18 @@
 """``ssl-bench bench``: run every method x fold of a benchmark file and print the leaderboard."""
 from __future__ import annotations
 
-import shlex
-import signal
 import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from .. import components
 from ..console import make_console
 from ..errors import ConfigError
 from ..registry import EXECUTORS
 from .run_cmd import (LABEL_FRACTION_HELP, PRETEXT_DATA_HELP, SPLIT_HELP, SPLITS, TEST_DATASET_HELP,
-                      collect_flags, log_options, parse_fractions)
+                      collect_flags, command_line, log_options, parse_fractions, stop_on_sigterm)
 
 
 out_console = make_console()
@@ -30,16 +29,9 @@ def default_out(bench_file: str | Path) -> str:
     return str(Path(BENCH_OUT) / Path(bench_file).stem)
 
 
-def _terminated(signum, frame):
-    raise KeyboardInterrupt
-
-
-def resume_command(argv: list[str] | None = None) -> str:
+def resume_command() -> str:
     """The command line that resumes this bench (the same one, with --resume)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--resume" not in args:
-        args.append("--resume")
-    return " ".join(shlex.quote(a) for a in ["ssl-bench", *args])
+    return command_line(("--resume",))
 
 
 def _seeds(text: str | None) -> tuple[int, ...]:
@@ -136,18 +128,16 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
         f"[bold]{first.profile}[/] · dataset {first.data.dataset} · {runner.describe()}",
         highlight=False,
     )
-    previous = signal.signal(signal.SIGTERM, _terminated)  # `kill` stops as cleanly as Ctrl-C
     try:
-        result = run_bench(plan, runner, resume=resume, console=err_console, show_progress=not quiet)
+        with stop_on_sigterm():
+            result = run_bench(plan, runner, resume=resume, console=err_console, show_progress=not quiet)
     except KeyboardInterrupt:
         err_console.print(
-            "[yellow]interrupted[/]: running jobs were stopped; completed folds are saved. "
-            f"To finish the missing jobs run:\n  {resume_command()}",
-            highlight=False, markup=True, soft_wrap=True,
+            "[yellow]interrupted[/]: " + escape(f"running jobs were stopped; completed jobs (folds) are kept in "
+                                                f"{first.out}; this command finishes the missing ones: {resume_command()}"),
+            highlight=False, soft_wrap=True,
         )
         sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     out_dir = Path(first.out).expanduser()
     by_seed: dict[int, list[Path]] = {}
     for r in result.runs:

@@ -1,15 +1,50 @@
 """``ssl-bench run``: one method (pretext x transfer x networks x dataset), k-fold cross-validated."""
 from __future__ import annotations
 
+import contextlib
+import shlex
+import signal
+import sys
+from pathlib import Path
+
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from ..components import display_name
+from ..components import display_name, run_name
 from ..config import LOG_BACKENDS, PROFILES, build_config, load_yaml, parse_image_size
 from ..console import make_console
 
 
 out_console = make_console()
+err_console = make_console(stderr=True)
+
+#: where the ``ssl-bench`` group keeps the arguments it was given (``ctx.meta``, which every
+#: command's context shares), so that a command can print the command line that resumes it
+ARGV_KEY = "ssl_bench.argv"
+
+
+def command_line(extra: tuple[str, ...] = ()) -> str:
+    """This invocation's command line, quoted for a shell, with ``extra`` arguments appended
+    unless it holds them already (``--resume``)."""
+    ctx = click.get_current_context(silent=True)
+    args = list(ctx.meta[ARGV_KEY]) if ctx is not None and ARGV_KEY in ctx.meta else sys.argv[1:]
+    args += [a for a in extra if a not in args]
+    return " ".join(shlex.quote(str(a)) for a in ["ssl-bench", *args])
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """``kill`` (SIGTERM) stops a command as cleanly as Ctrl-C: both raise KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 SPLITS = ["patient", "image", "official"]
@@ -212,8 +247,32 @@ def run(profile, config_file, sets, quiet, label_fraction, **kwargs):
         if fraction is not None:
             flags["data.label_fraction"] = fraction
         configs.append(build_config(profile, file_values, flags, sets, default_profile=default_profile))
+    try:
+        with stop_on_sigterm():
+            for cfg in configs:
+                run_one(cfg, profile, file_values, quiet)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: " + escape(interrupted_line(configs)), highlight=False, soft_wrap=True)
+        sys.exit(130)
+
+
+def interrupted_line(configs) -> str:
+    """After Ctrl-C: what it leaves (each run directory's complete folds, kept) and the command
+    that resumes: the same one (a run reopens its directory and trains only the missing folds)."""
+    from ..experiment.rundir import RunDir  # pandas loads only when a command runs, so --help stays fast
+
+    kept, total = [], 0
     for cfg in configs:
-        run_one(cfg, profile, file_values, quiet)
+        rundir = RunDir(Path(cfg.out).expanduser() / run_name(cfg))
+        done = len(rundir.completed_folds(cfg.data.folds)) if RunDir.is_run(rundir.path) else 0
+        kept.append(f"{done} of {cfg.data.folds} folds of {rundir.path}")
+        total += done
+    checkpointed = any(cfg.train.checkpoint_every > 0 for cfg in configs)
+    unfinished = " (the unfinished fold from its last checkpoint)" if checkpointed else ""
+    if total == 0:
+        return f"no fold was complete yet; the same command starts again{unfinished}: {command_line()}"
+    return (f"{', '.join(kept)} {'is' if total == 1 else 'are'} complete and kept; "
+            f"the same command resumes with the missing ones{unfinished}: {command_line()}")
 
 
 def run_one(cfg, profile, file_values, quiet) -> None:
