@@ -36,6 +36,8 @@ freezes it for the first epoch).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
@@ -157,7 +159,15 @@ class DINO(PretextTask):
         return self.criterion(teacher, student)
 
     def build_embedding_head(self, in_features: int) -> nn.Module:
-        return DINOProjectionHead(in_features, self.hidden_dim, self.bottleneck_dim, self.out_dim)
+        # lightly 1.6's DINOProjectionHead weight-normalises its last layer with
+        # torch.nn.utils.weight_norm, which torch >= 2.1 deprecates (FutureWarning) in favour of
+        # the parametrizations version; the two compute the same weights. Not ours to change (and
+        # the state_dict's weight_g/weight_v names would change with it), so only that warning is
+        # silenced, only here: it printed once per fold through the progress bars.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated",
+                                    category=FutureWarning, module=r"torch\.nn\.utils\.weight_norm")
+            return DINOProjectionHead(in_features, self.hidden_dim, self.bottleneck_dim, self.out_dim)
 
     def copy_teacher_head(self, head: nn.Module) -> nn.Module:
         """A new head with the student's weights (its weight-normalised last layer cannot be
