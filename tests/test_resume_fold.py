@@ -100,6 +100,37 @@ def test_a_fold_stopped_after_a_checkpoint_resumes_to_the_uninterrupted_result(t
         assert len(resumed_from.saves) == total - kill_at
 
 
+class ListSink:
+    """A tracker (training/tracking.py's HistorySink) that keeps the rows it is sent."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def log_epoch(self, row: dict) -> None:
+        self.rows.append(dict(row))
+
+    def close(self, failed: bool = False) -> None:
+        pass
+
+
+def test_a_resumed_fold_sends_the_tracker_its_whole_history(tmp_path):
+    """Killed in fine-tuning epoch 2 after the pretext stage: the resumed attempt's tracker (whose
+    event folder starts empty) gets every row of the fold's history, the restored ones included."""
+    cfg = build_config("smoke", flags={"pretext": "gsim", "transfer": "finetune", "out": str(tmp_path)},
+                       sets=["train.checkpoint_every=1", "train.pretext_epochs=2", "train.epochs=2"])
+    run = prepare_run(cfg)
+    killed = MemoryStore(kill_at=3)
+    with pytest.raises(Killed):
+        run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed, sink=ListSink())
+    assert killed.saves[-1] == ("finetune", 1)
+    sink = ListSink()
+    resumed = run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=MemoryStore(blob=killed.blob),
+                       sink=sink)
+    assert list(resumed.history["stage"]) == ["pretext", "pretext", "finetune", "finetune"]
+    pd.testing.assert_frame_equal(pd.DataFrame(sink.rows)[list(resumed.history.columns)], resumed.history,
+                                  check_exact=True)
+
+
 def test_checkpoint_holds_every_network_optimiser_and_random_state(tmp_path):
     cfg = build_config("smoke", flags={"pretext": "gsim", "transfer": "collab", "out": str(tmp_path)},
                        sets=["train.checkpoint_every=1", "train.epochs=1"])

@@ -5,6 +5,7 @@ Each backend's test runs only where its optional library is installed."""
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -100,3 +101,51 @@ def test_a_missing_library_is_one_line_before_anything_is_written(tmp_path, monk
     error = f"error: --log {backend} needs the {package} package: pip install \"ssl-bench[{backend}]\""
     assert result.output.strip().splitlines()[-1] == error and "Traceback" not in result.output
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # checked before the run directory
+
+
+def event_scalars(folder: Path) -> dict[tuple[str, int], float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {(tag, e.step): e.value for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tensorboard_never_deletes_the_events_of_another_run_directory(tmp_path):
+    """Two projects (two --out) log a run of the same name to one --log-uri: the first's event
+    files survive the second, whose own events (all of its history.csv) go beside them; rerunning
+    the first's fold replaces only the first's events."""
+    pytest.importorskip("tensorboard")
+    uri = tmp_path / "tb"
+    first = invoke(*RUN, "--fold", "0", "--log", "tensorboard", "--log-uri", uri, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.output
+    logs = uri / "gsim-finetune"
+    first_files = files_of(logs)
+    first_history = pd.read_csv(tmp_path / "a" / "gsim-finetune" / "folds" / "0" / "history.csv")
+    assert event_scalars(logs / "fold-0").keys() == expected_scalars(first_history).keys()
+
+    second = invoke(*RUN, "--fold", "0", "--log", "tensorboard", "--log-uri", uri, "--out", tmp_path / "b")
+    assert second.exit_code == 0, second.output
+    after = files_of(logs)
+    assert {name: after.get(name) for name in first_files} == first_files  # nothing of the first lost
+    (elsewhere,) = {(logs / name).parent for name in set(after) - set(first_files)}
+    assert elsewhere.parent == logs and elsewhere.name.startswith("fold-0")
+    assert "warning:" in second.output and str(elsewhere) in " ".join(second.output.split())
+    second_history = pd.read_csv(tmp_path / "b" / "gsim-finetune" / "folds" / "0" / "history.csv")
+    assert event_scalars(elsewhere).keys() == expected_scalars(second_history).keys()
+
+    # the first project trains its fold 0 again (as after an interrupted attempt): its own old
+    # events go, so the folder holds this attempt's curves once; the second's are untouched
+    shutil.rmtree(tmp_path / "a" / "gsim-finetune" / "folds" / "0")
+    again = invoke(*RUN, "--fold", "0", "--log", "tensorboard", "--log-uri", uri, "--out", tmp_path / "a")
+    assert again.exit_code == 0, again.output
+    assert files_of(elsewhere) == {name[len(elsewhere.name) + 1:]: data for name, data in after.items()
+                                   if name.startswith(f"{elsewhere.name}/")}
+    assert len(list((logs / "fold-0").glob("events.out.tfevents.*"))) == 1
+    again_history = pd.read_csv(tmp_path / "a" / "gsim-finetune" / "folds" / "0" / "history.csv")
+    logged = event_scalars(logs / "fold-0")
+    assert logged.keys() == expected_scalars(again_history).keys()

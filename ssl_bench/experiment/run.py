@@ -121,7 +121,7 @@ def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress |
     if not run.rundir.fold_done(k):
         cfg = run.config
         sink = open_sink(cfg.log.backend, run.rundir.tracking_target(cfg.log.backend, cfg.log.uri, k),
-                         run.rundir.path.name, k, cfg.to_dict())
+                         run.rundir.path.name, k, cfg.to_dict(), owner=str(run.rundir.path.resolve()))
         try:
             result = run_fold(cfg, run.loaded, run.fold_of, k, device, progress, sink=sink,
                               checkpoint_store=fold_checkpoint(run.rundir, k, cfg, torch.device(device).type))

@@ -64,6 +64,9 @@ class TrainingLoop:
             if self.checkpoints is not None else 0
         if first is None:  # finished before the checkpoint being resumed
             return stage_losses(self.checkpoints.saved["history"], stage)
+        if first and self.sink is not None:  # resumed: the tracker gets the restored epochs too, so
+            for row in self.history:         # it holds the whole history (its folder starts empty)
+                self.sink.log_epoch(row)
         if self.use_graphs:
             step = GraphedStep(step, name=stage)
         last: dict[str, float] = stage_losses(self.history, stage) if first else {}

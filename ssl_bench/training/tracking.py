@@ -7,8 +7,10 @@ mean loss, ``lr``, ``seconds``) also goes, the moment the epoch ends, to the fol
 file's columns.
 
 - ``tensorboard``: :class:`torch.utils.tensorboard.SummaryWriter` event files in one folder per
-  fold (``tensorboard --logdir <run>/logs``). A fold trained again (it never completed) starts a
-  fresh folder, so an interrupted attempt is not drawn twice.
+  fold (``tensorboard --logdir <run>/logs``). The folder names the run directory that writes it
+  (:data:`OWNER_FILE`): a fold trained again (it never completed) removes its own earlier
+  attempt's event files, so an interrupted attempt is not drawn twice, and never another run's
+  (:func:`event_folder`).
 - ``mlflow``: one MLflow run per fold (run name ``fold-<k>``) in the experiment named after the run
   directory, the resolved config as its parameters; by default in an SQLite store inside the run
   directory (``mlflow ui --backend-store-uri sqlite:///<run>/mlflow.db``; MLflow 3 no longer
@@ -21,8 +23,9 @@ server gone) is one warning and the fold trains on: history.csv is the record, t
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
-import shutil
+import itertools
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +33,7 @@ from types import ModuleType
 from typing import Any, Iterator, Protocol
 
 from ..errors import ConfigError, ToolkitWarning, UserError
+from ..fileio import atomic_write_text
 
 #: the module each backend needs, and the distribution that provides it
 BACKEND_MODULES = {"tensorboard": ("torch.utils.tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
@@ -65,13 +69,55 @@ def scalars(row: dict[str, Any]) -> Iterator[tuple[str, int, float]]:
             yield f"{stage}/{key}", epoch, float(value)
 
 
-class TensorBoardSink:
-    """One fold's history as TensorBoard scalars in ``log_dir`` (emptied first)."""
+#: in a fold's TensorBoard folder: the run directory that writes it (its resolved path)
+OWNER_FILE = ".ssl-bench-run"
 
-    def __init__(self, log_dir: str | Path):
+
+def _owner_of(folder: Path) -> str | None:
+    try:
+        return (folder / OWNER_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def event_folder(log_dir: str | Path, owner: str) -> Path:
+    """The folder of a fold's TensorBoard events, for the run directory ``owner``: ``log_dir``,
+    unless another run directory's files are there, then ``<log_dir>-<digest of owner>``.
+
+    Why: with ``--log-uri`` the event folder is ``<uri>/<run name>/fold-<k>``, the same for two
+    run directories of one name under different ``--out`` (two projects, a rerun elsewhere), so
+    the folder alone does not say whose events it holds; the owner file does. Only our own event
+    files are removed, those of an earlier attempt at this fold (a fold trains again only when it
+    never completed: its old curves would be drawn over the new ones, at the same steps; a fold
+    resumed from its checkpoint sends the restored epochs again, training/loop.py, so the folder
+    ends up holding exactly history.csv). Another run's files, or files an older ssl-bench wrote
+    without an owner file, are kept, and this fold writes beside them, in a folder named after
+    the run directory, so the same run directory finds it again and TensorBoard shows both."""
+    base = Path(log_dir)
+    tag = hashlib.sha256(owner.encode("utf-8")).hexdigest()[:8]
+    for n in itertools.count():
+        folder = base if n == 0 else base.with_name(f"{base.name}-{tag}" + (f"-{n}" if n > 1 else ""))
+        if _owner_of(folder) == owner:
+            for events in folder.glob("events.out.tfevents.*"):  # what SummaryWriter writes
+                events.unlink(missing_ok=True)
+            break
+        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+            atomic_write_text(folder / OWNER_FILE, f"{owner}\n")
+            break
+    if folder != base:
+        warnings.warn(f"{base} holds another run directory's TensorBoard files (kept); this fold logs to "
+                      f"{folder}", ToolkitWarning, stacklevel=2)
+    return folder
+
+
+class TensorBoardSink:
+    """One fold's history as TensorBoard scalars in ``log_dir`` (:func:`event_folder`: the events
+    of an earlier attempt by the run directory ``owner`` removed, another's kept)."""
+
+    def __init__(self, log_dir: str | Path, owner: str):
         tensorboard = require_backend("tensorboard")
-        shutil.rmtree(log_dir, ignore_errors=True)
-        self.writer = tensorboard.SummaryWriter(log_dir=str(log_dir))
+        self.log_dir = event_folder(log_dir, owner)
+        self.writer = tensorboard.SummaryWriter(log_dir=str(self.log_dir))
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         for name, step, value in scalars(row):
@@ -153,15 +199,17 @@ class KeepTraining:
         self._call("close", failed)
 
 
-def open_sink(backend: str, target: str, run_name: str, fold: int, config: dict[str, Any]) -> HistorySink | None:
+def open_sink(backend: str, target: str, run_name: str, fold: int, config: dict[str, Any],
+              owner: str) -> HistorySink | None:
     """The sink of one fold: ``target`` is TensorBoard's event folder or MLflow's tracking URI
-    (:meth:`ssl_bench.experiment.rundir.RunDir.tracking_target`); None for ``none``. A tracker
-    that cannot be opened is one :class:`~ssl_bench.errors.UserError` line."""
+    (:meth:`ssl_bench.experiment.rundir.RunDir.tracking_target`), ``owner`` the run directory
+    writing (its resolved path); None for ``none``. A tracker that cannot be opened is one
+    :class:`~ssl_bench.errors.UserError` line."""
     if backend == "none":
         return None
     try:
         if backend == "tensorboard":
-            sink = TensorBoardSink(target)
+            sink = TensorBoardSink(target, owner)
         elif backend == "mlflow":
             sink = MlflowSink(target, run_name, f"fold-{fold}", config)
         else:
