@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -12,18 +13,28 @@ import torch
 from .. import __version__
 
 
-def git_commit() -> str | None:
-    """The commit of the ssl_bench checkout, if it is one (with ``-dirty`` when modified)."""
-    root = Path(__file__).resolve().parents[2]
+#: the checkout ssl_bench runs from, when it is one
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def git_commit(root: Path = CHECKOUT) -> str | None:
+    """The commit of the ssl_bench checkout ``root``, if it is one (with ``-dirty`` when modified).
+
+    Git runs without its optional locks (``GIT_OPTIONAL_LOCKS=0``, git >= 2.15; older versions
+    ignore it): a plain ``git status`` refreshes the index and writes it back under
+    ``.git/index.lock``, a write into the toolkit's checkout on every run, which fails a ``git
+    commit`` running there at the same moment, and is no business of a run, which writes only
+    under ``--out``, the image cache and the log URI."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, env=env
         )
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True, text=True, timeout=5, env=env,
         )
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
