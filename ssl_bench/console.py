@@ -1,10 +1,13 @@
 """The one place rich consoles and progress bars are built, so every bar of the toolkit (training,
 benchmark grid, image decoding) looks and behaves the same: a label, the bar, done/total, a
-free-text ``info`` field, elapsed time and the estimated time left; and so that output written
-to a file or a pipe (a log, CI, ``tee``) is not cut at rich's default 80 columns."""
+free-text ``info`` field, elapsed time and the estimated time left; the spinner line of a slow
+step without a bar (:func:`working`); and so that output written to a file or a pipe (a log,
+CI, ``tee``) is not cut at rich's default 80 columns."""
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -31,6 +34,26 @@ def make_console(stderr: bool = False) -> Console:
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(stderr=stderr, width=FILE_WIDTH)
     return console
+
+
+@contextlib.contextmanager
+def working(text: str, console: Console | None = None, enabled: bool = True,
+            bars_inside: bool = False) -> Iterator[None]:
+    """Say what a slow step without a bar of its own is doing (imports, a dataset made or read
+    through its cache), on a terminal only (stderr by default): a spinner and ``text`` while it
+    runs, gone when it ends; with ``bars_inside`` (a step that may show a bar, e.g. a dataset
+    decoding its files: a spinner and a bar of two consoles would overwrite each other) ``text``
+    as one line before it. Nothing in a log or a pipe, nor with ``enabled=False`` (``--quiet``).
+    Not inside a progress bar's ``with``."""
+    console = (console or make_console(stderr=True)) if enabled else None
+    if console is None or not console.is_terminal:
+        yield
+    elif bars_inside:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+        yield
+    else:
+        with console.status(text):
+            yield
 
 
 class TimeLeftColumn(TimeRemainingColumn):

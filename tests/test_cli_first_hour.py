@@ -3,14 +3,18 @@ the terminal says what it is doing (what loads, the time left, how to resume aft
 library warnings through the bars)."""
 from __future__ import annotations
 
+import io
 import warnings
 
 from click.testing import CliRunner
+from rich.console import Console
 
 import ssl_bench.bench.executors.local as local
 import ssl_bench.experiment.run as experiment_run
 from ssl_bench.cli import main
-from ssl_bench.console import TimeLeftColumn, progress_bar
+from ssl_bench.config import build_config
+from ssl_bench.console import TimeLeftColumn, progress_bar, working
+from ssl_bench.experiment.run import prepare_run
 from ssl_bench.testing import check_pretext
 
 TINY_BENCH = "methods:\n  Tiny: {pretext: none, transfer: finetune}\n"
@@ -84,7 +88,8 @@ def test_ctrl_c_in_run_says_what_is_kept_and_the_command_that_resumes(tmp_path, 
     130, no traceback; the line's command (the same one) trains only the missing folds."""
     args = ["run", "--pretext", "none", "--transfer", "finetune", "--profile", "smoke", "--folds", "3",
             "--out", str(tmp_path / "my runs"), "--quiet"]
-    command = f"ssl-bench run --pretext none --transfer finetune --profile smoke --folds 3 --out '{tmp_path}/my runs' --quiet"
+    command = ("ssl-bench run --pretext none --transfer finetune --profile smoke --folds 3 "
+               f"--out '{tmp_path}/my runs' --quiet")
     run = tmp_path / "my runs" / "none-finetune"
     with monkeypatch.context() as patch:
         _interrupt_call(patch, experiment_run, "complete_fold", 1)
@@ -132,3 +137,40 @@ def test_a_dino_pretext_step_warns_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_pretext("dino")
+
+
+def _terminal() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=True, width=200), buffer
+
+
+def test_a_slow_step_says_what_it_is_doing_on_a_terminal_only():
+    """Item 4a: a spinner line while a step without a bar runs (the imports), one line before a
+    step that may show a bar of its own (a dataset decoding its files); nothing in a log or a
+    pipe, nothing with --quiet (enabled=False)."""
+    console, shown = _terminal()
+    with working("loading torch", console):
+        pass
+    assert "loading torch" in shown.getvalue()
+    console, shown = _terminal()
+    with working("loading dataset", console, bars_inside=True):
+        pass
+    assert shown.getvalue() == "loading dataset\n"
+    console, shown = _terminal()
+    with working("loading torch", console, enabled=False):
+        pass
+    log = io.StringIO()
+    with working("loading torch", Console(file=log, width=200)):
+        pass
+    assert shown.getvalue() == log.getvalue() == ""
+
+
+def test_a_run_says_which_dataset_loads_and_where_its_cache_is(tmp_path):
+    """Item 4a: the dataset, made once (seconds to minutes) and then read from the cache, is named
+    with its image size and cache folder before it loads."""
+    cfg = build_config("smoke", flags={"out": str(tmp_path), "device": "cpu",
+                                       "data.cache_dir": str(tmp_path / "cache")})
+    console, shown = _terminal()
+    prepare_run(cfg, console=console)
+    assert shown.getvalue() == (f"loading dataset synthetic at 64x32 (its images are made once, then read from the "
+                                f"cache in {tmp_path / 'cache'})\n")

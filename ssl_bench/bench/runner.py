@@ -63,10 +63,13 @@ def failure_text(outcome: JobOutcome) -> str:
     )
 
 
-def prepare_bench(plan: BenchPlan, resume: bool) -> tuple[list[PreparedRun], list[Job], int]:
+def prepare_bench(plan: BenchPlan, resume: bool,
+                  console: Console | None = None) -> tuple[list[PreparedRun], list[Job], int]:
+    """Every method's run directory prepared (its data loaded once: every method reads the same,
+    which the first says on ``console``), the missing jobs, the number of complete ones."""
     runs, jobs, done = [], [], 0
     for cfg in plan.configs:
-        run = prepare_run(cfg)
+        run = prepare_run(cfg, console=None if runs else console)
         complete = run.rundir.completed_folds(cfg.data.folds)
         if complete and not resume:
             raise UserError(
@@ -91,7 +94,7 @@ def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console
               show_progress: bool = True) -> BenchResult:
     console = console or make_console(stderr=True)
     started = provenance.now()
-    runs, jobs, done = prepare_bench(plan, resume)
+    runs, jobs, done = prepare_bench(plan, resume, console if show_progress else None)
     by_name = {components.run_name(r.config): r for r in runs}
     result = BenchResult(runs, skipped=done)
     total = len(jobs) + done

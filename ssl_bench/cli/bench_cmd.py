@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from .. import components
-from ..console import make_console
+from ..console import make_console, working
 from ..errors import ConfigError
 from ..registry import EXECUTORS
 from .run_cmd import (LABEL_FRACTION_HELP, PRETEXT_DATA_HELP, SPLIT_HELP, SPLITS, TEST_DATASET_HELP,
@@ -107,13 +107,14 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     completed folds are never recomputed.
     """
     # torch, scikit-learn and matplotlib load only when a command runs, so --help stays fast
-    from ..bench.job import import_extra_modules, last_line
-    from ..bench.plan import load_plan
-    from ..bench.runner import run_bench
-    from ..report.leaderboard import DEFAULT_BASELINE, build_report
-    from ..report.publish import write_leaderboard, write_seed_leaderboard
-    from ..report.render import print_report
-    from ..training.device import default_profile
+    with working("loading torch, timm and scikit-learn", err_console, enabled=not quiet):
+        from ..bench.job import import_extra_modules, last_line
+        from ..bench.plan import load_plan
+        from ..bench.runner import run_bench
+        from ..report.leaderboard import DEFAULT_BASELINE, build_report
+        from ..report.publish import write_leaderboard, write_seed_leaderboard
+        from ..report.render import print_report
+        from ..training.device import default_profile
 
     import_extra_modules()  # SSL_BENCH_IMPORT: extra component modules (also imported by every job)
     kwargs["out"] = kwargs["out"] or default_out(bench_file)
@@ -133,8 +134,9 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
             result = run_bench(plan, runner, resume=resume, console=err_console, show_progress=not quiet)
     except KeyboardInterrupt:
         err_console.print(
-            "[yellow]interrupted[/]: " + escape(f"running jobs were stopped; completed jobs (folds) are kept in "
-                                                f"{first.out}; this command finishes the missing ones: {resume_command()}"),
+            "[yellow]interrupted[/]: " + escape(f"running jobs were stopped; completed jobs (folds) are kept "
+                                                f"in {first.out}; this command finishes the missing ones: "
+                                                f"{resume_command()}"),
             highlight=False, soft_wrap=True,
         )
         sys.exit(130)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..components import display_name, run_name
 from ..config import LOG_BACKENDS, PROFILES, build_config, load_yaml, parse_image_size
-from ..console import make_console
+from ..console import make_console, working
 
 
 out_console = make_console()
@@ -238,7 +238,8 @@ def run(profile, config_file, sets, quiet, label_fraction, **kwargs):
     """Train and cross-validate one method; writes OUT/NAME/: config.yaml, folds.csv, env.json,
     summary.json and folds/<k>/ (metrics.json, predictions.csv, model.pt)."""
     # torch loads only when a command runs, so --help stays fast
-    from ..training.device import default_profile
+    with working("loading torch", err_console, enabled=not quiet):
+        from ..training.device import default_profile
 
     file_values = load_yaml(config_file) if config_file else {}
     flags = collect_flags(kwargs)
@@ -252,7 +253,8 @@ def run(profile, config_file, sets, quiet, label_fraction, **kwargs):
             for cfg in configs:
                 run_one(cfg, profile, file_values, quiet)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: " + escape(interrupted_line(configs)), highlight=False, soft_wrap=True)
+        err_console.print("[yellow]interrupted[/]: " + escape(interrupted_line(configs)),
+                          highlight=False, soft_wrap=True)
         sys.exit(130)
 
 
@@ -277,8 +279,6 @@ def interrupted_line(configs) -> str:
 
 def run_one(cfg, profile, file_values, quiet) -> None:
     """Run one resolved config and print its metrics table."""
-    from ..experiment.run import run_experiment
-
     how = "given" if profile or file_values.get("profile") else f"default for device '{cfg.device}'"
     out_console.print(
         f"profile [bold]{cfg.profile}[/] ({how}) · {cfg.pretext} + {cfg.transfer} · backbone "
@@ -286,6 +286,8 @@ def run_one(cfg, profile, file_values, quiet) -> None:
         + (f" · label fraction {cfg.data.label_fraction:g}" if cfg.data.label_fraction < 1 else ""),
         highlight=False,
     )
+    with working("loading timm and scikit-learn", err_console, enabled=not quiet):
+        from ..experiment.run import run_experiment
     prepared, summary = run_experiment(cfg, show_progress=not quiet)
     done = prepared.rundir.completed_folds(cfg.data.folds)
     fold_metrics = {k: prepared.rundir.read_metrics(k) for k in done}

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from rich.console import Console
 
 from .. import components
 from ..config import Config
-from ..console import make_console
+from ..console import make_console, working
 from ..data.base import LoadedDataset
 from ..data.base import OFFICIAL_SPLIT
 from ..data.loading import load_evaluation_data
@@ -77,14 +78,25 @@ def compute_folds(cfg: Config, loaded: LoadedDataset) -> np.ndarray:
     return fold_of
 
 
-def prepare_run(cfg: Config, loaded: LoadedDataset | None = None) -> PreparedRun:
-    """Check the parts, create or reopen the run directory, load the data and fix the folds."""
+def loading_text(cfg: Config) -> str:
+    """What a run says while its data loads (the first time, minutes for a large dataset)."""
+    d = cfg.data
+    test = f" and test dataset {d.test_dataset}" if d.test_dataset else ""
+    return (f"loading dataset {d.dataset}{test} at {d.image_size[0]}x{d.image_size[1]} (its images are made "
+            f"once, then read from the cache in {d.cache_dir})")
+
+
+def prepare_run(cfg: Config, loaded: LoadedDataset | None = None, console: Console | None = None) -> PreparedRun:
+    """Check the parts, create or reopen the run directory, load the data and fix the folds.
+    With a ``console`` (a terminal's), say which data loads and where its cache is."""
     validate_parts(cfg)
     rundir = RunDir.create(cfg.out, components.run_name(cfg))
     rundir.claim()  # before reading anything: a concurrent writer would change it under us
     rundir.remove_leftovers()  # ours alone now: what a killed process left half-written goes
     rundir.check_config(cfg)
-    loaded = loaded if loaded is not None else load_evaluation_data(cfg)
+    if loaded is None:
+        with working(loading_text(cfg), console, enabled=console is not None, bars_inside=True):
+            loaded = load_evaluation_data(cfg)
     fold_of = compute_folds(cfg, loaded)
     rundir.record_folds(fold_table(loaded, fold_of))
     rundir.write_config(cfg)
@@ -173,11 +185,12 @@ def run_experiment(cfg: Config, show_progress: bool = True, console=None) -> tup
     """Run every missing fold of ``cfg`` (or only ``cfg.fold``) and write the run directory."""
     device = resolve_device(cfg.device)
     started = provenance.now()
-    run = prepare_run(cfg)
+    console = console or make_console(stderr=True)
+    run = prepare_run(cfg, console=console if show_progress else None)
     todo = run.folds_to_run
     if not todo and show_progress:
         wanted = "fold {cfg.fold} is" if cfg.fold is not None else f"all {cfg.data.folds} folds are"
-        (console or make_console(stderr=True)).print(
+        console.print(
             f"{wanted.format(cfg=cfg)} already done in {run.rundir.path}: nothing to train", highlight=False)
     with TrainingProgress(console, enabled=show_progress and bool(todo)) as progress:
         progress.start_folds(f"{components.display_name(cfg)} folds", len(todo))
