@@ -3,22 +3,41 @@
 Every file the toolkit writes for later reading (run directories, caches, benchmark output) goes
 through :func:`atomic_write`: the content is written to a hidden temporary file beside the target
 (same folder, so the final rename never crosses file systems) and renamed over it. On any error,
-Ctrl-C included, the temporary file is removed and the target is untouched.
+Ctrl-C included, the temporary file is removed and the target is untouched. The file gets the
+permissions ``open()`` would give it (``0o666`` less the umask, or the folder's default ACL).
 """
 from __future__ import annotations
 
 import errno
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Callable
+
+#: a new file, never an existing one or a link's target, not inherited by child processes
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) \
+    | getattr(os, "O_BINARY", 0)
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new hidden file ``.<name>.<random>`` beside ``path``, open for writing. Created with
+    mode ``0o666`` as ``open()`` does, so the umask decides its permissions: ``tempfile.mkstemp``
+    makes ``0o600`` files whatever the umask, which the rename would leave on the target (a
+    shared run directory or cache that others cannot read)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            return os.open(tmp, _CREATE, 0o666), str(tmp)
+        except FileExistsError:  # a leftover of the same name: draw another
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent / f".{path.name}.*"))
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(fh)`` on a binary temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
