@@ -36,8 +36,9 @@ from ..errors import UserError
 @click.option("--allow-mixed", is_flag=True,
               help="Report runs that differ in dataset, folds, split, seed or images anyway.")
 def report(run_dirs, fmt, out, reference, baseline, control, aggregate, n_boot, sort_by, allow_edited, allow_mixed):
-    """Leaderboard of RUN_DIR... (run directories of `ssl-bench run` / `bench`), with ROC figure,
-    significance against a baseline, per-fold results and provenance."""
+    """Leaderboard of RUN_DIR... (run directories of `ssl-bench run` / `bench`; a bench's output
+    folder, e.g. bench-runs/table2, stands for the runs inside it), with ROC figure, significance
+    against a baseline, per-fold results and provenance."""
     # scikit-learn and matplotlib load only when a command runs, so --help stays fast
     from ..report.leaderboard import DEFAULT_BASELINE, build_report
     from ..report.publish import write_report
