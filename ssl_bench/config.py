@@ -515,6 +515,13 @@ def single_fold(cfg: Config) -> bool:
     return cfg.data.split == "official" or bool(cfg.data.test_dataset)
 
 
+def _same_folder(a: str | None, b: str | None) -> bool:
+    """Whether two dataset roots name the same folder (both unset: the same generated data)."""
+    if not a or not b:
+        return not a and not b
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
 def validate(cfg: Config) -> None:
     if cfg.data.split not in ("patient", "image", "official"):
         raise ConfigError(f"data.split must be 'patient', 'image' or 'official', got '{cfg.data.split}'")
@@ -523,6 +530,11 @@ def validate(cfg: Config) -> None:
                           "the test set (training uses all of the training dataset)")
     if cfg.data.test_root and not cfg.data.test_dataset:
         raise ConfigError("--test-data-root needs --test-dataset NAME")
+    if cfg.data.test_dataset == cfg.data.dataset and _same_folder(cfg.data.test_root, cfg.data.root):
+        raise ConfigError(f"--test-dataset {cfg.data.test_dataset} is the training dataset (--dataset "
+                          f"{cfg.data.dataset}{', same root' if cfg.data.root else ''}): the model would be tested on "
+                          f"the images it was trained on; give a test dataset disjoint from the training data, "
+                          f"or drop --test-dataset for cross-validation")
     if cfg.pretext_data.root and not cfg.pretext_data.dataset:
         raise ConfigError("--pretext-data-root needs --pretext-data DATASET")
     if not (math.isfinite(cfg.data.label_fraction) and 0 < cfg.data.label_fraction <= 1):

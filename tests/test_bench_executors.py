@@ -168,7 +168,7 @@ def test_ray_jobs_carry_absolute_paths(key, tmp_path, monkeypatch):
     from ssl_bench.bench.job import Job
 
     monkeypatch.chdir(tmp_path)
-    flags = {"data.test_dataset": "synthetic", "pretext_data.dataset": "synthetic", "out": str(tmp_path),
+    flags = {"data.test_dataset": "inbreast", "pretext_data.dataset": "synthetic", "out": str(tmp_path),
              key: RELATIVE[key]}
     job = Job("m", "m", 0, build_config("smoke", flags=flags).to_dict())
     shipped = portable(job)

@@ -132,7 +132,7 @@ def test_path_fields_are_declared():
 
 @pytest.mark.parametrize("key", sorted(PATH_KEYS))
 def test_absolute_paths_makes_each_path_field_absolute(key, tmp_path):
-    values = build_config("smoke", flags={"data.test_dataset": "synthetic", "pretext_data.dataset": "synthetic"}).to_dict()
+    values = build_config("smoke", flags={"data.test_dataset": "inbreast", "pretext_data.dataset": "synthetic"}).to_dict()
     for other in PATH_KEYS:
         put(values, other, str(tmp_path / "elsewhere" / other))  # absolute: kept
     put(values, key, "sub/../weights/x.pth")

@@ -36,12 +36,12 @@ def table(rows):
 # ------------------------------------------------------------------------------ pool exclusion
 
 
-def test_keep_mask_same_dataset_drops_held_out_patients():
+def test_keep_mask_matching_patients_drops_held_out_patients():
     pool = table([("p1", ""), ("p2", ""), ("p1", ""), ("p3", "")])
     held = table([("p1", ""), ("p9", "")])
-    assert pool_keep_mask(pool, held, same_dataset=True).tolist() == [False, True, False, True]
-    # another dataset: patient ids are another namespace, nothing shared
-    assert pool_keep_mask(pool, held, same_dataset=False).tolist() == [True, True, True, True]
+    assert pool_keep_mask(pool, held, match_patients=True).tolist() == [False, True, False, True]
+    # a pool whose ids name no patient of the evaluation dataset (a folder's, made from paths)
+    assert pool_keep_mask(pool, held, match_patients=False).tolist() == [True, True, True, True]
 
 
 def test_keep_mask_shared_file_drops_its_pool_patient(tmp_path):
@@ -51,7 +51,7 @@ def test_keep_mask_shared_file_drops_its_pool_patient(tmp_path):
     # a folder pool over the evaluation files: 'a' is held out, so pool patient 'A' (a, b) goes
     pool = table([("A", str(files[0])), ("A", str(files[1])), ("C", str(files[2])), ("D", str(files[3]))])
     held = table([("p1", str(tmp_path / "." / "a.png"))])  # the same file under another spelling
-    assert pool_keep_mask(pool, held, same_dataset=False).tolist() == [False, False, True, True]
+    assert pool_keep_mask(pool, held, match_patients=False).tolist() == [False, False, True, True]
 
 
 def test_pool_is_the_evaluation_dataset_minus_the_held_out_fold(tmp_path):

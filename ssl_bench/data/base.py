@@ -101,6 +101,9 @@ class MammoDataset(ABC):
     name: str = "dataset"  # set to the registered name by the registry
     #: False for a dataset without labels (``folder``): only a pretext stage's pool, never evaluated
     labelled: ClassVar[bool] = True
+    #: False where patient ids are made from file paths (``folder``): they cannot be matched with
+    #: another dataset's, so a pool's images are not left out by patient id across datasets
+    patient_ids: ClassVar[bool] = True
 
     def require_root(self) -> Path:
         if self.root is None:

@@ -57,6 +57,7 @@ class ImageFolder(MammoDataset):
     """
 
     labelled = False
+    patient_ids = False  # made from the paths (option ``patient``), not a patient's identifier
 
     def __init__(self, patient: str = "parent", **settings):
         super().__init__(**settings)

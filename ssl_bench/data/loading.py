@@ -14,9 +14,10 @@ import pandas as pd
 
 from .. import components
 from ..config import Config
-from ..errors import DataWarning
+from ..errors import DataError, DataWarning
 from ..registry import DATASETS
 from .base import OFFICIAL_SPLIT, LoadedDataset
+from .digests import shared_images
 from .image_checks import check_images
 
 _loaded: dict[str, LoadedDataset] = {}
@@ -68,7 +69,15 @@ def load_dataset(cfg: Config) -> LoadedDataset:
 def train_test_pair(train: LoadedDataset, test: LoadedDataset) -> LoadedDataset:
     """All of ``train`` then all of ``test`` as one dataset whose ``official_split`` says which is
     which; the training rows' image and patient ids get :data:`TRAIN_PREFIX` (two datasets may
-    use the same ids), the test rows keep theirs (they are what predictions.csv lists)."""
+    use the same ids), the test rows keep theirs (they are what predictions.csv lists). Refused
+    when a test image is also a training image (the same preprocessed pixels: :mod:`.digests`)."""
+    shared = shared_images(train, test)
+    if shared.any():
+        ids = test.samples["image_id"].astype(str).to_numpy()[shared]
+        raise DataError(f"the test dataset '{test.name}' shares {shared.sum()} of its {len(shared)} images with the "
+                        f"training dataset '{train.name}' (identical pixels after preprocessing, e.g. "
+                        f"{', '.join(ids[:3])}): the model would be tested on images it was trained on; remove "
+                        f"them from one of the two")
     head = train.samples.assign(
         image_id=TRAIN_PREFIX + train.samples["image_id"].astype(str),
         patient_id=TRAIN_PREFIX + train.samples["patient_id"].astype(str),

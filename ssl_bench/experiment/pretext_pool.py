@@ -3,7 +3,8 @@ cache key of one fold's pretext stage.
 
 The pool is another registered dataset (its labels ignored unless the pretext task uses labels),
 e.g. ``folder``, every image under a folder, or the evaluation dataset itself. For fold ``k``
-the pool loses every image of the held-out fold's patients (:func:`ssl_bench.data.pool.pool_keep_mask`).
+the pool loses every image of the held-out fold's patients, and any copy of a held-out image
+(:func:`ssl_bench.data.pool.pool_exclusions`).
 The stage's result is cached under ``<out>/.pretext-cache/<key>.pt``
 (:mod:`ssl_bench.training.pretext_pool`) with :func:`stage_key`, a hash of everything it depends
 on: the pretext task and its options, the backbone and its initialisation, the pool (dataset,
@@ -28,8 +29,9 @@ import torch
 from .. import __version__
 from ..config import Config
 from ..data.base import LoadedDataset
+from ..data.digests import image_digests
 from ..data.loading import load_pool
-from ..data.pool import pool_keep_mask
+from ..data.pool import pool_exclusions
 from ..data.preprocess import PREPROCESS_VERSION
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS, TRANSFERS
@@ -68,23 +70,11 @@ def check_pretext_data(cfg: Config, pretext) -> None:
                           f"{cfg.data.label_fraction:g}")
 
 
-_row_digests: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def row_digests(loaded: LoadedDataset) -> np.ndarray:
-    """SHA-1 of each image's pixels (computed once per loaded dataset in this process)."""
-    cached = _row_digests.get(id(loaded.images))
-    if cached is None or cached[0] is not loaded.images:
-        digests = np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in loaded.images])
-        cached = _row_digests[id(loaded.images)] = (loaded.images, digests)
-    return cached[1]
-
-
 def pool_fingerprint(pool: LoadedDataset, keep: np.ndarray, with_labels: bool) -> str:
     """SHA-1 of the kept images' ids, pixels and (``with_labels``) labels, in order."""
     h = hashlib.sha1()
     ids = pool.samples["image_id"].astype(str).to_numpy()[keep]
-    for image_id, digest in zip(ids, row_digests(pool)[keep]):
+    for image_id, digest in zip(ids, image_digests(pool)[keep]):
         h.update(f"{image_id}\0{digest}\n".encode("utf-8", "surrogateescape"))
     if with_labels:
         h.update(np.ascontiguousarray(pool.labels[keep]).tobytes())
@@ -139,9 +129,14 @@ def fold_pretext_pool(cfg: Config, pretext, loaded: LoadedDataset, fold_of: np.n
     if not cfg.pretext_data.dataset or not pretext.trains or cfg.train.pretext_epochs <= 0:
         return None
     pool = load_pool(cfg)
-    held_out = loaded.samples[fold_of == k]
+    in_fold = fold_of == k
     held_out_dataset = cfg.data.test_dataset or cfg.data.dataset
-    keep = pool_keep_mask(pool.samples, held_out, same_dataset=cfg.pretext_data.dataset == held_out_dataset)
+    same_dataset = cfg.pretext_data.dataset == held_out_dataset
+    match_patients = same_dataset or (DATASETS.get(cfg.pretext_data.dataset).patient_ids
+                                      and DATASETS.get(held_out_dataset).patient_ids)
+    reasons = pool_exclusions(pool.samples, loaded.samples[in_fold], match_patients,
+                              image_digests(pool), image_digests(loaded)[in_fold])
+    keep = ~np.logical_or.reduce(list(reasons.values()))
     if not keep.any():
         raise DataError(f"the pool '{cfg.pretext_data.dataset}' (--pretext-data) has no image left once "
                         f"fold {k}'s patients are left out")
@@ -154,6 +149,8 @@ def fold_pretext_pool(cfg: Config, pretext, loaded: LoadedDataset, fold_of: np.n
 
     info = {"dataset": cfg.pretext_data.dataset, "root": cfg.pretext_data.root, "n_images": int(keep.sum()),
             "n_excluded": int((~keep).sum()),
+            # how many each rule left out (an image may be left out by several)
+            "excluded": {reason: int(mask.sum()) for reason, mask in reasons.items()},
             "n_patients": int(len(np.unique(pool.groups[keep])))}
     return PretextPool(key=stage_key(cfg, pretext, pool, keep, device, amp_dtype),
                        cache_dir=Path(cfg.out).expanduser() / CACHE_FOLDER, seed=cfg.seed, load=load, info=info)
