@@ -1,5 +1,6 @@
 """End to end through the CLI: a smoke TSBN run writes the whole run-directory contract, and
 user errors end with one clear line and a non-zero exit."""
+import hashlib
 import io
 import json
 import subprocess
@@ -42,7 +43,8 @@ def test_run_directory_contract(smoke_run):
         assert set(metrics) == {"accuracy", "sensitivity", "specificity", "youden", "f1", "auc",
                                 "op_threshold", "op_accuracy", "op_sensitivity", "op_specificity",
                                 "degenerate", "label_fraction", "n_train_images", "n_train_patients",
-                                "epochs", "pretext_epochs"}
+                                "epochs", "pretext_epochs", "predictions_sha256"}
+        assert metrics["predictions_sha256"] == hashlib.sha256((fold / "predictions.csv").read_bytes()).hexdigest()
         preds = pd.read_csv(fold / "predictions.csv", keep_default_na=False)
         assert list(preds.columns) == ["image_id", "patient_id", "label", "score", "laterality"]
         assert set(preds["laterality"]) <= {"L", "R"}

@@ -29,6 +29,7 @@ from ssl_bench.report.publish import write_leaderboard
 from ssl_bench.cli import main
 from ssl_bench.config import Config
 from ssl_bench.errors import UserError
+from ssl_bench.experiment.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "benchmarks" / "table2_paper.csv"
@@ -294,6 +295,92 @@ def test_metrics_json_disagreeing_with_predictions_is_flagged(tmp_path, bench):
     assert result.exit_code == 2 and "--allow-edited" in result.output
     result = CliRunner().invoke(main, ["report", str(run), "--format", "csv", "--n-boot", "200", "--allow-edited"])
     assert result.exit_code == 0, result.output
+
+
+def toolkit_run(root: Path) -> Path:
+    """A run whose folds ``RunDir.write_fold`` wrote (what ``ssl-bench run`` calls), with
+    lateralities and a ``folds.csv``."""
+    labels, patients, fold, rng = cohort(folds=2)
+    scores = rng.uniform(0.05, 0.95, size=len(labels))
+    run = write_run(root, "Written", labels, patients, fold, scores, folds=2)
+    shutil.rmtree(run / "folds")
+    ids = np.array([f"img{j:04d}" for j in range(len(labels))])
+    pids = np.array([f"p{p:03d}" for p in patients])
+    pd.DataFrame({"image_id": ids, "patient_id": pids, "label": labels, "fold": fold}).to_csv(
+        run / "folds.csv", index=False)
+    side = np.where(np.arange(len(labels)) % 2, "L", "R")
+    for k in range(2):
+        idx = fold == k
+        predictions = pd.DataFrame({"image_id": ids[idx], "patient_id": pids[idx], "label": labels[idx],
+                                    "score": scores[idx], "laterality": side[idx]})
+        RunDir(run).write_fold(k, sk_metrics(labels[idx], scores[idx]), predictions, b"")
+    return run
+
+
+def edit_predictions(run: Path, column: str) -> None:
+    """Edit fold 0's predictions.csv as text, leaving every other value as written: a patient id
+    moved to another patient, a laterality flipped, or the highest score raised by 1e-9 (the
+    order of all scores, every threshold metric and AUC unchanged)."""
+    path = run / "folds" / "0" / "predictions.csv"
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if column == "patient_id":
+        df.loc[0, "patient_id"] = next(p for p in df["patient_id"] if p != df.loc[0, "patient_id"])
+    elif column == "laterality":
+        df.loc[0, "laterality"] = {"L": "R", "R": "L"}[df.loc[0, "laterality"]]
+    else:
+        top = df["score"].astype(float).idxmax()
+        df.loc[top, "score"] = repr(float(df.loc[top, "score"]) + 1e-9)
+    df.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("column", ["patient_id", "laterality", "score"])
+def test_any_edit_of_predictions_csv_is_refused(tmp_path, column):
+    """Issue 25 item 2: an edited patient id or laterality (which change the patient and breast
+    AUCs) and an order-preserving score edit (which changes no metric the check recomputes) are
+    refused in one line naming the file, exit 2; --allow-edited reports them with a warning."""
+    run = toolkit_run(tmp_path)
+    assert load_run(run).warnings == []  # untouched: no warning, no error
+    assert CliRunner().invoke(main, ["report", str(run), "--format", "csv", "--n-boot", "200"]).exit_code == 0
+    edit_predictions(run, column)
+    with pytest.raises(UserError, match=r"folds/0/predictions.csv is not the file the run wrote"):
+        load_run(run)
+    res = CliRunner().invoke(main, ["report", str(run), "--format", "csv", "--n-boot", "200"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    line = " ".join(res.stderr.split())  # rich may wrap the one line
+    assert res.stderr.count("error:") == 1 and line.startswith(f"error: {run} was edited after the run")
+    assert "folds/0/predictions.csv is not the file the run wrote" in line and "--allow-edited" in line
+    res = CliRunner().invoke(main, ["report", str(run), "--format", "csv", "--n-boot", "200", "--allow-edited"])
+    assert res.exit_code == 0, res.output
+    assert "folds/0/predictions.csv is not the file the run wrote" in pd.read_csv(io.StringIO(res.stdout))["warning"][0]
+
+
+def test_runs_written_before_the_digest_are_checked_by_folds_csv_and_summary(tmp_path, bench):
+    """Folds without a recorded digest (every run before issue 25 item 2, docs/results): a patient
+    id that folds.csv contradicts is refused, and so is a summary.json whose pooled AUC the
+    predictions no longer give (a score edit that keeps each fold's order but not the pooled one)."""
+    labels, patients, fold, _ = cohort()
+    folds_csv = pd.DataFrame({"image_id": [f"img{j:04d}" for j in range(len(labels))],
+                              "patient_id": [f"p{p:03d}" for p in patients], "label": labels, "fold": fold})
+    run = tmp_path / "patient"
+    shutil.copytree(bench[0], run)
+    folds_csv.to_csv(run / "folds.csv", index=False)
+    assert load_run(run).warnings == []
+    path = run / "folds" / "0" / "predictions.csv"
+    pred = pd.read_csv(path, dtype=str)
+    pred.loc[0, "patient_id"] = "p999"
+    pred.to_csv(path, index=False)
+    with pytest.raises(UserError, match="fold 0: predictions.csv disagrees with folds.csv on patient_id"):
+        load_run(run)
+    run = tmp_path / "scores"
+    shutil.copytree(bench[0], run)
+    path = run / "folds" / "0" / "predictions.csv"
+    pred = pd.read_csv(path)
+    low = pred["score"] < 0.5
+    pred.loc[low, "score"] = pred.loc[low, "score"] / 2  # fold 0's order and threshold metrics kept
+    pred.to_csv(path, index=False)
+    with pytest.raises(UserError, match="summary.json's oof_auc is not the pooled AUC"):
+        load_run(run)
+    assert any("summary.json's oof_auc" in w for w in load_run(run, allow_edited=True).warnings)
 
 
 def test_predictions_of_other_images_than_folds_csv_are_refused(tmp_path, bench):

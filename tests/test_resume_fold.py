@@ -4,6 +4,7 @@ that was never interrupted (bit for bit on the CPU); the checkpoint file is hidd
 configuration, kept while its fold is unfinished and removed once it is complete."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -263,7 +264,8 @@ def test_write_fold_removes_the_fold_checkpoint(tmp_path):
                                 "laterality": ["L"]})
     rundir.write_fold(0, {"auc": 0.5}, predictions, model_bytes({"state_dict": {}}))
     assert rundir.fold_done(0) and not rundir.checkpoint_path(0).exists()
-    assert json.loads((rundir.fold_dir(0) / "metrics.json").read_text()) == {"auc": 0.5}
+    digest = hashlib.sha256((rundir.fold_dir(0) / "predictions.csv").read_bytes()).hexdigest()
+    assert json.loads((rundir.fold_dir(0) / "metrics.json").read_text()) == {"auc": 0.5, "predictions_sha256": digest}
 
 
 def test_checkpoint_every_is_a_non_negative_integer_and_paper_saves_every_5_epochs(tmp_path):

@@ -22,7 +22,9 @@ malignancy; laterality may be empty). ``metrics.json``: the Table II metrics at 
 and the fold's training subset: the requested ``label_fraction`` (``data.label_fraction``) and the
 actual ``n_train_images`` and ``n_train_patients`` (runs written before label fractions lack them:
 read as fraction 1), and the ``epochs`` and ``pretext_epochs`` it trained (``train.label_budget``
-scales them for a fraction: experiment/label_budget.py). ``summary.json`` repeats
+scales them for a fraction: experiment/label_budget.py), and ``predictions_sha256``, the digest of
+the fold's ``predictions.csv`` as written (:func:`text_digest`), so that an edit of any of its
+columns is seen (:meth:`RunDir.predictions_as_written`; folds written before it lack it). ``summary.json`` repeats
 ``label_fraction`` and, per fold, those four numbers (``train_subsets``).
 
 A fold is *complete* when its results (``metrics.json`` and ``predictions.csv``) exist: that is
@@ -73,6 +75,7 @@ HISTORY_FILE = "history.csv"
 LOGS_DIR = "logs"  # --log tensorboard: one event folder per fold
 MLFLOW_STORE = "mlflow.db"  # --log mlflow without --log-uri: an SQLite store (MLflow 3 retired the file store)
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
+PREDICTIONS_DIGEST = "predictions_sha256"  # metrics.json: text_digest of predictions.csv as written
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
 # Config keys that may differ between two invocations writing the same run directory: where
 # files go and how fast it runs, never what decides the results.
@@ -116,6 +119,12 @@ def read_json(path: Path, null_is_nan: bool = False) -> dict[str, Any]:
     if null_is_nan:  # metrics.json writes NaN (e.g. AUC of a one-class fold) as null
         data = {k: (math.nan if v is None else v) for k, v in data.items()}
     return data
+
+
+def text_digest(data: bytes) -> str:
+    """The sha256 of a text file's bytes with CRLF line ends read as LF (a checkout that converts
+    line ends changes no value; any other change of any byte changes the digest)."""
+    return hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest()
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
@@ -278,7 +287,8 @@ class RunDir:
         """Write a fold's files (and its training history) into a temporary folder, then rename
         it into place. ``model`` is the content of ``model.pt``
         (:func:`ssl_bench.experiment.model_file.model_bytes`): the run directory places it
-        without knowing its format, which keeps torch out of reading a run."""
+        without knowing its format, which keeps torch out of reading a run. ``metrics.json``
+        gets the digest of ``predictions.csv`` (``predictions_sha256``)."""
         final = self.fold_dir(k)
         if self.fold_done(k):  # never rewrite a completed fold
             self.checkpoint_path(k).unlink(missing_ok=True)
@@ -287,8 +297,9 @@ class RunDir:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
-            (tmp / "metrics.json").write_text(to_json(metrics))
-            predictions.to_csv(tmp / "predictions.csv", index=False)
+            table = predictions.to_csv(index=False).encode("utf-8")
+            (tmp / "metrics.json").write_text(to_json({**metrics, PREDICTIONS_DIGEST: text_digest(table)}))
+            (tmp / "predictions.csv").write_bytes(table)
             (tmp / MODEL_FILE).write_bytes(model)
             if history is not None:
                 history.to_csv(tmp / HISTORY_FILE, index=False)
@@ -318,6 +329,19 @@ class RunDir:
 
     def read_predictions(self, k: int) -> pd.DataFrame:
         return read_predictions(self.fold_dir(k) / "predictions.csv")
+
+    def predictions_as_written(self, k: int, metrics: dict) -> bool | None:
+        """Whether fold ``k``'s ``predictions.csv`` is, byte for byte (line ends aside), the file
+        the run wrote, by the digest its ``metrics.json`` (``metrics``) recorded; None for a fold
+        written before the digest was recorded (nothing to compare with)."""
+        recorded = metrics.get(PREDICTIONS_DIGEST)
+        if not isinstance(recorded, str):
+            return None
+        try:
+            data = (self.fold_dir(k) / "predictions.csv").read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read {self.fold_dir(k) / 'predictions.csv'}: {exc}") from None
+        return text_digest(data) == recorded
 
     def read_history(self, k: int) -> pd.DataFrame | None:
         """Fold ``k``'s ``history.csv``, or None for runs written before it was recorded."""

@@ -131,10 +131,6 @@ def _summary_row(run: RunResult, aggregate: str, n_boot: int, seed: int) -> dict
     pooled = pooled_with_intervals(run.predictions, thresholds, aggregate, n_boot, seed)
     for name, value in pooled.items():
         row[name.replace("auc", "oof_auc", 1) if name.startswith("auc") else name] = _percent(value)
-    stored = run.summary.get("oof_auc")
-    if isinstance(stored, (int, float)) and not math.isnan(stored) and not math.isnan(row["oof_auc"]) \
-            and not run.partial and abs(100 * stored - row["oof_auc"]) > 1e-4:
-        run.warnings.append("summary.json oof_auc disagrees with predictions.csv")
     degenerate = {k: degenerate_reason(run.predictions.loc[run.predictions["fold"] == k, "score"])
                   for k in run.completed_folds}
     degenerate = {k: why for k, why in degenerate.items() if why}

@@ -5,7 +5,11 @@ compared on one leaderboard.
 A run with some folds missing is loaded as *partial* (with a warning), never refused; a path that
 is not a run directory, or a file that cannot be parsed, is a :class:`~ssl_bench.errors.UserError`
 that names the path and what is wrong. Per-fold metrics are recomputed from ``predictions.csv`` with
-:func:`ssl_bench.experiment.metrics.compute_metrics`, and a ``metrics.json`` that disagrees is flagged.
+:func:`ssl_bench.experiment.metrics.compute_metrics`. Results edited after the run are refused
+(:func:`load_run`): a ``predictions.csv`` whose digest differs from the one its ``metrics.json``
+recorded (any column), a ``metrics.json`` that disagrees with it, and, for runs written before the
+digest too, predictions of other images, patients or labels than ``folds.csv`` holds and a
+``summary.json`` whose pooled AUC the predictions do not give.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import UserError
-from ..experiment.metrics import METRICS, compute_metrics
+from ..experiment.metrics import METRICS, compute_metrics, pooled_auc
 from ..experiment.rundir import RunDir
 
 _TOLERANCE = 1e-6  # metrics.json vs recomputation
@@ -81,9 +85,12 @@ class NoCompletedFold(UserError):
 
 def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
     """Load one run directory. Missing folds make it partial; a broken directory is a UserError,
-    and so are results edited after the run (a ``metrics.json`` that disagrees with its
-    ``predictions.csv``, or held-out images other than ``folds.csv`` assigns) unless
-    ``allow_edited``, which reports them as warnings."""
+    and so are results edited after the run unless ``allow_edited``, which reports them as
+    warnings: a ``predictions.csv`` that is not the file the run wrote (the digest in its
+    ``metrics.json``: any column, any value), a ``metrics.json`` that disagrees with it, held-out
+    images, or their patients or labels, other than ``folds.csv`` records, and a complete run's
+    ``summary.json`` whose ``oof_auc`` the predictions do not give. Folds written before the
+    digest are checked by the last three only (an edited laterality goes unseen there)."""
     rundir = RunDir.open(path)
     p = rundir.path
     config = rundir.read_config()
@@ -108,15 +115,20 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
         pred = rundir.read_predictions(k)
         pred["fold"] = k
         frames.append(pred)
+        if rundir.predictions_as_written(k, stored[k]) is False:
+            edited.append(f"folds/{k}/predictions.csv is not the file the run wrote (its "
+                          f"sha256 differs from the one folds/{k}/metrics.json recorded)")
         fold_metrics[k] = compute_metrics(pred["label"], pred["score"])
         off = [m for m in METRICS if not _close(stored[k].get(m), fold_metrics[k][m])]
         if off:
             edited.append(f"fold {k}: metrics.json disagrees with predictions.csv on {', '.join(off)}")
         if assigned is not None:
-            expected = set(assigned.loc[assigned["fold"] == k, "image_id"].astype(str))
-            if set(pred["image_id"]) != expected:
-                edited.append(f"fold {k}: predictions.csv holds other images than folds.csv assigns "
-                              f"({len(set(pred['image_id']) ^ expected)} differ)")
+            edited += _against_folds_csv(k, pred, assigned)
+    complete = bool(summary) and len(fold_metrics) == n_folds
+    if complete and isinstance(summary.get("oof_auc"), (int, float)):
+        pooled = pd.concat(frames, ignore_index=True)
+        if not _close(summary["oof_auc"], pooled_auc(pooled["label"], pooled["score"])):
+            edited.append("summary.json's oof_auc is not the pooled AUC of the folds' predictions.csv")
     if edited and not allow_edited:
         raise UserError(f"{p} was edited after the run: {'; '.join(edited)}. Use --allow-edited to "
                         f"report it anyway (numbers are recomputed from predictions.csv)")
@@ -137,6 +149,22 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
         example = predictions["image_id"][dup].iloc[0]
         warnings.append(f"{int(dup.sum())} image(s) held out more than once (e.g. {example})")
     return run
+
+
+def _against_folds_csv(k: int, pred: pd.DataFrame, assigned: pd.DataFrame) -> list[str]:
+    """How fold ``k``'s predictions differ from ``folds.csv``: other images, or other patients or
+    labels for the same images (what runs written before the predictions' digest can be checked by)."""
+    held = assigned[assigned["fold"] == k].drop_duplicates("image_id").astype({"image_id": str})
+    if set(pred["image_id"]) != set(held["image_id"]):
+        return [f"fold {k}: predictions.csv holds other images than folds.csv assigns "
+                f"({len(set(pred['image_id']) ^ set(held['image_id']))} differ)"]
+    record = held.set_index("image_id").loc[pred["image_id"]]
+    off = []
+    if (record["patient_id"].astype(str).to_numpy() != pred["patient_id"].astype(str).to_numpy()).any():
+        off.append("patient_id")
+    if (pd.to_numeric(record["label"], errors="coerce").to_numpy() != pred["label"].to_numpy()).any():
+        off.append("label")
+    return [f"fold {k}: predictions.csv disagrees with folds.csv on {' and '.join(off)}"] if off else []
 
 
 def find_runs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
