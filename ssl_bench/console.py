@@ -52,7 +52,7 @@ def working(text: str, console: Console | None = None, enabled: bool = True,
         console.print(text, highlight=False, markup=False, soft_wrap=True)
         yield
     else:
-        with console.status(text):
+        with console.status(Text(text)):  # names and paths in it are text, not rich markup
             yield
 
 

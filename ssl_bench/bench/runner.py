@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from .. import components
 from ..console import make_console, progress_bar
@@ -108,15 +109,15 @@ def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console
         path = run.rundir.failure_path(outcome.job.fold)
         if outcome.ok:
             path.unlink(missing_ok=True)
-            info = f"{outcome.job.label}: AUC {outcome.metrics['auc']:.3f} ({outcome.seconds:.0f}s)"
+            info = escape(f"{outcome.job.label}: AUC {outcome.metrics['auc']:.3f} ({outcome.seconds:.0f}s)")
         else:
             atomic_write_text(path, failure_text(outcome))
-            info = f"[red]{outcome.job.label} FAILED[/]"
+            info = f"[red]{escape(outcome.job.label)} FAILED[/]"  # the info column reads rich markup
         progress.update(task, advance=1, info=info)
 
     with progress:
         task = progress.add_task("bench", total=total, completed=done, done_before=done,
-                                 info=executor.describe())
+                                 info=escape(executor.describe()))
         t0 = time.perf_counter()
         executor.run(jobs, on_outcome)
     label = device_name(resolve_device(plan.configs[0].device)) if plan.configs else "cpu"

@@ -125,9 +125,9 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     runner = build_executor(executor, first, retries=retries, jobs_per_gpu=jobs_per_gpu,
                             address=ray_address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
     out_console.print(
-        f"bench {bench_file}: {len(plan.configs)} method(s) x {first.data.folds} folds · profile "
-        f"[bold]{first.profile}[/] · dataset {first.data.dataset} · {runner.describe()}",
-        highlight=False,
+        escape(f"bench {bench_file}: {len(plan.configs)} method(s) x {first.data.folds} folds · profile ")
+        + f"[bold]{escape(first.profile)}[/] · " + escape(f"dataset {first.data.dataset} · {runner.describe()}"),
+        highlight=False, soft_wrap=True,
     )
     try:
         with stop_on_sigterm():
@@ -156,17 +156,19 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
         base_run = plan.baseline_run(seed, finished) if plan.baselines else DEFAULT_BASELINE
         note = plan.baseline_note(seed, finished)
         if note:
-            err_console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
         reports[seed] = build_report(complete, reference=reference, baseline=base_run)
         paths = write_leaderboard(reports[seed], target)
         print_report(reports[seed], out_console, sections=("leaderboard", "notes"))
-        out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}", highlight=False)
+        out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}",
+                          highlight=False, markup=False, soft_wrap=True)
         if "efficiency_png" in paths:
             out_console.print(f"label efficiency: {paths['efficiency_png']}, {paths['efficiency_csv']}",
-                              highlight=False)
+                              highlight=False, markup=False, soft_wrap=True)
     if several_seeds and len(reports) > 1:
         paths = write_seed_leaderboard(reports, out_dir)
-        out_console.print(f"leaderboard across seeds: {paths['md']}, {paths['csv']}", highlight=False)
+        out_console.print(f"leaderboard across seeds: {paths['md']}, {paths['csv']}",
+                          highlight=False, markup=False, soft_wrap=True)
     if result.failed:
         by_name = {components.run_name(r.config): r for r in result.runs}
         attempts = runner.retries + 1
@@ -177,5 +179,5 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
             err_console.print(f"  - {o.job.label}: {last_line(o.error)}\n    traceback: {path}",
                               highlight=False, markup=False, soft_wrap=True)
         err_console.print(f"Fix the cause, then rerun only the failed jobs with:\n  {resume_command()}",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)

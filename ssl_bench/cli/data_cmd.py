@@ -9,6 +9,7 @@ import click
 import numpy as np
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..config import Config, DataConfig, parse_image_size, parse_scalar, parse_set_option, set_value
 from ..console import make_console, progress_bar
@@ -113,7 +114,7 @@ def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> No
     except ValueError as exc:
         raise ConfigError(f"cannot generate the synthetic set: {exc}") from None
     out_console.print(f"wrote {len(table)} images ({fmt}, {layout}, {size[0]}x{size[1]}) to {where} "
-                      f"in {time.perf_counter() - started:.1f} s", soft_wrap=True)
+                      f"in {time.perf_counter() - started:.1f} s", soft_wrap=True, markup=False)
 
 
 def _generator_options(sets, generate) -> dict:
@@ -152,11 +153,11 @@ def prepare(dataset, data_root, image_size, cache_dir, workers, sets, on_bad_ima
     table = _counts_table(f"dataset '{dataset}' prepared", loaded.samples)
     table.add_row("skipped inputs", str(len(loaded.skipped)))
     table.add_row("image size", f"{cfg.data.image_size[0]}x{cfg.data.image_size[1]}")
-    table.add_row("cache", str(Path(cfg.data.cache_dir).expanduser()))
+    table.add_row("cache", Text(str(Path(cfg.data.cache_dir).expanduser())))
     table.add_row("elapsed", f"{elapsed:.1f} s")
     out_console.print(table)
     for problem in loaded.skipped:
-        out_console.print(f"[yellow]skipped[/] {problem}", soft_wrap=True, highlight=False, markup=True)
+        out_console.print(f"[yellow]skipped[/] {escape(str(problem))}", soft_wrap=True, highlight=False, markup=True)
 
 
 # ------------------------------------------------------------------------------------ verify
@@ -203,7 +204,7 @@ def verify(dataset, data_root, image_size, cache_dir, workers, sets) -> None:
 
 def _counts_table(title: str, samples) -> Table:
     labels = samples["label"].to_numpy(dtype=np.int64) if len(samples) else np.zeros(0, np.int64)
-    table = Table(title=title, show_header=False)
+    table = Table(title=escape(title), show_header=False)  # the title names the user's dataset
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("images", str(len(samples)))

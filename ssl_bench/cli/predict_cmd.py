@@ -7,6 +7,7 @@ import click
 import numpy as np
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..console import make_console
 
@@ -31,11 +32,11 @@ def predict(run_dir, images, fmt, out, device):
                           on_warning=lambda text: err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False,
                                                             soft_wrap=True))
     if fmt == "table" and out is None:
-        view = Table(title=f"malignancy probability ({run_dir})")
+        view = Table(title=f"malignancy probability ({escape(str(run_dir))})")
         for col in table.columns:
             view.add_column(col, justify="left" if col == "file" else "right")
         for row in table.itertuples(index=False):
-            view.add_row(row[0], *(("yes" if v else "no") if isinstance(v, (bool, np.bool_)) else f"{v:.4f}"
+            view.add_row(Text(str(row[0])), *(("yes" if v else "no") if isinstance(v, (bool, np.bool_)) else f"{v:.4f}"
                                    for v in row[1:]))
         make_console().print(view)
         return

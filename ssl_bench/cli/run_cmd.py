@@ -182,7 +182,7 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
     ``auc_interval``: the pooled AUC's 95% confidence interval, printed beside it."""
     from ..experiment.metrics import METRICS  # scikit-learn loads only when a run has results
 
-    table = Table(title=title)
+    table = Table(title=escape(title))  # a method or run name: the user's text, not rich markup
     table.add_column("fold")
     for m in METRICS:
         table.add_column(m, justify="right")
@@ -281,10 +281,11 @@ def run_one(cfg, profile, file_values, quiet) -> None:
     """Run one resolved config and print its metrics table."""
     how = "given" if profile or file_values.get("profile") else f"default for device '{cfg.device}'"
     out_console.print(
-        f"profile [bold]{cfg.profile}[/] ({how}) · {cfg.pretext} + {cfg.transfer} · backbone "
-        f"{cfg.model.backbone} · dataset {cfg.data.dataset} · image {cfg.data.image_size[0]}x{cfg.data.image_size[1]}"
-        + (f" · label fraction {cfg.data.label_fraction:g}" if cfg.data.label_fraction < 1 else ""),
-        highlight=False,
+        f"profile [bold]{cfg.profile}[/] ({escape(how)}) · "
+        + escape(f"{cfg.pretext} + {cfg.transfer} · backbone {cfg.model.backbone} · dataset {cfg.data.dataset} · "
+                 f"image {cfg.data.image_size[0]}x{cfg.data.image_size[1]}"
+                 + (f" · label fraction {cfg.data.label_fraction:g}" if cfg.data.label_fraction < 1 else "")),
+        highlight=False, soft_wrap=True,
     )
     with working("loading timm and scikit-learn", err_console, enabled=not quiet):
         from ..experiment.run import run_experiment
@@ -293,7 +294,7 @@ def run_one(cfg, profile, file_values, quiet) -> None:
     fold_metrics = {k: prepared.rundir.read_metrics(k) for k in done}
     out_console.print(metrics_table(display_name(cfg), fold_metrics, summary,
                                     pooled_auc_interval(prepared.rundir, done) if summary else None))
-    out_console.print(f"run directory: {prepared.rundir.path}", highlight=False)
+    out_console.print(f"run directory: {prepared.rundir.path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def pooled_auc_interval(rundir, folds) -> tuple[float, float] | None:

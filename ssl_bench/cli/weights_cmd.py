@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..config import PROFILES
 
@@ -33,8 +34,8 @@ def fetch(names: tuple[str, ...]) -> None:
 
     for name in names:
         weights_, path = fetch_imagenet_weights(name)
-        out_console.print(f"{name}: {weights_.tagged} -> {path}", highlight=False, soft_wrap=True)
-    out_console.print(f"cache: {weights_.cache_dir}", highlight=False, soft_wrap=True)
+        out_console.print(f"{name}: {weights_.tagged} -> {path}", highlight=False, markup=False, soft_wrap=True)
+    out_console.print(f"cache: {weights_.cache_dir}", highlight=False, markup=False, soft_wrap=True)
 
 
 @weights.command("list")
@@ -51,6 +52,7 @@ def list_weights(names: tuple[str, ...]) -> None:
     for name in names:
         w = imagenet_weights(name)
         path = w.cached()
-        table.add_row(name, w.tagged, w.hub_id or w.url or "", str(path) if path else "[yellow]no[/]")
+        table.add_row(*(Text(str(v)) for v in (name, w.tagged, w.hub_id or w.url or "")),
+                      Text(str(path)) if path else Text("no", style="yellow"))
     out_console.print(table)
-    out_console.print(f"cache: {w.cache_dir}", highlight=False, soft_wrap=True)
+    out_console.print(f"cache: {w.cache_dir}", highlight=False, markup=False, soft_wrap=True)

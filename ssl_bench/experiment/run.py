@@ -191,7 +191,8 @@ def run_experiment(cfg: Config, show_progress: bool = True, console=None) -> tup
     if not todo and show_progress:
         wanted = "fold {cfg.fold} is" if cfg.fold is not None else f"all {cfg.data.folds} folds are"
         console.print(
-            f"{wanted.format(cfg=cfg)} already done in {run.rundir.path}: nothing to train", highlight=False)
+            f"{wanted.format(cfg=cfg)} already done in {run.rundir.path}: nothing to train",
+            highlight=False, markup=False, soft_wrap=True)
     with TrainingProgress(console, enabled=show_progress and bool(todo)) as progress:
         progress.start_folds(f"{components.display_name(cfg)} folds", len(todo))
         for k in todo:

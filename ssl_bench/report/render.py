@@ -13,6 +13,7 @@ import pandas as pd
 from rich import box
 from rich.markdown import Markdown
 from rich.table import Table
+from rich.text import Text
 
 from ..console import make_console
 from ..experiment.metrics import METRICS
@@ -231,13 +232,15 @@ def efficiency_baseline(report: Report) -> str | None:
 
 def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
                   figure: str | None = None, efficiency_figure: str | None = None) -> list[tuple[str, Any]]:
-    """``[(kind, content)]`` with kind ``h1``/``h2``/``h3``/``p``/``ul``/``table``/``img``."""
-    blocks: list[tuple[str, Any]] = [("h1", f"Leaderboard: {report.dataset}"),
-                                     ("p", describe_setup(report) + "."), ("p", UNITS)]
+    """``[(kind, content)]`` with kind ``h1``/``h2``/``h3``/``p``/``ul``/``table``/``img``. The text
+    of headings, paragraphs and list items is markdown (names, paths and notes escaped,
+    :func:`markdown_text`); a table is a frame of plain text, escaped by its renderer."""
+    blocks: list[tuple[str, Any]] = [("h1", markdown_text(f"Leaderboard: {report.dataset}", block=True)),
+                                     ("p", markdown_text(describe_setup(report) + ".", block=True)), ("p", UNITS)]
     if "leaderboard" in sections:
         blocks.append(("table", leaderboard_display(report)))
     if "notes" in sections and report.notes:
-        blocks.append(("ul", report.notes))
+        blocks.append(("ul", [markdown_text(note, block=True) for note in report.notes]))
     if "clinical" in sections:
         blocks += [("h2", "Pooled metrics clinicians read"),
                    ("p", CLINICAL_NOTE.format(aggregate=report.aggregate)), ("table", clinical_display(report))]
@@ -254,16 +257,39 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
     if "folds" in sections:
         blocks.append(("h2", "Per-fold results"))
         for run in report.runs:
-            blocks += [("h3", run.method), ("table", per_fold_display(report, run.method))]
+            blocks += [("h3", markdown_text(run.method, block=True)), ("table", per_fold_display(report, run.method))]
     if "provenance" in sections:
         facts, table = provenance_display(report)
-        blocks += [("h2", "Provenance"), ("ul", [f"**{k}:** {v}" for k, v in facts]),
+        blocks += [("h2", "Provenance"), ("ul", [f"**{markdown_text(k)}:** {markdown_text(v)}" for k, v in facts]),
                    ("table", table)]
     return blocks
 
 
 def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_text(text: Any, block: bool = False) -> str:
+    """``text`` (a method or run name, a path, a note quoting them) as markdown that renders as
+    exactly that text, on one line: a backslash before every character that markdown would read
+    as markup there (CommonMark escapes any ASCII punctuation). Always ``\\ ` * < | ~`` (escapes,
+    code, emphasis, HTML and autolinks, table cells, strikethrough); ``_`` unless it lies between
+    two letters or digits (no emphasis there: ``cbis_ddsm`` stays as it is); ``]`` before ``(``,
+    ``[`` or ``:`` (links, images, references); ``&`` of an entity (``&amp;``). ``block`` (the
+    whole text of a heading or a list item): also what would open a block at its start (``#``,
+    ``>``, ``-``, ``+``, ``=``, ``[ ]``, ``1.``) and a heading's closing ``#`` at its end. Our own
+    text (``Pooled AUC [95% CI]``, ``paper (INbreast)``, a column ``#``) comes out as it went in.
+    Leading and trailing spaces go, as markdown drops them."""
+    s = re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+    s = re.sub(r"([\\`*<|~])", r"\\\1", s)
+    s = re.sub(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])", r"\\_", s)
+    s = re.sub(r"\](?=[(\[:])", r"\\]", s)
+    s = re.sub(r"&(?=#?[0-9A-Za-z]+;)", r"\\&", s)
+    if block:
+        s = re.sub(r"(?<!\S)#(?=#*$)", r"\\#", s)
+        s = re.sub(r"^([#>\-+=\[])", r"\\\1", s)
+        s = re.sub(r"^(\d+)([.)])", r"\1\\\2", s)
+    return s
 
 
 _NUMERIC = re.compile(r"^([-+]?[\d.]+( ± [\d.]+)?( \[[\d.]+, [\d.]+\])?|<[\d.]+|Σ \d+|\d+/\d+"
@@ -279,9 +305,10 @@ def numeric_columns(df: pd.DataFrame) -> list[str]:
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured pipe table; numeric columns right-aligned."""
     cols, right = list(df.columns), set(numeric_columns(df))
-    head = "| " + " | ".join(_md_cell(c) for c in cols) + " |"
+    head = "| " + " | ".join(markdown_text(c) for c in cols) + " |"
     rule = "|" + "|".join("---:" if c in right else ":---" for c in cols) + "|"
-    body = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    cell = [_md_cell if c in right else markdown_text for c in cols]  # text: names, paths, notes
+    body = ["| " + " | ".join(f(v) for f, v in zip(cell, row)) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, rule, *body])
 
 
@@ -339,10 +366,10 @@ def _rich_tables(df: pd.DataFrame, width: int) -> list[Any]:
     for group in groups:
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
         for col in keys + group:
-            table.add_column(str(col), justify="right" if col in right else "left", overflow="fold",
+            table.add_column(Text(str(col)), justify="right" if col in right else "left", overflow="fold",
                              min_width=None if col in free else col_width(df, col))
         for row in df[keys + group].itertuples(index=False):
-            table.add_row(*(str(v) for v in row))
+            table.add_row(*(Text(str(v)) for v in row))  # text, not rich markup: names are the user's
         tables.append(table)
     return tables
 

@@ -5,6 +5,7 @@ appears in a run, from what the transfer strategy declares (its ``losses``)."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..console import progress_bar
 
@@ -31,7 +32,8 @@ class TrainingProgress:
         self._meanings.update(meanings)
 
     def start_folds(self, description: str, total: int) -> None:
-        self._fold = self._progress.add_task(description, total=total, info="")
+        # the label column reads rich markup; the description names the user's method
+        self._fold = self._progress.add_task(escape(description), total=total, info="")
 
     def fold_done(self, info: str = "") -> None:
         if self._fold is not None:
@@ -51,7 +53,7 @@ class TrainingProgress:
 
     def note(self, line: str) -> None:
         """Print one line above the bars (also when the bars are off: it is not a bar)."""
-        self._progress.console.print(line, highlight=False)
+        self._progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def step(self) -> None:
         if self._step is not None:
