@@ -309,6 +309,14 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
+#: bounds of each side of the preprocessed image (``data.image_size``, ``--image-size``). Below 16 px
+#: the backbones' downsampling leaves nothing. Above: a mammogram is about 4500x2800 px at its
+#: native resolution (the largest detectors and film scans about 7000x5500), and resizing it larger
+#: adds no information, so 8192 a side holds any mammogram at full resolution; a bigger size only
+#: allocates (a float16 100000x100000 image is 18.6 GiB, before a single file is read).
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 16, 8192
+
+
 def parse_image_size(value: Any, key: str = "image_size") -> tuple[int, int]:
     """``"768x384"``, ``[768, 384]`` or ``(768, 384)`` -> ``(768, 384)`` (height, width)."""
     if isinstance(value, str):
@@ -323,8 +331,8 @@ def parse_image_size(value: Any, key: str = "image_size") -> tuple[int, int]:
             raise ConfigError(f"{key}: expected two integers, got {value!r}") from None
     else:
         raise ConfigError(f"{key}: expected HEIGHTxWIDTH such as 768x384, got {value!r}")
-    if h < 16 or w < 16:
-        raise ConfigError(f"{key}: each side must be at least 16 pixels, got {h}x{w}")
+    if not (MIN_IMAGE_SIDE <= h <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= w <= MAX_IMAGE_SIDE):
+        raise ConfigError(f"{key}: each side must be {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} pixels, got {h}x{w}")
     return (h, w)
 
 
@@ -523,6 +531,7 @@ def _same_folder(a: str | None, b: str | None) -> bool:
 
 
 def validate(cfg: Config) -> None:
+    parse_image_size(cfg.data.image_size, "data.image_size")  # within the bounds, however it was set
     if cfg.data.split not in ("patient", "image", "official"):
         raise ConfigError(f"data.split must be 'patient', 'image' or 'official', got '{cfg.data.split}'")
     if cfg.data.split == "official" and cfg.data.test_dataset:

@@ -28,6 +28,8 @@ Conventions (bump :data:`PREPROCESS_VERSION` when any of them changes: it keys t
 """
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,45 +43,97 @@ PREPROCESS_VERSION = 1
 CROP_MARGIN = 0.02
 _THUMB = 512
 
+#: most pixels a file may have to be decoded (its header is read first; a bigger file is a bad
+#: input, never decoded). A mammogram has about 4500x2800 = 12.6 MP, the largest detectors about
+#: 30 MP and film scans up to about 40 MP (7000x5500), so 8192x8192 = 67 MP refuses none, while a
+#: decode costs about 19 bytes a pixel (1.2 GiB at the bound, per decoding process): a 170 KB PNG
+#: of 12000x12000 would take 2.6 GiB. The environment variable :data:`MAX_PIXELS_VARIABLE` sets
+#: another bound (each process reads it when it decodes).
+MAX_SOURCE_PIXELS = 8192 * 8192
+MAX_PIXELS_VARIABLE = "SSL_BENCH_MAX_IMAGE_PIXELS"
+
 
 # ----------------------------------------------------------------------------------- loading
 
 
 def load_image(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """DICOM, PNG or TIFF -> ``(float32 (H, W) in [0, 1], info)`` (info as :func:`read_dicom`)."""
+    """DICOM, PNG or TIFF -> ``(float32 (H, W) in [0, 1], info)`` (info as :func:`read_dicom`).
+    A file of more than :func:`max_source_pixels` pixels is refused from its header, undecoded."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if is_dicom(path):
+        try:
+            rows, columns = dicom_size(path)
+        except Exception:  # an unreadable header: read_dicom says what is wrong with it
+            rows = columns = 0
+        check_source_pixels(path, rows, columns)
         return read_dicom(path)
     return _read_raster(path)
+
+
+def max_source_pixels() -> int:
+    """The most pixels a file may have to be decoded: :data:`MAX_SOURCE_PIXELS`, or the
+    environment's :data:`MAX_PIXELS_VARIABLE`."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return MAX_SOURCE_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{MAX_PIXELS_VARIABLE}={text!r}: expected a number of pixels, such as {MAX_SOURCE_PIXELS}")
+    return value
+
+
+def check_source_pixels(path: str | Path, rows: int, columns: int) -> None:
+    """Refuse (:class:`DataError` naming the file) an image of more than :func:`max_source_pixels`
+    pixels before any of them is decoded."""
+    bound = max_source_pixels()
+    if rows * columns > bound:
+        raise DataError(f"{path}: {rows}x{columns} pixels ({rows * columns / 1e6:.0f} MP) is more than the "
+                        f"{bound / 1e6:.0f} MP an image may have (a mammogram has at most about 40), so it is "
+                        f"not decoded; {MAX_PIXELS_VARIABLE} sets another bound")
 
 
 def source_size(path: str | Path) -> tuple[int, int] | None:
     """``(height, width)`` of a DICOM, PNG or TIFF file from its header; None when it cannot be
     told (no such file, an unreadable header: :func:`load_image` reports those files itself)."""
-    from PIL import Image
-
     try:
         if is_dicom(path):
             return dicom_size(path)
-        with Image.open(path) as im:
+        with _open_raster(path) as im:
             return im.height, im.width
     except Exception:  # any reader failure only means "size unknown"
         return None
+
+
+def _open_raster(path: str | Path):
+    """Pillow's lazy image of ``path`` (its header read, no pixel decoded). Pillow's own bound on
+    the pixels (``Image.MAX_IMAGE_PIXELS``) warns where ours, checked next, refuses: its warning is
+    not shown. Raises its ``DecompressionBombError`` above twice its bound, like ours a refusal."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def _read_raster(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _open_raster(path) as im:
+            check_source_pixels(path, im.height, im.width)
             im.seek(0)
             if im.mode not in ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 im = im.convert("L")
             values = np.asarray(im).astype(np.float32)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a DICOM, PNG or TIFF image Pillow can read") from None
+    except Image.DecompressionBombError as exc:  # above twice Pillow's bound (179 MP), and so ours
+        raise DataError(f"{path}: not decoded: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt raster
         raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from None
     if values.ndim != 2:

@@ -76,14 +76,16 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
             images.append(preprocess_image(img, size, stored_side(info)))
         except (DataError, OSError, ValueError) as exc:
             reason = str(exc)
-            problems.append(f"  - {reason if reason.startswith(str(f)) else f'{f}: {reason}'}")
+            problems.append(reason if reason.startswith(str(f)) else f"{f}: {reason}")
             continue
         doubt = not_one_view(img)
         if doubt:
             warn(f"{f} does not look like one mammogram view ({doubt}); it is scored as one, "
                  f"but its score may mean nothing")
+    if len(problems) == 1:  # one line
+        raise DataError(f"cannot read an image: {problems[0]}")
     if problems:
-        raise DataError("cannot read these images:\n" + "\n".join(problems))
+        raise DataError("cannot read these images:\n" + "\n".join(f"  - {p}" for p in problems))
     batch = torch.from_numpy(np.stack(images).astype(np.float32)).unsqueeze(1)
     table = pd.DataFrame({"file": [str(f) for f in files]})
     per_fold = {}
