@@ -555,6 +555,9 @@ def validate(cfg: Config) -> None:
                           f"got {cfg.data.memory_budget_gb!r}")
     if cfg.data.loader_workers < 0:
         raise ConfigError(f"data.loader_workers must be at least 0, got {cfg.data.loader_workers}")
+    if cfg.data.workers < 0:
+        raise ConfigError(f"data.workers must be at least 0 (0: one decoding process per CPU core), "
+                          f"got {cfg.data.workers}")
     if single_fold(cfg):
         if cfg.data.folds != 1:
             raise ConfigError(f"data.folds must be 1 with split 'official' or a test dataset, got {cfg.data.folds}")

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..config import Config, DataConfig, parse_image_size, parse_scalar, parse_set_option, set_value
+from ..config import Config, DataConfig, parse_image_size, parse_scalar, parse_set_option, set_value, validate
 from ..console import make_console, progress_bar
 from ..errors import ConfigError
 
@@ -51,6 +51,7 @@ def build_config(dataset, data_root, image_size, cache_dir, workers, on_bad_imag
     for item in sets:
         key, value = parse_set_option(item)
         set_value(cfg, key, value)
+    validate(cfg)  # as run's: --workers -1 is one line
     return cfg
 
 

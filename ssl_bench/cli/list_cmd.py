@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
+from pathlib import Path
 from typing import Iterator
 
 import click
@@ -32,22 +33,38 @@ KINDS = tuple(REGISTRIES) + ("backbones",)
 DATASETS_GUIDE = "How to lay out your own data: docs/datasets.md"
 
 
+def warning_line(message, category: type[Warning], filename: str) -> str:
+    """A warning as one line: a :class:`~ssl_bench.errors.ToolkitWarning`'s message as it is; any
+    other's (scikit-learn's ConvergenceWarning, Pillow's DecompressionBombWarning, torch's) with its
+    lines joined, then its category and the library that raised it (the category's package, else
+    the package of the file that warned): ``lbfgs failed to converge ... (ConvergenceWarning from
+    sklearn)``."""
+    text = " ".join(str(message).split())
+    if issubclass(category, ToolkitWarning):
+        return text
+    origin = category.__module__.split(".")[0]
+    if origin == "builtins":  # UserWarning, FutureWarning...: where it was raised
+        parts = Path(filename).parts
+        packages = [i for i, part in enumerate(parts) if part in ("site-packages", "dist-packages")]
+        origin = parts[packages[-1] + 1] if packages and packages[-1] + 1 < len(parts) else Path(filename).stem
+    return f"{text} ({category.__name__} from {origin})"
+
+
 @contextlib.contextmanager
 def show_toolkit_warnings(console: Console | None = None) -> Iterator[None]:
-    """Print every :class:`~ssl_bench.errors.ToolkitWarning` raised inside the block (a plugin not
-    loaded, tiny or blank images) as one clean line (``warning: ssl-bench plugin 'x' (dist 1.0) was
-    not loaded: ...``) on ``console`` (stderr by default) instead of Python's ``file:line:
-    PluginWarning: ...`` format; other warnings are shown as usual. Meant to wrap a CLI command
-    (registries load plugins on first use, datasets warn when they load)."""
+    """Print every warning shown inside the block as one clean line on ``console`` (stderr by
+    default), :func:`warning_line` after ``warning:`` (``warning: ssl-bench plugin 'x' (dist 1.0)
+    was not loaded: ...``), instead of Python's two lines (``file:line: Category: message`` and
+    the source line, or a library's message of several lines). Which warnings are shown is
+    Python's filters' choice, as before: none is silenced. Meant to wrap a CLI command (registries
+    load plugins on first use, datasets warn when they load, scikit-learn and torch while a run
+    trains)."""
     console = console or make_console(stderr=True)
     with warnings.catch_warnings():
-        original = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, ToolkitWarning):
-                console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
-            else:
-                original(message, category, filename, lineno, file, line)
+            console.print(f"[yellow]warning:[/] {escape(warning_line(message, category, filename))}",
+                          highlight=False, soft_wrap=True)
 
         warnings.showwarning = show
         yield

@@ -104,12 +104,16 @@ class MammoDataset(ABC):
     #: False where patient ids are made from file paths (``folder``): they cannot be matched with
     #: another dataset's, so a pool's images are not left out by patient id across datasets
     patient_ids: ClassVar[bool] = True
+    #: the option that gave :attr:`root`, named by the messages about it: the role the dataset
+    #: was built for sets it (:func:`ssl_bench.data.loading.build_dataset`: ``--test-data-root``,
+    #: ``--pretext-data-root``)
+    root_flag: str = "--data-root"
 
     def require_root(self) -> Path:
         if self.root is None:
-            raise DataError(f"dataset '{self.name}' needs --data-root PATH")
+            raise DataError(f"dataset '{self.name}' needs {self.root_flag} PATH")
         if not self.root.is_dir():
-            raise DataError(f"--data-root {self.root} is not a folder")
+            raise DataError(f"{self.root_flag} {self.root} is not a folder")
         return self.root
 
     @abstractmethod

@@ -25,6 +25,10 @@ _loaded: dict[str, LoadedDataset] = {}
 #: prefix of the training dataset's image and patient ids in a train/test pair (--test-dataset)
 TRAIN_PREFIX = "train:"
 
+#: the option that gives the root of the dataset of each role (the evaluation data, the test
+#: dataset, the pretext stage's pool), which the dataset's messages about its root name
+DATA_ROOT, TEST_ROOT, POOL_ROOT = "--data-root", "--test-data-root", "--pretext-data-root"
+
 
 def dataset_key(cfg: Config) -> str:
     d = cfg.data
@@ -40,9 +44,11 @@ def with_dataset(cfg: Config, dataset: str, root: str | None) -> Config:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset, root=root))
 
 
-def build_dataset(cfg: Config):
+def build_dataset(cfg: Config, root_flag: str = DATA_ROOT):
+    """The dataset ``cfg.data`` names, built from ``cfg.data.root`` that ``root_flag`` gave
+    (:data:`TEST_ROOT` for a test dataset, :data:`POOL_ROOT` for a pool): its messages name it."""
     d = cfg.data
-    return components.create(
+    dataset = components.create(
         DATASETS,
         d.dataset,
         cfg,
@@ -52,12 +58,14 @@ def build_dataset(cfg: Config):
         on_bad_image=d.on_bad_image,
         workers=d.workers,
     )
+    dataset.root_flag = root_flag
+    return dataset
 
 
-def load_dataset(cfg: Config) -> LoadedDataset:
+def load_dataset(cfg: Config, root_flag: str = DATA_ROOT) -> LoadedDataset:
     key = dataset_key(cfg)
     if key not in _loaded:
-        loaded = build_dataset(cfg).load()
+        loaded = build_dataset(cfg, root_flag).load()
         weak = check_images(loaded.samples, loaded.images).describe()
         if weak:
             warnings.warn(f"dataset '{loaded.name}': {weak} (kept for training; 'ssl-bench data verify' "
@@ -98,10 +106,10 @@ def load_evaluation_data(cfg: Config) -> LoadedDataset:
     test_cfg = with_dataset(cfg, d.test_dataset, d.test_root)
     key = json.dumps(["pair", dataset_key(cfg), dataset_key(test_cfg)])
     if key not in _loaded:
-        _loaded[key] = train_test_pair(load_dataset(cfg), load_dataset(test_cfg))
+        _loaded[key] = train_test_pair(load_dataset(cfg), load_dataset(test_cfg, TEST_ROOT))
     return _loaded[key]
 
 
 def load_pool(cfg: Config) -> LoadedDataset:
     """The pretext stage's pool (``pretext_data``), preprocessed like the evaluation data."""
-    return load_dataset(with_dataset(cfg, cfg.pretext_data.dataset, cfg.pretext_data.root))
+    return load_dataset(with_dataset(cfg, cfg.pretext_data.dataset, cfg.pretext_data.root), POOL_ROOT)

@@ -45,7 +45,7 @@ class Manifest(MammoDataset):
         if given.is_absolute():
             return given
         if self.root is None:
-            raise DataError("dataset 'manifest' needs --data-root PATH (or an absolute params.manifest.csv)")
+            raise DataError(f"dataset 'manifest' needs {self.root_flag} PATH (or an absolute params.manifest.csv)")
         return self.require_root() / given
 
     def scan(self) -> tuple[pd.DataFrame, list[Problem]]:
