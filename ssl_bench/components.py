@@ -77,6 +77,16 @@ def create(registry: Registry, name: str, cfg: Config, **fixed: Any) -> Any:
     return build(registry, name, cfg.component_params(name), **fixed)
 
 
+def resolved_options(registry: Registry, name: str, cfg: Config) -> dict[str, Any]:
+    """Every option component ``name`` is built with from ``cfg``: its constructor's defaults with
+    its ``params.<name>`` over them, checked and converted as :func:`create` does (the toolkit's
+    own arguments left out). ``cfg.component_params(name)`` holds only the options a user set."""
+    obj = registry.get(name)
+    kind = next((k for k, reg in REGISTRIES.items() if reg is registry), "")
+    fixed = TOOLKIT_ARGUMENTS.get(kind, ())
+    return {**options(obj, exclude=fixed), **check_options(name, obj, cfg.component_params(name), dict.fromkeys(fixed))}
+
+
 def check_params_section(cfg: Config) -> None:
     """Every ``params.<name>`` must name a registered component and only its options."""
     for name, given in cfg.params.items():

@@ -1,12 +1,18 @@
 """Pretraining on a pool (``--pretext-data``): the ``folder`` dataset, the held-out fold's patients
 left out of the pool, the pretext stage trained once and reused by every fold and label fraction
 (with the same results as training it), and the one-line errors."""
+import inspect
 import json
+import os
+import shutil
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+import lightly
+import timm
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -21,6 +27,7 @@ from ssl_bench.data.loading import load_evaluation_data
 from ssl_bench.data.pool import pool_keep_mask
 from ssl_bench.data.preprocess import preprocess_file
 from ssl_bench.experiment.pretext_pool import fold_pretext_pool, stage_key
+from ssl_bench.experiment.provenance import PACKAGE, source_digest
 from ssl_bench.experiment.run import compute_folds
 from ssl_bench.registry import PRETEXTS
 from ssl_bench.training.pretext_pool import CHECKPOINT_FORMAT
@@ -117,6 +124,105 @@ def test_stage_key_follows_what_the_stage_depends_on(tmp_path):
                   {"model.pretrained": "imagenet"}, {"data.image_size": "96x48"}):
         assert key(**other) != base, other
     assert key(keep=fewer) != base
+
+
+def simclr_key(cfg, pool) -> str:
+    pretext = PRETEXTS.create("simclr", **cfg.component_params("simclr"))
+    return stage_key(cfg, pretext, pool, np.ones(len(pool.samples), bool), torch.device("cpu"), None)
+
+
+def pool_config(**flags):
+    return build_config("smoke", flags={"device": "cpu", "pretext": "simclr", "transfer": "finetune",
+                                        "pretext_data.dataset": "synthetic", **flags})
+
+
+def test_stage_key_follows_defaults_not_only_the_options_a_user_set(monkeypatch):
+    """Issue 25 item 4: a changed default of a pretext option is another stage; setting an option
+    to its default is the same stage as leaving it."""
+    cfg = pool_config()
+    pool = load_evaluation_data(cfg)
+    base = simclr_key(cfg, pool)
+    set_to_default = simclr_key(pool_config(**{"params.simclr.temperature": 0.5}), pool)
+    init = PRETEXTS.get("simclr").__init__
+    names = [p.name for p in inspect.signature(init).parameters.values() if p.default is not p.empty]
+    defaults = list(init.__defaults__)
+    assert defaults[names.index("temperature")] == 0.5
+    defaults[names.index("temperature")] = 0.25
+    monkeypatch.setattr(init, "__defaults__", tuple(defaults))
+    assert simclr_key(cfg, pool) != base
+    assert set_to_default == base
+
+
+@pytest.mark.parametrize("library", [torch, timm, lightly, np])
+def test_stage_key_follows_the_library_versions(monkeypatch, library):
+    cfg = pool_config()
+    pool = load_evaluation_data(cfg)
+    base = simclr_key(cfg, pool)
+    monkeypatch.setattr(library, "__version__", "0.0.1-other")
+    assert simclr_key(cfg, pool) != base
+
+
+def test_code_digest_follows_the_computing_code_only(tmp_path):
+    """The code in the key: an edit of any module a stage runs changes it, an edit of the CLI or
+    the reports does not (they only orchestrate runs or read them)."""
+    package = tmp_path / "ssl_bench"
+    shutil.copytree(PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    for module, changes in (("pretext/views.py", True), ("training/loop.py", True), ("report/render.py", False),
+                            ("cli/run_cmd.py", False)):
+        before = source_digest(package)
+        with open(package / module, "a") as fh:
+            fh.write("# edited\n")
+        assert (source_digest(package) != before) is changes, module
+
+
+def rewrite_keeping_size_and_mtime(path, write) -> None:
+    """Rewrite ``path`` with ``write(path)`` as ``cp -p`` or ``rsync -t`` would: same length,
+    modification time restored."""
+    before = os.stat(path)
+    time.sleep(0.02)  # past a coarse timestamp tick
+    write(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_a_weights_file_rewritten_with_its_size_and_mtime_is_another_stage(tmp_path):
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"a" * 1000)
+    cfg = pool_config(**{"model.pretrained": str(weights)})
+    pool = load_evaluation_data(cfg)
+    base = simclr_key(cfg, pool)
+    assert simclr_key(cfg, pool) == base
+    rewrite_keeping_size_and_mtime(weights, lambda p: p.write_bytes(b"b" * 1000))
+    assert simclr_key(cfg, pool) != base
+
+
+def test_a_pool_file_rewritten_with_its_size_and_mtime_is_decoded_again_and_rekeyed(tmp_path):
+    """An uncompressed TIFF of the pool rewritten with other pixels, the same length and its
+    modification time: the image cache decodes it again and the stage's key changes."""
+    root, cache = tmp_path / "pool", tmp_path / "cache"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        pixels = rng.integers(0, 4000, size=(48, 36)).astype(np.uint16)
+        pixels[:, :18] += 8000
+        Image.fromarray(pixels).save(root / f"{name}.tif")
+    cfg = pool_config(**{"pretext_data.dataset": "folder", "pretext_data.root": str(root)})
+
+    def pool():
+        return ImageFolder(root=str(root), image_size=SIZE, cache_dir=str(cache), workers=1).load()
+
+    first = pool()
+    key = simclr_key(cfg, first)
+    assert simclr_key(cfg, pool()) == key  # read from the cache: the same stage
+    other = rng.integers(0, 4000, size=(48, 36)).astype(np.uint16)
+    other[:, :18] += 20000
+    rewrite_keeping_size_and_mtime(root / "b.tif", lambda p: Image.fromarray(other).save(p))
+    again = pool()
+    np.testing.assert_allclose(again.images[1].astype(np.float32), preprocess_file(root / "b.tif", SIZE), atol=1e-3)
+    assert not np.array_equal(again.images[1], first.images[1])
+    np.testing.assert_array_equal(again.images[0], first.images[0])
+    assert simclr_key(cfg, again) != key
 
 
 # -------------------------------------------------------------------------------- folder dataset

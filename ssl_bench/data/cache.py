@@ -10,17 +10,21 @@ Layout, under ``<cache_dir>/shards/<H>x<W>/``:
 - ``index-<dataset key>.csv``: one row per image of a dataset (``row, image_id, key, shard,
   offset, height, width, problem``), written once every shard is done.
 
-An image's key is a SHA-1 of the file's identity (absolute path, size, mtime in ns) and the
-preprocessing parameters (image size, the laterality the flip uses, :data:`PREPROCESS_VERSION`);
-a shard's key is a SHA-1 of its images' keys, a dataset's of all of them. A changed file or
-parameter misses only the shard holding it; its other images are copied from the shard that
-already holds them, not decoded again. Every file is written atomically (``fileio.atomic_write``),
-so an interrupted ``ssl-bench data prepare`` leaves whole shards and resumes at the first missing
-one, and concurrent runs at worst build a shard twice. Stale shards are never read again; delete
+An image's key is a SHA-1 of the file's identity (:func:`file_identity`: absolute path, size,
+modification and inode change times in ns, so that a file rewritten with its size and
+modification time is decoded again) and the preprocessing parameters (image size, the
+laterality the flip uses, :data:`PREPROCESS_VERSION`); a shard's key is a SHA-1 of its images'
+keys, a dataset's of all of them. A changed file or parameter misses only the shard holding it;
+its other images are copied from the shard that already holds them, not decoded again. Every
+file is written atomically (``fileio.atomic_write``), so an interrupted ``ssl-bench data
+prepare`` leaves whole shards and resumes at the first missing one, and concurrent runs at worst
+build a shard twice. Stale shards are never read again; delete
 the folder to reclaim the space.
 
 The per-image cache of earlier versions (``<cache_dir>/images/<aa>/<key>.npy``) is migrated: its
-entries are copied into shards instead of being decoded again, with one line saying so.
+entries are copied into shards instead of being decoded again, with one line saying so. Its keys
+of files lack the change time, so a file's entry is no longer found: the file is decoded again,
+once, as it is for the shards built before the change time was keyed.
 
 Misses are decoded by a :class:`concurrent.futures.ProcessPoolExecutor` (``fork`` while the
 caller has a single thread, else ``spawn``; if the pool breaks, the rest is decoded in-process)
@@ -60,15 +64,23 @@ FORMAT_VERSION = 1
 Producer = Callable[[list[int]], Iterable[tuple[int, "np.ndarray | None", str]]]
 
 
-def cache_key(path: str | Path, image_size: tuple[int, int], laterality: str = "") -> str:
-    """Key of one image: file identity + preprocessing parameters (raises ``OSError`` if absent)."""
+def file_identity(path: str | Path) -> str:
+    """What tells a file's content apart without reading it: its absolute path, size, and
+    modification and inode change times in ns (raises ``OSError`` if absent). The change time
+    (``st_ctime_ns``) is set by the kernel to the present on every write, replacement or
+    metadata change and cannot be set back, so a file rewritten with the same size and a restored
+    modification time (``cp -p``, ``rsync -t``, ``tar``, ``os.utime``) gets another identity. A
+    ``chmod`` changes it too: at worst a file decoded again."""
     absolute = os.path.abspath(os.fspath(path))
     st = os.stat(absolute)
+    return f"{absolute}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+
+
+def cache_key(path: str | Path, image_size: tuple[int, int], laterality: str = "") -> str:
+    """Key of one image: file identity + preprocessing parameters (raises ``OSError`` if absent)."""
     ident = "|".join(
         [
-            absolute,
-            str(st.st_size),
-            str(st.st_mtime_ns),
+            file_identity(path),
             f"{int(image_size[0])}x{int(image_size[1])}",
             (laterality or "").upper(),
             f"v{PREPROCESS_VERSION}",

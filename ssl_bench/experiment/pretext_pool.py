@@ -7,11 +7,15 @@ the pool loses every image of the held-out fold's patients, and any copy of a he
 (:func:`ssl_bench.data.pool.pool_exclusions`).
 The stage's result is cached under ``<out>/.pretext-cache/<key>.pt``
 (:mod:`ssl_bench.training.pretext_pool`) with :func:`stage_key`, a hash of everything it depends
-on: the pretext task and its options, the backbone and its initialisation, the pool (dataset,
-root, options, and the ids, content and, for a task that uses labels, labels of the images
-kept), the image size, every ``train.*`` setting but the downstream ``epochs`` and ``pos_weight``,
-the seed, the device type and precision. A pool that shares no patient with the evaluation data keeps the same images for every
-fold, hence one key: its stage is trained once for all folds and label fractions (and for
+on: the pretext task and all its options (defaults included: a changed default is another
+stage), the backbone and its initialisation (a weights file by its identity, which changes when
+the file is rewritten, :func:`ssl_bench.data.cache.file_identity`), the pool (dataset, root, all
+its options, and the ids, content and, for a task that uses labels, labels of the images kept),
+the image size, every ``train.*`` setting but the downstream ``epochs`` and ``pos_weight``, the
+seed, the device type and precision, the versions of torch, timm, lightly and numpy, and the code
+(:func:`ssl_bench.experiment.provenance.code_digest`, and the source file of a plugin's pretext
+task or transfer). A pool that shares no patient with the evaluation data keeps the same images
+for every fold, hence one key: its stage is trained once for all folds and label fractions (and for
 ``finetune``, ``linear`` and ``knn`` alike, which share the stage). Each fold records the key it
 used in ``metrics.json`` (``pretext_pool``).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -26,23 +31,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from .. import __version__, components
 from ..config import Config
 from ..data.base import LoadedDataset
+from ..data.cache import file_identity
 from ..data.digests import image_digests
 from ..data.loading import load_pool
 from ..data.pool import pool_exclusions
 from ..data.preprocess import PREPROCESS_VERSION
 from ..errors import ConfigError, DataError
-from ..registry import DATASETS, TRANSFERS
+from ..registry import DATASETS, PRETEXTS, TRANSFERS
 from ..training.pretext_pool import PretextPool
+from .provenance import PACKAGE, code_digest, library_versions
 from .rundir import VOLATILE_TRAIN_KEYS
 
 CACHE_FOLDER = ".pretext-cache"
 DOWNSTREAM_ONLY = ("epochs", "pos_weight")  # train.* settings the pretext stage never reads
 # 2: backbones built on pretrained weights normalise their input (other modules and state_dict
 # keys): a stage cached before is trained again, never loaded into the new structure
-KEY_VERSION = 2
+# 3: the options with their defaults, the libraries' versions, the code, and files' change times
+KEY_VERSION = 3
 
 
 def check_pretext_data(cfg: Config, pretext) -> None:
@@ -82,12 +90,27 @@ def pool_fingerprint(pool: LoadedDataset, keep: np.ndarray, with_labels: bool) -
 
 
 def _initialisation(pretrained: str | None) -> str | None:
-    """``model.pretrained`` with a weights file identified by path, size and modification time."""
+    """``model.pretrained`` with a weights file identified by :func:`file_identity` (path, size,
+    modification and change times: a file rewritten in place is another file)."""
     if pretrained and pretrained.lower() not in ("none", "imagenet") and os.path.isfile(os.path.expanduser(pretrained)):
-        path = os.path.realpath(os.path.expanduser(pretrained))
-        st = os.stat(path)
-        return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+        return file_identity(os.path.realpath(os.path.expanduser(pretrained)))
     return pretrained
+
+
+def plugin_source(component) -> str | None:
+    """SHA-256 of the source file that defines ``component`` (a class or factory) when it lies
+    outside ssl_bench, as a plugin's does (:func:`code_digest` covers ssl_bench's own); None for
+    one of ssl_bench or one without a source file."""
+    try:
+        source = inspect.getsourcefile(component)
+    except TypeError:
+        return None
+    if not source or Path(source).resolve().is_relative_to(PACKAGE):
+        return None
+    try:
+        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def stage_key(cfg: Config, pretext, pool: LoadedDataset, keep: np.ndarray, device: torch.device,
@@ -98,15 +121,26 @@ def stage_key(cfg: Config, pretext, pool: LoadedDataset, keep: np.ndarray, devic
     payload = {
         "key_version": KEY_VERSION,
         "ssl_bench": __version__,
+        # The code: every source file of ssl_bench but those that only orchestrate runs or read
+        # them (provenance.ORCHESTRATION), hashed once per process. Hashing only the pretext
+        # task's module would miss what the stage runs beside it (its views, the loop, the
+        # optimiser and schedule builders, the backbone helpers, the pool's decoding); a stage
+        # goes stale on an edit there as surely as on one of the task. An edit of the CLI or the
+        # reports retrains nothing. A plugin's task or transfer adds its own source file.
+        "code": code_digest(),
+        "plugin_code": [plugin_source(type(pretext)), plugin_source(TRANSFERS.get(cfg.transfer))],
+        "libraries": library_versions(),  # torch, timm, lightly, numpy
         "preprocess": PREPROCESS_VERSION,
         "pretext": cfg.pretext,
-        "pretext_params": cfg.component_params(cfg.pretext),
+        # every option as the task is built with it, defaults included (params.* holds only the
+        # options a user set: a changed default would otherwise reuse a stage of the old one)
+        "pretext_params": components.resolved_options(PRETEXTS, cfg.pretext, cfg),
         "backbone": cfg.model.backbone,
         "pretrained": _initialisation(cfg.model.pretrained),
         "pool": {
             "dataset": cfg.pretext_data.dataset,
             "root": os.path.realpath(os.path.expanduser(root)) if root else None,
-            "params": cfg.component_params(cfg.pretext_data.dataset),
+            "params": components.resolved_options(DATASETS, cfg.pretext_data.dataset, cfg),
             "images": pool_fingerprint(pool, keep, pretext.uses_labels),
         },
         "image_size": list(cfg.data.image_size),
