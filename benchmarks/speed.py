@@ -478,7 +478,7 @@ def summary(results) -> None:
     log("\n=== summary: img/s (ratio = ssl_bench / reference) ===")
     log(f"device {results['env']['device']}, torch {results['env']['torch']}, size "
         f"{'x'.join(map(str, results['args']['size']))}, compile {results['args']['compile']}")
-    for key, row in results["steps"].items():
+    for row in results["steps"].values():
         cells = []
         for name in ("reference", "reference_tuned", "ssl_bench", "ssl_bench_graphs"):
             if name in row:

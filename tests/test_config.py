@@ -5,7 +5,6 @@ import pytest
 
 from ssl_bench import components
 from ssl_bench.config import (
-    IMAGENET,
     NO_WEIGHTS,
     PROFILES,
     Config,

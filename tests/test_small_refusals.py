@@ -82,13 +82,14 @@ def _shown(*warns) -> list[str]:
 def test_library_warnings_are_one_line_each():
     lines = _shown(
         lambda: warnings.warn(ConvergenceWarning("lbfgs failed to converge after 1 iteration(s):\n"
-                                                 "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT\n\nIncrease max_iter.")),
-        lambda: warnings.warn("Recall is ill-defined and being set to 0.0", UndefinedMetricWarning),
+                                                 "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT\n\nIncrease max_iter."),
+                              stacklevel=1),
+        lambda: warnings.warn("Recall is ill-defined and being set to 0.0", UndefinedMetricWarning, stacklevel=1),
         lambda: warnings.warn("Image size (144000000 pixels) exceeds limit of 89478485 pixels",
-                              Image.DecompressionBombWarning),
+                              Image.DecompressionBombWarning, stacklevel=1),
         lambda: warnings.warn_explicit("The given NumPy array is not writable", UserWarning,
                                        "/venv/lib/python3.11/site-packages/torch/utils/data/_utils.py", 7),
-        lambda: warnings.warn("2 images are blank: a.png, b.png", DataWarning),
+        lambda: warnings.warn("2 images are blank: a.png, b.png", DataWarning, stacklevel=1),
     )
     assert lines == [
         "warning: lbfgs failed to converge after 1 iteration(s): STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT "

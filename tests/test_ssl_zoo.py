@@ -325,7 +325,7 @@ def test_moco_loss_is_the_reference_and_each_key_enters_the_queue_once():
     b, dim, t = 3, 10, 0.2
     task = MoCo(queue_size=4 * b, out_dim=dim, temperature=t)
     keys = []
-    for step in range(2):
+    for _step in range(2):
         before = task.queue.clone()
         q0, q1 = torch.randn(b, dim, requires_grad=True), torch.randn(b, dim, requires_grad=True)
         k0, k1 = torch.randn(b, dim), torch.randn(b, dim)

@@ -80,7 +80,7 @@ class CBISDDSM(MammoDataset):
 
         # one entry per full mammogram (subject folder), in CSV order
         entries: dict[str, dict] = {}
-        for kind, split, csv in sheets:
+        for _kind, split, csv in sheets:
             sheet = read_sheet(csv, sep=",", required=REQUIRED_COLUMNS)
             for index, row in sheet.iterrows():
                 where = row_name(csv, index)

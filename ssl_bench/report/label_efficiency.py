@@ -106,7 +106,7 @@ def baseline_tests(efficiency: pd.DataFrame, runs: dict[str, RunResult], baselin
     for column in TEST_COLUMNS:
         out[column] = math.nan
     base = baseline_curve(out, baseline_run)
-    for fraction, rows in out.groupby("label_fraction"):
+    for _fraction, rows in out.groupby("label_fraction"):
         reference = rows.loc[rows["method"] == base, "run"]
         others = rows[rows["method"] != base]
         if reference.empty or others.empty:

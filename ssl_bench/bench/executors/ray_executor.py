@@ -174,7 +174,7 @@ class RayExecutor(Executor):
             late = [refs[r]["NodeManagerAddress"] for r in refs if r not in ready]
             if late:
                 warnings.warn(f"Ray node(s) {', '.join(late)} did not run the shared-storage probe within "
-                              f"{self.probe_timeout:.0f}s; jobs placed there fail if they cannot see --out")
+                              f"{self.probe_timeout:.0f}s; jobs placed there fail if they cannot see --out", stacklevel=2)
         finally:
             for d in out_dirs:
                 for p in d.glob(f"{PROBE_PREFIX}{token}*"):
