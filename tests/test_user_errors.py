@@ -9,6 +9,7 @@ from ssl_bench.cli import main
 from ssl_bench.config import build_config
 from ssl_bench.errors import ConfigError, UserError
 from ssl_bench.experiment.rundir import RunDir
+from ssl_bench.fileio import OutOfSpace
 
 
 @pytest.mark.parametrize("item, message", [
@@ -156,7 +157,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_fold(tmp_path, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(Path, "write_bytes", full_disk)  # model.pt, the fold's largest file
-        with pytest.raises(UserError, match="no space left on the device while writing fold 0") as info:
+        with pytest.raises(OutOfSpace, match=r"no space left on device writing .*: nothing of fold 0 was kept") as info:
             run.write_fold(0, {"auc": 0.5}, preds, model)
     assert "\n" not in str(info.value)
     assert not list((run.path / "folds").iterdir())  # neither folds/0 nor a temporary folder
@@ -168,7 +169,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_fold(tmp_path, monkeypatch):
     cfg = build_config("smoke", flags={"pretext": "none", "transfer": "finetune", "out": str(tmp_path)})
     with monkeypatch.context() as patch:
         patch.setattr(fold_checkpoint_module.torch, "save", torch_full_disk)
-        with pytest.raises(UserError, match="no space left on the device while saving fold 0") as info:
+        with pytest.raises(OutOfSpace, match=r"no space left on device writing .*\.0\.checkpoint\.pt; free space") as info:
             fold_checkpoint_module.fold_checkpoint(run, 0, cfg, "cpu").save({"epoch": 1})
     assert "\n" not in str(info.value) and not run.checkpoint_path(0).exists()
 

@@ -4,7 +4,9 @@ Each command lives in its own module of this package and is attached to :func:`m
 command modules import torch, scikit-learn and matplotlib inside the commands, so that ``--help``
 stays fast.
 
-Errors a user can cause (:class:`ssl_bench.errors.UserError`) end with one red line and exit 2.
+Errors a user can cause (:class:`ssl_bench.errors.UserError`) end with one red line and exit 2; a
+full device or disk quota (:class:`ssl_bench.fileio.OutOfSpace`: the environment, not the command)
+with one red line and exit 1.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from rich.markup import escape
 from .. import __version__
 from ..console import make_console
 from ..errors import UserError
+from ..fileio import OutOfSpace
 from .bench_cmd import bench
 from .data_cmd import data
 from .list_cmd import list_components, show_toolkit_warnings
@@ -43,6 +46,9 @@ class _Group(click.Group):
         except UserError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
+        except OutOfSpace as exc:  # the environment: the same command finishes once there is space
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
             sys.exit(130)

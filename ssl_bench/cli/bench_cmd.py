@@ -10,6 +10,7 @@ from rich.markup import escape
 from .. import components
 from ..console import make_console, working
 from ..errors import ConfigError
+from ..fileio import OutOfSpace
 from ..registry import EXECUTORS
 from .run_cmd import (LABEL_FRACTION_HELP, PRETEXT_DATA_HELP, SPLIT_HELP, SPLITS, TEST_DATASET_HELP,
                       collect_flags, command_line, log_options, parse_fractions, stop_on_sigterm)
@@ -140,6 +141,9 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
             highlight=False, soft_wrap=True,
         )
         sys.exit(130)
+    except OutOfSpace as exc:  # one line (the group prints it, exit 1)
+        raise exc.keeping(f"completed jobs (folds) are kept in {first.out}",
+                          rerun=f"finish the missing ones with: {resume_command()}") from None
     out_dir = Path(first.out).expanduser()
     by_seed: dict[int, list[Path]] = {}
     for r in result.runs:

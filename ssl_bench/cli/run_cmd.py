@@ -14,6 +14,7 @@ from rich.table import Table
 from ..components import display_name, run_name
 from ..config import LOG_BACKENDS, PROFILES, build_config, load_yaml, parse_image_size
 from ..console import make_console, working
+from ..fileio import OutOfSpace
 
 
 out_console = make_console()
@@ -256,11 +257,16 @@ def run(profile, config_file, sets, quiet, label_fraction, **kwargs):
         err_console.print("[yellow]interrupted[/]: " + escape(interrupted_line(configs)),
                           highlight=False, soft_wrap=True)
         sys.exit(130)
+    except OutOfSpace as exc:  # one line (the group prints it, exit 1): the file, what is kept, the command
+        kept, total = kept_folds(configs)
+        raise exc.keeping(f"{kept} {'is' if total == 1 else 'are'} complete and kept" if total
+                          else "no fold was complete yet",
+                          rerun=f"rerun the same command (it trains only the missing folds): {command_line()}") from None
 
 
-def interrupted_line(configs) -> str:
-    """After Ctrl-C: what it leaves (each run directory's complete folds, kept) and the command
-    that resumes: the same one (a run reopens its directory and trains only the missing folds)."""
+def kept_folds(configs) -> tuple[str, int]:
+    """What the run directories of ``configs`` hold complete (``"2 of 5 folds of runs/x"`` per
+    run directory, joined) and how many folds that is in all."""
     from ..experiment.rundir import RunDir  # pandas loads only when a command runs, so --help stays fast
 
     kept, total = [], 0
@@ -269,11 +275,18 @@ def interrupted_line(configs) -> str:
         done = len(rundir.completed_folds(cfg.data.folds)) if RunDir.is_run(rundir.path) else 0
         kept.append(f"{done} of {cfg.data.folds} folds of {rundir.path}")
         total += done
+    return ", ".join(kept), total
+
+
+def interrupted_line(configs) -> str:
+    """After Ctrl-C: what it leaves (each run directory's complete folds, kept) and the command
+    that resumes: the same one (a run reopens its directory and trains only the missing folds)."""
+    kept, total = kept_folds(configs)
     checkpointed = any(cfg.train.checkpoint_every > 0 for cfg in configs)
     unfinished = " (the unfinished fold from its last checkpoint)" if checkpointed else ""
     if total == 0:
         return f"no fold was complete yet; the same command starts again{unfinished}: {command_line()}"
-    return (f"{', '.join(kept)} {'is' if total == 1 else 'are'} complete and kept; "
+    return (f"{kept} {'is' if total == 1 else 'are'} complete and kept; "
             f"the same command resumes with the missing ones{unfinished}: {command_line()}")
 
 

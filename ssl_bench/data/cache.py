@@ -49,7 +49,7 @@ import pandas as pd
 
 from ..console import make_console, progress_bar
 from ..errors import DataError
-from ..fileio import atomic_write, atomic_write_text
+from ..fileio import OutOfSpace, atomic_write, atomic_write_text
 from .problem import Problem
 from .preprocess import PREPROCESS_VERSION, preprocess_file
 
@@ -193,12 +193,18 @@ def sharded_images(
     known = _KnownImages(folder)
     migrated = 0
     names, shard_of, offsets, problems = [], np.zeros(len(keys), np.int64), np.zeros(len(keys), np.int64), {}
+    n_shards = -(-len(keys) // per_shard)
     for number, start in enumerate(range(0, len(keys), per_shard)):
         rows = list(range(start, min(start + per_shard, len(keys))))
         name = _digest([keys[i] for i in rows])
         failed = _done_shard(folder, name, len(rows), size)
         if failed is None:
-            failed, moved = _build_shard(folder, name, rows, keys, size, produce, known, legacy_dir)
+            try:
+                failed, moved = _build_shard(folder, name, rows, keys, size, produce, known, legacy_dir)
+            except OutOfSpace as exc:  # the shards before it are whole: the next call resumes here
+                raise exc.keeping(f"{number} of {n_shards} shards of the image cache in {folder} are complete and "
+                                  f"kept (the cache resumes after them)" if number else
+                                  f"no shard of the image cache in {folder} was complete yet") from None
             migrated += moved
         for i in rows:
             shard_of[i], offsets[i] = number, i - start
@@ -214,7 +220,10 @@ def sharded_images(
         "offset": offsets, "height": size[0], "width": size[1],
         "problem": [problems.get(i, "") for i in range(len(keys))],
     })
-    atomic_write_text(index_path, index.to_csv(index=False))
+    try:
+        atomic_write_text(index_path, index.to_csv(index=False))
+    except OutOfSpace as exc:
+        raise exc.keeping(f"all {n_shards} shards of the image cache in {folder} are complete and kept") from None
     images = ShardedImages([folder / f"{n}.npy" for n in names], shard_of, offsets, size)
     return images, problems
 
@@ -279,6 +288,15 @@ class _KnownImages:
             return None
 
 
+class _Writes:
+    """A file seen by numpy only through its ``write``: ``np.save`` writes a real file with C's
+    ``fwrite``, which reports a full disk as a short write without an errno ("N requested and M
+    written"); through ``write`` it is the ``OSError(ENOSPC)`` that :func:`atomic_write` names."""
+
+    def __init__(self, fh):
+        self.write = fh.write
+
+
 def _build_shard(folder, name, rows, keys, size, produce, known, legacy_dir) -> tuple[dict[str, str], int]:
     """Fill one shard from other shards, the per-image cache, then ``produce``; write it."""
     shard = np.zeros((len(rows), *size), dtype=np.float16)
@@ -299,7 +317,7 @@ def _build_shard(folder, name, rows, keys, size, produce, known, legacy_dir) -> 
                 failed[str(i - rows[0])] = reason
             else:
                 shard[i - rows[0]] = array
-    atomic_write(folder / f"{name}.npy", lambda fh: np.save(fh, shard, allow_pickle=False))
+    atomic_write(folder / f"{name}.npy", lambda fh: np.save(_Writes(fh), shard, allow_pickle=False))
     atomic_write_text(folder / f"{name}.json", json.dumps({"keys": [keys[i] for i in rows], "failed": failed}))
     return failed, migrated
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
-from ..errors import UserError
-from ..fileio import atomic_write, out_of_space
+from ..fileio import OutOfSpace, atomic_write
 from .rundir import RunDir, config_key
 
 CHECKPOINT_FORMAT = "ssl-bench-checkpoint"
@@ -59,11 +58,9 @@ class FoldCheckpointFile:
         record = {**self._stamp(), "state": state}
         try:
             atomic_write(self.path, lambda fh: torch.save(record, fh))
-        except Exception as exc:
-            if out_of_space(exc):
-                raise UserError(f"no space left on the device while saving {self.label}; free space and "
-                                f"rerun the same command (it resumes from the previous checkpoint)") from None
-            raise
+        except OutOfSpace as exc:  # the previous checkpoint, if any, is untouched: the fold resumes there
+            previous = f"fold {self.fold}'s previous checkpoint is kept" if self.path.is_file() else ""
+            raise exc.keeping(previous) from None
 
 
 def fold_checkpoint(rundir: RunDir, k: int, cfg: Config, device_type: str) -> FoldCheckpointFile:

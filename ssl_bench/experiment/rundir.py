@@ -67,7 +67,7 @@ import yaml
 
 from ..config import Config, check_path_name, load_yaml, save_yaml
 from ..errors import UserError
-from ..fileio import atomic_write_text, out_of_space
+from ..fileio import atomic_write_text, out_of_space_error
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
 MODEL_FILE = "model.pt"
@@ -213,6 +213,9 @@ class RunDir:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
+            full = out_of_space_error(exc, path)
+            if full is not None:
+                raise full from None
             raise UserError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
         return cls(path)
 
@@ -249,10 +252,17 @@ class RunDir:
         except OSError:
             fh.close()
             return  # no flock here: nothing to hold
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        fh.flush()
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            fh.flush()
+        except OSError as exc:
+            fh.close()
+            full = out_of_space_error(exc, self.path / ".lock")
+            if full is not None:
+                raise full from None
+            raise
         _CLAIMED[key] = fh
 
     @staticmethod
@@ -295,21 +305,23 @@ class RunDir:
             return
         tmp = final.parent / f".{k}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        writing = tmp
         try:
             tmp.mkdir(parents=True)
             table = predictions.to_csv(index=False).encode("utf-8")
-            (tmp / "metrics.json").write_text(to_json({**metrics, PREDICTIONS_DIGEST: text_digest(table)}))
-            (tmp / "predictions.csv").write_bytes(table)
-            (tmp / MODEL_FILE).write_bytes(model)
+            files = [("metrics.json", to_json({**metrics, PREDICTIONS_DIGEST: text_digest(table)}).encode("utf-8")),
+                     ("predictions.csv", table), (MODEL_FILE, model)]
             if history is not None:
-                history.to_csv(tmp / HISTORY_FILE, index=False)
+                files.append((HISTORY_FILE, history.to_csv(index=False).encode("utf-8")))
+            for name, data in files:
+                writing = tmp / name
+                writing.write_bytes(data)
         except BaseException as exc:  # a half-written fold never stays behind (Ctrl-C included)
             shutil.rmtree(tmp, ignore_errors=True)
-            if out_of_space(exc):
-                kept = ", ".join(str(j) for j in self.present_folds() if self.fold_done(j)) or "none"
-                raise UserError(f"no space left on the device while writing fold {k} into {self.path}; "
-                                f"nothing of fold {k} was kept, completed folds ({kept}) are intact: free "
-                                f"space and rerun the same command to finish") from None
+            full = out_of_space_error(exc, writing, kept=(f"nothing of fold {k} was kept",)) \
+                if isinstance(exc, Exception) else None  # Ctrl-C stays itself
+            if full is not None:
+                raise full from exc
             raise
         if self.fold_done(k):  # another process finished this fold meanwhile: keep its files
             shutil.rmtree(tmp, ignore_errors=True)

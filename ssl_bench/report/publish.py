@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, out_of_space_error
 from .curves import save_training_curves
 from .efficiency_plot import save_label_efficiency
 from .html import to_html
@@ -69,7 +69,10 @@ def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path
             text = to_html(report, png=roc["png"].read_bytes() if roc else None,
                            efficiency=efficiency["png"].read_bytes() if curve and efficiency else None)
         atomic_write_text(path, text)
-    except OSError as exc:
+    except OSError as exc:  # a figure (matplotlib writes it); the report itself is OutOfSpace when full
+        full = out_of_space_error(exc, getattr(exc, "filename", None) or path)
+        if full is not None:
+            raise full from None
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     written[fmt] = path
     return written

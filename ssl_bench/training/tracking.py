@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import Any, Iterator, Protocol
 
 from ..errors import ConfigError, ToolkitWarning, UserError
-from ..fileio import atomic_write_text
+from ..fileio import OutOfSpace, atomic_write_text
 
 #: the module each backend needs, and the distribution that provides it
 BACKEND_MODULES = {"tensorboard": ("torch.utils.tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
@@ -214,7 +214,7 @@ def open_sink(backend: str, target: str, run_name: str, fold: int, config: dict[
             sink = MlflowSink(target, run_name, f"fold-{fold}", config)
         else:
             raise ConfigError(f"unknown log backend '{backend}'")
-    except UserError:
+    except (UserError, OutOfSpace):
         raise
     except Exception as exc:  # an unreachable server, an unwritable folder, a bad URI
         raise UserError(f"--log {backend}: cannot open {target} ({one_line(exc)})") from None
