@@ -120,6 +120,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def cannot_write(path: str | Path, exc: OSError) -> str:
+    """Why ``path`` could not be written (``exc``), in words for an error line: a folder on its way
+    that is a file, else the system's reason (``Read-only file system``, ``Permission denied``)."""
+    try:
+        for ancestor in Path(path).parents:
+            if ancestor.exists():
+                if not ancestor.is_dir():
+                    return f"{ancestor} is a file, not a folder"
+                break
+    except OSError:
+        pass
+    return exc.strerror or str(exc)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     atomic_write(path, lambda fh: fh.write(data))

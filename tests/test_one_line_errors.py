@@ -1,13 +1,18 @@
 """Failures of the environment and of damaged files are one line, never a traceback (issue 25,
 items 10 and 11): a full disk under --out, the pretext-pool cache or the image cache (exit 1: the
 environment, the same command finishes once there is space; complete folds and cache shards kept,
-nothing half-written left where it would be read). A run's damaged files are one line, exit 2.
+nothing half-written left where it would be read). An --out that cannot be written (predict,
+data synth) and a run directory's damaged files (a binary folds.csv, a .lock that is a folder, a
+config.yaml edited after the run) are one line, exit 2; a fold checkpoint without its state is
+dropped with one warning line and the fold trains from the start.
 
 The disk fills through :func:`full_disk`: a file whose path matches is created, then its writes go
 to ``/dev/full``, the kernel's full device (every write fails with ``ENOSPC``), whoever writes it:
 the toolkit's fold writer (``pathlib``), ``fileio.atomic_write`` and torch or numpy inside it."""
 from __future__ import annotations
 
+import builtins
+import errno
 import io
 import os
 import re
@@ -140,3 +145,179 @@ def test_a_full_disk_in_a_later_shard_keeps_the_shards_before_it(tmp_path, monke
                                                               f"{cache._digest(keys[:3])}.npy"])
     images, problems = cache.sharded_images(folder, keys, keys, (4, 2), produce)  # resumes at the second
     assert not problems and [float(images[i][0, 0]) for i in range(6)] == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_full_disk_quota_is_named_and_torch_s_wrapped_error_too(tmp_path):
+    import torch
+
+    def over_quota(fh):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    with pytest.raises(fileio.OutOfSpace) as info:
+        fileio.atomic_write(tmp_path / "a.bin", over_quota)
+    assert str(info.value) == f"disk quota exceeded writing {tmp_path / 'a.bin'}; free space and rerun the same command"
+    with pytest.raises(fileio.OutOfSpace, match="no space left on device writing"):  # torch's RuntimeError
+        fileio.atomic_write(tmp_path / "b.pt", lambda fh: torch.save({"w": torch.zeros(1000)}, _Full(fh)))
+    assert list(tmp_path.iterdir()) == []  # neither target nor temporary
+
+
+class _Full:
+    """A file object whose device is full (torch.save reports it as its zip writer's RuntimeError)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def flush(self):
+        pass
+
+
+# ------------------------------------------------------------------ item 11: damaged files, bad --out
+
+
+def read_only(monkeypatch, folder) -> None:
+    """``folder`` is read-only, as for a user without write permission (the tests run as root,
+    whom ``chmod 555`` does not stop): creating anything in it is ``PermissionError``, whichever
+    call creates it (``os.open``, ``os.mkdir``, ``open``)."""
+    folder = os.path.realpath(folder)
+    real_os_open, real_mkdir, real_io_open = os.open, os.mkdir, io.open
+
+    def inside(path) -> bool:
+        return not isinstance(path, int) and os.path.realpath(os.path.dirname(os.fspath(path))) == folder
+
+    def denied(path):
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+            raise denied(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if inside(path):
+            raise denied(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    def io_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and inside(file):
+            raise denied(file)
+        return real_io_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(io, "open", io_open)
+    monkeypatch.setattr(builtins, "open", io_open)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """One synthetic mammogram to score."""
+    from ssl_bench.data.synthetic_mammo import write_png_set
+
+    folder = tmp_path_factory.mktemp("image")
+    write_png_set(folder, image_size=(64, 32), n_patients=2, n_benign=2, n_malignant=2)
+    return sorted((folder / "images").iterdir())[0]
+
+
+def test_predict_out_in_a_missing_folder_makes_it(smoke_run, image, tmp_path):
+    out = tmp_path / "missing" / "x.csv"
+    result = CliRunner().invoke(main, ["predict", "--run", str(smoke_run.path), str(image), "--format", "csv",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().splitlines()[0].startswith("file,p_malignant,threshold,malignant,fold_0")
+
+
+def test_predict_out_under_a_file_is_one_line(smoke_run, image, tmp_path):
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "x.csv"
+    result = CliRunner().invoke(main, ["predict", "--run", str(smoke_run.path), str(image), "--format", "csv",
+                                       "--out", str(out)])
+    assert one_line(result, 2) == f"error: cannot write --out {out}: {tmp_path / 'afile'} is a file, not a folder"
+
+
+def test_predict_out_in_a_read_only_folder_is_one_line(smoke_run, image, tmp_path, monkeypatch):
+    (tmp_path / "ro").mkdir()
+    out = tmp_path / "ro" / "x.csv"
+    read_only(monkeypatch, tmp_path / "ro")
+    result = CliRunner().invoke(main, ["predict", "--run", str(smoke_run.path), str(image), "--format", "csv",
+                                       "--out", str(out)])
+    assert one_line(result, 2) == f"error: cannot write --out {out}: Permission denied"
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["read-only", "under a file"])
+def test_data_synth_out_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, where):
+    if where == "read-only":
+        out = tmp_path / "ro"
+        out.mkdir()
+        read_only(monkeypatch, out)
+        reason = "Permission denied"
+    else:
+        (tmp_path / "afile").write_text("")
+        out = tmp_path / "afile" / "sub"
+        reason = f"{tmp_path / 'afile'} is a file, not a folder"
+    result = CliRunner().invoke(main, ["data", "synth", "--out", str(out), "--image-size", "64x32",
+                                       "--set", "params.synthetic.n_patients=2", "--set", "params.synthetic.n_benign=2",
+                                       "--set", "params.synthetic.n_malignant=2"])
+    assert one_line(result, 2) == f"error: cannot write to --out {out}: {reason}"
+
+
+def test_a_binary_folds_csv_is_one_line(run_copy):
+    (run_copy.path / "folds.csv").write_bytes(bytes(range(256)) * 8)
+    line = one_line(CliRunner().invoke(main, [*SMOKE, "--out", str(run_copy.path.parent)]), 2)
+    assert line.startswith(f"error: {run_copy.path / 'folds.csv'} is damaged (not a folds table"), line
+    assert line.endswith("restore it, or delete it and the run writes it again from the data")
+
+
+def test_a_lock_that_is_a_folder_is_one_line(run_copy):
+    (run_copy.path / ".lock").mkdir()
+    line = one_line(CliRunner().invoke(main, [*SMOKE, "--out", str(run_copy.path.parent)]), 2)
+    assert line == (f"error: {run_copy.path / '.lock'} is a folder, not the lock file ssl-bench keeps there; "
+                    f"remove it and rerun (ssl-bench keeps nothing in it)")
+    assert not run_copy.fold_done(1)
+
+
+def test_a_checkpoint_without_its_state_is_dropped_and_the_fold_trains_from_the_start(run_copy):
+    from ssl_bench.config import config_from_dict
+    from ssl_bench.experiment.fold_checkpoint import fold_checkpoint
+
+    cfg = config_from_dict(run_copy.read_config())
+    fold_checkpoint(run_copy, 1, cfg, "cpu").save({"stage_index": 0, "stage": "finetune"})  # stamped, keys missing
+    args = [*SMOKE, "--out", str(run_copy.path.parent), "--device", "cpu", "--set", "train.checkpoint_every=1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    warned = [line for line in result.output.splitlines() if line.startswith("warning: fold 1")]
+    assert warned == [f"warning: fold 1 (checkpoint {run_copy.checkpoint_path(1)}) lacks epoch, history, modules, "
+                      f"optimizers, pretext, rng: deleted, the fold trains from the start"], result.output
+    assert run_copy.fold_done(1) and not run_copy.checkpoint_path(1).exists()
+
+
+def edit_image_size(rundir: RunDir, size: list[int]) -> None:
+    import yaml
+
+    config = yaml.safe_load((rundir.path / "config.yaml").read_text())
+    config["data"]["image_size"] = size
+    (rundir.path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def test_a_vit_run_whose_config_was_edited_is_one_line_in_predict(tmp_path, image):
+    """A ViT is built for one input size: an edited data.image_size was timm's AssertionError."""
+    args = ["run", "--pretext", "mae", "--transfer", "finetune", "--profile", "smoke", "--folds", "2", "--fold", "0",
+            "--backbone", "vit_tiny_patch16_224", "--out", str(tmp_path), "--quiet"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    rundir = RunDir(tmp_path / "mae-finetune")
+    edit_image_size(rundir, [128, 32])
+    result = CliRunner().invoke(main, ["predict", "--run", str(rundir.path), str(image)])
+    assert one_line(result, 2) == (
+        f"error: the run's config does not match its model: {rundir.path / 'config.yaml'} has data.image_size "
+        f"128x32, {rundir.model_path(0)} was trained at 64x32 (was config.yaml edited?); restore the config to "
+        f"score with this run")
+
+
+def test_a_cnn_run_whose_config_was_edited_is_one_line_in_predict(run_copy, image):
+    """A CNN scores any size: an edited data.image_size silently scored images of another size."""
+    edit_image_size(run_copy, [128, 64])
+    result = CliRunner().invoke(main, ["predict", "--run", str(run_copy.path), str(image)])
+    assert "the run's config does not match its model" in one_line(result, 2)

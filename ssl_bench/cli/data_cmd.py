@@ -13,7 +13,8 @@ from rich.text import Text
 
 from ..config import Config, DataConfig, parse_image_size, parse_scalar, parse_set_option, set_value, validate
 from ..console import make_console, progress_bar
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
+from ..fileio import cannot_write, out_of_space_error
 
 
 out_console = make_console()
@@ -114,6 +115,11 @@ def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> No
                 where = f"{Path(out) / 'AllDICOMs'}/ + {Path(out) / 'INbreast.csv'}"
     except ValueError as exc:
         raise ConfigError(f"cannot generate the synthetic set: {exc}") from None
+    except OSError as exc:  # every file is written whole (fileio.atomic_write) or not at all
+        full = out_of_space_error(exc, exc.filename or out)
+        if full is not None:
+            raise full from None
+        raise UserError(f"cannot write to --out {out}: {cannot_write(exc.filename or out, exc)}") from None
     out_console.print(f"wrote {len(table)} images ({fmt}, {layout}, {size[0]}x{size[1]}) to {where} "
                       f"in {time.perf_counter() - started:.1f} s", soft_wrap=True, markup=False)
 

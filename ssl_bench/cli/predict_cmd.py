@@ -10,13 +10,16 @@ from rich.table import Table
 from rich.text import Text
 
 from ..console import make_console
+from ..errors import UserError
+from ..fileio import atomic_write_text, cannot_write
 
 
 @click.command("predict")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A run directory.")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write csv/json here instead of stdout.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write csv/json here instead of stdout (its folder is made if missing).")
 @click.option("--device", default="auto", show_default=True)
 def predict(run_dir, images, fmt, out, device):
     """Score IMAGE files (DICOM, PNG, TIFF): mean probability of malignancy over the run's fold
@@ -45,8 +48,10 @@ def predict(run_dir, images, fmt, out, device):
         if fmt == "json"
         else table.to_csv(index=False)
     )
-    if out:
-        with open(out, "w") as fh:
-            fh.write(text)
+    if out:  # whole or not at all; a missing folder is made, as report and run make theirs
+        try:
+            atomic_write_text(out, text)
+        except OSError as exc:  # a full disk is fileio.OutOfSpace, exit 1
+            raise UserError(f"cannot write --out {out}: {cannot_write(out, exc)}") from None
     else:
         click.echo(text, nl=False)

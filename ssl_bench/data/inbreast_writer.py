@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ..fileio import atomic_write
 from .inbreast import SHEET_COLUMNS
 
 BENIGN_CHOICES = ("1", "2")
@@ -92,7 +93,7 @@ def write_dicom(path: Path, pixels: np.ndarray, *, laterality: str, view: str, p
         ds.compress(JPEG2000Lossless, generate_instance_uid=False)
     elif compress is not None:
         raise ValueError(f"compress must be one of {COMPRESSIONS}, got {compress!r}")
-    ds.save_as(path, enforce_file_format=True)
+    atomic_write(path, lambda fh: ds.save_as(fh, enforce_file_format=True))  # never half a file
 
 
 def write_inbreast_tree(out_dir, images: np.ndarray, table: pd.DataFrame, *, bits_stored: int = 14,
@@ -127,6 +128,5 @@ def write_inbreast_tree(out_dir, images: np.ndarray, table: pd.DataFrame, *, bit
         date = f"20{10 + digest % 3:02d}{1 + digest % 12:02d}"
         acr = str(1 + (digest >> 8) % 4)
         lines.append(";".join(["removed", "removed", side, view, date, name, acr, birads_for(row.label, name)]))
-    with open(out / "INbreast.csv", "w", newline="", encoding="ascii") as fh:
-        fh.write("\r\n".join(lines) + "\r\n")
+    atomic_write(out / "INbreast.csv", lambda fh: fh.write(("\r\n".join(lines) + "\r\n").encode("ascii")))
     return out

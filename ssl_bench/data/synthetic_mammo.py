@@ -89,6 +89,8 @@ import pandas as pd
 from scipy import fft as sp_fft
 from scipy import ndimage, special
 
+from ..fileio import atomic_write, atomic_write_text
+
 # (3 and 4 were drafts of this generator whose images may sit in caches: skipped, never reused)
 VERSION = 6  # bump whenever generate() output changes for a given seed; for cache keys
 # Shares of the findings per breast. Among breasts with a finding, a mass core is in as many benign
@@ -733,11 +735,12 @@ def write_png_files(out_dir, table: pd.DataFrame, images: np.ndarray,
     for image_id, image in zip(table["image_id"], images):
         relative = f"images/{image_id}.png"
         pixels = np.round(image.astype(np.float64) * 65535).astype(np.uint16)
-        Image.fromarray(pixels).save(out_dir / relative)  # uint16 -> mode "I;16"
+        picture = Image.fromarray(pixels)  # uint16 -> mode "I;16"
+        atomic_write(out_dir / relative, lambda fh: picture.save(fh, format="PNG"))  # never half a file
         paths.append(relative)
         if on_image is not None:
             on_image()
     table = table.assign(path=paths)
     csv_path = out_dir / "labels.csv"
-    table.to_csv(csv_path, index=False)
+    atomic_write_text(csv_path, table.to_csv(index=False))
     return csv_path

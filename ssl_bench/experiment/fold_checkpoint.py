@@ -53,6 +53,10 @@ class FoldCheckpointFile:
             return None
         return record.get("state")
 
+    def discard(self) -> None:
+        """Delete the checkpoint (one whose state cannot be restored: the fold starts over)."""
+        self.path.unlink(missing_ok=True)
+
     def save(self, state: dict) -> None:
         """Replace the checkpoint atomically (a kill while saving leaves the previous one)."""
         record = {**self._stamp(), "state": state}

@@ -28,13 +28,36 @@ from .operating_point import degenerate_reason
 from .rundir import RunDir
 
 
+def _size(value) -> tuple[int, int] | None:
+    """``[height, width]`` as a pair of ints, or None when it is not one."""
+    try:
+        height, width = (int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return height, width
+
+
 def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.nn.Module]]]:
-    """The run's config and ``(fold, classifier)`` for every fold that has a ``model.pt``."""
+    """The run's config and ``(fold, classifier)`` for every fold that has a ``model.pt``. The
+    config's ``data.image_size``, the size new images are preprocessed to, must be the size every
+    model was trained at (its ``image_size``): a config edited after the run is one error line, not
+    a ViT's assertion nor a CNN silently scoring images of another size."""
     rundir = RunDir.open(run_dir)
     config = rundir.read_config()
+    config_yaml = rundir.path / "config.yaml"
+    size = _size((config.get("data") or {}).get("image_size") if isinstance(config, dict) else None)
+    if size is None:
+        raise UserError(f"{config_yaml} has no valid data.image_size [height, width]: it is not the config "
+                        f"this run wrote")
     models = []
     for k in rundir.folds_with_model():
         record = load_model_record(rundir.model_path(k))
+        trained = _size(record["image_size"])
+        if trained != size:
+            at = f"{trained[0]}x{trained[1]}" if trained else repr(record["image_size"])
+            raise UserError(f"the run's config does not match its model: {config_yaml} has data.image_size "
+                            f"{size[0]}x{size[1]}, {rundir.model_path(k)} was trained at {at} (was config.yaml "
+                            f"edited?); restore the config to score with this run")
         model = classifier_from_record(record)
         try:
             model.load_state_dict(record["state_dict"])
@@ -56,7 +79,7 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
     warn = on_warning or (lambda text: None)
     config, models = load_fold_models(run_dir)
     rundir = RunDir.open(run_dir)
-    size = tuple(config["data"]["image_size"])
+    size = _size(config["data"]["image_size"])  # every model's (load_fold_models)
     n_folds = int((config.get("data") or {}).get("folds") or len(models))
     if len(models) < n_folds:
         warn(f"{run_dir} is partial: {len(models)} of {n_folds} folds have a trained model "

@@ -240,7 +240,17 @@ class RunDir:
         key = str(self.path.resolve())
         if key in _CLAIMED:
             return  # this process holds it already (a second run in the same process)
-        fh = open(self.path / ".lock", "a+")
+        lock = self.path / ".lock"
+        try:
+            fh = open(lock, "a+")
+        except OSError as exc:
+            full = out_of_space_error(exc, lock)
+            if full is not None:
+                raise full from None
+            if lock.is_dir():
+                raise UserError(f"{lock} is a folder, not the lock file ssl-bench keeps there; remove it and "
+                                f"rerun (ssl-bench keeps nothing in it)") from None
+            raise UserError(f"cannot open {lock}, the lock file of the run directory: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -373,7 +383,23 @@ class RunDir:
             raise UserError(f"{path} holds different folds than this run would use; choose another --out")
 
     def read_folds(self) -> pd.DataFrame:
-        return pd.read_csv(self.path / "folds.csv", dtype={"image_id": str, "patient_id": str})
+        """``folds.csv``, checked to be a folds table: a damaged one is one error line."""
+        path = self.path / "folds.csv"
+        remedy = "restore it, or delete it and the run writes it again from the data"
+        try:
+            folds = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is damaged (not UTF-8 text, not a folds table); {remedy}") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            reason = " ".join(str(exc).split())[:120]
+            raise UserError(f"{path} is damaged (not a folds table: {reason}); {remedy}") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        missing = [c for c in FOLD_COLUMNS if c not in folds.columns]
+        if missing:
+            raise UserError(f"{path} is damaged (no column {', '.join(missing)}; a folds table has "
+                            f"{', '.join(FOLD_COLUMNS)}); {remedy}")
+        return folds
 
     def folds_match(self, image_ids: np.ndarray, fold_of: np.ndarray) -> bool:
         """Whether ``folds.csv`` assigns exactly these images to exactly these folds."""

@@ -26,6 +26,7 @@ its format is :mod:`ssl_bench.experiment.fold_checkpoint`'s).
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import ToolkitWarning, UserError
 
 
 class CheckpointStore(Protocol):
@@ -47,6 +48,47 @@ class CheckpointStore(Protocol):
 
     def save(self, state: dict) -> None:
         """Replace the saved state atomically."""
+
+    def discard(self) -> None:
+        """Delete the saved state (one that cannot be restored)."""
+
+
+#: what a saved state holds (:meth:`FoldCheckpoints.epoch_done`), with the type of each entry
+STATE_ENTRIES = {"stage_index": int, "stage": str, "epoch": int, "history": list, "modules": list,
+                 "optimizers": list, "pretext": dict, "rng": dict}
+#: the random states of numpy and Python in it (:func:`rng_state`; besides the torch generator's tensor)
+RNG_ENTRIES = {"numpy": ("kind", "keys", "pos", "has_gauss", "gauss"), "python": ("version", "internal", "gauss_next")}
+
+
+def state_problem(state) -> str | None:
+    """What makes ``state`` unusable as a saved training state (a missing or mistyped entry), in
+    words (``"lacks modules, rng"``), or None when it has every entry :meth:`FoldCheckpoints._restore`
+    reads. Checked when the checkpoint is read, before any stage is skipped, so that such a file is
+    dropped and its fold trains from the start rather than failing on every rerun."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__} instead of a training state"
+    missing = [k for k in STATE_ENTRIES if k not in state]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    wrong = [k for k, kind in STATE_ENTRIES.items()
+             if not isinstance(state[k], kind) or (kind is int and isinstance(state[k], bool))]
+    if wrong:
+        return f"holds a wrong {', '.join(wrong)}"
+    modules = [*state["modules"], *state["pretext"].values()]
+    if not all(isinstance(m, dict) and isinstance(m.get("state_dict"), dict) and isinstance(m.get("buffers"), dict)
+               for m in modules):
+        return "holds a module without its state_dict and buffers"
+    if not all(isinstance(o, dict) and "state" in o and "param_groups" in o for o in state["optimizers"]):
+        return "holds an optimiser without its state and param_groups"
+    if not all(isinstance(row, dict) for row in state["history"]):
+        return "holds a history that is not a list of rows"
+    rng = state["rng"]
+    lacking = ["rng.torch"] if not isinstance(rng.get("torch"), torch.Tensor) else []
+    lacking += [f"rng.{k}" for k, keys in RNG_ENTRIES.items()
+                if not (isinstance(rng.get(k), dict) and all(x in rng[k] for x in keys))]
+    if lacking:
+        return f"lacks {', '.join(lacking)}"
+    return None
 
 
 def rng_state(device: torch.device) -> dict:
@@ -124,7 +166,14 @@ class FoldCheckpoints:
     saved: dict | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.saved = self.store.load()
+        saved = self.store.load()
+        problem = None if saved is None else state_problem(saved)
+        if problem:  # of this fold and configuration, but damaged: it would fail on every rerun
+            self.store.discard()
+            warnings.warn(f"{self.store.label} {problem}: deleted, the fold trains from the start",
+                          ToolkitWarning, stacklevel=2)
+            saved = None
+        self.saved = saved
 
     def resume_at(self, index: int, stage: str, epochs: int, history: list[dict]) -> int | None:
         """Where stage ``index`` (named ``stage``) starts: 0 without a state to resume; None for a
