@@ -129,10 +129,7 @@ def load_plan(
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"{path}: 'methods' must map method names to their settings")
     for name in only:
-        if name not in methods:
-            close = difflib.get_close_matches(name, list(methods), n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"--only {name}: no such method in {path}.{hint} Methods: {', '.join(methods)}")
+        _require_method(path, "--only", name, methods)
     baselines = _baselines(path, data.get("baseline"), methods, baseline)
     defaults = data.get("defaults") or {}
     configs = []
@@ -161,14 +158,19 @@ def load_plan(
     return BenchPlan(Path(path), configs, baselines)
 
 
+def _require_method(path, flag: str, name: str, methods: dict) -> None:
+    """One line naming the closest methods when ``name`` (given with ``flag``) is not one of the file's."""
+    if name not in methods:
+        close = difflib.get_close_matches(name, list(methods), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"{flag} {name}: no such method in {path}.{hint} Methods: {', '.join(methods)}")
+
+
 def _baselines(path, value, methods: dict, override: str | None) -> tuple[str, ...]:
     """The baseline methods in order of preference: ``--baseline`` (``override``) alone, else the
     bench file's ``baseline`` (a method name or a list of them)."""
     if override is not None:
-        if override not in methods:
-            close = difflib.get_close_matches(override, list(methods), n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"--baseline {override}: no such method in {path}.{hint} Methods: {', '.join(methods)}")
+        _require_method(path, "--baseline", override, methods)
         return (override,)
     if value is None:
         return ()

@@ -59,5 +59,9 @@ def pool_keep_mask(pool: pd.DataFrame, held_out: pd.DataFrame, match_patients: b
                    pool_digests: np.ndarray | None = None, held_digests: np.ndarray | None = None) -> np.ndarray:
     """Boolean mask over ``pool``'s rows: the images the pretext stage may use while the images
     of ``held_out`` are held out (no rule of :func:`pool_exclusions` leaves them out)."""
-    reasons = pool_exclusions(pool, held_out, match_patients, pool_digests, held_digests)
-    return ~np.logical_or.reduce(list(reasons.values()))
+    return kept(pool_exclusions(pool, held_out, match_patients, pool_digests, held_digests))
+
+
+def kept(exclusions: dict[str, np.ndarray]) -> np.ndarray:
+    """The rows no rule of :func:`pool_exclusions`' result leaves out."""
+    return ~np.logical_or.reduce(list(exclusions.values()))

@@ -37,7 +37,7 @@ from ..data.base import LoadedDataset
 from ..data.cache import file_identity
 from ..data.digests import image_digests
 from ..data.loading import load_pool
-from ..data.pool import pool_exclusions
+from ..data.pool import kept, pool_exclusions
 from ..data.preprocess import PREPROCESS_VERSION
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS, PRETEXTS, TRANSFERS
@@ -170,7 +170,7 @@ def fold_pretext_pool(cfg: Config, pretext, loaded: LoadedDataset, fold_of: np.n
                                       and DATASETS.get(held_out_dataset).patient_ids)
     reasons = pool_exclusions(pool.samples, loaded.samples[in_fold], match_patients,
                               image_digests(pool), image_digests(loaded)[in_fold])
-    keep = ~np.logical_or.reduce(list(reasons.values()))
+    keep = kept(reasons)
     if not keep.any():
         raise DataError(f"the pool '{cfg.pretext_data.dataset}' (--pretext-data) has no image left once "
                         f"fold {k}'s patients are left out")
