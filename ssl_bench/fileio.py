@@ -13,6 +13,7 @@ what it kept (:meth:`OutOfSpace.keeping`) and the CLI prints without a traceback
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -143,3 +144,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks (a file larger than memory is fine)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

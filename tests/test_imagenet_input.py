@@ -189,7 +189,7 @@ def test_model_pt_records_the_normalisation_and_rebuilds_it(weight_files, tmp_pa
     torch.manual_seed(0)
     model = create_backbone("resnet18", pretrained=str(weight_files["resnet18"])).eval()
     record = model_record("resnet18", (64, 32), model)
-    assert MODEL_VERSION == 3 and record["version"] == 3
+    assert MODEL_VERSION == 4 and record["version"] == 4
     assert record["input_norm"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert model_record("resnet18", (64, 32), create_backbone("resnet18"))["input_norm"] is None
     fresh = rebuild(model, tmp_path)

@@ -365,8 +365,8 @@ def test_model_record_version_2_and_older_files(tmp_path):
     ns.set_linear(rng.random(ns.num_features), 0.5 + rng.random(ns.num_features),
                   rng.standard_normal(ns.num_features), 0.3)
     record = model_record("test_resnet", SIZE, ns)
-    assert MODEL_VERSION == 3 and record["version"] == 3
-    assert record["input_norm"] is None  # no timm backbone to normalise the input of (version 3)
+    assert MODEL_VERSION == 4 and record["version"] == 4
+    assert record["input_norm"] is None  # no timm backbone to normalise the input of (version 3 on)
     assert record["architecture"] == {"name": "nonspatial", "bins": 16, "threshold": 0.05}
     assert record["backbone"] is None
     torch.save(record, tmp_path / "logistic.pt")

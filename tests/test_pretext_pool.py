@@ -310,6 +310,19 @@ def test_pretext_stage_trained_once_for_two_folds_and_two_fractions(png_pool, tm
                       )["pretext_pool"]["reused"] is False
     pd.testing.assert_frame_equal(reused, trained)
 
+    # a damaged cache entry (a flipped byte in its weights) is dropped in one line and trained again
+    entry = again / ".pretext-cache" / f"{key}.pt"
+    largest = max(torch.load(entry, weights_only=True)["state_dict"].values(), key=torch.numel)
+    data = bytearray(entry.read_bytes())
+    at = data.find(largest.numpy().tobytes())  # torch keeps a tensor's bytes as they are
+    assert at >= 0
+    data[at + 9] ^= 0x01
+    entry.write_bytes(bytes(data))
+    result = run_cli(*pool_args, "--transfer", "knn", "--set", "params.knn.k=3", "--fold", "1", "--out", str(again))
+    assert result.exit_code == 0, result.output
+    assert calls == [14, 14]
+    assert f"warning: pretext-stage cache {entry}" in " ".join(result.output.split())
+
 
 # --------------------------------------------------------------------------------- user errors
 

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from ssl_bench.cli import main
 from ssl_bench.config import PROFILES, ConfigError, build_config
+from ssl_bench.errors import ToolkitWarning
 from ssl_bench.experiment.fold import run_fold
 from ssl_bench.experiment.fold_checkpoint import fold_checkpoint
 from ssl_bench.experiment.model_file import model_bytes
@@ -228,17 +229,23 @@ def test_checkpoint_of_another_configuration_or_fold_is_never_used(tmp_path):
     same = smoke(tmp_path / "elsewhere", "train.checkpoint_every=5", "threads=2")
     assert config_key(same) == config_key(cfg)
     assert fold_checkpoint(rundir, 0, same, "cpu").load() is not None
-    # what decides the results: another key, and the checkpoint is ignored
+    # what decides the results: another key, and the checkpoint is not used (kept, said in one line)
     other = smoke(tmp_path, "train.checkpoint_every=1", "train.lr=0.002")
     assert config_key(other) != config_key(cfg)
-    assert fold_checkpoint(rundir, 0, other, "cpu").load() is None
+    with pytest.warns(ToolkitWarning, match=r"\.0\.checkpoint\.pt\) was saved by another configuration: not used"):
+        assert fold_checkpoint(rundir, 0, other, "cpu").load() is None
     # trained on another kind of device (other precision, fused optimisers): not used either
-    assert fold_checkpoint(rundir, 0, cfg, "cuda").load() is None
-    # another fold's name never reads it, and an unreadable file is ignored, not fatal
+    with pytest.warns(ToolkitWarning, match="saved by a device other than cuda: not used"):
+        assert fold_checkpoint(rundir, 0, cfg, "cuda").load() is None
+    assert fold_checkpoint(rundir, 0, cfg, "cpu").load() is not None  # neither deleted it
+    # another fold's name never reads it, and an unreadable file is deleted, not fatal
     rundir.checkpoint_path(0).rename(rundir.checkpoint_path(1))
-    assert fold_checkpoint(rundir, 1, cfg, "cpu").load() is None
+    with pytest.warns(ToolkitWarning, match="saved by another fold: not used"):
+        assert fold_checkpoint(rundir, 1, cfg, "cpu").load() is None
     rundir.checkpoint_path(1).write_bytes(b"not a checkpoint")
-    assert fold_checkpoint(rundir, 1, cfg, "cpu").load() is None
+    with pytest.warns(ToolkitWarning, match=r"\.1\.checkpoint\.pt\) cannot be read \(.*\): deleted, the fold trains"):
+        assert fold_checkpoint(rundir, 1, cfg, "cpu").load() is None
+    assert not rundir.checkpoint_path(1).exists()
 
 
 def test_leftovers_removal_keeps_the_checkpoint_of_an_unfinished_fold_only(tmp_path):

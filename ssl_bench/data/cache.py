@@ -5,10 +5,19 @@ Layout, under ``<cache_dir>/shards/<H>x<W>/``:
 
 - ``<shard key>.npy``: float16 ``(n, H, W)``, up to :data:`SHARD_ROWS` images (fewer at large
   sizes, so that a shard stays under :data:`SHARD_BYTES`), read with ``np.load(mmap_mode="r")``;
-- ``<shard key>.json``: the image keys of its rows and the rows that failed (with the reason);
-  written after the ``.npy``, so a shard counts as done only when both exist;
+- ``<shard key>.json``: the image keys of its rows, the rows that failed (with the reason) and
+  ``sha256``, the checksum of the ``.npy`` file's bytes and of those keys and failures; written
+  after the ``.npy``, so a shard counts as done only when both exist;
 - ``index-<dataset key>.csv``: one row per image of a dataset (``row, image_id, key, shard,
   offset, height, width, problem``), written once every shard is done.
+
+Nothing is read back unchecked. A shard is used only once its checksum matches (checked once per
+process and file; hashing runs at several hundred MB/s, seconds for a dataset that trains for
+hours), and the rows of an index only when each names the image its shard's keys hold at that
+offset, with that shard's failure if any. A damaged shard (flipped bytes, truncated) or one
+written without a checksum by an earlier version is dropped and built again, and a damaged index
+is rebuilt from the shards, each with one warning line; ``ssl-bench data prepare`` so repairs a
+cache, and a run never reads images other than the ones it asked for.
 
 An image's key is a SHA-1 of the file's identity (:func:`file_identity`: absolute path, size,
 modification and inode change times in ns, so that a file rewritten with its size and
@@ -39,6 +48,7 @@ import json
 import multiprocessing
 import os
 import threading
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -48,8 +58,8 @@ import numpy as np
 import pandas as pd
 
 from ..console import make_console, progress_bar
-from ..errors import DataError
-from ..fileio import OutOfSpace, atomic_write, atomic_write_text
+from ..errors import DataError, ToolkitWarning
+from ..fileio import OutOfSpace, atomic_write, atomic_write_text, file_sha256
 from .problem import Problem
 from .preprocess import PREPROCESS_VERSION, preprocess_file
 
@@ -57,8 +67,8 @@ from .preprocess import PREPROCESS_VERSION, preprocess_file
 SHARD_ROWS = 2048
 #: largest shard, so that building one stays within a fixed amount of memory at any image size
 SHARD_BYTES = 256 * 2**20
-#: version of the shard layout (part of every dataset key)
-FORMAT_VERSION = 1
+#: version of the shard layout (part of every dataset key); 2: shards carry a checksum
+FORMAT_VERSION = 2
 
 #: what produces the images of a list of rows: yields ``(row, array or None, reason)``
 Producer = Callable[[list[int]], Iterable[tuple[int, "np.ndarray | None", str]]]
@@ -187,17 +197,25 @@ def sharded_images(
     size = (int(image_size[0]), int(image_size[1]))
     per_shard = shard_rows(size)
     index_path = folder / f"index-{_digest([f'v{FORMAT_VERSION}', str(per_shard), *keys])}.csv"
-    indexed = _read_index(index_path, folder, size)
+    indexed = _read_index(index_path, folder, size, keys)
     if indexed is not None:
         return indexed
-    known = _KnownImages(folder)
-    migrated = 0
+    known = _KnownImages(folder, size)
+    migrated, unchecked = 0, 0
     names, shard_of, offsets, problems = [], np.zeros(len(keys), np.int64), np.zeros(len(keys), np.int64), {}
     n_shards = -(-len(keys) // per_shard)
     for number, start in enumerate(range(0, len(keys), per_shard)):
         rows = list(range(start, min(start + per_shard, len(keys))))
         name = _digest([keys[i] for i in rows])
-        failed = _done_shard(folder, name, len(rows), size)
+        meta, why = verified_shard(folder, name, size)
+        failed = None
+        if meta is not None and meta["keys"] == [keys[i] for i in rows]:
+            failed = meta["failed"]
+        elif why == UNCHECKED:
+            unchecked += 1
+        elif why or meta is not None:
+            _warn(f"cache: shard {folder / name}.npy {why or 'holds other images than its name says'}: "
+                  f"dropped, its images are made again")
         if failed is None:
             try:
                 failed, moved = _build_shard(folder, name, rows, keys, size, produce, known, legacy_dir)
@@ -211,6 +229,9 @@ def sharded_images(
             if str(i - start) in failed:
                 problems[i] = failed[str(i - start)]
         names.append(name)
+    if unchecked:
+        _warn(f"cache: {unchecked} shard(s) in {folder} were written without a checksum by an earlier version "
+              f"of ssl-bench: their images are made again, once")
     if migrated:
         make_console(stderr=True).print(
             f"cache: moved {migrated} image(s) from the per-image cache ({legacy_dir}) into shards; "
@@ -228,17 +249,65 @@ def sharded_images(
     return images, problems
 
 
-def _read_index(path: Path, folder: Path, size: tuple[int, int]) -> tuple[ShardedImages, dict[int, str]] | None:
-    """A complete dataset's images from its index, or ``None`` (absent, damaged, a shard gone)."""
+#: why :func:`verified_shard` refuses a shard of the layout before checksums
+UNCHECKED = "was written without a checksum"
+#: shards whose checksum matched in this process: (file identities) -> their metadata
+_VERIFIED: dict[tuple[str, str], dict] = {}
+
+
+def shard_checksum(data: Path, keys: list[str], failed: dict[str, str]) -> str:
+    """SHA-256 of a shard: its ``.npy`` file's bytes, then its keys and failures as canonical JSON."""
+    listed = json.dumps({"keys": keys, "failed": failed}, sort_keys=True).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(bytes.fromhex(file_sha256(data)) + listed).hexdigest()
+
+
+def verified_shard(folder: Path, name: str, size: tuple[int, int]) -> tuple[dict | None, str]:
+    """``(metadata, "")`` of a whole shard whose checksum matches (``keys``, ``failed``), else
+    ``(None, why)``: ``why`` is ``""`` when the shard is absent (not written yet), :data:`UNCHECKED`
+    for one of the layout before checksums, else what is wrong with it."""
+    meta_path, data = folder / f"{name}.json", folder / f"{name}.npy"
+    if not (meta_path.is_file() and data.is_file()):
+        return None, ""
+    try:
+        identity = (file_identity(meta_path), file_identity(data))
+        if identity in _VERIFIED:
+            return _VERIFIED[identity], ""
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        keys, failed = meta["keys"], meta["failed"]
+        if "sha256" not in meta:
+            return None, UNCHECKED
+        array = np.load(data, mmap_mode="r", allow_pickle=False)
+        shape, dtype = array.shape, array.dtype
+        del array
+        checksum = shard_checksum(data, keys, failed)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # truncated, not JSON, not an array
+        return None, f"cannot be read ({' '.join(str(exc).split())[:120]})"
+    if shape != (len(keys), *size) or dtype != np.float16:
+        return None, f"holds a {dtype} array of shape {shape} where {len(keys)} images of {size[0]}x{size[1]} belong"
+    if checksum != meta["sha256"]:
+        return None, "is damaged (its checksum does not match its content)"
+    _VERIFIED[identity] = {"keys": list(keys), "failed": dict(failed)}
+    return _VERIFIED[identity], ""
+
+
+def _read_index(path: Path, folder: Path, size: tuple[int, int], keys: list[str]) -> tuple[ShardedImages, dict[int, str]] | None:
+    """A complete dataset's images from its index, or ``None`` (absent, a shard gone or
+    damaged: built again by the caller; an index that does not match its shards is dropped with
+    one warning line and rebuilt)."""
     if not path.is_file():
         return None
     try:
         index = pd.read_csv(path, dtype={"image_id": str, "key": str, "shard": str, "problem": str},
                             keep_default_na=False)
-    except (OSError, ValueError):
-        return None
-    names = list(dict.fromkeys(index["shard"]))
-    if not all((folder / f"{n}.npy").is_file() for n in names):
+        names = list(dict.fromkeys(index["shard"]))
+        metas = [verified_shard(folder, n, size)[0] for n in names]
+        if any(m is None for m in metas):
+            return None  # the build reports the shard, makes its images again and rewrites the index
+        problem = _index_problem(index, keys, dict(zip(names, metas)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        problem = f"cannot be read ({' '.join(str(exc).split())[:120]})"
+    if problem:
+        _warn(f"cache: index {path} {problem}: dropped, rebuilt from the shards")
         return None
     number = {n: k for k, n in enumerate(names)}
     shard_of = index["shard"].map(number).to_numpy()
@@ -246,26 +315,30 @@ def _read_index(path: Path, folder: Path, size: tuple[int, int]) -> tuple[Sharde
     return ShardedImages([folder / f"{n}.npy" for n in names], shard_of, index["offset"].to_numpy(), size), problems
 
 
-def _done_shard(folder: Path, name: str, n: int, size: tuple[int, int]) -> dict[str, str] | None:
-    """A finished shard's failed rows (``{offset: reason}``), or ``None`` if it must be built."""
-    meta, data = folder / f"{name}.json", folder / f"{name}.npy"
-    if not (meta.is_file() and data.is_file()):
-        return None
-    try:
-        failed = json.loads(meta.read_text(encoding="utf-8"))["failed"]
-        array = np.load(data, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, KeyError):
-        return None
-    if array.shape != (n, *size) or array.dtype != np.float16:
-        return None
-    return failed
+def _index_problem(index: pd.DataFrame, keys: list[str], metas: dict[str, dict]) -> str:
+    """What makes an index other than its shards say (``""`` when it matches them row by row)."""
+    if index["row"].tolist() != list(range(len(keys))) or index["key"].tolist() != keys:
+        return "does not list this dataset's images in order"
+    for row, (key, name, offset, problem) in enumerate(zip(index["key"], index["shard"], index["offset"],
+                                                           index["problem"])):
+        meta = metas[name]
+        if not (isinstance(offset, (int, np.integer)) and 0 <= offset < len(meta["keys"])):
+            return f"gives row {row} an offset ({offset}) outside its shard"
+        if meta["keys"][offset] != key or meta["failed"].get(str(offset), "") != problem:
+            return f"points row {row} to another image than its key's"
+    return ""
+
+
+def _warn(line: str) -> None:
+    warnings.warn(line, ToolkitWarning, stacklevel=3)
 
 
 class _KnownImages:
-    """Where the finished shards of a folder hold each image key (read once, on the first miss)."""
+    """Where the finished shards of a folder hold each image key (read once, on the first miss);
+    an image is copied only from a shard whose checksum matches."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, size: tuple[int, int]):
+        self.folder, self.size = folder, size
         self.where: dict[str, tuple[str, int]] | None = None
 
     def find(self, key: str) -> np.ndarray | None:
@@ -276,12 +349,17 @@ class _KnownImages:
                     record = json.loads(meta.read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     continue
+                if not isinstance(record, dict) or not isinstance(record.get("failed", {}), dict):
+                    continue
                 for offset, k in enumerate(record.get("keys", [])):
                     if str(offset) not in record.get("failed", {}):
                         self.where[k] = (meta.stem, offset)
         if key not in self.where:
             return None
         name, offset = self.where[key]
+        meta, _ = verified_shard(self.folder, name, self.size)
+        if meta is None or offset >= len(meta["keys"]) or meta["keys"][offset] != key:
+            return None
         try:
             return np.array(np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)[offset])
         except (OSError, ValueError, IndexError):
@@ -317,8 +395,11 @@ def _build_shard(folder, name, rows, keys, size, produce, known, legacy_dir) -> 
                 failed[str(i - rows[0])] = reason
             else:
                 shard[i - rows[0]] = array
-    atomic_write(folder / f"{name}.npy", lambda fh: np.save(_Writes(fh), shard, allow_pickle=False))
-    atomic_write_text(folder / f"{name}.json", json.dumps({"keys": [keys[i] for i in rows], "failed": failed}))
+    data = folder / f"{name}.npy"
+    atomic_write(data, lambda fh: np.save(_Writes(fh), shard, allow_pickle=False))
+    listed = [keys[i] for i in rows]
+    atomic_write_text(folder / f"{name}.json", json.dumps({"keys": listed, "failed": failed,
+                                                            "sha256": shard_checksum(data, listed, failed)}))
     return failed, migrated
 
 

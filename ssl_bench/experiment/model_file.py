@@ -13,7 +13,10 @@ values, its ``name`` and options (``{"name": "nonspatial", "bins": 32, "threshol
 ``backbone`` is ``None``. ``input_norm`` (version 3) is the input normalisation of the classifier's
 timm backbone (``{"mean": [...], "std": [...]}``: a backbone built on pretrained weights normalises
 its input as they expect, :func:`ssl_bench.models.backbones.input_normalisation`), ``None`` for a
-randomly initialised one or a classifier without a backbone. Version 2 files (no ``input_norm``,
+randomly initialised one or a classifier without a backbone. ``state_sha256`` (version 4) is the
+checksum of the ``state_dict`` (:func:`ssl_bench.training.state_digest.state_digest`), checked when
+the file is read: a damaged file is refused in one line rather than scoring with other weights.
+Version 3 files (no checksum, nothing to check), version 2 files (no ``input_norm``,
 read as ``None``: written before pretrained backbones normalised their input), version 1 files (no
 ``architecture`` either) and files written before the version field existed (read as version 0)
 load as before; version 1 and 0 files hold timm backbones.
@@ -28,12 +31,14 @@ import torch
 
 from ..errors import UserError
 from ..models.backbones import check_input_norm, input_normalisation
+from ..training.state_digest import state_digest
 
 MODEL_FORMAT = "ssl-bench-model"
-MODEL_VERSION = 3
+MODEL_VERSION = 4
 MODEL_KEYS = ("backbone", "in_chans", "num_classes", "image_size", "state_dict")
 MODEL_KEYS_V2 = MODEL_KEYS + ("architecture",)  # from version 2 on
 MODEL_KEYS_V3 = MODEL_KEYS_V2 + ("input_norm",)  # from version 3 on
+MODEL_KEYS_V4 = MODEL_KEYS_V3 + ("state_sha256",)  # from version 4 on
 
 
 def model_record(backbone: str, image_size: tuple[int, int] | list[int], classifier: torch.nn.Module) -> dict:
@@ -57,7 +62,8 @@ def model_record(backbone: str, image_size: tuple[int, int] | list[int], classif
         "num_classes": 1,
         "image_size": list(image_size),
         "input_norm": input_normalisation(classifier),
-        "state_dict": {n: t.detach().cpu() for n, t in classifier.state_dict().items()},
+        "state_dict": (state := {n: t.detach().cpu() for n, t in classifier.state_dict().items()}),
+        "state_sha256": state_digest(state),
     }
 
 
@@ -87,10 +93,13 @@ def load_model_record(path: Path) -> dict:
     if not isinstance(version, int) or version > MODEL_VERSION:
         raise UserError(f"{path} is a model file of version {version!r}; this ssl-bench reads up to "
                         f"version {MODEL_VERSION} (upgrade ssl-bench)")
-    keys = MODEL_KEYS_V3 if version >= 3 else MODEL_KEYS_V2 if version >= 2 else MODEL_KEYS
+    keys = MODEL_KEYS_V4 if version >= 4 else MODEL_KEYS_V3 if version >= 3 else MODEL_KEYS_V2 if version >= 2 else MODEL_KEYS
     missing = [k for k in keys if k not in record]
     if missing:
         raise UserError(f"not a ssl-bench model file: {path} (missing {', '.join(missing)})")
+    if version >= 4 and record["state_sha256"] != state_digest(record["state_dict"]):
+        raise UserError(f"{path} is damaged: the checksum of its weights does not match them (a flipped or "
+                        f"overwritten byte); train the fold again or restore the file from a copy")
     if version < 2:
         record["architecture"] = None
     if version < 3:

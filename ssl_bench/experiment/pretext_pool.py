@@ -40,6 +40,7 @@ from ..data.loading import load_pool
 from ..data.pool import kept, pool_exclusions
 from ..data.preprocess import PREPROCESS_VERSION
 from ..errors import ConfigError, DataError
+from ..fileio import file_sha256
 from ..registry import DATASETS, PRETEXTS, TRANSFERS
 from ..training.pretext_pool import PretextPool
 from .provenance import PACKAGE, code_digest, library_versions
@@ -108,7 +109,7 @@ def plugin_source(component) -> str | None:
     if not source or Path(source).resolve().is_relative_to(PACKAGE):
         return None
     try:
-        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        return file_sha256(source)
     except OSError:
         return None
 

@@ -14,10 +14,12 @@ The stage runs under its own random state, seeded by the run's seed alone
 the same result whether the checkpoint was read or trained, in whatever order folds run. While
 one process trains a key, others wanting it wait on an OS lock (``<key>.lock``) and then read it.
 
-The checkpoint (format ``ssl-bench-pretext``, version 1) is a dict that
-``torch.load(..., weights_only=True)`` reads: ``format``, ``version``, ``key`` and the module's
-``state_dict``; it is written atomically (:mod:`ssl_bench.fileio`). An unreadable one is trained
-again and replaced.
+The checkpoint (format ``ssl-bench-pretext``, version 2) is a dict that
+``torch.load(..., weights_only=True)`` reads: ``format``, ``version``, ``key``, the module's
+``state_dict`` and ``state_sha256``, its checksum (:func:`~ssl_bench.training.state_digest.state_digest`);
+it is written atomically (:mod:`ssl_bench.fileio`). One that cannot be read, is damaged (its
+checksum does not match) or holds another key is dropped with one warning line, and the stage is
+trained again and replaces it.
 """
 from __future__ import annotations
 
@@ -28,13 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import warnings
+
 import torch
 from torch import nn
 
+from ..errors import ToolkitWarning
 from ..fileio import atomic_write
+from .state_digest import state_digest
 
 CHECKPOINT_FORMAT = "ssl-bench-pretext"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: with the state's checksum; a version-1 entry is trained again
 
 
 @dataclass
@@ -61,21 +67,35 @@ class PretextPool:
 
 
 def read_checkpoint(path: Path, key: str) -> dict | None:
-    """The cached ``state_dict`` of ``key``, or None when absent or unreadable."""
+    """The cached ``state_dict`` of ``key``, or None when absent; one that cannot be used is
+    dropped with one warning line (the caller trains the stage again and replaces it)."""
     if not path.is_file():
         return None
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
-        return None
-    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT or record.get("key") != key:
-        return None
-    return record.get("state_dict")
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        return _dropped(path, f"cannot be read ({' '.join(str(exc).split())[:120]})")
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        return _dropped(path, "is not a ssl-bench pretext-stage checkpoint")
+    if record.get("version") != CHECKPOINT_VERSION:
+        return _dropped(path, "was written by an earlier version of ssl-bench")
+    if record.get("key") != key:
+        return _dropped(path, "holds another stage than its name says")
+    if record.get("state_sha256") != state_digest(record.get("state_dict")):
+        return _dropped(path, "is damaged (its checksum does not match its content)")
+    return record["state_dict"]
+
+
+def _dropped(path: Path, why: str) -> None:
+    warnings.warn(f"pretext-stage cache {path} {why}: dropped, the stage is trained again", ToolkitWarning,
+                  stacklevel=3)
+    return None
 
 
 def write_checkpoint(path: Path, key: str, module: nn.Module) -> None:
-    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": key,
-              "state_dict": {n: t.detach().cpu() for n, t in module.state_dict().items()}}
+    state = {n: t.detach().cpu() for n, t in module.state_dict().items()}
+    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "key": key, "state_dict": state,
+              "state_sha256": state_digest(state)}
     atomic_write(path, lambda fh: torch.save(record, fh))
 
 
