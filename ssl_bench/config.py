@@ -15,9 +15,19 @@ pretext step then one downstream step per batch (``params.collab``,
 This module knows nothing of components or devices: the default profile for a device is asked
 of the caller (``default_profile`` in :func:`build_config`), so reading a config needs no torch.
 
+Each setting declares once, where it is defined, what it changes (its role, :func:`setting`):
+the results (the default), nothing but where files go and how fast (``VOLATILE``), only the
+downstream stage (``DOWNSTREAM``), or which loaded images are used (``SAMPLING``). Run identity
+(:func:`ssl_bench.experiment.rundir.config_key`), the cached pretext stage's key, the image
+dataset's key and path resolution are derived from the roles (:func:`settings`,
+:func:`without_roles`), so a new setting enters every key it should without an edit elsewhere.
 Fields that hold a file system path are declared with :func:`path_field`; :func:`absolute_paths`
 makes their relative values absolute for a process that runs in another working folder (a Ray
 task: :mod:`ssl_bench.bench.executors.ray_executor`).
+
+A saved ``config.yaml`` carries ``schema`` (:data:`CONFIG_SCHEMA`); :func:`migrate` turns a
+config saved under an earlier schema into the current one, with the values its run used for the
+settings that came later (one place for every backfill).
 """
 from __future__ import annotations
 
@@ -45,20 +55,80 @@ NO_WEIGHTS = ("", "none", "null")
 
 #: the metadata key of a field declared by :func:`path_field`
 PATH = "path"
+#: the metadata key of a setting's role (:func:`setting`)
+ROLE = "role"
+#: the roles: the setting decides a run's results (every setting not declared otherwise)
+RESULT = "result"
+#: where files go, how fast it runs, how often it is saved: never the results (two invocations
+#: writing the same run directory may differ in them; not in any key)
+VOLATILE = "volatile"
+#: a ``train.*`` setting that only the downstream stage reads (not in a cached pretext stage's key)
+DOWNSTREAM = "downstream"
+#: a ``data.*`` setting that chooses among the loaded images (folds, label fraction, test set),
+#: not how they are loaded (not in the image dataset's key)
+SAMPLING = "sampling"
+ROLES = (RESULT, VOLATILE, DOWNSTREAM, SAMPLING)
 
 
 def _always(value: str) -> bool:
     return True
 
 
-def path_field(default: Any = None, *, default_factory: Callable[[], Any] | None = None,
-               when: Callable[[str], bool] = _always) -> Any:
-    """A dataclass field holding a file system path (relative: to the working folder), for
+def setting(default: Any = dataclasses.MISSING, *, role: str = RESULT,
+            default_factory: Any = dataclasses.MISSING, path: Callable[[str], bool] | None = None) -> Any:
+    """A config field with its ``role`` (one of :data:`ROLES`) and, for one holding a file system
+    path, ``path(value)``: whether a value is a path (relative: to the working folder)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    metadata: dict[str, Any] = {ROLE: role}
+    if path is not None:
+        metadata[PATH] = path
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def path_field(default: Any = None, *, default_factory: Any = dataclasses.MISSING,
+               when: Callable[[str], bool] = _always, role: str = RESULT) -> Any:
+    """A config field holding a file system path (relative: to the working folder), for
     :func:`path_fields`; ``when(value)`` says whether a value is a path (``model.pretrained`` may
     be a keyword instead)."""
-    if default_factory is not None:
-        return field(default_factory=default_factory, metadata={PATH: when})
-    return field(default=default, metadata={PATH: when})
+    if default_factory is not dataclasses.MISSING:
+        return setting(default_factory=default_factory, role=role, path=when)
+    return setting(default, role=role, path=when)
+
+
+def role_of(f: dataclasses.Field) -> str:
+    """The role a config field declares (:data:`RESULT` unless declared otherwise)."""
+    return f.metadata.get(ROLE, RESULT)
+
+
+def settings(section: Any, leaving: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config (or one of its sections) as a plain dict, nested sections as dicts, without the
+    fields whose role is in ``leaving``: ``settings(cfg.train, (VOLATILE, DOWNSTREAM))`` is what a
+    pretext stage depends on of the training settings."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):
+        if role_of(f) in leaving:
+            continue
+        value = getattr(section, f.name)
+        out[f.name] = settings(value, leaving) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+    return out
+
+
+def without_roles(values: dict[str, Any], leaving: tuple[str, ...], cls: type | None = None) -> dict[str, Any]:
+    """A copy of a config dict (as saved) without the fields of ``cls`` (default :class:`Config`)
+    whose role is in ``leaving``; keys ``cls`` does not know are kept (a comparison sees them)."""
+    cls = Config if cls is None else cls
+    hints = _field_types(cls)
+    declared = {f.name: f for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        f = declared.get(key)
+        if f is not None and role_of(f) in leaving:
+            continue
+        if f is not None and dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            value = without_roles(value, leaving, hints[key])
+        out[key] = copy.deepcopy(value)
+    return out
 
 
 def weights_file(value: str) -> bool:
@@ -80,23 +150,23 @@ class DataConfig:
     image_size: tuple[int, int] = (768, 384)  # (height, width)
     # "patient": folds grouped by patient; "image": image-level folds; "official": the dataset's own
     # train/test split as one fold (fold 0 = its test set; data/splits.py official_folds)
-    split: str = "patient"
-    folds: int = 5  # 1 with split "official" or a test_dataset (set by build_config)
+    split: str = setting("patient", role=SAMPLING)
+    folds: int = setting(5, role=SAMPLING)  # 1 with split "official" or a test_dataset (set by build_config)
     # share of each fold's training patients used (stratified, grouped by patient, nested across
     # fractions; data/splits.py label_subset); the held-out folds never change
-    label_fraction: float = 1.0
+    label_fraction: float = setting(1.0, role=SAMPLING)
     on_bad_image: str = "fail"  # "fail" | "skip"
     cache_dir: str = path_field(
-        default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"))
-    workers: int = 0  # decoding processes; 0 = one per CPU core
+        default_factory=lambda: os.environ.get("SSL_BENCH_CACHE_DIR", "~/.cache/ssl_bench"), role=VOLATILE)
+    workers: int = setting(0, role=VOLATILE)  # decoding processes; 0 = one per CPU core
     # training images resident on the device, or streamed from the cache (training/images.py):
     # "auto" streams a dataset whose resident copies pass memory_budget_gb (0: half the free memory)
-    streaming: str = "auto"  # "auto" | "on" | "off"
-    memory_budget_gb: float = 0.0
-    loader_workers: int = 2  # DataLoader processes of the streaming path (0: read in-process)
+    streaming: str = setting("auto", role=VOLATILE)  # "auto" | "on" | "off"
+    memory_budget_gb: float = setting(0.0, role=VOLATILE)
+    loader_workers: int = setting(2, role=VOLATILE)  # DataLoader processes of the streaming path (0: read in-process)
     # train on all of `dataset`, test on all of `test_dataset` (one fold, identical preprocessing)
-    test_dataset: str | None = None
-    test_root: str | None = path_field()
+    test_dataset: str | None = setting(None, role=SAMPLING)
+    test_root: str | None = path_field(role=SAMPLING)
 
 
 @dataclass
@@ -120,14 +190,14 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30  # supervised / downstream epochs
+    epochs: int = setting(30, role=DOWNSTREAM)  # supervised / downstream epochs
     pretext_epochs: int = 30  # pretext stage of finetune
     # Ray Train workers of finetune's pretext stage (data-parallel; training/distributed.py); 1: this process
     pretext_workers: int = 1
     batch_size: int = 4
     lr: float = 1e-4
     weight_decay: float = 5e-4
-    pos_weight: float = 15.0  # eq. 3, weight of the malignant class in the BCE
+    pos_weight: float = setting(15.0, role=DOWNSTREAM)  # eq. 3, weight of the malignant class in the BCE
     # "constant" (the paper states none) | "cosine": each stage's learning rate follows a half
     # cosine from lr down to 0 over its epochs (Loshchilov & Hutter, SGDR, ICLR 2017)
     schedule: str = "constant"
@@ -142,7 +212,7 @@ class TrainConfig:
     augment: bool = True  # random vertical flips and small intensity jitter
     # save a fold's whole training state every N epochs of each stage, so that a killed run
     # resumes the fold where it stopped, with the same results (folds/.<k>.checkpoint.pt); 0 = off
-    checkpoint_every: int = 0
+    checkpoint_every: int = setting(0, role=VOLATILE)  # a resumed fold equals an uninterrupted one
 
 
 #: experiment trackers the training history can stream to (ssl_bench/training/tracking.py)
@@ -167,15 +237,15 @@ class Config:
     method: str | None = None  # display name (Table II row) when run from a bench
     profile: str = "quick"
     seed: int = 0
-    fold: int | None = None  # run only this fold (0-based)
-    device: str = "auto"
-    threads: int = 0  # CPU threads for torch; 0 = torch's default
-    out: str = path_field("runs")
+    fold: int | None = setting(None, role=VOLATILE)  # run only this fold (0-based)
+    device: str = setting("auto", role=VOLATILE)
+    threads: int = setting(0, role=VOLATILE)  # CPU threads for torch; 0 = torch's default
+    out: str = path_field("runs", role=VOLATILE)
     data: DataConfig = field(default_factory=DataConfig)
     pretext_data: PretextDataConfig = field(default_factory=PretextDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+    log: LogConfig = setting(default_factory=LogConfig, role=VOLATILE)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def component_params(self, name: str) -> dict[str, Any]:
@@ -419,12 +489,13 @@ def path_fields(cls: type | None = None, prefix: str = "") -> dict[str, Callable
     return found
 
 
-def absolute_paths(values: dict[str, Any], base: str | Path | None = None) -> dict[str, Any]:
-    """A copy of a config's ``values`` (``Config.to_dict()``) with each relative path of
-    :func:`path_fields` made absolute against ``base`` (default: the working folder), for a
-    process that runs in another folder. Paths from ``~`` stay as they are (each machine's home)."""
+def absolute_paths(values: dict[str, Any], base: str | Path | None = None, cls: type | None = None) -> dict[str, Any]:
+    """A copy of a config's ``values`` (``Config.to_dict()``; ``cls``: its class, default
+    :class:`Config`) with each relative path of :func:`path_fields` made absolute against ``base``
+    (default: the working folder), for a process that runs in another folder. Paths from ``~``
+    stay as they are (each machine's home)."""
     values = copy.deepcopy(values)
-    for key, is_path in path_fields().items():
+    for key, is_path in path_fields(cls).items():
         *sections, name = key.split(".")
         where: Any = values
         for section in sections:
@@ -484,6 +555,8 @@ def build_config(
     methods' settings, so ``--profile smoke`` shrinks every method).
     """
     file_values = copy.deepcopy(file_values or {})
+    if "schema" in file_values or SAVED_KEYS <= set(file_values):  # a run's config.yaml: as it ran
+        file_values = migrate(file_values)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     device = flags.get("device") or file_values.get("device") or "auto"
     profile = profile or file_values.get("profile")
@@ -509,10 +582,55 @@ def build_config(
     return cfg
 
 
+#: the layout of a saved config (``schema`` in ``config.yaml``); 1: saved before it was recorded
+CONFIG_SCHEMA = 2
+#: the top-level keys of a fully resolved config: a file with all of them and no ``schema`` is a
+#: run's ``config.yaml`` of schema 1 (a config a user writes gives a few settings)
+SAVED_KEYS = frozenset({"pretext", "transfer", "profile", "seed", "fold", "device", "threads", "out", "data",
+                        "model", "train", "params"})
+
+
+def migrate(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (a run's ``config.yaml``, fully resolved) as the current schema describes
+    it: without its ``schema`` key, and with the settings introduced after it was saved set to
+    the values its run used. Every backfill lives here; a config of a later schema is refused.
+
+    Args:
+        values: the saved config as read from YAML; a config without ``schema`` is of schema 1.
+
+    Returns:
+        A new dict of the current schema (``values`` is not changed).
+    """
+    values = copy.deepcopy(values)
+    schema = values.pop("schema", 1)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise ConfigError(f"config schema must be a positive integer, got {schema!r}")
+    if schema > CONFIG_SCHEMA:
+        raise ConfigError(f"the config is of schema {schema}; this ssl-bench reads up to schema {CONFIG_SCHEMA} "
+                          f"(upgrade ssl-bench)")
+    if schema < 2:
+        for section in ("data", "train"):
+            if values.get(section) is None:
+                values[section] = {}
+        data, train = values["data"], values["train"]
+        if not (isinstance(data, dict) and isinstance(train, dict)):
+            return values  # not a config this toolkit wrote: what reads it says what is wrong
+        data.setdefault("label_fraction", 1.0)  # runs before label fractions used every label
+        train.setdefault("label_budget", "epochs")  # ... and before budgets trained a fraction for the same epochs
+        data.setdefault("test_dataset", None)  # runs before test datasets: cross-validation
+        data.setdefault("test_root", None)
+        if not values.get("pretext_data"):  # runs before pretext pools: the fold's own images
+            values["pretext_data"] = {"dataset": None, "root": None}
+        train.setdefault("pretext_workers", 1)  # runs before data-parallel pretext stages: one process
+        train.setdefault("schedule", "constant")  # runs before schedules: a constant learning rate
+    return values
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
-    """A fully resolved config (e.g. ``Config.to_dict()`` or a run's config.yaml) as a Config."""
+    """A fully resolved config (``Config.to_dict()``, or a run's config.yaml of any schema, through
+    :func:`migrate`) as a Config."""
     cfg = Config()
-    apply_mapping(cfg, copy.deepcopy(values))
+    apply_mapping(cfg, migrate(values))
     validate(cfg)
     return cfg
 
@@ -613,4 +731,5 @@ def check_path_name(name: str, what: str = "name") -> str:
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write ``cfg`` fully resolved, with its :data:`CONFIG_SCHEMA` (read back through :func:`migrate`)."""
+    atomic_write_text(path, yaml.safe_dump({"schema": CONFIG_SCHEMA, **cfg.to_dict()}, sort_keys=False))

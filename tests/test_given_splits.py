@@ -139,12 +139,13 @@ def test_label_efficiency_bench_plans_the_grid(profile):
 
 
 def test_runs_before_pools_and_test_datasets_resume():
+    from ssl_bench.config import migrate
     from ssl_bench.experiment.rundir import comparable_config
 
     new = build_config("smoke", {}).to_dict()
     old = {k: v for k, v in new.items() if k != "pretext_data"}
     old["data"] = {k: v for k, v in new["data"].items() if k not in ("test_dataset", "test_root")}
-    assert comparable_config(old) == comparable_config(new)  # an old run directory resumes
+    assert comparable_config(migrate(old)) == comparable_config(new)  # an old run directory resumes
     pooled = build_config("smoke", {}, {"pretext_data.dataset": "folder"}).to_dict()
     tested = build_config("smoke", {}, {"data.test_dataset": "inbreast"}).to_dict()
     assert comparable_config(pooled) != comparable_config(new) != comparable_config(tested)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import torch
 
 from ssl_bench.cli import main
-from ssl_bench.config import build_config
+from ssl_bench.config import build_config, migrate
 from ssl_bench.experiment.fold import run_fold
 from ssl_bench.experiment.run import prepare_run
 from ssl_bench.experiment.label_budget import fold_budget_config, scaled_epochs
@@ -124,7 +124,7 @@ def test_budget_is_identity_for_fractions_only():
     epochs = build_config("smoke", {}, {"data.label_fraction": 0.5, "train.label_budget": "epochs"}).to_dict()
     assert comparable_config(steps) != comparable_config(epochs)
     before = {**epochs, "train": {k: v for k, v in epochs["train"].items() if k != "label_budget"}}
-    assert comparable_config(before) == comparable_config(epochs)  # fraction runs before budgets: same epochs
+    assert comparable_config(migrate(before)) == comparable_config(epochs)  # fraction runs before budgets: same epochs
 
 
 def test_bad_budget_is_one_clear_line():

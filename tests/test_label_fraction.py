@@ -112,11 +112,12 @@ def test_run_records_fractions_and_keeps_held_out_folds(tmp_path):
 
 
 def test_runs_before_label_fractions_resume_and_fractions_are_identity():
+    from ssl_bench.config import migrate
     from ssl_bench.experiment.rundir import comparable_config
 
     new = build_config("smoke", {}).to_dict()
     old = {**new, "data": {k: v for k, v in new["data"].items() if k != "label_fraction"}}
-    assert comparable_config(old) == comparable_config(new)  # an old run directory resumes
+    assert comparable_config(migrate(old)) == comparable_config(new)  # an old run directory resumes
     quarter = build_config("smoke", {}, {"data.label_fraction": 0.25}).to_dict()
     assert comparable_config(quarter) != comparable_config(new)  # a fraction is part of the identity
 

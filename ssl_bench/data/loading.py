@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import components
-from ..config import Config
+from ..config import SAMPLING, VOLATILE, Config, settings
 from ..errors import DataError, DataWarning
 from ..registry import DATASETS
 from .base import OFFICIAL_SPLIT, LoadedDataset
@@ -31,12 +31,11 @@ DATA_ROOT, TEST_ROOT, POOL_ROOT = "--data-root", "--test-data-root", "--pretext-
 
 
 def dataset_key(cfg: Config) -> str:
-    d = cfg.data
-    return json.dumps(
-        [d.dataset, d.root, list(d.image_size), d.on_bad_image, cfg.component_params(d.dataset)],
-        sort_keys=True,
-        default=str,
-    )
+    """What the loaded images depend on: every ``data.*`` setting but those that choose among the
+    loaded images or never change them (config roles ``SAMPLING``, ``VOLATILE``), and the
+    dataset's options."""
+    return json.dumps([settings(cfg.data, (SAMPLING, VOLATILE)), cfg.component_params(cfg.data.dataset)],
+                      sort_keys=True, default=str)
 
 
 def with_dataset(cfg: Config, dataset: str, root: str | None) -> Config:

@@ -21,7 +21,6 @@ used in ``metrics.json`` (``pretext_pool``).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import json
@@ -32,11 +31,11 @@ import numpy as np
 import torch
 
 from .. import __version__, components
-from ..config import Config
+from ..config import DOWNSTREAM, SAMPLING, VOLATILE, Config, settings
 from ..data.base import LoadedDataset
 from ..data.cache import file_identity
 from ..data.digests import image_digests
-from ..data.loading import load_pool
+from ..data.loading import load_pool, with_dataset
 from ..data.pool import kept, pool_exclusions
 from ..data.preprocess import PREPROCESS_VERSION
 from ..errors import ConfigError, DataError
@@ -44,10 +43,8 @@ from ..fileio import file_sha256
 from ..registry import DATASETS, PRETEXTS, TRANSFERS
 from ..training.pretext_pool import PretextPool
 from .provenance import PACKAGE, code_digest, library_versions
-from .rundir import VOLATILE_TRAIN_KEYS
 
 CACHE_FOLDER = ".pretext-cache"
-DOWNSTREAM_ONLY = ("epochs", "pos_weight")  # train.* settings the pretext stage never reads
 # 2: backbones built on pretrained weights normalise their input (other modules and state_dict
 # keys): a stage cached before is trained again, never loaded into the new structure
 # 3: the options with their defaults, the libraries' versions, the code, and files' change times
@@ -144,11 +141,13 @@ def stage_key(cfg: Config, pretext, pool: LoadedDataset, keep: np.ndarray, devic
             "params": components.resolved_options(DATASETS, cfg.pretext_data.dataset, cfg),
             "images": pool_fingerprint(pool, keep, pretext.uses_labels),
         },
-        "image_size": list(cfg.data.image_size),
-        # every training setting (pretext epochs, lr, batch, schedule, ...) but the two that only
+        # how the pool's images load: every data.* setting but the volatile ones and those that
+        # choose among loaded images (config roles), for the pool's dataset
+        "data": settings(with_dataset(cfg, cfg.pretext_data.dataset, root).data, (SAMPLING, VOLATILE)),
+        # every training setting (pretext epochs, lr, batch, schedule, ...) but those that only
         # the downstream stage reads and those that never change results (how often a fold is
-        # checkpointed): a new setting is in the key without an edit here
-        "train": {k: v for k, v in dataclasses.asdict(t).items() if k not in DOWNSTREAM_ONLY + VOLATILE_TRAIN_KEYS},
+        # checkpointed), as each declares (config roles): a new setting is in the key by default
+        "train": settings(t, (DOWNSTREAM, VOLATILE)),
         "seed": cfg.seed,
         "device": device.type,
         "precision": str(amp_dtype),

@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..config import Config, check_path_name, load_yaml, save_yaml
+from ..config import VOLATILE, Config, check_path_name, load_yaml, migrate, save_yaml, without_roles
 from ..errors import UserError
 from ..fileio import atomic_write_text, out_of_space_error
 
@@ -77,11 +77,6 @@ MLFLOW_STORE = "mlflow.db"  # --log mlflow without --log-uri: an SQLite store (M
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
 PREDICTIONS_DIGEST = "predictions_sha256"  # metrics.json: text_digest of predictions.csv as written
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
-# Config keys that may differ between two invocations writing the same run directory: where
-# files go and how fast it runs, never what decides the results.
-VOLATILE_KEYS = ("fold", "out", "device", "threads", "log")
-VOLATILE_DATA_KEYS = ("cache_dir", "workers", "streaming", "memory_budget_gb", "loader_workers")
-VOLATILE_TRAIN_KEYS = ("checkpoint_every",)  # a resumed fold equals an uninterrupted one
 
 #: run directories this process holds the lock of (path -> open lock file)
 _CLAIMED: dict[str, Any] = {}
@@ -162,35 +157,21 @@ def read_predictions(path: Path) -> pd.DataFrame:
     return out
 
 
-def comparable_config(config: dict) -> dict:
-    """The settings of a config dict that decide a run's results."""
-    out = {k: v for k, v in config.items() if k not in VOLATILE_KEYS}
-    out["data"] = {k: v for k, v in (config.get("data") or {}).items() if k not in VOLATILE_DATA_KEYS}
-    if "train" in config:
-        out["train"] = {k: v for k, v in (config.get("train") or {}).items() if k not in VOLATILE_TRAIN_KEYS}
-    if out["data"].get("label_fraction", 1.0) == 1.0:  # runs written before label fractions: all labels
-        out["data"].pop("label_fraction", None)
-    train = out.setdefault("train", {})
-    if out["data"].get("label_fraction", 1.0) == 1.0:  # all labels: the label budget changes nothing
-        train.pop("label_budget", None)
-    else:  # runs written before label budgets trained a fraction for the same epochs
-        train.setdefault("label_budget", "epochs")
-    for key in ("test_dataset", "test_root"):  # runs written before test datasets: none
-        if out["data"].get(key) is None:
-            out["data"].pop(key, None)
-    if not (out.get("pretext_data") or {}).get("dataset"):  # runs written before pretext pools: none
-        out.pop("pretext_data", None)
-    if train.get("pretext_workers", 1) == 1:  # runs written before data-parallel pretext stages
-        train.pop("pretext_workers", None)
-    if train.get("schedule", "constant") == "constant":  # runs written before schedules: constant
-        train.pop("schedule", None)
+def comparable_config(config: dict, cls: type = Config) -> dict:
+    """The settings of a config dict of the current schema (``Config.to_dict()``, or a saved one
+    from :meth:`RunDir.read_config`) that decide a run's results: all but those whose role is
+    volatile (:mod:`ssl_bench.config`), and the label budget only where a label fraction below 1
+    gives it something to decide. ``cls`` is the config's class (whose fields declare the roles)."""
+    out = without_roles(config, (VOLATILE,), cls)
+    if (out.get("data") or {}).get("label_fraction", 1.0) == 1.0:
+        (out.get("train") or {}).pop("label_budget", None)
     return out
 
 
 def config_key(cfg: Config) -> str:
     """A digest of the settings of ``cfg`` that decide a run's results (:func:`comparable_config`)."""
     as_saved = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # tuples become lists, as on disk
-    return hashlib.sha256(json.dumps(comparable_config(as_saved), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(comparable_config(as_saved, type(cfg)), sort_keys=True).encode()).hexdigest()
 
 
 class RunDir:
@@ -409,8 +390,10 @@ class RunDir:
 
     # ---- config.yaml -------------------------------------------------------------------------
     def read_config(self) -> dict:
-        """The run's ``config.yaml`` as a plain dict (as saved: fully resolved)."""
-        return load_yaml(self.path / "config.yaml")
+        """The run's ``config.yaml`` as a plain dict (fully resolved), of the current schema
+        (:func:`ssl_bench.config.migrate`: a run saved before a setting existed reads with the
+        value it ran with)."""
+        return migrate(load_yaml(self.path / "config.yaml"))
 
     def check_config(self, cfg: Config) -> None:
         """Refuse to mix folds of two different configurations in one run directory."""
