@@ -218,7 +218,7 @@ def test_bad_executor_options_are_one_line(tmp_path, extra, message):
 
 
 def test_executor_params_override_flags():
-    from ssl_bench.cli.bench_cmd import build_executor
+    from ssl_bench.bench.executors import build_executor
     from ssl_bench.config import build_config
 
     cfg = build_config("smoke", sets=["params.local.jobs_per_gpu=3"])

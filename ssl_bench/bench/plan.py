@@ -38,6 +38,17 @@ from ..config import Config, build_config, load_yaml
 from ..errors import ConfigError
 
 
+#: where a bench writes by default: ``bench-runs/<bench file stem>/``, apart from ``run``'s ``runs/``
+#: (so that ``ssl-bench report runs/*`` never mixes a bench's runs with single runs)
+BENCH_OUT = "bench-runs"
+
+
+def default_out(bench_file: str | Path) -> str:
+    """The bench's output folder when none is given: ``bench-runs/table2`` for
+    ``benchmarks/table2.yaml``."""
+    return str(Path(BENCH_OUT) / Path(bench_file).stem)
+
+
 @dataclass
 class BenchPlan:
     path: Path

@@ -2,32 +2,21 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 from rich.markup import escape
 
 from .. import components
+from ..bench.plan import BENCH_OUT, default_out
 from ..console import make_console, working
 from ..errors import ConfigError
 from ..fileio import OutOfSpace
-from ..registry import EXECUTORS
 from .run_cmd import (LABEL_FRACTION_HELP, PRETEXT_DATA_HELP, SPLIT_HELP, SPLITS, TEST_DATASET_HELP,
                       collect_flags, command_line, log_options, parse_fractions, stop_on_sigterm)
 
 
 out_console = make_console()
 err_console = make_console(stderr=True)
-
-#: where a bench writes by default: ``bench-runs/<bench file stem>/``, apart from ``run``'s ``runs/``
-#: (so that ``ssl-bench report runs/*`` never mixes a bench's runs with single runs)
-BENCH_OUT = "bench-runs"
-
-
-def default_out(bench_file: str | Path) -> str:
-    """The bench's output folder when ``--out`` is not given: ``bench-runs/table2`` for
-    ``benchmarks/table2.yaml``."""
-    return str(Path(BENCH_OUT) / Path(bench_file).stem)
 
 
 def resume_command() -> str:
@@ -42,22 +31,6 @@ def _seeds(text: str | None) -> tuple[int, ...]:
         return tuple(int(s) for s in text.split(","))
     except ValueError:
         raise ConfigError(f"--seeds expects comma-separated integers, got '{text}'") from None
-
-
-def build_executor(name: str, cfg, **flags):
-    """The executor ``name`` built like every other component: the flags given on the command
-    line (``None`` = not given), then ``--set params.<name>.<option>`` over them; a flag that the
-    executor does not take is one error line."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    accepted = components.user_options("executors", EXECUTORS.get(name))
-    for option in given:
-        if option not in accepted:
-            flag = "--ray-address" if option == "address" else "--" + option.replace("_", "-")
-            owners = [e for e in EXECUTORS.names() if option in components.user_options("executors", EXECUTORS.get(e))]
-            hint = f"; it is for --executor {' or '.join(owners)}" if owners else ""
-            raise ConfigError(f"{flag} does not apply to the '{name}' executor (its options: "
-                              f"{', '.join(accepted) or 'none'}){hint}")
-    return components.build(EXECUTORS, name, {**given, **cfg.component_params(name)})
 
 
 @click.command("bench")
@@ -110,21 +83,18 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     # torch, scikit-learn and matplotlib load only when a command runs, so --help stays fast
     with working("loading torch, timm and scikit-learn", err_console, enabled=not quiet):
         from ..bench.job import import_extra_modules, last_line
-        from ..bench.plan import load_plan
         from ..bench.runner import run_bench
-        from ..report.leaderboard import DEFAULT_BASELINE, build_report
-        from ..report.publish import write_leaderboard, write_seed_leaderboard
+        from ..benchmark import plan_benchmark, write_leaderboards
         from ..report.render import print_report
-        from ..training.device import default_profile
 
     import_extra_modules()  # SSL_BENCH_IMPORT: extra component modules (also imported by every job)
     kwargs["out"] = kwargs["out"] or default_out(bench_file)
-    flags = collect_flags(kwargs)
-    plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), _seeds(seeds), default_profile,
-                     parse_fractions(label_fraction), baseline)
+    plan, runner = plan_benchmark(
+        bench_file, profile=profile, flags=collect_flags(kwargs), sets=sets, only=only, seeds=_seeds(seeds),
+        label_fractions=parse_fractions(label_fraction), baseline=baseline, executor=executor,
+        executor_flags=dict(retries=retries, jobs_per_gpu=jobs_per_gpu, address=ray_address,
+                            gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job))
     first = plan.configs[0]
-    runner = build_executor(executor, first, retries=retries, jobs_per_gpu=jobs_per_gpu,
-                            address=ray_address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
     out_console.print(
         escape(f"bench {bench_file}: {len(plan.configs)} method(s) x {first.data.folds} folds · profile ")
         + f"[bold]{escape(first.profile)}[/] · " + escape(f"dataset {first.data.dataset} · {runner.describe()}"),
@@ -144,41 +114,26 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     except OutOfSpace as exc:  # one line (the group prints it, exit 1)
         raise exc.keeping(f"completed jobs (folds) are kept in {first.out}",
                           rerun=f"finish the missing ones with: {resume_command()}") from None
-    out_dir = Path(first.out).expanduser()
-    by_seed: dict[int, list[Path]] = {}
-    for r in result.runs:
-        if result.summaries.get(components.run_name(r.config)) is not None:
-            by_seed.setdefault(r.config.seed, []).append(r.rundir.path)
-    several_seeds = len({c.seed for c in plan.configs}) > 1
-    reports = {}
-
-    def finished(cfg) -> bool:
-        return result.summaries.get(components.run_name(cfg)) is not None
-
-    for seed, complete in by_seed.items():  # --seeds: one leaderboard per seed, in seed-<s>/
-        target = out_dir / f"seed-{seed}" if several_seeds else out_dir
-        base_run = plan.baseline_run(seed, finished) if plan.baselines else DEFAULT_BASELINE
-        note = plan.baseline_note(seed, finished)
-        if note:
-            err_console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
-        reports[seed] = build_report(complete, reference=reference, baseline=base_run)
-        paths = write_leaderboard(reports[seed], target)
-        print_report(reports[seed], out_console, sections=("leaderboard", "notes"))
+    outcome = write_leaderboards(plan, result, reference)
+    for seed, report in outcome.reports.items():  # --seeds: one leaderboard per seed, in seed-<s>/
+        if seed in outcome.baseline_notes:
+            err_console.print(f"[yellow]{escape(outcome.baseline_notes[seed])}[/]", highlight=False, soft_wrap=True)
+        paths = outcome.paths[seed]
+        print_report(report, out_console, sections=("leaderboard", "notes"))
         out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}",
                           highlight=False, markup=False, soft_wrap=True)
         if "efficiency_png" in paths:
             out_console.print(f"label efficiency: {paths['efficiency_png']}, {paths['efficiency_csv']}",
                               highlight=False, markup=False, soft_wrap=True)
-    if several_seeds and len(reports) > 1:
-        paths = write_seed_leaderboard(reports, out_dir)
-        out_console.print(f"leaderboard across seeds: {paths['md']}, {paths['csv']}",
+    if outcome.seed_paths:
+        out_console.print(f"leaderboard across seeds: {outcome.seed_paths['md']}, {outcome.seed_paths['csv']}",
                           highlight=False, markup=False, soft_wrap=True)
-    if result.failed:
+    if outcome.failed:
         by_name = {components.run_name(r.config): r for r in result.runs}
         attempts = runner.retries + 1
-        err_console.print(f"[bold red]{len(result.failed)} of {len(result.outcomes)} job(s) failed[/] "
+        err_console.print(f"[bold red]{len(outcome.failed)} of {len(result.outcomes)} job(s) failed[/] "
                           f"after {attempts} attempt(s) each:")
-        for o in result.failed:
+        for o in outcome.failed:
             path = by_name[o.job.run_name].rundir.failure_path(o.job.fold)
             err_console.print(f"  - {o.job.label}: {last_line(o.error)}\n    traceback: {path}",
                               highlight=False, markup=False, soft_wrap=True)
