@@ -99,7 +99,7 @@ def child_epoch(spec: dict) -> dict:
     from ssl_bench.experiment.fold import build_parts, dataset_images
     from ssl_bench.models.pretext_model import PretextModel
     from ssl_bench.training.context import FitContext
-    from ssl_bench.transfer.finetune import pretext_stage
+    from ssl_bench.training.stages import pretext_stage
 
     cpu = torch.device("cpu")
     cfg = config(spec, **{"data.streaming": spec["streaming"], "data.loader_workers": spec["loader_workers"]})
@@ -125,7 +125,7 @@ def child_ray(spec: dict) -> dict:
     from ssl_bench.experiment.fold import build_parts, dataset_images
     from ssl_bench.models.pretext_model import PretextModel
     from ssl_bench.training.context import FitContext
-    from ssl_bench.transfer.finetune import pretext_stage
+    from ssl_bench.training.stages import pretext_stage
 
     cpu = torch.device("cpu")
     cfg = config(spec, **{"train.pretext_workers": spec["workers"], "data.streaming": "off"})

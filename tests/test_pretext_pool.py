@@ -31,7 +31,7 @@ from ssl_bench.experiment.provenance import PACKAGE, source_digest
 from ssl_bench.experiment.run import compute_folds
 from ssl_bench.registry import PRETEXTS
 from ssl_bench.training.pretext_pool import CHECKPOINT_FORMAT
-from ssl_bench.transfer import finetune
+from ssl_bench.training import stages
 
 SIZE = (64, 32)
 
@@ -272,8 +272,8 @@ def run_cli(*args):
 
 def test_pretext_stage_trained_once_for_two_folds_and_two_fractions(png_pool, tmp_path, monkeypatch):
     calls = []
-    real = finetune.pretext_stage
-    monkeypatch.setattr(finetune, "pretext_stage", lambda ctx, *a, **kw: calls.append(ctx.n_images) or real(ctx, *a, **kw))
+    real = stages.pretext_stage
+    monkeypatch.setattr(stages, "pretext_stage", lambda ctx, *a, **kw: calls.append(ctx.n_images) or real(ctx, *a, **kw))
     pool_args = ["--pretext", "simclr", "--folds", "2", "--pretext-data", "folder", "--pretext-data-root", str(png_pool)]
     out = tmp_path / "a"
     result = run_cli(*pool_args, "--transfer", "finetune", "--label-fraction", "0.5,1.0", "--out", str(out))

@@ -26,7 +26,7 @@ from ssl_bench.pretext.base import PretextBatch, PretextTask
 from ssl_bench.registry import PRETEXTS
 from ssl_bench.training.batches import FoldBatches
 from ssl_bench.training.context import FitContext
-from ssl_bench.transfer.finetune import pretext_stage, train_pretext
+from ssl_bench.training.stages import pretext_stage, train_pretext
 
 ray = pytest.importorskip("ray")
 

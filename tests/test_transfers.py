@@ -7,6 +7,7 @@ import torch
 from ssl_bench.bench.plan import load_plan
 from ssl_bench.bench.runner import prepare_bench
 from ssl_bench.testing import tiny_fit_context
+from ssl_bench.training import stages
 from ssl_bench.transfer import collaborative, finetune, multitask
 from ssl_bench.transfer.collaborative import CollaborativeTransfer
 from ssl_bench.transfer.finetune import FineTune
@@ -15,7 +16,7 @@ from ssl_bench.transfer.multitask import MultiTask
 
 def test_finetune_stage2_gets_a_fresh_head_and_keeps_the_pretrained_body(monkeypatch):
     seen = {}
-    real_pretext_stage, real_supervised_stage = finetune.pretext_stage, finetune.supervised_stage
+    real_pretext_stage, real_supervised_stage = stages.pretext_stage, stages.supervised_stage
 
     def spy_pretext_stage(ctx, model, epochs, stage="pretext"):
         real_pretext_stage(ctx, model, epochs, stage)
@@ -30,7 +31,7 @@ def test_finetune_stage2_gets_a_fresh_head_and_keeps_the_pretrained_body(monkeyp
         seen["stage2_body"] = {k: v.clone() for k, v in backbone.state_dict().items() if not k.startswith("fc")}
         real_supervised_stage(ctx, backbone, epochs, stage)
 
-    monkeypatch.setattr(finetune, "pretext_stage", spy_pretext_stage)
+    monkeypatch.setattr(stages, "pretext_stage", spy_pretext_stage)
     monkeypatch.setattr(finetune, "supervised_stage", spy_supervised_stage)
     torch.manual_seed(0)
     classifier = FineTune().fit(tiny_fit_context("gsim"))
@@ -44,7 +45,7 @@ def test_finetune_stage2_gets_a_fresh_head_and_keeps_the_pretrained_body(monkeyp
 
 def test_finetune_with_no_pretext_skips_stage1(monkeypatch):
     calls = []
-    monkeypatch.setattr(finetune, "pretext_stage", lambda *a, **k: calls.append("pretext"))
+    monkeypatch.setattr(stages, "pretext_stage", lambda *a, **k: calls.append("pretext"))
     FineTune().fit(tiny_fit_context("none"))
     assert calls == []
 

@@ -35,21 +35,8 @@ from torch import nn
 
 from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
+from .checks import check_dims, check_two_embeddings
 from .views import MammoViews, view_options, view_pair
-
-
-def check_dims(**dims: int) -> None:
-    """``ValueError`` unless every value is a positive integer."""
-    for name, value in dims.items():
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-
-
-def check_two_embeddings(method: str, outputs: list[torch.Tensor], count: int = 2) -> None:
-    """``ValueError`` unless ``outputs`` are ``count`` (B, D) embeddings of one shape."""
-    if len(outputs) != count or any(o.dim() != 2 or o.shape != outputs[0].shape for o in outputs):
-        shapes = [tuple(o.shape) for o in outputs]
-        raise ValueError(f"{method} expects {count} (B, D) embeddings of one shape; got {shapes}")
 
 
 class WholeBatchBarlowTwinsLoss(BarlowTwinsLoss):

@@ -29,16 +29,9 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import nn
 
 from ..registry import PRETEXTS
-from .barlowtwins import check_dims, check_two_embeddings
 from .base import PretextBatch, PretextTask
+from .checks import check_dims, check_momentum, check_two_embeddings
 from .views import MammoViews, view_options, view_pair
-
-
-def check_momentum(momentum: float) -> float:
-    """``momentum`` as a float; ``ValueError`` unless it is in [0, 1]."""
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    return float(momentum)
 
 
 class ProjectThenPredict(nn.Module):

@@ -45,9 +45,8 @@ from lightly.models.modules import center as lightly_center
 from torch import nn
 
 from ..registry import PRETEXTS
-from .barlowtwins import check_dims
 from .base import PretextBatch, PretextTask
-from .byol import check_momentum
+from .checks import check_dims, check_momentum
 from .views import MammoViews, view_options, view_pair
 
 

@@ -55,9 +55,8 @@ from torch import nn
 
 from ..errors import ToolkitWarning
 from ..registry import PRETEXTS
-from .barlowtwins import check_dims, check_two_embeddings
 from .base import PretextBatch, PretextTask
-from .byol import check_momentum
+from .checks import check_dims, check_momentum, check_two_embeddings
 from .views import MammoViews, view_options, view_pair
 
 #: the queue sizes already warned about in this process (one line per run, not one per fold)

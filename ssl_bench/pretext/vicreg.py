@@ -26,8 +26,8 @@ from lightly.models.modules.heads import VICRegProjectionHead
 from torch import nn
 
 from ..registry import PRETEXTS
-from .barlowtwins import check_dims, check_two_embeddings
 from .base import PretextBatch, PretextTask
+from .checks import check_dims, check_two_embeddings
 from .views import MammoViews, view_options, view_pair
 
 

@@ -1,7 +1,7 @@
 """Frozen evaluation: the standard protocols of self-supervised learning, which judge the
 pretext stage's features without fine-tuning them.
 
-Both transfers run the pretext stage of ``finetune`` (:func:`~ssl_bench.transfer.finetune.pretrained_backbone`:
+Both transfers run the pretext stage of ``finetune`` (:func:`~ssl_bench.training.stages.pretrained_backbone`:
 ``train.pretext_epochs`` of the pretext task on the downstream backbone; with pretext ``none``
 the backbone as ``model.pretrained`` initialised it, the random-init or ImageNet control), then
 freeze the backbone, put it in eval mode and extract each training image's globally pooled
@@ -30,8 +30,8 @@ from ..models.frozen_probe import FrozenBackboneClassifier, KnnProbeClassifier, 
 from ..registry import TRANSFERS
 from ..training.context import FitContext
 from ..training.scoring import probabilities
+from ..training.stages import pretrained_backbone
 from .base import TransferStrategy
-from .finetune import pretrained_backbone
 from .logistic import check_logistic_options, class_weight_for, fit_scaled_logistic
 
 FEATURE_BATCH = 64  # images per feature pass
