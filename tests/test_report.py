@@ -146,7 +146,7 @@ def test_csv_numbers_equal_recomputation(bench, written):
         for key in (*(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "oof_auc"):
             assert row[key] == pytest.approx(expected[key], abs=1e-3), key
         assert row["oof_auc_lo"] < row["oof_auc"] < row["oof_auc_hi"]
-    assert list(ours["auc_mean"]) == sorted(ours["auc_mean"], reverse=True)  # default sort: AUC
+    assert list(ours["oof_auc"]) == sorted(ours["oof_auc"], reverse=True)  # default sort: pooled AUC
     assert math.isnan(ours.loc["ResNet", "p_auc"]) and math.isnan(ours.loc["ResNet", "p_accuracy"])
     p = ours.drop("ResNet")[["p_auc", "p_accuracy"]].to_numpy()
     assert ((p > 0) & (p <= 1)).all()
@@ -160,13 +160,28 @@ def test_markdown_numbers_equal_recomputation(bench, written):
     assert sorted(rows) == sorted(METHODS)
     header = next(line for line in md.splitlines() if line.startswith("| # |"))
     cols = [c.strip() for c in header.strip("|").split("|")]
+    # the leaderboard leads with pooled AUC and the operating point; threshold-0.5 figures come second
+    assert cols[:6] == ["#", "Method", "Folds", "Pooled AUC [95% CI]", "Op. sens. [95% CI]", "Op. spec. [95% CI]"]
+    assert not {"Accuracy", "Sensitivity", "Specificity"} & set(cols)
+    second = md.split("## At the paper's threshold 0.5\n\n", 1)[1].split("\n## ", 1)[0]
+    assert md.index("| # |") < md.index("## At the paper's threshold 0.5")
+    threshold = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+                 for line in second.splitlines() if line.startswith("| ") and not line.startswith("| Method")}
+    threshold_cols = [c.strip() for c in next(line for line in second.splitlines()
+                                              if line.startswith("| Method")).strip("|").split("|")]
+    assert sorted(threshold) == sorted(METHODS)
+    csv = pd.read_csv(written["csv"]).query("source == 'ours'").set_index("method")
     for d in bench:
         expected = recompute(d)
         name = json.loads((d / "summary.json").read_text())["method"]
         cells = dict(zip(cols, rows[name]))
+        at_half = dict(zip(threshold_cols, threshold[name]))
         for m, title in zip(METRICS, ("Accuracy", "Sensitivity", "Specificity", "Youden", "F1", "AUC")):
-            assert cells[title] == f"{expected[f'{m}_mean']:.2f} ± {expected[f'{m}_std']:.2f}"
+            assert at_half[title] == f"{expected[f'{m}_mean']:.2f} ± {expected[f'{m}_std']:.2f}"
         assert cells["Pooled AUC [95% CI]"].startswith(f"{expected['oof_auc']:.2f} [")
+        for col, title in (("op_sensitivity", "Op. sens. [95% CI]"), ("op_specificity", "Op. spec. [95% CI]")):
+            row = csv.loc[name]
+            assert cells[title] == f"{row[col]:.2f} [{row[col + '_lo']:.2f}, {row[col + '_hi']:.2f}]"
         assert cells["Folds"] == "5/5"
         # per-fold table: one column per fold
         section = md.split(f"### {name}\n\n", 1)[1].split("\n\n", 1)[0]
@@ -522,3 +537,32 @@ def test_a_bench_folder_stands_for_its_runs_with_one_note(bench, tmp_path):
     assert parent.output.strip().splitlines() == [
         f"error: {out.parent} holds the output folders of 1 bench(es), not run directories: report one "
         f"of them, e.g. ssl-bench report {out}"]
+
+
+def test_nothing_degenerate_is_marked_best_and_the_title_says_profile_and_dataset(tmp_path):
+    """A model that calls every image malignant at 0.5 has the highest threshold sensitivity (100%)
+    and says nothing by it: its folds are degenerate, so no value of it is marked best."""
+    labels, patients, fold, rng = cohort()
+    dirs = make_bench(tmp_path, {"ResNet": 1.0, "Better": 1.8})
+    always = 0.96 + 0.03 * rng.random(len(labels)) * (0.5 + 0.5 * labels)  # every score above 0.5
+    dirs.append(write_run(tmp_path, "AllMalignant", labels, patients, fold, always))
+    report = build_report(dirs)
+    assert report.table.set_index("method").loc["AllMalignant", "degenerate"] == 5
+    html = (write_leaderboard(report, tmp_path / "board"))["html"].read_text()
+    assert "<title>ssl-bench leaderboard: synthetic · profile quick</title>" in html
+
+    def cells(section: str, method: str) -> list[str]:
+        row = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*?>{method}</td>.*?</tr>", html.split(section, 1)[1]).group(0)
+        return re.findall(r'<td class="([^"]*)">', row)
+
+    threshold = "<h2>At the paper's threshold 0.5</h2>"  # its table: Method, then the six metrics
+    assert html.index('<table class="board">') < html.index(threshold)
+    all_malignant = cells(threshold, "AllMalignant")
+    assert report.table.set_index("method").loc["AllMalignant", "sensitivity_mean"] == 100
+    assert "best" not in all_malignant[2]  # its 100% sensitivity
+    assert any("best" in c[2] for c in (cells(threshold, "ResNet"), cells(threshold, "Better")))
+    assert not any("best" in c for c in all_malignant)
+    assert "best" in cells("<h2>Leaderboard</h2>", "Better")[3]  # the highest pooled AUC of the others
+    md = to_markdown(report)
+    assert md.startswith("# Leaderboard: synthetic · profile quick\n")
+    assert "· profile quick · dataset synthetic" in md

@@ -27,7 +27,7 @@ from ..errors import UserError
               help="How a breast's (a patient's) image scores combine for breast- and patient-level AUC.")
 @click.option("--n-boot", type=int, default=1000, show_default=True,
               help="Patient-bootstrap resamples for confidence intervals and the accuracy test.")
-@click.option("--sort-by", default="auc", show_default=True,
+@click.option("--sort-by", default="oof_auc", show_default=True,
               help="Metric to sort by: accuracy, sensitivity, specificity, youden, f1, auc (fold means), "
                    "oof_auc, auprc, sens_at_spec90, sens_at_spec95, breast_auc, patient_auc, op_sensitivity "
                    "or op_specificity (pooled).")

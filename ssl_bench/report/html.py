@@ -19,13 +19,17 @@ from .render import (
     METRIC_TITLES,
     P_NOTE,
     REFERENCE_NOTE,
+    THRESHOLD_NOTE,
     UNITS,
     describe_setup,
+    eligible_for_best,
     leaderboard_display,
     numeric_columns,
     per_fold_display,
     provenance_display,
     reference_display,
+    threshold_display,
+    title as report_title,
 )
 from .leaderboard import REFERENCE_LABEL, Report
 from .efficiency_plot import efficiency_png
@@ -99,16 +103,29 @@ def _table(df: pd.DataFrame, css: str = "", cell_classes=None, row_classes=None)
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
+def _best_marker(report: Report, numbers: dict[str, pd.Series]):
+    """``classes(i, col, value)`` marking the highest value of each column of ``numbers`` in bold,
+    among the rows eligible for it (:func:`~ssl_bench.report.render.eligible_for_best`: no control,
+    no degenerate fold), when at least two of them differ."""
+    eligible = eligible_for_best(report).to_numpy()
+
+    def best(i: int, col: str) -> bool:
+        values = numbers[col][eligible]
+        return bool(eligible[i] and values.nunique() > 1 and numbers[col].iloc[i] == values.max())
+
+    return best
+
+
 def _leaderboard(report: Report) -> str:
     board = leaderboard_display(report)
     t = report.table
-    numbers = {METRIC_TITLES[m]: t[f"{m}_mean"] for m in METRICS}  # best mean in bold
-    numbers["Pooled AUC [95% CI]"] = t["oof_auc"]
-    p_cols = {c: ("p_auc" if "AUC" in c else "p_accuracy") for c in board.columns if c.startswith("p ")}
+    best = _best_marker(report, {"Pooled AUC [95% CI]": t["oof_auc"], "Op. sens. [95% CI]": t["op_sensitivity"],
+                                 "Op. spec. [95% CI]": t["op_specificity"]})
+    p_cols = {c: "p_auc" for c in board.columns if c.startswith("p ")}
 
     def classes(i, col, value):
         out = {"Method": ["method"], "Warning": ["warn"]}.get(col, [])
-        if col in numbers and numbers[col].nunique() > 1 and numbers[col].iloc[i] == numbers[col].max():
+        if col in ("Pooled AUC [95% CI]", "Op. sens. [95% CI]", "Op. spec. [95% CI]") and best(i, col):
             out.append("best")
         if col in p_cols and value != "baseline" and t[f"{p_cols[col]}_holm"].iloc[i] < 0.05:  # NaN: False
             out.append("sig")
@@ -118,6 +135,28 @@ def _leaderboard(report: Report) -> str:
         return "control" if t["role"].iloc[i] == "control" else ""
 
     return _table(board, "board", classes, rows)
+
+
+def _threshold(report: Report) -> str:
+    table = threshold_display(report)
+    t = report.table
+    numbers = {METRIC_TITLES[m]: t[f"{m}_mean"] for m in METRICS}
+    best = _best_marker(report, numbers)
+    p_cols = [c for c in table.columns if c.startswith("p ")]
+
+    def classes(i, col, value):
+        out = ["method"] if col == "Method" else []
+        if col in numbers and best(i, col):
+            out.append("best")
+        if col in p_cols and value != "baseline" and t["p_accuracy_holm"].iloc[i] < 0.05:  # NaN: False
+            out.append("sig")
+        return out
+
+    def rows(i):
+        return "control" if t["role"].iloc[i] == "control" else ""
+
+    return (f"<h2>At the paper's threshold 0.5</h2><p class=\"muted\">{escape(THRESHOLD_NOTE)}</p>"
+            + _table(table, "board", classes, rows))
 
 
 def _clinical(report: Report) -> str:
@@ -188,11 +227,11 @@ def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None =
     img = base64.b64encode(png).decode("ascii") if png is not None else png_base64(report)
     caption = ("One ROC curve per method over all held-out images of all folds (pooled out-of-fold "
                "scores), as Fig. 4 of the TSBN paper; the legend gives each pooled AUC.")
-    title = f"ssl-bench leaderboard: {report.dataset}"
+    title = f"ssl-bench {report_title(report)[0].lower()}{report_title(report)[1:]}"
     body = [
         f"<header><h1>{escape(title)}</h1><p class=\"setup\">{escape(describe_setup(report))}.</p>"
         f"<p class=\"units\">{escape(UNITS)}</p></header>",
-        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report), _clinical(report),
+        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report), _threshold(report), _clinical(report),
         "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
         f"<figcaption>{escape(caption)}</figcaption></figure></div>",

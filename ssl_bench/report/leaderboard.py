@@ -179,7 +179,7 @@ def build_report(
     run_dirs: Iterable[str | Path],
     reference: str | Path | pd.DataFrame | None = None,
     baseline: str | None = "ResNet",
-    sort_by: str = "auc",
+    sort_by: str = "oof_auc",
     allow_mixed: bool = False,
     n_boot: int = 1000,
     baseline_required: bool = True,

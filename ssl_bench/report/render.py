@@ -24,7 +24,8 @@ from .runs import dataset_summary, provenance_table, run_dates
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
-SECTIONS = ("leaderboard", "notes", "clinical", "figure", "efficiency", "reference", "folds", "provenance")
+SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "efficiency", "reference", "folds",
+            "provenance")
 EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
                    "for each label fraction: the share of each fold's training patients used, the same "
                    "in each class (rounded up), nested across fractions, on the same held-out folds. "
@@ -75,21 +76,39 @@ def describe_setup(report: Report) -> str:
     ds = dataset_summary(report.runs)
     run = report.runs[0]
     split = {"patient": "patient-grouped", "image": "image-level"}.get(run.data.get("split"))
-    sort = METRIC_TITLES.get(report.sort_by, report.sort_by)
+    sort = SORT_TITLES.get(report.sort_by, METRIC_TITLES.get(report.sort_by, report.sort_by))
     n = len(report.runs)
-    return (f"{n} method{'s' if n != 1 else ''} · dataset {ds['name']}: {ds['n_images']} images "
-            f"({ds['n_benign']} benign, {ds['n_malignant']} malignant), {ds['n_patients']} patients · "
+    return (f"{n} method{'s' if n != 1 else ''} · profile {profiles(report)} · dataset {ds['name']}: "
+            f"{ds['n_images']} images ({ds['n_benign']} benign, {ds['n_malignant']} malignant), "
+            f"{ds['n_patients']} patients · "
             f"{split or run.data.get('split', '?')} stratified {run.n_folds}-fold cross-validation · "
             f"seed {run.config.get('seed', '?')}"
             f" · sorted by {sort}")
 
 
+def profiles(report: Report) -> str:
+    """The settings profile of the runs (``smoke``, ``quick``, ``paper``; several joined by ``/``)."""
+    return "/".join(dict.fromkeys(str(r.config.get("profile") or "?") for r in report.runs))
+
+
+def title(report: Report) -> str:
+    """The report's title: the dataset and the profile, which decide what its numbers mean."""
+    return f"Leaderboard: {report.dataset} · profile {profiles(report)}"
+
+
 _SPLITS = {"patient": "grouped by patient (--split patient)", "image": "image-level (--split image)"}
 REFERENCE_NOTE = ("The TSBN paper's Table II on INbreast (percent; its AUC read off Fig. 4, compared "
                   "with our pooled AUC) beside ours; 'ours - paper' in percentage points.")
-UNITS = ("Values in percent: mean ± sample std (ddof=1) over folds at the paper's threshold 0.5; pooled "
-         "AUC over all out-of-fold predictions with a 95% patient-clustered confidence interval "
-         "(Obuchowski 1997, logit).")
+UNITS = ("Values in percent. Pooled AUC over all out-of-fold predictions, with a 95% patient-clustered "
+         "confidence interval (Obuchowski 1997, logit); operating-point sensitivity and specificity pooled "
+         "over the folds, each fold's threshold chosen on its own training predictions (Youden), never on "
+         "the held-out fold, with patient-bootstrap intervals. Figures at the paper's threshold 0.5 "
+         "follow in a table of their own.")
+THRESHOLD_NOTE = ("Mean ± sample std (ddof=1) over folds, at the paper's fixed threshold 0.5 (AUC: "
+                  "each fold's, then averaged). With the paper's malignant weight 15, a model may call "
+                  "nearly every image malignant at 0.5: read sensitivity with specificity, and these "
+                  "figures after the operating-point ones above.")
+SORT_TITLES = {"oof_auc": "pooled AUC", "auc": "mean fold AUC"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,17 +116,18 @@ UNITS = ("Values in percent: mean ± sample std (ddof=1) over folds at the paper
 
 
 def leaderboard_display(report: Report) -> pd.DataFrame:
+    """The leaderboard's first table, what reads honestly at a glance: pooled AUC with its CI, the
+    operating point's sensitivity and specificity, the test against the baseline and the control,
+    degenerate folds. The threshold-0.5 figures are :func:`threshold_display`'s."""
     t = report.table
     out = pd.DataFrame({"#": [str(i + 1) for i in range(len(t))], "Method": t["method"],
                         "Folds": [f"{d}/{n}" for d, n in zip(t["folds_done"], t["folds_total"])]})
-    for m in METRICS:
-        out[METRIC_TITLES[m]] = [fmt_mean_std(a, b) for a, b in zip(t[f"{m}_mean"], t[f"{m}_std"])]
     out["Pooled AUC [95% CI]"] = [fmt_ci(*v) for v in zip(t["oof_auc"], t["oof_auc_lo"], t["oof_auc_hi"])]
+    for col, title in (("op_sensitivity", "Op. sens. [95% CI]"), ("op_specificity", "Op. spec. [95% CI]")):
+        out[title] = [fmt_ci(*v) for v in zip(t[col], t[f"{col}_lo"], t[f"{col}_hi"])]
     if report.has_p_values:
-        base = report.baseline
-        for col, title in (("p_auc", "p AUC"), ("p_accuracy", "p Acc.")):
-            out[f"{title} vs {base}"] = ["baseline" if m == base else fmt_p_holm(p, h)
-                                         for m, p, h in zip(t["method"], t[col], t[f"{col}_holm"])]
+        out[f"p AUC vs {report.baseline}"] = ["baseline" if m == report.baseline else fmt_p_holm(p, h)
+                                              for m, p, h in zip(t["method"], t["p_auc"], t["p_auc_holm"])]
     if report.control is not None:
         out[f"vs {report.control}"] = [_versus_control(r, b, d, p) for r, b, d, p in zip(
             t["role"], t["beats_control"], t["control_auc_diff"], t["control_p_auc_holm"])]
@@ -116,6 +136,26 @@ def leaderboard_display(report: Report) -> pd.DataFrame:
     if t["warning"].astype(bool).any():
         out["Warning"] = t["warning"]
     return out
+
+
+def threshold_display(report: Report) -> pd.DataFrame:
+    """The leaderboard's second table: each metric at the paper's threshold 0.5, mean ± std over
+    folds, and the paired accuracy test against the baseline."""
+    t = report.table
+    out = pd.DataFrame({"Method": t["method"]})
+    for m in METRICS:
+        out[METRIC_TITLES[m]] = [fmt_mean_std(a, b) for a, b in zip(t[f"{m}_mean"], t[f"{m}_std"])]
+    if report.has_p_values:
+        out[f"p Acc. vs {report.baseline}"] = ["baseline" if m == report.baseline else fmt_p_holm(p, h)
+                                               for m, p, h in zip(t["method"], t["p_accuracy"], t["p_accuracy_holm"])]
+    return out
+
+
+def eligible_for_best(report: Report) -> pd.Series:
+    """Rows whose values may be marked best: not the control, and no degenerate fold (a model that
+    calls nearly every image malignant has the 'best' sensitivity and says nothing by it)."""
+    t = report.table
+    return (t["role"] != "control") & (t["degenerate"].astype(int) == 0)
 
 
 def _versus_control(role: str, beats: Any, diff: Any, p_holm: Any) -> str:
@@ -235,12 +275,14 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
     """``[(kind, content)]`` with kind ``h1``/``h2``/``h3``/``p``/``ul``/``table``/``img``. The text
     of headings, paragraphs and list items is markdown (names, paths and notes escaped,
     :func:`markdown_text`); a table is a frame of plain text, escaped by its renderer."""
-    blocks: list[tuple[str, Any]] = [("h1", markdown_text(f"Leaderboard: {report.dataset}", block=True)),
+    blocks: list[tuple[str, Any]] = [("h1", markdown_text(title(report), block=True)),
                                      ("p", markdown_text(describe_setup(report) + ".", block=True)), ("p", UNITS)]
     if "leaderboard" in sections:
         blocks.append(("table", leaderboard_display(report)))
     if "notes" in sections and report.notes:
         blocks.append(("ul", [markdown_text(note, block=True) for note in report.notes]))
+    if "threshold" in sections:
+        blocks += [("h2", "At the paper's threshold 0.5"), ("p", THRESHOLD_NOTE), ("table", threshold_display(report))]
     if "clinical" in sections:
         blocks += [("h2", "Pooled metrics clinicians read"),
                    ("p", CLINICAL_NOTE.format(aggregate=report.aggregate)), ("table", clinical_display(report))]
