@@ -1,4 +1,5 @@
-"""Named registries of pluggable components (pretext tasks, transfers, networks, datasets, executors).
+"""Named registries of pluggable components (pretext tasks, transfers, networks, datasets, executors,
+and the classifiers a ``model.pt`` names).
 
 Modelled on timm's registry (``timm/models/_registry.py``): a decorator registers a plain class or
 factory under a name, and names can be listed with shell-style wildcards. Two differences: a name
@@ -79,7 +80,7 @@ class Registry:
         """Register ``obj`` under ``name``; used bare as a decorator ``@REG.register("name")``."""
         if obj is None:
             return lambda target: self.register(name, target)
-        if not _loaded and REGISTRIES.get(self.kind) is self and not _is_builtin(obj):
+        if not _loaded and ALL_REGISTRIES.get(self.kind) is self and not _is_builtin(obj):
             # a plugin imported directly, before any registry was used: load the built-ins (and
             # the other plugins) first, so that a clash is this plugin's error, not theirs
             ensure_loaded()
@@ -136,6 +137,13 @@ NETWORKS = Registry("networks")
 DATASETS = Registry("datasets")
 EXECUTORS = Registry("executors")
 REGISTRIES = {r.kind: r for r in (PRETEXTS, TRANSFERS, NETWORKS, DATASETS, EXECUTORS)}
+#: the non-timm classifiers a ``model.pt`` names in ``architecture["name"]``, which ``ssl-bench
+#: predict`` rebuilds (:mod:`ssl_bench.models.classifiers`): a plugin whose transfer returns a
+#: classifier of its own registers it here. Not a component the config picks (no ``params.<name>``,
+#: not in ``ssl-bench list``), hence not in :data:`REGISTRIES`.
+CLASSIFIERS = Registry("classifiers")
+#: every registry a plugin may register into (what a failed plugin had registered is rolled back)
+ALL_REGISTRIES = {**REGISTRIES, CLASSIFIERS.kind: CLASSIFIERS}
 
 _origin_stack: list[str] = []
 _loaded = False
@@ -201,14 +209,14 @@ def load_plugin(ep: metadata.EntryPoint) -> bool:
     importing = sys.modules.get(ep.module)
     if importing is not None and getattr(getattr(importing, "__spec__", None), "_initializing", False):
         return True  # imported directly and still running its own body: that import reports errors
-    before = {kind: set(reg._entries) for kind, reg in REGISTRIES.items()}
+    before = {kind: set(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
     _origin_stack.append(label)
     try:
         ep.load()
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # a broken plugin, even one calling sys.exit(), must not break the toolkit
-        for kind, reg in REGISTRIES.items():
+        for kind, reg in ALL_REGISTRIES.items():
             for name in set(reg._entries) - before[kind]:
                 reg.unregister(name)
         reason = _one_line(exc)

@@ -14,8 +14,10 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from ssl_bench import registry
 from ssl_bench.cli import main
@@ -77,13 +79,13 @@ class FakePlugins:
 def fake_plugins(tmp_path, monkeypatch):
     """Registries back to 'not loaded' with fake plugin distributions on sys.path; restored after."""
     registry.ensure_loaded()  # built-ins and the real plugins stay registered
-    saved = {kind: dict(reg._entries) for kind, reg in registry.REGISTRIES.items()}
+    saved = {kind: dict(reg._entries) for kind, reg in registry.ALL_REGISTRIES.items()}
     saved_status = dict(registry._status)
     plugins = FakePlugins(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_loaded", False)
     yield plugins
-    for kind, reg in registry.REGISTRIES.items():
+    for kind, reg in registry.ALL_REGISTRIES.items():
         reg._entries.clear()
         reg._entries.update(saved[kind])
     registry._status.clear()
@@ -232,3 +234,69 @@ def test_a_plugin_that_exits_is_one_warning_and_the_rest_works(fake_plugins):
     assert "was not loaded: SystemExit: 3" in line
     assert _count_warnings(recorded, result.output, "broken_demo") == 1  # the other plugins' too
     assert "gsim" in result.output
+
+
+HEAD = '''
+import torch
+from torch import nn
+
+from ssl_bench.registry import CLASSIFIERS, TRANSFERS
+from ssl_bench.transfer.base import TransferStrategy
+
+
+@CLASSIFIERS.register("mean_intensity_head")
+class MeanIntensityHead(nn.Module):
+    """A logistic regression on an image's mean intensity: a classifier of the plugin's own."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = float(scale)
+        self.linear = nn.Linear(1, 1)
+
+    @property
+    def architecture(self):
+        return {"name": self.name, "scale": self.scale}
+
+    def forward(self, x):
+        return self.linear(self.scale * x.float().mean(dim=(1, 2, 3)).unsqueeze(1))
+
+
+@TRANSFERS.register("mean_intensity")
+class MeanIntensity(TransferStrategy):
+    """Fits the plugin's head with a few full-batch steps of the weighted BCE."""
+
+    accepts = ("none",)
+
+    def fit(self, ctx):
+        head = MeanIntensityHead(scale=2.0).to(ctx.device)
+        opt = torch.optim.SGD(head.parameters(), lr=0.5)
+        x, y = ctx.images.float(), ctx.labels.unsqueeze(1)
+        for _ in range(20):
+            opt.zero_grad()
+            ctx.bce(head(x), y).backward()
+            opt.step()
+        return head
+'''
+
+
+def test_predict_rebuilds_a_plugins_own_classifier(fake_plugins, tmp_path):
+    """A plugin's transfer may return a classifier of its own: registered in CLASSIFIERS, its
+    model.pt is rebuilt by ``ssl-bench predict`` like the toolkit's (it was a closed table)."""
+    fake_plugins.add("head-demo", "0.2", "head_demo", "head_demo_plugin", HEAD)
+    out = tmp_path / "runs"
+    run = CliRunner().invoke(main, ["run", "--pretext", "none", "--transfer", "mean_intensity", "--profile", "smoke",
+                                    "--folds", "2", "--out", str(out), "--quiet"], env=WIDE)
+    assert run.exit_code == 0, run.output
+    rundir = out / "none-mean_intensity"
+    assert registry.CLASSIFIERS.entry("mean_intensity_head").origin == "head-demo 0.2"
+    png = tmp_path / "scan.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 32)) * 255).astype(np.uint8)).save(png)
+    scored = CliRunner().invoke(main, ["predict", "--run", str(rundir), str(png), "--format", "json"], env=WIDE)
+    assert scored.exit_code == 0, scored.output
+    assert '"p_malignant"' in scored.output
+    # without the plugin, the file names a classifier this ssl-bench does not know: one line
+    registry.CLASSIFIERS.unregister("mean_intensity_head")
+    missing = CliRunner().invoke(main, ["predict", "--run", str(rundir), str(png)], env=WIDE)
+    assert missing.exit_code == 2
+    assert "unknown classifier architecture 'mean_intensity_head'" in missing.output
+    assert "install the plugin whose transfer trained it" in " ".join(missing.output.split())

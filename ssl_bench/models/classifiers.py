@@ -3,7 +3,8 @@ backbones and the toolkit's own (non-timm) classifiers.
 
 A transfer's classifier is a timm backbone (``fit`` returns ``ctx.new_backbone()``), or a module
 of this package that says what it is through an ``architecture`` attribute: a dict of plain values
-with its ``name`` (a key of :data:`CLASSIFIERS`) and its constructor's options, e.g.
+with its ``name`` (registered in :data:`ssl_bench.registry.CLASSIFIERS`, as a plugin's own
+classifier may be) and its constructor's options, e.g.
 ``{"name": "knn_probe", "backbone": "resnet50", ...}``. A timm backbone has no such attribute.
 
 A timm backbone built on pretrained weights normalises its input (a
@@ -19,19 +20,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
+from ..registry import CLASSIFIERS
 from .backbones import check_input_norm, create_backbone
-from .frozen_probe import KnnProbeClassifier, LinearProbeClassifier
-from .nonspatial import NonSpatialClassifier
-from .nonspatial_trees import NonSpatialTreesClassifier
-
-#: the non-timm classifiers a ``model.pt`` may name in ``architecture["name"]`` (``nonspatial``:
-#: the logistic Non-spatial control of files written before it became trees, still loaded)
-CLASSIFIERS: dict[str, type[nn.Module]] = {
-    "nonspatial_trees": NonSpatialTreesClassifier,
-    "nonspatial": NonSpatialClassifier,
-    "linear_probe": LinearProbeClassifier,
-    "knn_probe": KnnProbeClassifier,
-}
 
 
 def build_classifier(backbone: str | None, architecture: dict[str, Any] | None = None,
@@ -43,7 +33,7 @@ def build_classifier(backbone: str | None, architecture: dict[str, Any] | None =
     ``architecture`` is ``None`` (``image_size``, the ``model.pt`` record's, sizes the backbones
     built for one input size, ViTs; ``input_norm``, the record's, gives a backbone built on
     pretrained weights its input normalisation), else the named classifier of
-    :data:`CLASSIFIERS` built with the dict's other entries; with ``input_norm`` that classifier
+    :data:`~ssl_bench.registry.CLASSIFIERS` built with the dict's other entries; with ``input_norm`` that classifier
     wraps a timm backbone (``architecture["backbone"]``: the frozen probes), which is built with it
     and passed as ``module``."""
     if input_norm is not None:
@@ -57,9 +47,10 @@ def build_classifier(backbone: str | None, architecture: dict[str, Any] | None =
         return create_backbone(backbone, in_chans=in_chans, num_classes=num_classes, image_size=image_size,
                                input_norm=input_norm)
     name = architecture.get("name") if isinstance(architecture, dict) else None
-    if name not in CLASSIFIERS:
+    if not isinstance(name, str) or name not in CLASSIFIERS:
         raise UserError(f"unknown classifier architecture {name!r}; this ssl-bench knows "
-                        f"{', '.join(CLASSIFIERS)} and timm backbones (upgrade ssl-bench?)")
+                        f"{', '.join(CLASSIFIERS.names())} and timm backbones (upgrade ssl-bench, or install "
+                        f"the plugin whose transfer trained it)")
     if (in_chans, num_classes) != (1, 1):
         raise UserError(f"classifier '{name}' has 1 input channel and 1 output, not {in_chans} and {num_classes}")
     options = {k: v for k, v in architecture.items() if k not in ("name", "module")}
@@ -70,7 +61,7 @@ def build_classifier(backbone: str | None, architecture: dict[str, Any] | None =
         options["module"] = create_backbone(inner, in_chans=1, num_classes=1, image_size=options.get("image_size"),
                                             input_norm=input_norm)
     try:
-        return CLASSIFIERS[name](**options)
+        return CLASSIFIERS.get(name)(**options)
     except (TypeError, ValueError) as exc:
         options.pop("module", None)
         raise UserError(f"cannot build classifier '{name}' with {options}: {exc}") from None

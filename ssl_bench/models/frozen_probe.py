@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..registry import CLASSIFIERS
 from .backbones import create_backbone, num_pooled_features, pooled_features
 
 EPS = 1e-7  # kNN probabilities are clipped to [EPS, 1 - EPS] (finite logits)
@@ -57,6 +58,7 @@ def _as64(a: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
 
 
+@CLASSIFIERS.register("linear_probe")
 class LinearProbeClassifier(FrozenBackboneClassifier):
     """Logistic regression on a frozen backbone's standardised pooled features."""
 
@@ -73,7 +75,7 @@ class LinearProbeClassifier(FrozenBackboneClassifier):
 
     @property
     def architecture(self) -> dict[str, Any]:
-        return {"name": "linear_probe", "backbone": self.backbone_name, "num_features": self.num_features,
+        return {"name": self.name, "backbone": self.backbone_name, "num_features": self.num_features,
                 "image_size": self.image_size}
 
     def set_linear(self, mean, scale, coef, intercept) -> None:
@@ -96,6 +98,7 @@ class LinearProbeClassifier(FrozenBackboneClassifier):
             return self.head(features).to(torch.float32)
 
 
+@CLASSIFIERS.register("knn_probe")
 class KnnProbeClassifier(FrozenBackboneClassifier):
     """Cosine k-nearest neighbours on a frozen backbone's L2-normalised pooled features."""
 
@@ -115,7 +118,7 @@ class KnnProbeClassifier(FrozenBackboneClassifier):
 
     @property
     def architecture(self) -> dict[str, Any]:
-        return {"name": "knn_probe", "backbone": self.backbone_name, "num_features": self.num_features,
+        return {"name": self.name, "backbone": self.backbone_name, "num_features": self.num_features,
                 "n_train": self.n_train, "k": self.k, "image_size": self.image_size}
 
     @staticmethod

@@ -35,12 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..registry import CLASSIFIERS
+
 #: the percentiles of the breast pixels among the features (100 is the maximum)
 PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 100.0)
 #: the global statistics, in feature order after the histogram
 STATISTICS = ("mean", "std", "skewness", "kurtosis")
 
 
+@CLASSIFIERS.register("nonspatial")
 class NonSpatialClassifier(nn.Module):
     """Logistic regression on the breast's intensity histogram and global statistics."""
 
@@ -63,7 +66,7 @@ class NonSpatialClassifier(nn.Module):
     @property
     def architecture(self) -> dict[str, Any]:
         """What rebuilds this module before its ``state_dict`` is loaded (``model.pt``)."""
-        return {"name": "nonspatial", "bins": self.bins, "threshold": self.threshold}
+        return {"name": self.name, "bins": self.bins, "threshold": self.threshold}
 
     @property
     def num_features(self) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..registry import CLASSIFIERS
 from . import position_free
 
 NODE_FIELDS = ("feature_idx", "num_threshold", "left", "right", "is_leaf", "missing_go_to_left", "value")
@@ -34,6 +35,7 @@ _DTYPES = {"feature_idx": torch.int64, "num_threshold": torch.float64, "left": t
            "is_leaf": torch.bool, "missing_go_to_left": torch.bool, "value": torch.float64}
 
 
+@CLASSIFIERS.register("nonspatial_trees")
 class NonSpatialTreesClassifier(nn.Module):
     """Gradient-boosted trees on the position-free features (intensities, components, gradients, ...)."""
 
@@ -57,7 +59,7 @@ class NonSpatialTreesClassifier(nn.Module):
     @property
     def architecture(self) -> dict[str, Any]:
         """What rebuilds this module before its ``state_dict`` is loaded (``model.pt``)."""
-        return {"name": "nonspatial_trees", "threshold": self.threshold, "n_trees": self.n_trees,
+        return {"name": self.name, "threshold": self.threshold, "n_trees": self.n_trees,
                 "n_nodes": self.n_nodes, "features_version": position_free.FEATURES_VERSION}
 
     @classmethod

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from ..registry import REGISTRIES, ensure_loaded
+from ..registry import ALL_REGISTRIES, ensure_loaded
 from .common import PRETEXT_KINDS, SAMPLE_PRETEXTS, ContractError
 from .datasets import check_dataset
 from .executors import check_executor
@@ -75,10 +75,10 @@ def isolated_registries() -> Iterator[None]:
     """Undo, on exit, every registration and removal made inside the block (built-ins and
     plugins are loaded first, so they stay)."""
     ensure_loaded()
-    saved = {kind: dict(reg._entries) for kind, reg in REGISTRIES.items()}
+    saved = {kind: dict(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
     try:
         yield
     finally:
-        for kind, reg in REGISTRIES.items():
+        for kind, reg in ALL_REGISTRIES.items():
             reg._entries.clear()
             reg._entries.update(saved[kind])
