@@ -96,7 +96,8 @@ def child_epoch(spec: dict) -> dict:
     import torch
 
     from ssl_bench.data.loading import load_dataset
-    from ssl_bench.experiment.fold import build_parts, dataset_images
+    from ssl_bench.experiment.fold import build_parts
+    from ssl_bench.training.images import dataset_images
     from ssl_bench.models.pretext_model import PretextModel
     from ssl_bench.training.context import FitContext
     from ssl_bench.training.stages import pretext_stage
@@ -122,7 +123,8 @@ def child_ray(spec: dict) -> dict:
     import torch
 
     from ssl_bench.data.loading import load_dataset
-    from ssl_bench.experiment.fold import build_parts, dataset_images
+    from ssl_bench.experiment.fold import build_parts
+    from ssl_bench.training.images import dataset_images
     from ssl_bench.models.pretext_model import PretextModel
     from ssl_bench.training.context import FitContext
     from ssl_bench.training.stages import pretext_stage

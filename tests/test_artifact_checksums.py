@@ -18,7 +18,7 @@ from ssl_bench.experiment.fold_checkpoint import fold_checkpoint
 from ssl_bench.experiment.model_file import load_model_record, model_bytes, model_record
 from ssl_bench.experiment.rundir import RunDir
 from ssl_bench.models.backbones import create_backbone
-from ssl_bench.training.pretext_pool import read_checkpoint, write_checkpoint
+from ssl_bench.training.pretext_cache import read_checkpoint, write_checkpoint
 from ssl_bench.training.state_digest import state_digest
 
 #: a tensor whose bytes are found in the file written, so that the test flips one of its bytes

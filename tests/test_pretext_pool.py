@@ -30,7 +30,7 @@ from ssl_bench.experiment.pretext_pool import fold_pretext_pool, stage_key
 from ssl_bench.experiment.provenance import PACKAGE, source_digest
 from ssl_bench.experiment.run import compute_folds
 from ssl_bench.registry import PRETEXTS
-from ssl_bench.training.pretext_pool import CHECKPOINT_FORMAT
+from ssl_bench.training.pretext_cache import CHECKPOINT_FORMAT
 from ssl_bench.training import stages
 
 SIZE = (64, 32)

@@ -67,7 +67,8 @@ def test_streamed_batches_equal_resident_batches(stored, workers):
 def test_fold_gives_the_same_result_on_either_path(pretext, transfer):
     from ssl_bench.data.loading import load_dataset
     from ssl_bench.data.splits import make_folds
-    from ssl_bench.experiment.fold import dataset_images, run_fold
+    from ssl_bench.experiment.fold import run_fold
+    from ssl_bench.training.images import dataset_images
 
     results = {}
     for streaming in ("off", "on"):

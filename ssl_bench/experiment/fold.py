@@ -18,7 +18,7 @@ from ..registry import PRETEXTS, TRANSFERS
 from ..training.checkpoint import CheckpointStore
 from ..training.context import FitContext
 from ..training.device import resolve_precision
-from ..training.images import StreamedImages, memory_budget, should_stream
+from ..training.images import dataset_images
 from ..training.progress import TrainingProgress
 from ..training.tracking import HistorySink
 from ..training.scoring import predict_scores
@@ -70,30 +70,6 @@ class FoldResult:
     predictions: pd.DataFrame
     model: dict  # the model.pt record (model_file.py)
     history: pd.DataFrame  # one row per trained epoch (history.csv)
-
-
-class DeviceImages:
-    """A dataset's images as one float16 tensor on the device (moved once per process)."""
-
-    _cache: dict[tuple[int, str], torch.Tensor] = {}
-
-    @classmethod
-    def get(cls, loaded: LoadedDataset, device: torch.device) -> torch.Tensor:
-        key = (id(loaded.images), str(device))
-        if key not in cls._cache:
-            t = torch.from_numpy(np.ascontiguousarray(loaded.images)).unsqueeze(1)
-            cls._cache = {key: t.to(device)}  # keep one dataset per process
-        return cls._cache[key]
-
-
-def dataset_images(cfg: Config, loaded: LoadedDataset, device: torch.device) -> torch.Tensor | StreamedImages:
-    """The dataset's images as a fold reads them: resident on the device while they fit the memory
-    budget, else streamed from the host (``data.streaming``, ``data.memory_budget_gb``; the same
-    results either way: :mod:`ssl_bench.training.images`)."""
-    d = cfg.data
-    if should_stream(d.streaming, loaded.images.nbytes, memory_budget(device, d.memory_budget_gb)):
-        return StreamedImages(loaded.images, device, d.loader_workers)
-    return DeviceImages.get(loaded, device)
 
 
 def run_fold(

@@ -6,7 +6,7 @@ e.g. ``folder``, every image under a folder, or the evaluation dataset itself. F
 the pool loses every image of the held-out fold's patients, and any copy of a held-out image
 (:func:`ssl_bench.data.pool.pool_exclusions`).
 The stage's result is cached under ``<out>/.pretext-cache/<key>.pt``
-(:mod:`ssl_bench.training.pretext_pool`) with :func:`stage_key`, a hash of everything it depends
+(:mod:`ssl_bench.training.pretext_cache`) with :func:`stage_key`, a hash of everything it depends
 on: the pretext task and all its options (defaults included: a changed default is another
 stage), the backbone and its initialisation (a weights file by its identity, which changes when
 the file is rewritten, :func:`ssl_bench.data.cache.file_identity`), the pool (dataset, root, all
@@ -41,7 +41,7 @@ from ..data.preprocess import PREPROCESS_VERSION
 from ..errors import ConfigError, DataError
 from ..fileio import file_sha256
 from ..registry import DATASETS, PRETEXTS, TRANSFERS
-from ..training.pretext_pool import PretextPool
+from ..training.pretext_cache import PretextPool
 from .provenance import PACKAGE, code_digest, library_versions
 
 CACHE_FOLDER = ".pretext-cache"

@@ -4,7 +4,7 @@ training loop (:mod:`.loop`). Strategies, built-in or plugins, use only this cla
 
 The loop is the CUDA fast path every strategy shares:
 
-- the images sit on the device as one float16 tensor (:class:`ssl_bench.experiment.fold.DeviceImages`);
+- the images sit on the device as one float16 tensor (:class:`ssl_bench.training.images.DeviceImages`);
   each epoch's order is one ``randperm`` on the device, batches are gathered and augmented there
   (a dataset above the memory budget is streamed from the host instead: :mod:`.images`);
 - the forward pass runs under bf16 autocast on CUDA (losses in fp32), modules and batches are
@@ -42,7 +42,7 @@ from .images import StreamedImages
 from .device import configure_fast_path, graphs_requested
 from .loop import StepFn, TrainingLoop, optimizer_step
 from .losses import weighted_bce
-from .pretext_pool import PretextPool
+from .pretext_cache import PretextPool
 from .progress import TrainingProgress
 from .tracking import HistorySink
 

@@ -2,7 +2,7 @@
 
 A dataset that fits the memory budget (``data.memory_budget_gb``; by default half of what the
 device has free: ``torch.cuda.mem_get_info`` on CUDA, the available RAM on the CPU) sits on the
-device as one float16 tensor (:class:`ssl_bench.experiment.fold.DeviceImages`). A larger one is
+device as one float16 tensor (:class:`DeviceImages`). A larger one is
 read as it is needed (:class:`StreamedImages`): from the cache's memory-mapped shards
 (:class:`ssl_bench.data.cache.ShardedImages`) by a ``torch.utils.data.DataLoader`` with worker
 processes, pinned memory on CUDA, prefetching and non-blocking copies. ``data.streaming``
@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import Config
+from ..data.base import LoadedDataset
 from ..data.cache import ShardedImages
 
 #: share of the device's free memory a resident dataset may take (the rest is for the networks,
@@ -148,3 +150,27 @@ def gather_batches(images, index_batches: list[torch.Tensor]) -> Iterator[torch.
     if isinstance(images, StreamedImages):
         return images.gather(index_batches)
     return (images.index_select(0, idx) for idx in index_batches)
+
+
+class DeviceImages:
+    """A dataset's images as one float16 tensor on the device (moved once per process)."""
+
+    _cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    @classmethod
+    def get(cls, loaded: LoadedDataset, device: torch.device) -> torch.Tensor:
+        key = (id(loaded.images), str(device))
+        if key not in cls._cache:
+            t = torch.from_numpy(np.ascontiguousarray(loaded.images)).unsqueeze(1)
+            cls._cache = {key: t.to(device)}  # keep one dataset per process
+        return cls._cache[key]
+
+
+def dataset_images(cfg: Config, loaded: LoadedDataset, device: torch.device) -> torch.Tensor | StreamedImages:
+    """The dataset's images as a fold reads them: resident on the device while they fit the memory
+    budget, else streamed from the host (``data.streaming``, ``data.memory_budget_gb``; the same
+    results either way: :mod:`ssl_bench.training.images`)."""
+    d = cfg.data
+    if should_stream(d.streaming, loaded.images.nbytes, memory_budget(device, d.memory_budget_gb)):
+        return StreamedImages(loaded.images, device, d.loader_workers)
+    return DeviceImages.get(loaded, device)

@@ -12,7 +12,7 @@ from torch import nn
 from ..models.pretext_model import PretextModel
 from .context import FitContext, optimizer_step
 from .distributed import data_parallel_stage
-from .pretext_pool import cached_pretext_stage
+from .pretext_cache import cached_pretext_stage
 
 
 def reset_classifier_head(backbone: nn.Module) -> None:

@@ -8,7 +8,7 @@ the plain supervised baseline (TSBN Table II row "ResNet"); SimCLR, CR-F and GM-
 strategy with another pretext task.
 
 With ``--pretext-data`` stage 1 trains on that pool instead of the fold's training images and is
-cached (:func:`ssl_bench.training.pretext_pool.cached_pretext_stage`): every fold and label
+cached (:func:`ssl_bench.training.pretext_cache.cached_pretext_stage`): every fold and label
 fraction with the same pool and settings reuses one trained backbone.
 """
 from __future__ import annotations
