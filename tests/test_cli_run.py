@@ -43,10 +43,10 @@ def test_run_directory_contract(smoke_run):
         assert set(metrics) == {"accuracy", "sensitivity", "specificity", "youden", "f1", "auc",
                                 "op_threshold", "op_accuracy", "op_sensitivity", "op_specificity",
                                 "degenerate", "label_fraction", "n_train_images", "n_train_patients",
-                                "epochs", "pretext_epochs", "predictions_sha256"}
+                                "epochs", "pretext_epochs", "predictions_sha256", "calibration"}
         assert metrics["predictions_sha256"] == hashlib.sha256((fold / "predictions.csv").read_bytes()).hexdigest()
         preds = pd.read_csv(fold / "predictions.csv", keep_default_na=False)
-        assert list(preds.columns) == ["image_id", "patient_id", "label", "score", "laterality"]
+        assert list(preds.columns) == ["image_id", "patient_id", "label", "score", "laterality", "calibrated"]
         assert set(preds["laterality"]) <= {"L", "R"}
         at_op = compute_metrics(preds["label"], preds["score"], metrics["op_threshold"])
         assert metrics["op_sensitivity"] == pytest.approx(at_op["sensitivity"])

@@ -226,7 +226,7 @@ def test_predict_out_in_a_missing_folder_makes_it(smoke_run, image, tmp_path):
     result = CliRunner().invoke(main, ["predict", "--run", str(smoke_run.path), str(image), "--format", "csv",
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert out.read_text().splitlines()[0].startswith("file,p_malignant,threshold,malignant,fold_0")
+    assert out.read_text().splitlines()[0].startswith("file,p_malignant,p_calibrated,threshold,malignant,fold_0")
 
 
 def test_predict_out_under_a_file_is_one_line(smoke_run, image, tmp_path):

@@ -47,7 +47,7 @@ def test_predict_scores_new_dicom_and_png_files(trained, tmp_path):
     result = invoke("predict", "--run", run, *dicoms, png, "--format", "csv", "--out", out)
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert list(table.columns) == ["file", "p_malignant", "threshold", "malignant", "fold_0", "fold_1"]
+    assert list(table.columns) == ["file", "p_malignant", "p_calibrated", "threshold", "malignant", "fold_0", "fold_1"]
     thresholds = [json.loads((run / "folds" / str(k) / "metrics.json").read_text())["op_threshold"] for k in (0, 1)]
     assert np.allclose(table["threshold"], np.mean(thresholds))  # the folds' operating points
     assert (table["malignant"] == (table["p_malignant"] >= table["threshold"])).all()
@@ -81,7 +81,7 @@ def test_predict_json_on_a_partial_run_and_a_binary_config(trained, tmp_path):
     full = invoke("predict", "--run", run, dicom, "--format", "json")
     assert full.exit_code == 0 and full.stdout.endswith("]\n") and "is partial" not in full.stderr
     (row,) = json.loads(full.stdout)
-    assert set(row) == {"file", "p_malignant", "threshold", "malignant", "fold_0", "fold_1"}
+    assert set(row) == {"file", "p_malignant", "p_calibrated", "threshold", "malignant", "fold_0", "fold_1"}
     partial = tmp_path / "partial"
     shutil.copytree(run, partial)
     shutil.rmtree(partial / "folds" / "1")
@@ -90,7 +90,7 @@ def test_predict_json_on_a_partial_run_and_a_binary_config(trained, tmp_path):
     assert " ".join(result.stderr.split()).startswith(
         f"warning: {partial} is partial: 1 of 2 folds have a trained model (folds 0); probabilities average those")
     (row,) = json.loads(result.stdout)
-    assert set(row) == {"file", "p_malignant", "threshold", "malignant", "fold_0"}
+    assert set(row) == {"file", "p_malignant", "p_calibrated", "threshold", "malignant", "fold_0"}
     assert row["p_malignant"] == row["fold_0"]
     (partial / "folds" / "0" / "model.pt").write_bytes(b"PK\x03\x04 not really a zip")
     malformed = invoke("predict", "--run", partial, dicom)

@@ -23,8 +23,9 @@ from ..fileio import atomic_write_text, cannot_write
 @click.option("--device", default="auto", show_default=True)
 def predict(run_dir, images, fmt, out, device):
     """Score IMAGE files (DICOM, PNG, TIFF): mean probability of malignancy over the run's fold
-    models, the call at the run's operating point (threshold chosen on the training folds), and
-    each fold's probability. Files are always scored, with a warning line when the run is partial,
+    models, the same calibrated by each fold's calibrator (fitted on its training images), the
+    call at the run's operating point (threshold chosen on the training folds), and each fold's
+    probability. Files are always scored, with a warning line when the run is partial,
     was trained with the smoke profile or is degenerate in every fold, and for each file that does
     not look like one mammogram view (e.g. several views side by side)."""
     from ..experiment.inference import predict_files

@@ -22,6 +22,7 @@ from ..training.images import dataset_images
 from ..training.progress import TrainingProgress
 from ..training.tracking import HistorySink
 from ..training.scoring import predict_scores
+from .calibration import CALIBRATION_KEY, calibrate, fit_platt
 from .label_budget import fold_budget_config
 from .metrics import fold_metrics
 from .model_file import model_record
@@ -118,6 +119,7 @@ def run_fold(
     # the operating point comes from the training images' scores, never from the held-out fold
     train_scores = transfer.training_scores(classifier, ctx, batch)
     threshold = operating_threshold(loaded.labels[train_mask], train_scores)
+    calibration = fit_platt(loaded.labels[train_mask], train_scores)  # likewise on the training images
     table = loaded.samples.iloc[test_idx]
     predictions = pd.DataFrame(
         {
@@ -126,9 +128,11 @@ def run_fold(
             "label": table["label"].astype(int).to_numpy(),
             "score": scores,
             "laterality": table["laterality"].fillna("").astype(str).to_numpy(),
+            "calibrated": calibrate(calibration, scores),
         }
     )
     metrics = fold_metrics(predictions["label"], predictions["score"], threshold)
+    metrics[CALIBRATION_KEY] = calibration
     metrics.update(subset_record(cfg, loaded, train_mask))
     metrics.update(epochs=fit_cfg.train.epochs, pretext_epochs=fit_cfg.train.pretext_epochs)  # after train.label_budget
     if pool is not None:

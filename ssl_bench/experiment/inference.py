@@ -23,6 +23,7 @@ from ..data.preprocess import load_image, preprocess_image, stored_side
 from ..errors import DataError, UserError
 from ..models.classifiers import classifier_from_record
 from ..training.scoring import predict_scores
+from .calibration import CALIBRATION_KEY, calibrate
 from .model_file import load_model_record
 from .operating_point import degenerate_reason
 from .rundir import RunDir
@@ -73,6 +74,7 @@ def load_fold_models(run_dir: str | Path) -> tuple[dict, list[tuple[int, torch.n
 def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
                   on_warning: Callable[[str], None] | None = None) -> pd.DataFrame:
     """One row per file: ``file``, ``p_malignant`` (probability of malignancy, mean over folds),
+    ``p_calibrated`` (the folds' calibrated probabilities, averaged: :func:`calibrated_probability`),
     ``threshold`` (the run's operating point), ``malignant`` (``p_malignant >= threshold``), and
     ``fold_<k>`` (fold k's probability) per fold. ``on_warning`` gets one line per guardrail that
     fires (see the module docstring); the files are scored all the same."""
@@ -115,9 +117,24 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
     for k, model in models:
         per_fold[f"fold_{k}"] = predict_scores(model.to(device), batch, device)
     table["p_malignant"] = np.mean(list(per_fold.values()), axis=0)
+    table["p_calibrated"] = calibrated_probability(rundir, per_fold)
     table["threshold"] = operating_threshold_of(rundir, [k for k, _ in models])
     table["malignant"] = table["p_malignant"] >= table["threshold"]
     return pd.concat([table, pd.DataFrame(per_fold)], axis=1)
+
+
+def calibrated_probability(rundir: RunDir, per_fold: dict[str, np.ndarray]) -> np.ndarray:
+    """The mean over folds of each fold's probability calibrated by that fold's calibrator (fitted
+    on its training images: :mod:`ssl_bench.experiment.calibration`); NaN when a fold has none (a
+    run written before calibration, or a fold without results)."""
+    calibrated = []
+    for name, scores in per_fold.items():
+        k = int(name.split("_")[1])
+        params = rundir.read_metrics(k).get(CALIBRATION_KEY) if rundir.fold_done(k) else None
+        if not (isinstance(params, dict) and all(isinstance(params.get(x), (int, float)) for x in ("a", "b"))):
+            return np.full(len(scores), np.nan)
+        calibrated.append(calibrate(params, scores))
+    return np.mean(calibrated, axis=0)
 
 
 def operating_threshold_of(rundir: RunDir, folds: list[int]) -> float:

@@ -74,7 +74,7 @@ MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.csv"
 LOGS_DIR = "logs"  # --log tensorboard: one event folder per fold
 MLFLOW_STORE = "mlflow.db"  # --log mlflow without --log-uri: an SQLite store (MLflow 3 retired the file store)
-PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality")
+PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality", "calibrated")
 PREDICTIONS_DIGEST = "predictions_sha256"  # metrics.json: text_digest of predictions.csv as written
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
 
@@ -154,6 +154,10 @@ def read_predictions(path: Path) -> pd.DataFrame:
     out["score"] = score.astype(float).to_numpy()
     # breast side, for breast-level metrics; absent in runs written before it was recorded
     out["laterality"] = df["laterality"].fillna("").astype(str).to_numpy() if "laterality" in df else ""
+    # the probability calibrated on the fold's training images (experiment/calibration.py); NaN
+    # in runs written before calibration
+    out["calibrated"] = pd.to_numeric(df["calibrated"], errors="coerce").to_numpy(dtype=float) \
+        if "calibrated" in df else np.nan
     return out
 
 

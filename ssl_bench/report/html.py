@@ -12,8 +12,10 @@ import pandas as pd
 from .. import __version__
 from ..experiment.metrics import METRICS
 from .render import (
+    CALIBRATION_NOTE,
     CLINICAL_NOTE,
     EFFICIENCY_NOTE,
+    calibration_display,
     clinical_display,
     efficiency_display,
     METRIC_TITLES,
@@ -33,6 +35,7 @@ from .render import (
 )
 from .leaderboard import REFERENCE_LABEL, Report
 from .efficiency_plot import efficiency_png
+from .reliability import has_calibrated, reliability_base64
 from .label_efficiency import has_curve
 from .roc import png_base64
 
@@ -221,9 +224,23 @@ def _efficiency(report: Report, png: bytes | None) -> str:
             "</figure></div>" + _table(efficiency_display(report), "efficiency"))
 
 
-def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None = None) -> str:
+def _calibration(report: Report, png: bytes | None) -> str:
+    """The calibration section (its table, then the reliability diagrams embedded), when the runs
+    recorded calibrated probabilities."""
+    if not has_calibrated(report):
+        return ""
+    img = base64.b64encode(png).decode("ascii") if png is not None else reliability_base64(report)
+    return (f"<h2>Calibration</h2><p class=\"muted\">{escape(CALIBRATION_NOTE)}</p>"
+            + _table(calibration_display(report), "clinical")
+            + "<div class=\"figure-row\"><figure><img alt=\"Reliability diagrams of the raw and the calibrated "
+            f"probabilities, one line per method\" src=\"data:image/png;base64,{img}\"></figure></div>")
+
+
+def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None = None,
+            reliability: bytes | None = None) -> str:
     """The whole report as one HTML document (a string); ``png``: the ROC figure, if rendered
-    already (else it is drawn here); ``efficiency``: likewise the label-efficiency figure."""
+    already (else it is drawn here); ``efficiency``: likewise the label-efficiency figure, and
+    ``reliability`` the reliability diagrams."""
     img = base64.b64encode(png).decode("ascii") if png is not None else png_base64(report)
     caption = ("One ROC curve per method over all held-out images of all folds (pooled out-of-fold "
                "scores), as Fig. 4 of the TSBN paper; the legend gives each pooled AUC.")
@@ -235,7 +252,8 @@ def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None =
         "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
         f"<figcaption>{escape(caption)}</figcaption></figure></div>",
-        _efficiency(report, efficiency), _reference(report), _folds(report), _provenance(report),
+        _calibration(report, reliability), _efficiency(report, efficiency), _reference(report), _folds(report),
+        _provenance(report),
         f"<footer>Written by ssl-bench {escape(__version__)} (<code>ssl-bench report</code>). "
         f"p-values are {P_NOTE}.</footer>",
     ]

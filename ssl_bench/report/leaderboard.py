@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..experiment.metrics import AGGREGATES, METRICS, POOLED_METRICS, summarize
+from ..experiment.calibration import expected_calibration_error
 from ..experiment.operating_point import degenerate_reason
 from .label_efficiency import efficiency_table
 from .pooled import pooled_with_intervals
@@ -60,8 +61,9 @@ class Report:
     (``"control"`` or ``""``), ``run, folds_done, folds_total``, ``<metric>_mean, <metric>_std``
     for the six metrics, ``oof_auc, oof_auc_lo, oof_auc_hi`` (pooled AUC and its 95% CI),
     ``<pooled metric>[_lo|_hi]`` for AUPRC, the sensitivities at fixed specificity, breast- and
-    patient-level AUC and the operating point's sensitivity/specificity, ``degenerate`` (number
-    of degenerate folds), with a baseline ``p_auc, p_auc_holm, p_accuracy, p_accuracy_holm``
+    patient-level AUC and the operating point's sensitivity/specificity, ``ece`` and
+    ``ece_calibrated`` (expected calibration error of the pooled raw and calibrated probabilities;
+    NaN for runs before calibration), ``degenerate`` (number of degenerate folds), with a baseline ``p_auc, p_auc_holm, p_accuracy, p_accuracy_holm``
     (NaN on its row), with a control ``control_auc_diff, control_p_auc, control_p_auc_holm,
     beats_control``, and ``warning``.
     """
@@ -131,6 +133,10 @@ def _summary_row(run: RunResult, aggregate: str, n_boot: int, seed: int) -> dict
     pooled = pooled_with_intervals(run.predictions, thresholds, aggregate, n_boot, seed)
     for name, value in pooled.items():
         row[name.replace("auc", "oof_auc", 1) if name.startswith("auc") else name] = _percent(value)
+    labels, calibrated = run.predictions["label"].to_numpy(), run.predictions["calibrated"].to_numpy(dtype=float)
+    row["ece"] = _percent(expected_calibration_error(labels, run.predictions["score"].to_numpy(dtype=float)))
+    row["ece_calibrated"] = _percent(expected_calibration_error(labels, calibrated)) \
+        if np.isfinite(calibrated).all() else math.nan  # runs before calibration have none
     degenerate = {k: degenerate_reason(run.predictions.loc[run.predictions["fold"] == k, "score"])
                   for k in run.completed_folds}
     degenerate = {k: why for k, why in degenerate.items() if why}

@@ -24,8 +24,8 @@ from .runs import dataset_summary, provenance_table, run_dates
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
-SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "efficiency", "reference", "folds",
-            "provenance")
+SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "calibration", "efficiency", "reference",
+            "folds", "provenance")
 EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
                    "for each label fraction: the share of each fold's training patients used, the same "
                    "in each class (rounded up), nested across fractions, on the same held-out folds. "
@@ -109,6 +109,13 @@ THRESHOLD_NOTE = ("Mean ± sample std (ddof=1) over folds, at the paper's fixed 
                   "nearly every image malignant at 0.5: read sensitivity with specificity, and these "
                   "figures after the operating-point ones above.")
 SORT_TITLES = {"oof_auc": "pooled AUC", "auc": "mean fold AUC"}
+CALIBRATION_NOTE = ("Expected calibration error (ECE, percentage points: the mean gap between predicted "
+                    "probability and observed rate over ten equal-width bins, weighted by their images; "
+                    "Naeini et al. 2015) of the pooled out-of-fold probabilities: raw, and calibrated by "
+                    "Platt scaling fitted on each fold's training images, never on its held-out images "
+                    "(predictions.csv 'calibrated'; ssl-bench predict's p_calibrated). Lower is better; a "
+                    "calibrator fitted on training scores, which are more extreme than held-out ones, "
+                    "may not help.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +184,13 @@ def clinical_display(report: Report) -> pd.DataFrame:
     for col, title in CLINICAL_TITLES.items():
         out[title] = [fmt_ci(*v) for v in zip(t[col], t[f"{col}_lo"], t[f"{col}_hi"])]
     return out
+
+
+def calibration_display(report: Report) -> pd.DataFrame:
+    """Each method's ECE of its raw and of its calibrated probabilities (percentage points)."""
+    t = report.table
+    return pd.DataFrame({"Method": t["method"], "ECE raw": [fmt_value(v) for v in t["ece"]],
+                         "ECE calibrated": [fmt_value(v) for v in t["ece_calibrated"]]})
 
 
 def reference_display(report: Report) -> pd.DataFrame:
@@ -270,8 +284,8 @@ def efficiency_baseline(report: Report) -> str | None:
     return baseline_curve(t, str(run.path)) if run is not None else None
 
 
-def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
-                  figure: str | None = None, efficiency_figure: str | None = None) -> list[tuple[str, Any]]:
+def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None,
+                  efficiency_figure: str | None = None, reliability_figure: str | None = None) -> list[tuple[str, Any]]:
     """``[(kind, content)]`` with kind ``h1``/``h2``/``h3``/``p``/``ul``/``table``/``img``. The text
     of headings, paragraphs and list items is markdown (names, paths and notes escaped,
     :func:`markdown_text`); a table is a frame of plain text, escaped by its renderer."""
@@ -288,6 +302,10 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS,
                    ("p", CLINICAL_NOTE.format(aggregate=report.aggregate)), ("table", clinical_display(report))]
     if "figure" in sections and figure:
         blocks.append(("img", figure))
+    if "calibration" in sections and report.table["ece_calibrated"].notna().any():
+        blocks += [("h2", "Calibration"), ("p", CALIBRATION_NOTE), ("table", calibration_display(report))]
+        if reliability_figure:
+            blocks.append(("img", (reliability_figure, "Reliability diagrams, raw and calibrated")))
     if "efficiency" in sections and has_curve(report.label_efficiency):
         blocks += [("h2", "Label efficiency"), ("p", EFFICIENCY_NOTE)]
         if efficiency_figure:
@@ -355,11 +373,12 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def to_markdown(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None,
-                efficiency_figure: str | None = None) -> str:
-    """The report as markdown; ``figure`` is a relative path of the ROC PNG to link, if any, and
-    ``efficiency_figure`` that of the label-efficiency PNG."""
+                efficiency_figure: str | None = None, reliability_figure: str | None = None) -> str:
+    """The report as markdown; ``figure`` is a relative path of the ROC PNG to link, if any,
+    ``efficiency_figure`` that of the label-efficiency PNG and ``reliability_figure`` that of the
+    reliability diagrams."""
     out = []
-    for kind, content in report_blocks(report, sections, figure, efficiency_figure):
+    for kind, content in report_blocks(report, sections, figure, efficiency_figure, reliability_figure):
         if kind in ("h1", "h2", "h3"):
             out.append("#" * int(kind[1]) + " " + content)
         elif kind == "p":
