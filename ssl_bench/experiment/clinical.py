@@ -16,6 +16,9 @@ positive for ``score >= t``).
   Prediction", Oxford University Press.
 - Breast- and patient-level scores: the mean or the max of the images' scores (both views of a
   breast share its label; a patient is malignant if any breast is).
+- Probabilistic F1 (the RSNA Screening Mammography Breast Cancer Detection challenge, 2023, scored
+  per breast): F1 with each prediction counting by its probability, pTP = sum of p over
+  malignant, pFP = sum of p over benign, precision = pTP / (pTP + pFP), recall = pTP / positives.
 
 These functions take no cluster ids; for intervals over patients pass them as the ``metric`` of
 :func:`ssl_bench.report.stats.cluster_bootstrap`, e.g.
@@ -173,3 +176,20 @@ def youden_threshold(labels, scores) -> float:
     j = np.where(finite, tpr - fpr, -np.inf)
     best = np.flatnonzero(j >= j.max() - _TOL)
     return float(thresholds[best[np.argmax(thresholds[best])]])
+
+
+def probabilistic_f1(labels, probabilities) -> float:
+    """The RSNA 2023 challenge's probabilistic F1: ``2 P R / (P + R)`` with precision ``P = pTP /
+    (pTP + pFP)`` and recall ``R = pTP / #malignant``, where each unit counts by its probability
+    (``pTP``: sum over malignant units, ``pFP``: over benign ones). NaN without a malignant unit;
+    0 when every probability is 0."""
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probabilities, dtype=float)
+    positives = int((y == 1).sum())
+    if positives == 0:
+        return float("nan")
+    tp, fp = float(p[y == 1].sum()), float(p[y == 0].sum())
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / (tp + fp), tp / positives
+    return 2 * precision * recall / (precision + recall)

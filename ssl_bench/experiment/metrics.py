@@ -10,8 +10,10 @@ reports accuracy, sensitivity and specificity at its own operating point (``op_*
 
 Pooled over all held-out images of all folds (:func:`pooled_metrics`): ROC AUC, AUPRC (average
 precision), sensitivity at 90% and 95% specificity, AUC at breast level (a breast's views
-aggregated by mean or max) and at patient level, and sensitivity/specificity at each fold's
-operating point.
+aggregated by mean or max) and at patient level, sensitivity/specificity at each fold's
+operating point for images, breasts and patients (a breast or a patient called malignant when its
+aggregated score reaches its fold's threshold), and the RSNA 2023 probabilistic F1 per breast (of
+the calibrated probabilities where the run recorded them: :mod:`.calibration`).
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-from .clinical import aggregate_scores, auprc, sensitivity_at_specificity
+from .clinical import GroupedScores, aggregate_scores, auprc, probabilistic_f1, sensitivity_at_specificity
 from .operating_point import degenerate_reason
 
 METRICS = ("accuracy", "sensitivity", "specificity", "youden", "f1", "auc")
 OP_METRICS = ("op_accuracy", "op_sensitivity", "op_specificity")
 POOLED_METRICS = ("auc", "auprc", "sens_at_spec90", "sens_at_spec95", "breast_auc", "patient_auc",
-                  "op_sensitivity", "op_specificity")
+                  "op_sensitivity", "op_specificity", "breast_op_sensitivity", "breast_op_specificity",
+                  "patient_op_sensitivity", "patient_op_specificity", "breast_pf1")
 AGGREGATES = ("mean", "max")
 
 
@@ -64,29 +67,59 @@ def fold_metrics(labels, scores, op_threshold: float) -> dict[str, float | str]:
 
 def pooled_metrics(predictions: pd.DataFrame, thresholds: dict[int, float], aggregate: str = "mean") -> dict[str, float]:
     """:data:`POOLED_METRICS` over all held-out predictions (columns ``label``, ``score``,
-    ``patient_id``, ``fold`` and, for breast level, ``laterality``); ``thresholds``: each fold's
-    operating threshold. A metric that needs both classes is NaN when they are not there."""
+    ``patient_id``, ``fold`` and, for breast level, ``laterality``; ``calibrated`` where recorded);
+    ``thresholds``: each fold's operating threshold. A metric that needs both classes is NaN when
+    they are not there; breast-level metrics are NaN without a laterality for every image."""
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
     y = predictions["label"].to_numpy(dtype=int)
     s = predictions["score"].to_numpy(dtype=float)
     out = dict.fromkeys(POOLED_METRICS, math.nan)
     called = s >= predictions["fold"].map(thresholds).to_numpy(dtype=float)
-    if (y == 1).any():
-        out["op_sensitivity"] = float(called[y == 1].mean())
-    if (y == 0).any():
-        out["op_specificity"] = float(1 - called[y == 0].mean())
+    out["op_sensitivity"], out["op_specificity"] = _sensitivity_specificity(y, called)
+    levels = decision_levels(predictions, thresholds, aggregate)
+    for level, (groups, group_called, probability) in levels.items():
+        sens, spec = _sensitivity_specificity(groups.labels, group_called)
+        out[f"{level}_op_sensitivity"], out[f"{level}_op_specificity"] = sens, spec
+        if level == "breast":
+            out["breast_pf1"] = probabilistic_f1(groups.labels, probability)
     if len(np.unique(y)) < 2:
         return out
-    patients = predictions["patient_id"].astype(str).to_numpy()
     out.update(auc=float(roc_auc_score(y, s)), auprc=auprc(y, s),
                sens_at_spec90=sensitivity_at_specificity(y, s, 0.90),
                sens_at_spec95=sensitivity_at_specificity(y, s, 0.95))
-    patient = aggregate_scores(y, s, patients, how=aggregate)
-    out["patient_auc"] = _auc_or_nan(patient.labels, patient.scores)
+    for level, (groups, _, _) in levels.items():
+        out[f"{level}_auc"] = _auc_or_nan(groups.labels, groups.scores)
+    return out
+
+
+def _sensitivity_specificity(labels: np.ndarray, called: np.ndarray) -> tuple[float, float]:
+    sens = float(called[labels == 1].mean()) if (labels == 1).any() else math.nan
+    spec = float(1 - called[labels == 0].mean()) if (labels == 0).any() else math.nan
+    return sens, spec
+
+
+def decision_levels(predictions: pd.DataFrame, thresholds: dict[int, float], aggregate: str = "mean"
+                    ) -> dict[str, tuple[GroupedScores, np.ndarray, np.ndarray]]:
+    """``{"patient" | "breast": (grouped scores, called, probability)}``: the units' aggregated
+    scores (:func:`~.clinical.aggregate_scores`), whether each is called malignant (its score at
+    least the mean of its images' fold thresholds: one fold per patient with patient-grouped
+    folds) and its probability of malignancy (the aggregated calibrated probability where the run
+    recorded one, else the aggregated score). Breast level only where every image has a laterality."""
+    y = predictions["label"].to_numpy(dtype=int)
+    s = predictions["score"].to_numpy(dtype=float)
+    t = predictions["fold"].map(thresholds).to_numpy(dtype=float)
+    p = predictions["calibrated"].to_numpy(dtype=float) if "calibrated" in predictions else np.full(len(s), np.nan)
+    p = p if np.isfinite(p).all() else s
+    keys = {"patient": (predictions["patient_id"].astype(str).to_numpy(),)}
     if "laterality" in predictions and (predictions["laterality"].fillna("").astype(str) != "").all():
-        breast = aggregate_scores(y, s, patients, predictions["laterality"].astype(str).to_numpy(), how=aggregate)
-        out["breast_auc"] = _auc_or_nan(breast.labels, breast.scores)
+        keys["breast"] = (keys["patient"][0], predictions["laterality"].astype(str).to_numpy())
+    out = {}
+    for level, key in keys.items():
+        groups = aggregate_scores(y, s, *key, how=aggregate)
+        threshold = aggregate_scores(y, t, *key, how="mean").scores
+        probability = aggregate_scores(y, p, *key, how=aggregate).scores
+        out[level] = (groups, groups.scores >= threshold, probability)
     return out
 
 

@@ -14,9 +14,11 @@ from ..experiment.metrics import METRICS
 from .render import (
     CALIBRATION_NOTE,
     CLINICAL_NOTE,
+    DECISION_NOTE,
     EFFICIENCY_NOTE,
     calibration_display,
     clinical_display,
+    decisions_display,
     efficiency_display,
     METRIC_TITLES,
     P_NOTE,
@@ -165,7 +167,10 @@ def _threshold(report: Report) -> str:
 def _clinical(report: Report) -> str:
     return (f"<h2>Pooled metrics clinicians read</h2><p class=\"muted\">"
             f"{escape(CLINICAL_NOTE.format(aggregate=report.aggregate))}</p>"
-            + _table(clinical_display(report), "clinical"))
+            + _table(clinical_display(report), "clinical")
+            + f"<h2>Decisions per breast and per patient</h2><p class=\"muted\">"
+            f"{escape(DECISION_NOTE.format(aggregate=report.aggregate))}</p>"
+            + _table(decisions_display(report), "clinical"))
 
 
 def _reference(report: Report) -> str:

@@ -3,8 +3,9 @@
 Images come 2-4 per patient and both views of a breast share its label, so intervals treat the
 patient as the unit: the pooled, breast-level and patient-level AUCs get Obuchowski's (1997)
 clustered variance (logit interval; at patient level one unit per cluster, where it is
-DeLong's), and AUPRC, the sensitivities at 90% / 95% specificity and the operating point's
-sensitivity and specificity a patient bootstrap (percentile interval, all from one set of
+DeLong's), and AUPRC, the sensitivities at 90% / 95% specificity, the operating point's
+sensitivity and specificity (of images, breasts and patients) and the breast-level probabilistic
+F1 a patient bootstrap (percentile interval, all from one set of
 resamples: :mod:`.curve_bootstrap`). Point estimates are the
 run's own (:func:`ssl_bench.experiment.metrics.pooled_metrics`), so the report and
 ``summary.json`` agree. Values are fractions.
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..experiment.clinical import aggregate_scores
-from ..experiment.metrics import pooled_metrics
+from ..experiment.metrics import decision_levels, pooled_metrics
 from .curve_bootstrap import bootstrap_intervals, cluster_weights
 from .stats import clustered_auc_confidence_interval
 
@@ -81,10 +82,30 @@ def _bootstrap(predictions: pd.DataFrame, thresholds: dict[int, float], n_boot: 
     if len(np.unique(y)) == 2:
         out = {k: (v.low, v.high) for k, v in bootstrap_intervals(y, s, patients, n_boot, seed).items()}
     called = s >= predictions["fold"].map(thresholds).to_numpy(dtype=float)
-    weights = cluster_weights(patients, n_boot, seed)
-    for name, cls, hit in (("op_sensitivity", 1, called), ("op_specificity", 0, ~called)):
-        total = weights @ (y == cls)
-        if (total > 0).sum() >= 2:
-            rate = (weights @ ((y == cls) & hit))[total > 0] / total[total > 0]
-            out[name] = tuple(float(q) for q in np.quantile(rate, [0.025, 0.975]))
+    units = {"": (y, called, cluster_weights(patients, n_boot, seed))}
+    levels = decision_levels(predictions, thresholds)
+    for level, (groups, group_called, _) in levels.items():
+        # the same seed and the same patients: every level resamples the same patients
+        units[f"{level}_"] = (groups.labels, group_called, cluster_weights(groups.keys[0], n_boot, seed))
+    for prefix, (labels, hit, weights) in units.items():
+        for name, cls, mask in (("op_sensitivity", 1, hit), ("op_specificity", 0, ~hit)):
+            total = weights @ (labels == cls)
+            if (total > 0).sum() >= 2:
+                rate = (weights @ ((labels == cls) & mask))[total > 0] / total[total > 0]
+                out[prefix + name] = _percentile_interval(rate)
+    if "breast" in levels:
+        groups, _, probability = levels["breast"]
+        weights = units["breast_"][2]
+        tp = weights @ (probability * groups.labels)
+        fp = weights @ (probability * (1 - groups.labels))
+        positives = weights @ groups.labels
+        valid = (positives > 0) & (tp > 0)
+        if valid.sum() >= 2:
+            precision, recall = tp[valid] / (tp[valid] + fp[valid]), tp[valid] / positives[valid]
+            out["breast_pf1"] = _percentile_interval(2 * precision * recall / (precision + recall))
     return out
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    low, high = np.quantile(values, [0.025, 0.975])
+    return float(low), float(high)

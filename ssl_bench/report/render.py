@@ -36,6 +36,15 @@ P_NOTE = "raw, with Holm-adjusted values in brackets"
 CLINICAL_TITLES = {"oof_auc": "Pooled AUC", "auprc": "AUPRC", "sens_at_spec90": "Sens. @ 90% spec.",
                    "sens_at_spec95": "Sens. @ 95% spec.", "breast_auc": "Breast AUC",
                    "patient_auc": "Patient AUC", "op_sensitivity": "Op. sens.", "op_specificity": "Op. spec."}
+#: decisions per breast and per patient at the operating point, and the RSNA 2023 breast-level pF1
+DECISION_TITLES = {"breast_op_sensitivity": "Breast sens.", "breast_op_specificity": "Breast spec.",
+                   "patient_op_sensitivity": "Patient sens.", "patient_op_specificity": "Patient spec.",
+                   "breast_pf1": "Breast pF1"}
+DECISION_NOTE = ("Decisions per breast and per patient, pooled over the folds with patient-bootstrap 95% "
+                 "intervals: a breast (a patient) is called malignant when the {aggregate} of its images' "
+                 "scores reaches its fold's operating threshold (chosen on the training predictions). "
+                 "Breast pF1: the probabilistic F1 of the RSNA 2023 screening challenge over breasts, each "
+                 "counting by its probability of malignancy (calibrated where the run recorded it).")
 CLINICAL_NOTE = ("Pooled over all held-out images of all folds, with patient-clustered 95% confidence "
                  "intervals. Breast and patient level: the {aggregate} of a breast's (a patient's) image "
                  "scores. Op. sens./spec.: at each fold's operating point, chosen on that fold's training "
@@ -186,6 +195,15 @@ def clinical_display(report: Report) -> pd.DataFrame:
     return out
 
 
+def decisions_display(report: Report) -> pd.DataFrame:
+    """Breast- and patient-level decisions at the operating point and the breast-level pF1."""
+    t = report.table
+    out = pd.DataFrame({"Method": t["method"]})
+    for col, title in DECISION_TITLES.items():
+        out[title] = [fmt_ci(*v) for v in zip(t[col], t[f"{col}_lo"], t[f"{col}_hi"])]
+    return out
+
+
 def calibration_display(report: Report) -> pd.DataFrame:
     """Each method's ECE of its raw and of its calibrated probabilities (percentage points)."""
     t = report.table
@@ -300,6 +318,9 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: st
     if "clinical" in sections:
         blocks += [("h2", "Pooled metrics clinicians read"),
                    ("p", CLINICAL_NOTE.format(aggregate=report.aggregate)), ("table", clinical_display(report))]
+    if "clinical" in sections:
+        blocks += [("h2", "Decisions per breast and per patient"),
+                   ("p", DECISION_NOTE.format(aggregate=report.aggregate)), ("table", decisions_display(report))]
     if "figure" in sections and figure:
         blocks.append(("img", figure))
     if "calibration" in sections and report.table["ece_calibrated"].notna().any():
