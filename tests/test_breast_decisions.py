@@ -90,3 +90,13 @@ def test_intervals_of_the_decisions_hold_their_estimates():
                  "patient_op_specificity", "breast_pf1"):
         assert out[f"{name}_lo"] <= out[name] <= out[f"{name}_hi"], name
         assert out[f"{name}_hi"] - out[f"{name}_lo"] > 0.01, name  # a real interval, not a point
+
+
+def test_the_max_aggregate_reaches_the_intervals_too():
+    predictions = cohort(seed=5, patients=90)
+    thresholds = {0: 0.45, 1: 0.5, 2: 0.55}
+    out = pooled_with_intervals(predictions, thresholds, aggregate="max", n_boot=300)
+    assert out["patient_op_sensitivity"] == pooled_metrics(predictions, thresholds, "max")["patient_op_sensitivity"]
+    assert out["patient_op_sensitivity"] != pooled_metrics(predictions, thresholds, "mean")["patient_op_sensitivity"]
+    for name in ("breast_op_sensitivity", "patient_op_sensitivity", "patient_op_specificity", "breast_pf1"):
+        assert out[f"{name}_lo"] <= out[name] <= out[f"{name}_hi"], name

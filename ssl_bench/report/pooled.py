@@ -60,7 +60,7 @@ def pooled_with_intervals(predictions: pd.DataFrame, thresholds: dict[int, float
     point = pooled_metrics(predictions, thresholds, aggregate)
     levels = _levels(predictions, aggregate)
     y, s, patients = levels["auc"]
-    intervals = _bootstrap(predictions, thresholds, n_boot, seed) if len(np.unique(patients)) > 1 else {}
+    intervals = _bootstrap(predictions, thresholds, aggregate, n_boot, seed) if len(np.unique(patients)) > 1 else {}
     for name, value in point.items():
         lo = hi = math.nan
         if name in CLUSTERED_AUCS and name in levels and not math.isnan(value):
@@ -71,7 +71,7 @@ def pooled_with_intervals(predictions: pd.DataFrame, thresholds: dict[int, float
     return out
 
 
-def _bootstrap(predictions: pd.DataFrame, thresholds: dict[int, float], n_boot: int,
+def _bootstrap(predictions: pd.DataFrame, thresholds: dict[int, float], aggregate: str, n_boot: int,
                seed: int) -> dict[str, tuple[float, float]]:
     """Patient-bootstrap intervals of AUPRC, the sensitivities at fixed specificity and the
     operating point's sensitivity and specificity, from one set of resamples."""
@@ -83,7 +83,7 @@ def _bootstrap(predictions: pd.DataFrame, thresholds: dict[int, float], n_boot: 
         out = {k: (v.low, v.high) for k, v in bootstrap_intervals(y, s, patients, n_boot, seed).items()}
     called = s >= predictions["fold"].map(thresholds).to_numpy(dtype=float)
     units = {"": (y, called, cluster_weights(patients, n_boot, seed))}
-    levels = decision_levels(predictions, thresholds)
+    levels = decision_levels(predictions, thresholds, aggregate)
     for level, (groups, group_called, _) in levels.items():
         # the same seed and the same patients: every level resamples the same patients
         units[f"{level}_"] = (groups.labels, group_called, cluster_weights(groups.keys[0], n_boot, seed))
