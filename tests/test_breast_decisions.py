@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from ssl_bench.experiment.clinical import probabilistic_f1
+from ssl_bench.experiment.clinical import net_benefit, probabilistic_f1
 from ssl_bench.experiment.metrics import pooled_metrics
 from ssl_bench.report.pooled import pooled_with_intervals
 
@@ -100,3 +100,17 @@ def test_the_max_aggregate_reaches_the_intervals_too():
     assert out["patient_op_sensitivity"] != pooled_metrics(predictions, thresholds, "mean")["patient_op_sensitivity"]
     for name in ("breast_op_sensitivity", "patient_op_sensitivity", "patient_op_specificity", "breast_pf1"):
         assert out[f"{name}_lo"] <= out[name] <= out[f"{name}_hi"], name
+
+
+def test_net_benefit_is_vickers_and_elkins():
+    rng = np.random.default_rng(6)
+    y = (rng.random(300) < 0.25).astype(int)
+    p = np.clip(0.25 + 0.4 * (y - 0.25) + 0.2 * rng.normal(size=300), 0, 1)
+    thresholds = np.array([0.05, 0.1, 0.2, 0.3])
+    for t, got in zip(thresholds, net_benefit(y, p, thresholds)):
+        tp = sum(1 for yi, pi in zip(y, p) if pi >= t and yi == 1)
+        fp = sum(1 for yi, pi in zip(y, p) if pi >= t and yi == 0)
+        assert got == pytest.approx(tp / 300 - fp / 300 * t / (1 - t))
+    prevalence = y.mean()  # calling everything malignant
+    assert np.allclose(net_benefit(y, np.ones(300), thresholds), prevalence - (1 - prevalence) * thresholds / (1 - thresholds))
+    assert np.allclose(net_benefit(y, np.zeros(300), thresholds), 0)

@@ -95,3 +95,5 @@ def test_the_report_shows_each_ece_and_the_reliability_diagrams(calibrated_run, 
     assert f"| none-finetune | {raw:.2f} | {calibrated:.2f} |" in md
     assert "![Reliability diagrams, raw and calibrated](report_reliability.png)" in md
     assert (tmp_path / "report_reliability.png").is_file()
+    assert "![Decision curves per breast](report_decision_curve.png)" in md
+    assert (tmp_path / "report_decision_curve.png").is_file()

@@ -16,6 +16,8 @@ positive for ``score >= t``).
   Prediction", Oxford University Press.
 - Breast- and patient-level scores: the mean or the max of the images' scores (both views of a
   breast share its label; a patient is malignant if any breast is).
+- Decision curves: net benefit at a threshold probability, Vickers & Elkin (2006), Medical
+  Decision Making 26(6):565-574.
 - Probabilistic F1 (the RSNA Screening Mammography Breast Cancer Detection challenge, 2023, scored
   per breast): F1 with each prediction counting by its probability, pTP = sum of p over
   malignant, pFP = sum of p over benign, precision = pTP / (pTP + pFP), recall = pTP / positives.
@@ -193,3 +195,17 @@ def probabilistic_f1(labels, probabilities) -> float:
         return 0.0
     precision, recall = tp / (tp + fp), tp / positives
     return 2 * precision * recall / (precision + recall)
+
+
+def net_benefit(labels, probabilities, thresholds) -> np.ndarray:
+    """Decision-curve net benefit (Vickers & Elkin, Medical Decision Making 26(6), 2006) at each
+    threshold probability ``pt``: ``TP/N - FP/N * pt / (1 - pt)``, calling a unit malignant when
+    its probability is at least ``pt``; the net benefit of calling every unit malignant is that of
+    probabilities all 1, of calling none 0."""
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probabilities, dtype=float)
+    pt = np.asarray(thresholds, dtype=float)
+    called = p[None, :] >= pt[:, None]
+    tp = (called & (y[None, :] == 1)).sum(axis=1)
+    fp = (called & (y[None, :] == 0)).sum(axis=1)
+    return tp / len(y) - fp / len(y) * pt / (1 - pt)

@@ -37,6 +37,7 @@ from .render import (
 )
 from .leaderboard import REFERENCE_LABEL, Report
 from .efficiency_plot import efficiency_png
+from .decision_curve import decision_curve_base64, has_breasts
 from .reliability import has_calibrated, reliability_base64
 from .label_efficiency import has_curve
 from .roc import png_base64
@@ -164,13 +165,21 @@ def _threshold(report: Report) -> str:
             + _table(table, "board", classes, rows))
 
 
-def _clinical(report: Report) -> str:
+def _clinical(report: Report, decision_png: bytes | None = None) -> str:
     return (f"<h2>Pooled metrics clinicians read</h2><p class=\"muted\">"
             f"{escape(CLINICAL_NOTE.format(aggregate=report.aggregate))}</p>"
             + _table(clinical_display(report), "clinical")
             + f"<h2>Decisions per breast and per patient</h2><p class=\"muted\">"
             f"{escape(DECISION_NOTE.format(aggregate=report.aggregate))}</p>"
-            + _table(decisions_display(report), "clinical"))
+            + _table(decisions_display(report), "clinical") + _decision_curve(report, decision_png))
+
+
+def _decision_curve(report: Report, png: bytes | None) -> str:
+    if not has_breasts(report):
+        return ""
+    img = base64.b64encode(png).decode("ascii") if png is not None else decision_curve_base64(report)
+    return ("<div class=\"figure-row\"><figure><img alt=\"Net benefit per breast against the threshold "
+            f"probability, one line per method\" src=\"data:image/png;base64,{img}\"></figure></div>")
 
 
 def _reference(report: Report) -> str:
@@ -242,10 +251,11 @@ def _calibration(report: Report, png: bytes | None) -> str:
 
 
 def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None = None,
-            reliability: bytes | None = None) -> str:
+            figures: dict[str, bytes] | None = None) -> str:
     """The whole report as one HTML document (a string); ``png``: the ROC figure, if rendered
     already (else it is drawn here); ``efficiency``: likewise the label-efficiency figure, and
-    ``reliability`` the reliability diagrams."""
+    ``figures`` the sections' figures by name (``reliability``, ``decision_curve``)."""
+    figures = figures or {}
     img = base64.b64encode(png).decode("ascii") if png is not None else png_base64(report)
     caption = ("One ROC curve per method over all held-out images of all folds (pooled out-of-fold "
                "scores), as Fig. 4 of the TSBN paper; the legend gives each pooled AUC.")
@@ -253,11 +263,13 @@ def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None =
     body = [
         f"<header><h1>{escape(title)}</h1><p class=\"setup\">{escape(describe_setup(report))}.</p>"
         f"<p class=\"units\">{escape(UNITS)}</p></header>",
-        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report), _threshold(report), _clinical(report),
+        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report), _threshold(report),
+        _clinical(report, figures.get("decision_curve")),
         "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
         f"<figcaption>{escape(caption)}</figcaption></figure></div>",
-        _calibration(report, reliability), _efficiency(report, efficiency), _reference(report), _folds(report),
+        _calibration(report, figures.get("reliability")), _efficiency(report, efficiency), _reference(report),
+        _folds(report),
         _provenance(report),
         f"<footer>Written by ssl-bench {escape(__version__)} (<code>ssl-bench report</code>). "
         f"p-values are {P_NOTE}.</footer>",

@@ -4,8 +4,9 @@ leaderboard that ``ssl-bench bench`` leaves beside its runs are written.
 :func:`write_report` writes one format (``md`` with its ROC figure beside it, ``csv``, or ``html``
 with the figure embedded); :func:`write_leaderboard` is a bench's set of them:
 ``leaderboard.{md,csv,html}``, ``roc.{png,svg}``, the training curves ``training.{png,svg}``
-(:mod:`.curves`), the reliability diagrams ``reliability.{png,svg}`` (:mod:`.reliability`; runs
-that recorded calibrated probabilities) and, when the runs hold a label-efficiency curve, ``label_efficiency.{png,svg,csv}``
+(:mod:`.curves`), the figures of the report's sections (:data:`SECTION_FIGURES`: the
+reliability diagrams ``reliability.{png,svg}`` of runs that recorded calibrated probabilities,
+the decision curves ``decision_curve.{png,svg}`` of runs whose images name their breast) and, when the runs hold a label-efficiency curve, ``label_efficiency.{png,svg,csv}``
 in one folder. Every file is written
 atomically, so an interrupted write never leaves half a leaderboard.
 """
@@ -22,12 +23,16 @@ from .efficiency_plot import save_label_efficiency
 from .html import to_html
 from .label_efficiency import has_curve
 from .leaderboard import Report
+from .decision_curve import has_breasts, save_decision_curve
 from .reliability import has_calibrated, save_reliability
 from .render import fmt_mean_std, markdown_table, to_csv, to_markdown
 from .roc import save_roc
 from .seeds import across_seeds
 
 FORMATS = ("md", "csv", "html")
+#: figures a report section shows when the runs allow it: name -> (whether they do, how to save it)
+SECTION_FIGURES = {"reliability": (has_calibrated, save_reliability),
+                   "decision_curve": (has_breasts, save_decision_curve)}
 
 
 def _make_folder(folder: Path) -> None:
@@ -38,7 +43,7 @@ def _make_folder(folder: Path) -> None:
 
 
 def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path] | None = None,
-                 efficiency: dict[str, Path] | None = None, reliability: dict[str, Path] | None = None
+                 efficiency: dict[str, Path] | None = None, figures: dict[str, dict[str, Path]] | None = None
                  ) -> dict[str, Path]:
     """Write ``report`` as ``fmt`` to ``path``; returns ``{fmt: path}`` plus the ROC figure files.
 
@@ -46,9 +51,9 @@ def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path
     without it, ``md`` saves ``<stem>_roc.png``/``.svg`` beside ``path`` and ``html`` draws it.
     ``efficiency``: likewise the label-efficiency figure (:mod:`.efficiency_plot`), drawn only
     when the runs hold a curve (``md``: ``<stem>_label_efficiency.png``/``.svg``, returned as
-    ``efficiency_png``/``efficiency_svg``). ``reliability``: likewise the reliability diagrams
-    (:mod:`.reliability`), drawn when the runs recorded calibrated probabilities (``md``:
-    ``<stem>_reliability.png``/``.svg``, returned as ``reliability_png``/``reliability_svg``).
+    ``efficiency_png``/``efficiency_svg``). ``figures``: likewise the sections' figures
+    (:data:`SECTION_FIGURES`, name -> ``{"png", "svg"}``), each drawn when the runs allow it
+    (``md``: ``<stem>_<name>.png``/``.svg``, returned as ``<name>_png``/``<name>_svg``).
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -62,25 +67,25 @@ def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path
         if fmt == "md" and curve and efficiency is None:
             efficiency = save_label_efficiency(report, path.with_name(f"{path.stem}_label_efficiency.png"),
                                                path.with_name(f"{path.stem}_label_efficiency.svg"))
-        calibrated = has_calibrated(report)
-        if fmt == "md" and calibrated and reliability is None:
-            reliability = save_reliability(report, path.with_name(f"{path.stem}_reliability.png"),
-                                           path.with_name(f"{path.stem}_reliability.svg"))
+        figures = dict(figures or {})
         if fmt == "md":
+            for name, (applies, save) in SECTION_FIGURES.items():
+                if name not in figures and applies(report):
+                    figures[name] = save(report, path.with_name(f"{path.stem}_{name}.png"),
+                                         path.with_name(f"{path.stem}_{name}.svg"))
             text = to_markdown(report, figure=roc["png"].name,
                                efficiency_figure=efficiency["png"].name if curve else None,
-                               reliability_figure=reliability["png"].name if calibrated else None)
+                               figures={name: f["png"].name for name, f in figures.items()})
             written.update(roc)
             if curve:
                 written.update({f"efficiency_{k}": v for k, v in efficiency.items()})
-            if calibrated:
-                written.update({f"reliability_{k}": v for k, v in reliability.items()})
+            written.update({f"{name}_{k}": v for name, f in figures.items() for k, v in f.items()})
         elif fmt == "csv":
             text = to_csv(report)
         else:
             text = to_html(report, png=roc["png"].read_bytes() if roc else None,
                            efficiency=efficiency["png"].read_bytes() if curve and efficiency else None,
-                           reliability=reliability["png"].read_bytes() if calibrated and reliability else None)
+                           figures={name: f["png"].read_bytes() for name, f in figures.items()})
         atomic_write_text(path, text)
     except OSError as exc:  # a figure (matplotlib writes it); the report itself is OutOfSpace when full
         full = out_of_space_error(exc, getattr(exc, "filename", None) or path)
@@ -109,18 +114,17 @@ def write_leaderboard(report: Report, out_dir: str | Path) -> dict[str, Path]:
                               report.label_efficiency.to_csv(index=False, float_format="%.6g"))
         except OSError as exc:
             raise UserError(f"cannot write {out / 'label_efficiency.png'}: {exc.strerror or exc}") from None
-    reliability = None
-    if has_calibrated(report):  # reliability.{png,svg}
-        try:
-            reliability = save_reliability(report, out / "reliability.png", out / "reliability.svg")
-        except OSError as exc:
-            raise UserError(f"cannot write {out / 'reliability.png'}: {exc.strerror or exc}") from None
+    figures = {}
+    for name, (applies, save) in SECTION_FIGURES.items():  # reliability.{png,svg}, decision_curve.{png,svg}
+        if applies(report):
+            try:
+                figures[name] = save(report, out / f"{name}.png", out / f"{name}.svg")
+            except OSError as exc:
+                raise UserError(f"cannot write {out / f'{name}.png'}: {exc.strerror or exc}") from None
     roc = {"png": paths["png"], "svg": paths["svg"]}
     for fmt in FORMATS:
         paths.update(write_report(report, out / f"leaderboard.{fmt}", fmt, roc=roc, efficiency=efficiency,
-                                  reliability=reliability))
-    if reliability is not None:
-        paths.update({"reliability_png": reliability["png"], "reliability_svg": reliability["svg"]})
+                                  figures=figures))
     if efficiency is not None:
         paths.update({"efficiency_png": efficiency["png"], "efficiency_svg": efficiency["svg"],
                       "efficiency_csv": out / "label_efficiency.csv"})

@@ -303,10 +303,11 @@ def efficiency_baseline(report: Report) -> str | None:
 
 
 def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None,
-                  efficiency_figure: str | None = None, reliability_figure: str | None = None) -> list[tuple[str, Any]]:
+                  efficiency_figure: str | None = None, figures: dict[str, str] | None = None) -> list[tuple[str, Any]]:
     """``[(kind, content)]`` with kind ``h1``/``h2``/``h3``/``p``/``ul``/``table``/``img``. The text
     of headings, paragraphs and list items is markdown (names, paths and notes escaped,
     :func:`markdown_text`); a table is a frame of plain text, escaped by its renderer."""
+    figures = figures or {}
     blocks: list[tuple[str, Any]] = [("h1", markdown_text(title(report), block=True)),
                                      ("p", markdown_text(describe_setup(report) + ".", block=True)), ("p", UNITS)]
     if "leaderboard" in sections:
@@ -321,12 +322,14 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: st
     if "clinical" in sections:
         blocks += [("h2", "Decisions per breast and per patient"),
                    ("p", DECISION_NOTE.format(aggregate=report.aggregate)), ("table", decisions_display(report))]
+        if figures.get("decision_curve"):
+            blocks.append(("img", (figures["decision_curve"], "Decision curves per breast")))
     if "figure" in sections and figure:
         blocks.append(("img", figure))
     if "calibration" in sections and report.table["ece_calibrated"].notna().any():
         blocks += [("h2", "Calibration"), ("p", CALIBRATION_NOTE), ("table", calibration_display(report))]
-        if reliability_figure:
-            blocks.append(("img", (reliability_figure, "Reliability diagrams, raw and calibrated")))
+        if figures.get("reliability"):
+            blocks.append(("img", (figures["reliability"], "Reliability diagrams, raw and calibrated")))
     if "efficiency" in sections and has_curve(report.label_efficiency):
         blocks += [("h2", "Label efficiency"), ("p", EFFICIENCY_NOTE)]
         if efficiency_figure:
@@ -394,12 +397,12 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def to_markdown(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None,
-                efficiency_figure: str | None = None, reliability_figure: str | None = None) -> str:
+                efficiency_figure: str | None = None, figures: dict[str, str] | None = None) -> str:
     """The report as markdown; ``figure`` is a relative path of the ROC PNG to link, if any,
-    ``efficiency_figure`` that of the label-efficiency PNG and ``reliability_figure`` that of the
-    reliability diagrams."""
+    ``efficiency_figure`` that of the label-efficiency PNG and ``figures`` those of the sections'
+    figures by name (``reliability``, ``decision_curve``)."""
     out = []
-    for kind, content in report_blocks(report, sections, figure, efficiency_figure, reliability_figure):
+    for kind, content in report_blocks(report, sections, figure, efficiency_figure, figures):
         if kind in ("h1", "h2", "h3"):
             out.append("#" * int(kind[1]) + " " + content)
         elif kind == "p":
