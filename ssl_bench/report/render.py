@@ -186,22 +186,23 @@ def fmt_p_holm(p: Any, holm: Any) -> str:
     return "n/a" if _nan(p) else f"{fmt_p(p)} [{fmt_p(holm)}]"
 
 
-def clinical_display(report: Report) -> pd.DataFrame:
-    """Pooled metrics clinicians read, each with its patient-clustered 95% CI."""
+def intervals_display(report: Report, titles: dict[str, str]) -> pd.DataFrame:
+    """``Method`` and, for each ``column: title``, the value with its 95% interval."""
     t = report.table
     out = pd.DataFrame({"Method": t["method"]})
-    for col, title in CLINICAL_TITLES.items():
+    for col, title in titles.items():
         out[title] = [fmt_ci(*v) for v in zip(t[col], t[f"{col}_lo"], t[f"{col}_hi"])]
     return out
+
+
+def clinical_display(report: Report) -> pd.DataFrame:
+    """Pooled metrics clinicians read, each with its patient-clustered 95% CI."""
+    return intervals_display(report, CLINICAL_TITLES)
 
 
 def decisions_display(report: Report) -> pd.DataFrame:
     """Breast- and patient-level decisions at the operating point and the breast-level pF1."""
-    t = report.table
-    out = pd.DataFrame({"Method": t["method"]})
-    for col, title in DECISION_TITLES.items():
-        out[title] = [fmt_ci(*v) for v in zip(t[col], t[f"{col}_lo"], t[f"{col}_hi"])]
-    return out
+    return intervals_display(report, DECISION_TITLES)
 
 
 def calibration_display(report: Report) -> pd.DataFrame:
