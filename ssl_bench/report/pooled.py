@@ -86,5 +86,6 @@ def _bootstrap(predictions: pd.DataFrame, thresholds: dict[int, float], n_boot: 
         total = weights @ (y == cls)
         if (total > 0).sum() >= 2:
             rate = (weights @ ((y == cls) & hit))[total > 0] / total[total > 0]
-            out[name] = tuple(float(q) for q in np.quantile(rate, [0.025, 0.975]))
+            low, high = np.quantile(rate, [0.025, 0.975])
+            out[name] = (float(low), float(high))
     return out

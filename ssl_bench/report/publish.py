@@ -58,11 +58,13 @@ def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path
             efficiency = save_label_efficiency(report, path.with_name(f"{path.stem}_label_efficiency.png"),
                                                path.with_name(f"{path.stem}_label_efficiency.svg"))
         if fmt == "md":
+            assert roc is not None
+            shown = efficiency if curve else None
             text = to_markdown(report, figure=roc["png"].name,
-                               efficiency_figure=efficiency["png"].name if curve else None)
+                               efficiency_figure=shown["png"].name if shown is not None else None)
             written.update(roc)
-            if curve:
-                written.update({f"efficiency_{k}": v for k, v in efficiency.items()})
+            if shown is not None:
+                written.update({f"efficiency_{k}": v for k, v in shown.items()})
         elif fmt == "csv":
             text = to_csv(report)
         else:
