@@ -463,7 +463,7 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     for name, tp in _field_types(cls).items():
         full = f"{prefix}.{name}" if prefix else name
         if dataclasses.is_dataclass(tp):
-            keys.extend(_valid_keys(tp, full))
+            keys.extend(_valid_keys(typing.cast(type, tp), full))
         elif name == "params" and cls is Config:
             keys.append("params.<component>.<option>")
         else:

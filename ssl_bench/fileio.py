@@ -97,7 +97,7 @@ def out_of_space_error(exc: BaseException, path: str | Path, kept: tuple[str, ..
     return None if code is None else OutOfSpace(path, quota=code == errno.EDQUOT, kept=kept)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(fh)`` on a binary temporary file beside ``path``, then rename it over ``path``.
     A full device or quota is :class:`OutOfSpace` naming ``path``, with nothing of it left."""
     path = Path(path)

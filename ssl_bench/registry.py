@@ -33,7 +33,7 @@ import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from .errors import ToolkitWarning, UserError
 
@@ -91,7 +91,7 @@ class Registry:
             )
         self._entries[name] = Entry(name, obj, _current_origin(obj))
         if inspect.isclass(obj) and not obj.__module__ == "builtins":
-            obj.name = name  # the registry owns the name; a component never repeats it
+            cast(Any, obj).name = name  # the registry owns the name; a component never repeats it
         return obj
 
     def unregister(self, name: str) -> None:

@@ -68,7 +68,9 @@ def prepare_bench(plan: BenchPlan, resume: bool,
                   console: Console | None = None) -> tuple[list[PreparedRun], list[Job], int]:
     """Every method's run directory prepared (its data loaded once: every method reads the same,
     which the first says on ``console``), the missing jobs, the number of complete ones."""
-    runs, jobs, done = [], [], 0
+    runs: list[PreparedRun] = []
+    jobs: list[Job] = []
+    done = 0
     for cfg in plan.configs:
         run = prepare_run(cfg, console=None if runs else console)
         complete = run.rundir.completed_folds(cfg.data.folds)
@@ -108,6 +110,7 @@ def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console
         run = by_name[outcome.job.run_name]
         path = run.rundir.failure_path(outcome.job.fold)
         if outcome.ok:
+            assert outcome.metrics is not None
             path.unlink(missing_ok=True)
             info = escape(f"{outcome.job.label}: AUC {outcome.metrics['auc']:.3f} ({outcome.seconds:.0f}s)")
         else:

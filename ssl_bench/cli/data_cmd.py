@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
@@ -16,6 +17,8 @@ from ..console import make_console, progress_bar
 from ..errors import ConfigError, UserError
 from ..fileio import cannot_write, out_of_space_error
 
+if TYPE_CHECKING:
+    from ..data.cache import ShardedImages
 
 out_console = make_console()
 _DEFAULTS = DataConfig()
@@ -182,6 +185,7 @@ def verify(dataset, data_root, image_size, cache_dir, workers, sets) -> None:
 
     cfg = build_config(dataset, data_root, image_size, cache_dir, workers, "skip", sets)
     ds = build_dataset(cfg)
+    images: np.ndarray | ShardedImages
     if type(ds).load is MammoDataset.load:
         # scan + decode without load()'s checks, so that every problem is listed even when
         # no image is usable

@@ -301,9 +301,10 @@ def _read_index(path: Path, folder: Path, size: tuple[int, int], keys: list[str]
                             keep_default_na=False)
         names = list(dict.fromkeys(index["shard"]))
         metas = [verified_shard(folder, n, size)[0] for n in names]
-        if any(m is None for m in metas):
+        found = [m for m in metas if m is not None]
+        if len(found) < len(metas):
             return None  # the build reports the shard, makes its images again and rewrites the index
-        problem = _index_problem(index, keys, dict(zip(names, metas)))
+        problem = _index_problem(index, keys, dict(zip(names, found)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         problem = f"cannot be read ({' '.join(str(exc).split())[:120]})"
     if problem:
@@ -344,16 +345,16 @@ class _KnownImages:
     def find(self, key: str) -> np.ndarray | None:
         if self.where is None:
             self.where = {}
-            for meta in sorted(self.folder.glob("*.json")):
+            for meta_file in sorted(self.folder.glob("*.json")):
                 try:
-                    record = json.loads(meta.read_text(encoding="utf-8"))
+                    record = json.loads(meta_file.read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     continue
                 if not isinstance(record, dict) or not isinstance(record.get("failed", {}), dict):
                     continue
                 for offset, k in enumerate(record.get("keys", [])):
                     if str(offset) not in record.get("failed", {}):
-                        self.where[k] = (meta.stem, offset)
+                        self.where[k] = (meta_file.stem, offset)
         if key not in self.where:
             return None
         name, offset = self.where[key]

@@ -22,12 +22,16 @@ one view, naming the file, and still scores it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
 from .preprocess import crop_box, source_size, tissue_mask
+
+if TYPE_CHECKING:
+    from .cache import ShardedImages
 
 MIN_SIDE = 32  # pixels, on the file's shorter side
 BLANK_RANGE = 1 / 255  # of the [0, 1] preprocessed range
@@ -38,7 +42,7 @@ OTHER_BREAST_SHARE = 1 / 3
 MAX_WIDTH_RATIO = 1.25
 
 
-def blank_rows(images: np.ndarray, chunk: int = 64) -> np.ndarray:
+def blank_rows(images: np.ndarray | ShardedImages, chunk: int = 64) -> np.ndarray:
     """Boolean mask of the images (``(N, H, W)``, values in [0, 1]) whose values span less than
     :data:`BLANK_RANGE`."""
     out = np.zeros(len(images), dtype=bool)
@@ -80,7 +84,7 @@ class ImageChecks:
         return "; ".join(parts)
 
 
-def check_images(samples: pd.DataFrame, images: np.ndarray) -> ImageChecks:
+def check_images(samples: pd.DataFrame, images: np.ndarray | ShardedImages) -> ImageChecks:
     """Small (by the files' headers, ``samples['path']``) and blank (by ``images``) images."""
     ids = samples["image_id"].astype(str).tolist()
     paths = samples["path"].tolist() if "path" in samples.columns else [""] * len(ids)

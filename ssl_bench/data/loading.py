@@ -111,4 +111,5 @@ def load_evaluation_data(cfg: Config) -> LoadedDataset:
 
 def load_pool(cfg: Config) -> LoadedDataset:
     """The pretext stage's pool (``pretext_data``), preprocessed like the evaluation data."""
+    assert cfg.pretext_data.dataset is not None
     return load_dataset(with_dataset(cfg, cfg.pretext_data.dataset, cfg.pretext_data.root), POOL_ROOT)

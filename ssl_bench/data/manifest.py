@@ -53,7 +53,8 @@ class Manifest(MammoDataset):
         sheet = read_sheet(csv, sep=",", required=("path", "label"))
         base = csv.parent
         problems: list[Problem] = []
-        rows, seen = [], {}
+        rows = []
+        seen: dict[str, str] = {}
         for index, row in sheet.iterrows():
             where = row_name(csv, index)
             cell = row["path"]

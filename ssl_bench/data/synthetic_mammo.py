@@ -557,10 +557,10 @@ def _draw_structures(shape: tuple[int, int], geometry: dict, finding: str, lesio
     nipple = (geometry["cy"] * scale, geometry["a"] * scale)
     for length, width_px, strength, bend in _line_draws(rng, max(n_lines, 0), scale, contrast) if rng is not None else ():
         y, x = _breast_point(geometry, rng.uniform(0.1, 0.9), rng.uniform(-0.9, 0.9), view)
-        start = (y * scale, x * scale)
-        toward = np.arctan2(nipple[0] - start[0], nipple[1] - start[1])
+        begin = (y * scale, x * scale)
+        toward = np.arctan2(nipple[0] - begin[0], nipple[1] - begin[1])
         angle = toward + rng.normal(0, 0.4) if rng.random() < 0.6 else rng.uniform(0, 2 * np.pi)
-        _draw_line(canvas, start, angle, length, width_px, strength, bend)
+        _draw_line(canvas, begin, angle, length, width_px, strength, bend)
     return canvas.reshape(height, factor, width, factor).mean(axis=(1, 3))
 
 

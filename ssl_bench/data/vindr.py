@@ -86,7 +86,8 @@ class VinDrMammo(MammoDataset):
         sheet = read_sheet(csv, sep=",", required=required)
         images = root / "images"
         problems: list[Problem] = []
-        rows, seen = [], {}
+        rows = []
+        seen: dict[str, str] = {}
         for index, row in sheet.iterrows():
             where = row_name(csv, index)
             image_id, study_id = row["image_id"], row["study_id"]

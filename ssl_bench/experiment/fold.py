@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -131,7 +132,7 @@ def run_fold(
             "calibrated": calibrate(calibration, scores),
         }
     )
-    metrics = fold_metrics(predictions["label"], predictions["score"], threshold)
+    metrics: dict[str, Any] = fold_metrics(predictions["label"], predictions["score"], threshold)
     metrics[CALIBRATION_KEY] = calibration
     metrics.update(subset_record(cfg, loaded, train_mask))
     metrics.update(epochs=fit_cfg.train.epochs, pretext_epochs=fit_cfg.train.pretext_epochs)  # after train.label_budget

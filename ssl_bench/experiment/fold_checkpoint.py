@@ -59,9 +59,11 @@ class FoldCheckpointFile:
         try:
             record = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unreadable (truncated, not ours, another torch): training from the start is safe
-            return self._drop(f"cannot be read ({' '.join(str(exc).split())[:120]})")
+            self._drop(f"cannot be read ({' '.join(str(exc).split())[:120]})")
+            return None
         if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-            return self._drop("is not a ssl-bench checkpoint")
+            self._drop("is not a ssl-bench checkpoint")
+            return None
         stamp = self._stamp()
         other = [k for k in ("version", "key", "fold", "device") if record.get(k) != stamp[k]]
         if other:
@@ -71,7 +73,8 @@ class FoldCheckpointFile:
                           ToolkitWarning, stacklevel=2)
             return None
         if record.get("state_sha256") != state_digest(record.get("state")):
-            return self._drop("is damaged (its checksum does not match its content)")
+            self._drop("is damaged (its checksum does not match its content)")
+            return None
         return record["state"]
 
     def _drop(self, why: str) -> None:

@@ -82,6 +82,7 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
     config, models = load_fold_models(run_dir)
     rundir = RunDir.open(run_dir)
     size = _size(config["data"]["image_size"])  # every model's (load_fold_models)
+    assert size is not None
     n_folds = int((config.get("data") or {}).get("folds") or len(models))
     if len(models) < n_folds:
         warn(f"{run_dir} is partial: {len(models)} of {n_folds} folds have a trained model "

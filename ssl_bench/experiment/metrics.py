@@ -111,7 +111,7 @@ def decision_levels(predictions: pd.DataFrame, thresholds: dict[int, float], agg
     t = predictions["fold"].map(thresholds).to_numpy(dtype=float)
     p = predictions["calibrated"].to_numpy(dtype=float) if "calibrated" in predictions else np.full(len(s), np.nan)
     p = p if np.isfinite(p).all() else s
-    keys = {"patient": (predictions["patient_id"].astype(str).to_numpy(),)}
+    keys: dict[str, tuple[np.ndarray, ...]] = {"patient": (predictions["patient_id"].astype(str).to_numpy(),)}
     if "laterality" in predictions and (predictions["laterality"].fillna("").astype(str) != "").all():
         keys["breast"] = (keys["patient"][0], predictions["laterality"].astype(str).to_numpy())
     out = {}

@@ -116,6 +116,7 @@ def stage_key(cfg: Config, pretext, pool: LoadedDataset, keep: np.ndarray, devic
     """The cache key of a pretext stage on the ``keep`` images of ``pool`` (see module docstring)."""
     t = cfg.train
     root = cfg.pretext_data.root
+    assert cfg.pretext_data.dataset is not None
     payload = {
         "key_version": KEY_VERSION,
         "ssl_bench": __version__,

@@ -63,7 +63,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, cast
 
 import huggingface_hub
 import numpy as np
@@ -116,7 +116,7 @@ def create_backbone(
     pretrained: str | os.PathLike[str] | None = None,
     in_chans: int = 1,
     num_classes: int = 1,
-    image_size: tuple[int, int] | list[int] | None = None,
+    image_size: Sequence[int] | None = None,
     input_norm: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -187,6 +187,7 @@ def create_backbone(
         model = _load_imagenet(weights, in_chans=channels, num_classes=num_classes, **kwargs)
         return _normalise_input(model, name, *_weights_mean_std(model), in_chans)
 
+    assert pretrained is not None
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise ConfigError(_file_not_found(path))
@@ -217,8 +218,9 @@ def _load_file(path: Path, name: str, state: dict, **create_kwargs: Any) -> nn.M
         raise ConfigError(
             f"could not load pretrained weights {path} into backbone '{name}': {_one_line(exc)}"
         ) from exc
-    model.pretrained_cfg.pop("state_dict", None)  # timm keeps the overlay in the config: not the weights
-    model.pretrained_cfg["file"] = str(path)
+    pretrained_cfg = cast(dict, model.pretrained_cfg)
+    pretrained_cfg.pop("state_dict", None)  # timm keeps the overlay in the config: not the weights
+    pretrained_cfg["file"] = str(path)
     return model
 
 
@@ -237,6 +239,9 @@ class NormalisedInput(nn.Module):
     each cell normalised the same way. ``in_channels`` is what this module takes (1 for a grey
     image), ``out_channels`` the layer's.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, conv: nn.Module, mean: Any, std: Any, in_chans: int = 1):
         super().__init__()
@@ -488,9 +493,11 @@ def imagenet_weights(name: str) -> ImagenetWeights:
         hint = f"; its tags: {', '.join(tags[:8])}{' ...' if len(tags) > 8 else ''}" if tags else ""
         raise ConfigError(f"timm has no pretrained weights '{tagged}' for backbone '{name}'{hint}")
     cfg = get_pretrained_cfg(tagged)
+    assert cfg is not None
     if not (cfg.hf_hub_id or cfg.url):
         raise ConfigError(f"timm lists no download for the pretrained weights '{tagged}' of backbone '{name}'")
-    return ImagenetWeights(name, tagged, cfg.hf_hub_id or None, cfg.url or None, cfg.hf_hub_filename or None)
+    return ImagenetWeights(name, tagged, cfg.hf_hub_id or None, cast("str | None", cfg.url or None),
+                           cfg.hf_hub_filename or None)
 
 
 def fetch_imagenet_weights(name: str) -> tuple[ImagenetWeights, Path]:
@@ -553,6 +560,7 @@ def check_pretrained(name: str, pretrained: str | os.PathLike[str] | None) -> No
         if why is not None and weights.cached() is None:
             raise ConfigError(_cannot_fetch(weights, why, fetching=False))
         return
+    assert pretrained is not None
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise ConfigError(_file_not_found(path))
@@ -579,7 +587,7 @@ def _cannot_fetch(weights: ImagenetWeights, why: str, fetching: bool) -> str:
     )
 
 
-def _is_fetch_error(exc: BaseException) -> bool:
+def _is_fetch_error(exc: BaseException | None) -> bool:
     """A failure to reach or find the weights (the hub's ``LocalEntryNotFoundError`` and HTTP
     errors, urllib's, connection errors of the HTTP clients), as opposed to one loading them."""
     seen: set[int] = set()
@@ -652,18 +660,18 @@ def _quiet_matching_stem():
 def encode_multiscale(model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """``(intermediates, final)``: the multi-scale feature maps, shallow to deep (NCHW), and the
     output of ``model.forward_features(x)``, from one ``model.forward_intermediates(x)`` pass."""
-    final, intermediates = model.forward_intermediates(x)
+    final, intermediates = cast(Any, model).forward_intermediates(x)
     return list(intermediates), final
 
 
 def pooled_features(model: nn.Module, final: torch.Tensor) -> torch.Tensor:
     """Pooled pre-logits vector ``(B, num_pooled_features(model))`` from ``final``."""
-    return model.forward_head(final, pre_logits=True)
+    return cast(Any, model).forward_head(final, pre_logits=True)
 
 
 def classifier_logits(model: nn.Module, final: torch.Tensor) -> torch.Tensor:
     """Classifier logits from ``final``: ``(B,)`` when ``num_classes == 1``, else ``(B, K)``."""
-    return model.forward_head(final).squeeze(-1)
+    return cast(Any, model).forward_head(final).squeeze(-1)
 
 
 def num_pooled_features(model: nn.Module) -> int:
@@ -672,4 +680,4 @@ def num_pooled_features(model: nn.Module) -> int:
     ``model.head_hidden_size`` where timm defines it (it differs from ``model.num_features`` for
     models with a pre-logits layer, e.g. mobilenetv3: 576 vs 1024), else ``model.num_features``.
     """
-    return int(getattr(model, "head_hidden_size", None) or model.num_features)
+    return int(getattr(model, "head_hidden_size", None) or cast(Any, model).num_features)

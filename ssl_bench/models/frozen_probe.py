@@ -13,7 +13,7 @@ which :mod:`ssl_bench.models.classifiers` uses to rebuild them from ``model.pt``
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class FrozenBackboneClassifier(nn.Module):
     """A timm backbone (1 input channel) used as a frozen feature extractor."""
 
     def __init__(self, backbone: str, module: nn.Module | None = None,
-                 image_size: list[int] | tuple[int, int] | None = None):
+                 image_size: Sequence[int] | None = None):
         """``backbone``: the timm name (what ``model.pt`` records); ``module``: that backbone,
         trained (a fresh, randomly initialised one is built when omitted: ``load_state_dict``);
         ``image_size``: the run's ``(height, width)``, which sizes the backbones built for one
@@ -49,7 +49,7 @@ class FrozenBackboneClassifier(nn.Module):
         was_training = self.backbone.training
         self.backbone.eval()
         with torch.no_grad():
-            f = pooled_features(self.backbone, self.backbone.forward_features(x)).float()
+            f = pooled_features(self.backbone, cast(Any, self.backbone).forward_features(x)).float()
         self.backbone.train(was_training)
         return f
 
@@ -62,8 +62,13 @@ def _as64(a: Any, device: torch.device) -> torch.Tensor:
 class LinearProbeClassifier(FrozenBackboneClassifier):
     """Logistic regression on a frozen backbone's standardised pooled features."""
 
+    feature_mean: torch.Tensor
+    feature_scale: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, backbone: str = "resnet50", num_features: int | None = None,
-                 module: nn.Module | None = None, image_size: list[int] | None = None):
+                 module: nn.Module | None = None, image_size: Sequence[int] | None = None):
         super().__init__(backbone, module, image_size)
         if num_features is not None and int(num_features) != self.num_features:
             raise ValueError(f"backbone has {self.num_features} pooled features, not {num_features}")
@@ -102,9 +107,12 @@ class LinearProbeClassifier(FrozenBackboneClassifier):
 class KnnProbeClassifier(FrozenBackboneClassifier):
     """Cosine k-nearest neighbours on a frozen backbone's L2-normalised pooled features."""
 
+    train_features: torch.Tensor
+    train_labels: torch.Tensor
+
     def __init__(self, backbone: str = "resnet50", n_train: int = 1, k: int = 20,
                  num_features: int | None = None, module: nn.Module | None = None,
-                 image_size: list[int] | None = None):
+                 image_size: Sequence[int] | None = None):
         super().__init__(backbone, module, image_size)
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")

@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +33,10 @@ def backbone_feature_info(model: nn.Module) -> tuple[list[int], list[int]]:
     test_resnet, efficientnet_b0, convnext_atto, mobilenetv3, regnet, densenet, swin, vit);
     models without a usable ``feature_info`` are probed with one dummy forward pass.
     """
-    info = getattr(model, "feature_info", None)
+    info: Any = getattr(model, "feature_info", None)
     try:
-        chs = [int(f["num_chs"]) for f in info]  # type: ignore[union-attr]
-        reds = [int(f.get("reduction", 0)) for f in info]  # type: ignore[union-attr]
+        chs = [int(f["num_chs"]) for f in info]
+        reds = [int(f.get("reduction", 0)) for f in info]
         if chs:
             return chs, reds
     except (TypeError, KeyError):
@@ -56,7 +56,7 @@ def _probe_feature_info(model: nn.Module) -> tuple[list[int], list[int]]:
     model.eval()
     try:
         with torch.no_grad():
-            feats = model.forward_intermediates(x, intermediates_only=True)
+            feats = cast(Any, model).forward_intermediates(x, intermediates_only=True)
     finally:
         model.train(was_training)
     return [f.shape[1] for f in feats], [size[0] // f.shape[-2] for f in feats]

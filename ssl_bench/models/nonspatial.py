@@ -47,6 +47,9 @@ STATISTICS = ("mean", "std", "skewness", "kurtosis")
 class NonSpatialClassifier(nn.Module):
     """Logistic regression on the breast's intensity histogram and global statistics."""
 
+    feature_mean: torch.Tensor
+    feature_scale: torch.Tensor
+
     def __init__(self, bins: int = 32, threshold: float = 0.05):
         super().__init__()
         if int(bins) != bins or bins < 1:
@@ -82,14 +85,14 @@ class NonSpatialClassifier(nn.Module):
         regression (``coef_`` ``(1, F)`` or ``(F,)``, ``intercept_``)."""
         n = self.num_features
         as64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), device=self.feature_mean.device)
-        mean, scale, coef = as64(mean).reshape(-1), as64(scale).reshape(-1), as64(coef).reshape(1, -1)
-        if mean.numel() != n or scale.numel() != n or coef.shape[1] != n:
-            raise ValueError(f"expected {n} features, got mean {mean.numel()}, scale {scale.numel()}, "
-                             f"coef {coef.shape[1]}")
+        mean_t, scale_t, coef_t = as64(mean).reshape(-1), as64(scale).reshape(-1), as64(coef).reshape(1, -1)
+        if mean_t.numel() != n or scale_t.numel() != n or coef_t.shape[1] != n:
+            raise ValueError(f"expected {n} features, got mean {mean_t.numel()}, scale {scale_t.numel()}, "
+                             f"coef {coef_t.shape[1]}")
         with torch.no_grad():
-            self.feature_mean.copy_(mean)
-            self.feature_scale.copy_(scale)
-            self.linear.weight.copy_(coef)
+            self.feature_mean.copy_(mean_t)
+            self.feature_scale.copy_(scale_t)
+            self.linear.weight.copy_(coef_t)
             self.linear.bias.fill_(float(np.asarray(intercept, dtype=np.float64).reshape(-1)[0]))
 
     @torch.no_grad()

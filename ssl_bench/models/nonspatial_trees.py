@@ -39,6 +39,15 @@ _DTYPES = {"feature_idx": torch.int64, "num_threshold": torch.float64, "left": t
 class NonSpatialTreesClassifier(nn.Module):
     """Gradient-boosted trees on the position-free features (intensities, components, gradients, ...)."""
 
+    feature_idx: torch.Tensor
+    num_threshold: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    is_leaf: torch.Tensor
+    missing_go_to_left: torch.Tensor
+    value: torch.Tensor
+    baseline: torch.Tensor
+
     def __init__(self, threshold: float = position_free.THRESHOLD, n_trees: int = 0, n_nodes: int = 1,
                  features_version: int = position_free.FEATURES_VERSION):
         super().__init__()

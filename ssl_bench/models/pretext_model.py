@@ -19,6 +19,7 @@ backbone in one pass per size.
 from __future__ import annotations
 
 import copy
+from typing import Any, cast
 
 import torch
 from lightly.models.utils import deactivate_requires_grad
@@ -32,6 +33,9 @@ from .heads import UNetDecoder
 
 class PretextModel(nn.Module):
     """``backbone`` (a timm classifier) + the pretext head that ``pretext`` needs."""
+
+    head: nn.Module
+    teacher_steps: torch.Tensor
 
     def __init__(self, backbone: nn.Module, pretext: PretextTask):
         super().__init__()
@@ -64,7 +68,7 @@ class PretextModel(nn.Module):
         if self.kind == "image":
             intermediates, final = encode_multiscale(self.backbone, x)
             return self.head(intermediates, tuple(x.shape[-2:])), final
-        final = self.backbone.forward_features(x)
+        final = cast(Any, self.backbone).forward_features(x)
         return self.head(pooled_features(self.backbone, final)), final
 
     def forward(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -82,7 +86,7 @@ class PretextModel(nn.Module):
             with torch.no_grad():
                 for group in _same_size_runs(self._teacher_views(views)):
                     x = torch.cat(group) if len(group) > 1 else group[0]
-                    final = self.teacher_backbone.forward_features(x)
+                    final = cast(Any, self.teacher_backbone).forward_features(x)
                     out = self.teacher_head(pooled_features(self.teacher_backbone, final))
                     outputs += list(out.detach().split([v.shape[0] for v in group]))
         return outputs
@@ -112,7 +116,7 @@ class PretextModel(nn.Module):
         return out, classifier_logits(self.backbone, final)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return classifier_logits(self.backbone, self.backbone.forward_features(x))
+        return classifier_logits(self.backbone, cast(Any, self.backbone).forward_features(x))
 
 
 def _same_size_runs(views: list[torch.Tensor]) -> list[list[torch.Tensor]]:

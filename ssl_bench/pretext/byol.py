@@ -23,6 +23,8 @@ steps; our pretext stages are a few hundred steps, so the teacher must follow fa
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
@@ -95,4 +97,4 @@ class BYOL(PretextTask):
         )
 
     def teacher_head(self, head: nn.Module) -> nn.Module:
-        return head.projection
+        return cast(ProjectThenPredict, head).projection

@@ -37,6 +37,7 @@ freezes it for the first epoch).
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import torch
 from lightly.loss import DINOLoss
@@ -171,7 +172,7 @@ class DINO(PretextTask):
     def copy_teacher_head(self, head: nn.Module) -> nn.Module:
         """A new head with the student's weights (its weight-normalised last layer cannot be
         deep-copied)."""
-        in_features = head.layers[0].in_features
+        in_features = cast(DINOProjectionHead, head).layers[0].in_features
         teacher = self.build_embedding_head(in_features)
         teacher.load_state_dict(head.state_dict())
         return teacher

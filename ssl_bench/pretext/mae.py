@@ -143,9 +143,9 @@ class MaskedAutoencoderHead(nn.Module):
         super().__init__()
         self.encoder = RectangularMaskedViT(vit, weight_initialization="skip", pos_embed_initialization="skip")
         embed = vit.patch_embed
-        self.patch_size = tuple(int(p) for p in embed.patch_size)
+        self.patch_size = (int(embed.patch_size[0]), int(embed.patch_size[1]))
         self.image_size = tuple(int(s) for s in embed.img_size)
-        self.grid = tuple(int(g) for g in embed.grid_size)
+        self.grid = (int(embed.grid_size[0]), int(embed.grid_size[1]))
         if any(g * p != s for g, p, s in zip(self.grid, self.patch_size, self.image_size)):
             raise ConfigError(
                 f"pretext mae needs an image size that is a multiple of the backbone's patch size "

@@ -23,8 +23,8 @@ def ema_update(student: nn.Module, teacher: nn.Module, m: float | torch.Tensor) 
     if not isinstance(m, torch.Tensor):
         update_momentum(student, teacher, float(m))
         return
-    ema = list(teacher.parameters())
-    online = list(student.parameters())
+    ema: list[torch.Tensor] = list(teacher.parameters())
+    online: list[torch.Tensor] = list(student.parameters())
     if len(ema) != len(online):
         raise ValueError(f"teacher has {len(ema)} parameters, the network {len(online)}")
     torch._foreach_mul_(ema, m)

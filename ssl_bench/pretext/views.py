@@ -154,7 +154,7 @@ class MammoViews:
         out_scale: float = 1.0,
     ):
         if isinstance(crop_scale, (int, float)):
-            scale = (float(crop_scale), 1.0)
+            scale: tuple[float, ...] = (float(crop_scale), 1.0)
         else:
             scale = tuple(float(v) for v in crop_scale)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:

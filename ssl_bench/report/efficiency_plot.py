@@ -20,6 +20,7 @@ from .leaderboard import Report
 def efficiency_figure(report: Report) -> Figure:
     """One line per method of ``report.label_efficiency`` (fraction on a log axis)."""
     table = report.label_efficiency
+    assert table is not None
     fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import re
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,8 @@ def _signature(run: RunResult) -> str:
 
 
 def _mean_count(run: RunResult, key: str) -> float:
-    values = [run.stored_metrics[k].get(key) for k in run.completed_folds]
-    values = [float(v) for v in values if isinstance(v, (int, float))]
+    stored = [run.stored_metrics[k].get(key) for k in run.completed_folds]
+    values = [float(v) for v in stored if isinstance(v, (int, float))]
     return float(np.mean(values)) if values else math.nan
 
 
@@ -118,7 +119,7 @@ def baseline_tests(efficiency: pd.DataFrame, runs: dict[str, RunResult], baselin
     return out
 
 
-def has_curve(efficiency: pd.DataFrame | None) -> bool:
+def has_curve(efficiency: pd.DataFrame | None) -> TypeGuard[pd.DataFrame]:
     """Whether the runs hold a label-efficiency curve: some method at two or more fractions."""
     if efficiency is None or efficiency.empty:
         return False

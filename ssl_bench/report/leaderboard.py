@@ -178,7 +178,7 @@ def _find_baseline(runs: list[RunResult], baseline: str | None) -> RunResult | N
         return None
     exact = [r for r in runs if r.method == baseline]
     loose = [r for r in runs if r.method.lower() == baseline.lower()]
-    return (exact or loose or [None])[0]
+    return next(iter(exact or loose), None)
 
 
 def build_report(
@@ -197,14 +197,14 @@ def build_report(
     """Load run directories, check they are comparable, and build the leaderboard.
     ``baseline_required=False``: a baseline that is not among the runs is no note (the default
     baseline of ``ssl-bench report``, which the user did not ask for)."""
-    dirs = list(run_dirs)
-    if not dirs:
+    given = list(run_dirs)
+    if not given:
         raise UserError("no run directories given")
     if aggregate not in AGGREGATES:
         raise UserError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got '{aggregate}'")
     if n_boot < 100:
         raise UserError(f"--n-boot must be at least 100, got {n_boot}")
-    dirs, skipped = find_runs(dirs)
+    dirs, skipped = find_runs(given)
     key = {"pooled_auc": "oof_auc", "oof": "oof_auc"}.get(sort_by.lower(), sort_by.lower())
     if key not in SORT_KEYS:
         raise UserError(f"cannot sort by '{sort_by}'; choose one of {', '.join(SORT_KEYS)}")

@@ -69,16 +69,18 @@ def write_report(report: Report, path: str | Path, fmt: str, roc: dict[str, Path
                                                path.with_name(f"{path.stem}_label_efficiency.svg"))
         figures = dict(figures or {})
         if fmt == "md":
+            assert roc is not None
             for name, (applies, save) in SECTION_FIGURES.items():
                 if name not in figures and applies(report):
                     figures[name] = save(report, path.with_name(f"{path.stem}_{name}.png"),
                                          path.with_name(f"{path.stem}_{name}.svg"))
+            shown = efficiency if curve else None
             text = to_markdown(report, figure=roc["png"].name,
-                               efficiency_figure=efficiency["png"].name if curve else None,
+                               efficiency_figure=shown["png"].name if shown is not None else None,
                                figures={name: f["png"].name for name, f in figures.items()})
             written.update(roc)
-            if curve:
-                written.update({f"efficiency_{k}": v for k, v in efficiency.items()})
+            if shown is not None:
+                written.update({f"efficiency_{k}": v for k, v in shown.items()})
             written.update({f"{name}_{k}": v for name, f in figures.items() for k, v in f.items()})
         elif fmt == "csv":
             text = to_csv(report)

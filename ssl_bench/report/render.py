@@ -84,7 +84,7 @@ def describe_setup(report: Report) -> str:
     """One line: dataset and size per class, split, folds, seed, sort order."""
     ds = dataset_summary(report.runs)
     run = report.runs[0]
-    split = {"patient": "patient-grouped", "image": "image-level"}.get(run.data.get("split"))
+    split = {"patient": "patient-grouped", "image": "image-level"}.get(run.data.get("split", ""))
     sort = SORT_TITLES.get(report.sort_by, METRIC_TITLES.get(report.sort_by, report.sort_by))
     n = len(report.runs)
     return (f"{n} method{'s' if n != 1 else ''} · profile {profiles(report)} · dataset {ds['name']}: "
@@ -278,6 +278,7 @@ def efficiency_display(report: Report) -> pd.DataFrame:
     fold, pooled AUC [95% CI]; with a baseline, the difference from its curve at the same fraction
     and the p-value (Holm-adjusted in brackets)."""
     t = report.label_efficiency
+    assert t is not None
     out = pd.DataFrame({
         "Method": t["method"],
         "Label fraction": [f"{f:g}" for f in t["label_fraction"]],

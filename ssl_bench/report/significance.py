@@ -76,7 +76,7 @@ def compare_all(runs: list[RunResult], reference: RunResult, n_boot: int, seed: 
     for every run but the reference; Holm-adjusted over those methods."""
     others = [r for r in runs if r is not reference]
     results = [compare(reference, r, n_boot, seed) for r in others]
-    holm_auc = holm_adjust([c.p_auc for c in results]) if results else []
-    holm_acc = holm_adjust([c.p_accuracy for c in results]) if results else []
+    holm_auc: np.ndarray | list[float] = holm_adjust([c.p_auc for c in results]) if results else []
+    holm_acc: np.ndarray | list[float] = holm_adjust([c.p_accuracy for c in results]) if results else []
     return {r.method: {**c._asdict(), "p_auc_holm": float(ha), "p_accuracy_holm": float(hc)}
             for r, c, ha, hc in zip(others, results, holm_auc, holm_acc)}

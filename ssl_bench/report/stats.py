@@ -148,7 +148,8 @@ def delong_compare(labels, scores_a, scores_b, level: float = 0.95) -> DeLongCom
     return DeLongComparison(*_z_test(aucs, cov, level))
 
 
-def _z_test(aucs: np.ndarray, cov: np.ndarray, level: float) -> tuple[float, ...]:
+def _z_test(aucs: np.ndarray, cov: np.ndarray,
+            level: float) -> tuple[float, float, float, float, float, float, float, float]:
     """``(auc_a, auc_b, diff, se, z, p, ci_low, ci_high)`` of the Wald test of ``auc_a == auc_b``
     from the AUCs' 2 x 2 covariance matrix, with the zero-variance guard of :func:`delong_compare`.
     """

@@ -26,7 +26,7 @@ register throw-away components).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..registry import ALL_REGISTRIES, ensure_loaded
 from .common import PRETEXT_KINDS, SAMPLE_PRETEXTS, ContractError
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[..., Any]] = {
     "pretexts": check_pretext,
     "transfers": check_transfer,
     "networks": check_network,

@@ -105,7 +105,7 @@ def expect_gradients(params: list[torch.Tensor], what: str, where: str) -> None:
     expect(any(bool(g.abs().sum() > 0) for g in grads), what, f"the gradient in {where} is zero everywhere")
 
 
-def random_images(batch: int, size: tuple[int, int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def random_images(batch: int, size: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(batch, 1, *size, generator=g)
     labels = torch.arange(batch, dtype=torch.float32) % 2  # both classes, float32 like FitContext

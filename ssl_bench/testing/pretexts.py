@@ -114,6 +114,7 @@ def check_pretext(
             expect(isinstance(teacher_views, list) and len(teacher_views) > 0, what,
                     "teacher_views() must return a non-empty list of the views")
             expect(isinstance(teacher, nn.Module), what, "teacher_head(head) must return an nn.Module")
+            assert teacher is not None
             t_sizes = [v.shape[0] for v in teacher_views]
             xt = torch.randn(sum(t_sizes), features, generator=torch.Generator().manual_seed(2))
             with torch.no_grad():

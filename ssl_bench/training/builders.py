@@ -8,7 +8,7 @@ give plain fp32 modules and Adam, so results equal a plain PyTorch loop's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 import torch
 from lightly.utils.scheduler import cosine_schedule
@@ -51,7 +51,7 @@ class Builders:
         on CUDA (and capturable when steps are captured in CUDA graphs)."""
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         t = self.config.train
-        extra = {}
+        extra: dict[str, Any] = {}
         lr: float | torch.Tensor = t.lr
         if self.device.type == "cuda":
             extra = {"fused": True, "capturable": self.use_graphs}
@@ -92,13 +92,13 @@ class Builders:
         module = prepare_module(module, self.device, self.config.train.channels_last)
         self.modules.append(module)
         if compile and self.config.train.compile:
-            return torch.compile(module)
+            return cast(nn.Module, torch.compile(module))
         return module
 
     def compiled(self, fn: F_) -> F_:
         """``torch.compile(fn)`` when ``train.compile`` (e.g. a bound method such as
         ``backbone.forward_features``, or a step's forward function), else ``fn`` itself."""
-        return torch.compile(fn) if self.config.train.compile else fn
+        return cast(F_, torch.compile(fn)) if self.config.train.compile else fn
 
     def autocast(self):
         """The forward pass's autocast context (bf16 on CUDA; a no-op in fp32)."""

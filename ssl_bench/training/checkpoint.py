@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, cast
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ def state_problem(state) -> str | None:
 def rng_state(device: torch.device) -> dict:
     """The random states of torch (CPU, and CUDA on a CUDA device), numpy and Python, as tensors
     and plain values."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

@@ -70,6 +70,7 @@ class GraphedStep:
             self.eager_calls += 1
             return self.step(x, y)
         if self._graph is not None:
+            assert self._static_x is not None and self._static_y is not None and self._static_out is not None
             self._static_x.copy_(x)
             self._static_y.copy_(y)
             self._graph.replay()
@@ -86,6 +87,7 @@ class GraphedStep:
         return self._capture_and_replay(x, y)
 
     def _side_stream_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        assert self._stream is not None
         current = torch.cuda.current_stream(x.device)
         self._stream.wait_stream(current)
         with torch.cuda.stream(self._stream):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ class _RowBatches(Dataset):
 class _EpochPlan:
     """The sampler: the current epoch's batches of row numbers (set before each epoch)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.batches: list[np.ndarray] = []
 
     def __iter__(self):
@@ -127,7 +127,7 @@ class StreamedImages:
         """One DataLoader for the fold's life: its workers persist across epochs."""
         if self._loader is None:
             cuda = self.device.type == "cuda"
-            extra = {"persistent_workers": True, "prefetch_factor": 4} if self.workers > 0 else {}
+            extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": 4} if self.workers > 0 else {}
             self._loader = DataLoader(_RowBatches(self.source), batch_size=None, sampler=self._plan,
                                       num_workers=self.workers, pin_memory=cuda,
                                       generator=torch.Generator(),  # not the global one: results stay seeded

@@ -63,6 +63,7 @@ class TrainingLoop:
         first = self.checkpoints.resume_at(index, stage, epochs, self.history) \
             if self.checkpoints is not None else 0
         if first is None:  # finished before the checkpoint being resumed
+            assert self.checkpoints is not None and self.checkpoints.saved is not None
             return stage_losses(self.checkpoints.saved["history"], stage)
         if first and self.sink is not None:  # resumed: the tracker gets the restored epochs too, so
             for row in self.history:         # it holds the whole history (its folder starts empty)
@@ -89,9 +90,9 @@ class TrainingLoop:
             if count:
                 stacked = torch.stack(list(sums.values())).cpu() / count  # the epoch's one sync
                 last = dict(zip(sums, stacked.tolist()))
-                for k, v in last.items():
-                    if not math.isfinite(v):
-                        raise FloatingPointError(f"{stage}: loss {k} became {v}; lower train.lr")
+                for k, mean in last.items():
+                    if not math.isfinite(mean):
+                        raise FloatingPointError(f"{stage}: loss {k} became {mean}; lower train.lr")
             self.history.append({"stage": stage, "epoch": epoch + 1, **last, "lr": self.learning_rate(),
                                  "seconds": round(time.perf_counter() - started, 4)})
             if self.sink is not None:

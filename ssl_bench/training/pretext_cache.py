@@ -28,7 +28,7 @@ import fcntl
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import warnings
 
@@ -74,15 +74,20 @@ def read_checkpoint(path: Path, key: str) -> dict | None:
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        return _dropped(path, f"cannot be read ({' '.join(str(exc).split())[:120]})")
+        _dropped(path, f"cannot be read ({' '.join(str(exc).split())[:120]})")
+        return None
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-        return _dropped(path, "is not a ssl-bench pretext-stage checkpoint")
+        _dropped(path, "is not a ssl-bench pretext-stage checkpoint")
+        return None
     if record.get("version") != CHECKPOINT_VERSION:
-        return _dropped(path, "was written by an earlier version of ssl-bench")
+        _dropped(path, "was written by an earlier version of ssl-bench")
+        return None
     if record.get("key") != key:
-        return _dropped(path, "holds another stage than its name says")
+        _dropped(path, "holds another stage than its name says")
+        return None
     if record.get("state_sha256") != state_digest(record.get("state_dict")):
-        return _dropped(path, "is damaged (its checksum does not match its content)")
+        _dropped(path, "is damaged (its checksum does not match its content)")
+        return None
     return record["state_dict"]
 
 
@@ -112,7 +117,7 @@ def exclusive(path: Path):
         yield
 
 
-def cached_pretext_stage(ctx, build: Callable[[], nn.Module], train: Callable[[object, nn.Module], None]) -> nn.Module:
+def cached_pretext_stage(ctx, build: Callable[[], nn.Module], train: Callable[[Any, nn.Module], None]) -> nn.Module:
     """``build()`` the module the stage trains, then load its cached state or ``train(pool_ctx,
     module)`` it on a :class:`FitContext` over the pool and cache it (see module docstring).
     ``ctx`` is the fold's context; its ``pretext_pool`` says which pool and key."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import TaskID
 
 from ..console import progress_bar
 
@@ -16,7 +17,9 @@ class TrainingProgress:
     def __init__(self, console: Console | None = None, enabled: bool = True):
         self.enabled = enabled
         self._progress = progress_bar(console=console, enabled=enabled)
-        self._fold = self._epoch = self._step = None
+        self._fold: TaskID | None = None
+        self._epoch: TaskID | None = None
+        self._step: TaskID | None = None
         self._meanings: dict[str, str] = {}
         self._explained: set[str] = set()
 

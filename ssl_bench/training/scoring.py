@@ -4,11 +4,16 @@ Same fast path as training: batches moved (if not already there) and cast on the
 channels_last and bf16 autocast on CUDA, and one device-to-host copy at the end."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 
 from .device import autocast
+
+if TYPE_CHECKING:
+    from .images import StreamedImages
 
 
 @torch.no_grad()
@@ -20,7 +25,7 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 def predict_scores(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | StreamedImages,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     batch_size: int = 32,

@@ -6,6 +6,8 @@ and the frozen probes (``linear``, ``knn``) start from. A transfer builds on the
 """
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ from .pretext_cache import cached_pretext_stage
 
 def reset_classifier_head(backbone: nn.Module) -> None:
     """Replace the backbone's classifier by a freshly initialised 1-logit head (timm API)."""
-    backbone.reset_classifier(1)
+    cast(Any, backbone).reset_classifier(1)
 
 
 def pretext_stage(ctx: FitContext, model: PretextModel, epochs: int, stage: str = "pretext") -> None:

@@ -26,7 +26,7 @@ def _feed(h, value) -> None:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous().reshape(-1)
         h.update(f"T{t.dtype}{tuple(value.shape)}:".encode())
-        h.update(memoryview(t.view(torch.uint8).numpy()))
+        h.update(t.view(torch.uint8).numpy().data)
     elif isinstance(value, dict):
         h.update(f"D{len(value)}:".encode())
         for key, item in value.items():

@@ -116,6 +116,7 @@ class TensorBoardSink:
 
     def __init__(self, log_dir: str | Path, owner: str):
         tensorboard = require_backend("tensorboard")
+        assert tensorboard is not None
         self.log_dir = event_folder(log_dir, owner)
         self.writer = tensorboard.SummaryWriter(log_dir=str(self.log_dir))
 
@@ -145,6 +146,7 @@ class MlflowSink:
 
     def __init__(self, uri: str, experiment: str, run_name: str, config: dict[str, Any]):
         mlflow = require_backend("mlflow")
+        assert mlflow is not None
         self.entities = importlib.import_module("mlflow.entities")
         errors = importlib.import_module("mlflow.exceptions")
         self.client = mlflow.MlflowClient(tracking_uri=uri)
@@ -209,7 +211,7 @@ def open_sink(backend: str, target: str, run_name: str, fold: int, config: dict[
         return None
     try:
         if backend == "tensorboard":
-            sink = TensorBoardSink(target, owner)
+            sink: HistorySink = TensorBoardSink(target, owner)
         elif backend == "mlflow":
             sink = MlflowSink(target, run_name, f"fold-{fold}", config)
         else:

@@ -34,6 +34,8 @@ weighted its images' L_CT by ``1e-3`` each, the mean weights them like any other
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -75,8 +77,8 @@ class CollaborativeTransfer(TransferStrategy):
         self.hidden_dim = int(hidden_dim)
 
     def fit(self, ctx: FitContext) -> nn.Module:
-        pretext_net = ctx.new_pretext_network()
-        backbone = ctx.new_backbone()
+        pretext_net: Any = ctx.new_pretext_network()
+        backbone: Any = ctx.new_backbone()
         branch_p = ProjectionMLP(pretext_net.encoder_channels, self.hidden_dim, self.proj_dim)
         branch_d = ProjectionMLP(num_pooled_features(backbone), self.hidden_dim, self.proj_dim)
 

@@ -21,6 +21,8 @@ reproducing the scikit-learn model's probability; its ``architecture`` dict rebu
 """
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -90,7 +92,7 @@ class LinearProbe(FrozenTransfer):
         scaler, model = fit_scaled_logistic(features, labels, self.C, self.weights(ctx.config.train.pos_weight),
                                             self.max_iter)
         classifier.set_linear(scaler.mean_, scaler.scale_, model.coef_, model.intercept_)
-        classifier.fitted = (scaler, model)  # for inspection and tests; not part of the state_dict
+        cast(Any, classifier).fitted = (scaler, model)  # for inspection and tests; not part of the state_dict
         return classifier.eval()
 
 
@@ -120,5 +122,6 @@ class KnnProbe(FrozenTransfer):
         """Each training image scored leave-one-out, among the other training images (as a new image
         is scored); with itself among its neighbours every image would get at least 1/k of its own
         label, and the fold's operating point would be chosen on optimistic scores."""
-        probability = classifier.probability(frozen_features(classifier, ctx), leave_one_out=True)
-        return probabilities(classifier.logits(probability)).cpu().numpy().astype(np.float64)
+        knn = cast(KnnProbeClassifier, classifier)
+        probability = knn.probability(frozen_features(knn, ctx), leave_one_out=True)
+        return probabilities(knn.logits(probability)).cpu().numpy().astype(np.float64)

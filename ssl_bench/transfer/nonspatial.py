@@ -35,6 +35,8 @@ a training image's other views are no new image), or stratified only where the p
 """
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -137,8 +139,8 @@ class NonSpatial(TransferStrategy):
             model = self.trees(random_state).fit(features, labels, sample_weight=sample_weight)
         classifier = NonSpatialTreesClassifier.from_fitted(model, self.threshold).to(ctx.device)
         # for training_scores, inspection and tests; not part of the state_dict
-        classifier.fitted = model
-        classifier.fitted_on = (features, labels, sample_weight, random_state)
+        cast(Any, classifier).fitted = model
+        cast(Any, classifier).fitted_on = (features, labels, sample_weight, random_state)
         return classifier.eval()
 
     def training_scores(self, classifier: nn.Module, ctx: FitContext, batch_size: int) -> np.ndarray:

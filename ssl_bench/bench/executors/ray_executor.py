@@ -33,7 +33,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ...config import absolute_paths
 from ...errors import UserError
@@ -196,7 +196,8 @@ class RayExecutor(Executor):
             )
             imports = os.environ.get(IMPORT_ENV, "")
             jobs = [portable(job) for job in jobs]
-            state = {j: {"attempt": 0, "history": [], "start": time.perf_counter()} for j in jobs}
+            state: dict[Job, dict[str, Any]] = {j: {"attempt": 0, "history": [], "start": time.perf_counter()}
+                                                for j in jobs}
 
             def submit(job: Job) -> None:
                 state[job]["attempt"] += 1
