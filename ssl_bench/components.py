@@ -32,7 +32,15 @@ NEEDS: dict[str, tuple[Registry, Callable[[Config], str]]] = {
 
 
 def options(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Option name -> default of a component class or factory (keyword arguments only)."""
+    """Option name -> default of a component class or factory (keyword arguments only).
+
+    Args:
+        obj: a component class (its ``__init__`` is read) or a factory function.
+        exclude: parameter names to leave out, besides ``self``, ``*args`` and ``**kwargs``.
+
+    Returns:
+        Each remaining parameter's name mapped to its default, ``None`` for one without a default.
+    """
     target = obj.__init__ if inspect.isclass(obj) else obj
     out = {}
     for p in list(inspect.signature(target).parameters.values()):
@@ -43,12 +51,35 @@ def options(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def user_options(kind: str, obj: Any) -> dict[str, Any]:
-    """The options a user may set for a component of ``kind`` (without the toolkit's arguments)."""
+    """The options a user may set for a component of ``kind`` (without the toolkit's arguments).
+
+    Args:
+        kind: the registry's kind (``datasets``, ``networks``, ...); picks :data:`TOOLKIT_ARGUMENTS`.
+        obj: the component class or factory.
+
+    Returns:
+        Option name -> default, as :func:`options` gives them.
+    """
     return options(obj, exclude=TOOLKIT_ARGUMENTS.get(kind, ()))
 
 
 def check_options(name: str, obj: Any, given: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
-    """Validate and type-convert ``given`` options of component ``name``."""
+    """Validate and type-convert ``given`` options of component ``name``.
+
+    Args:
+        name: the component's registry name, used in the messages (``params.<name>.<option>``).
+        obj: the component class or factory whose signature declares the options.
+        given: the options the user set (``params.<name>``).
+        fixed: the arguments the toolkit passes itself; only their names are used (they are no options).
+
+    Returns:
+        ``given`` with each value converted to the type of the option's default where that default is a
+        bool, int, float or str and the value is not None; other values as given.
+
+    Raises:
+        ConfigError: an option the component does not have (the message lists the valid ones), or a
+            value that cannot be converted.
+    """
     valid = options(obj, exclude=tuple(fixed))
     out = {}
     for key, value in given.items():
@@ -63,7 +94,22 @@ def check_options(name: str, obj: Any, given: dict[str, Any], fixed: dict[str, A
 
 
 def build(registry: Registry, name: str, given: dict[str, Any], **fixed: Any) -> Any:
-    """``registry.get(name)(**fixed, **given)`` with ``given`` checked; any rejection is one line."""
+    """``registry.get(name)(**fixed, **given)`` with ``given`` checked; any rejection is one line.
+
+    Args:
+        registry: the registry ``name`` is looked up in.
+        name: the component's registry name.
+        given: the user's options, checked and converted by :func:`check_options`.
+        **fixed: the toolkit's own constructor arguments, passed as they are.
+
+    Returns:
+        What the registered class or factory returns.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered in ``registry``.
+        ConfigError: an unknown or unconvertible option, or a constructor that raised ``TypeError`` or
+            ``ValueError``.
+    """
     obj = registry.get(name)
     kwargs = check_options(name, obj, given, fixed)
     try:
@@ -73,14 +119,41 @@ def build(registry: Registry, name: str, given: dict[str, Any], **fixed: Any) ->
 
 
 def create(registry: Registry, name: str, cfg: Config, **fixed: Any) -> Any:
-    """Build component ``name`` with its ``params.<name>`` options from ``cfg``."""
+    """Build component ``name`` with its ``params.<name>`` options from ``cfg``.
+
+    Args:
+        registry: the registry ``name`` is looked up in.
+        name: the component's registry name.
+        cfg: the config whose ``params.<name>`` holds the user's options.
+        **fixed: the toolkit's own constructor arguments, passed as they are.
+
+    Returns:
+        The built component, as :func:`build` returns it.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered in ``registry``.
+        ConfigError: as :func:`build`.
+    """
     return build(registry, name, cfg.component_params(name), **fixed)
 
 
 def resolved_options(registry: Registry, name: str, cfg: Config) -> dict[str, Any]:
     """Every option component ``name`` is built with from ``cfg``: its constructor's defaults with
     its ``params.<name>`` over them, checked and converted as :func:`create` does (the toolkit's
-    own arguments left out). ``cfg.component_params(name)`` holds only the options a user set."""
+    own arguments left out). ``cfg.component_params(name)`` holds only the options a user set.
+
+    Args:
+        registry: the registry holding the component; its kind picks the toolkit's arguments to leave out.
+        name: the component's registry name.
+        cfg: the config whose ``params.<name>`` overrides the defaults.
+
+    Returns:
+        Option name -> value; an option without a default and not set holds ``None``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered in ``registry``.
+        ConfigError: an unknown option in ``params.<name>``, or a value that cannot be converted.
+    """
     obj = registry.get(name)
     kind = next((k for k, reg in REGISTRIES.items() if reg is registry), "")
     fixed = TOOLKIT_ARGUMENTS.get(kind, ())
@@ -88,7 +161,17 @@ def resolved_options(registry: Registry, name: str, cfg: Config) -> dict[str, An
 
 
 def check_params_section(cfg: Config) -> None:
-    """Every ``params.<name>`` must name a registered component and only its options."""
+    """Every ``params.<name>`` must name a registered component and only its options.
+
+    A name registered in several registries is checked against each of its components.
+
+    Args:
+        cfg: the config whose ``params`` section is checked.
+
+    Raises:
+        ConfigError: a ``params.<name>`` naming no registered component (the message lists the known
+            names), an option the component does not have, or a value that cannot be converted.
+    """
     for name, given in cfg.params.items():
         owners = [(kind, reg) for kind, reg in REGISTRIES.items() if name in reg]
         if not owners:
@@ -99,13 +182,31 @@ def check_params_section(cfg: Config) -> None:
 
 
 def needed_components(cfg: Config) -> list[tuple[Registry, str]]:
-    """``(registry, name)`` of every component the configured transfer declares it needs."""
+    """``(registry, name)`` of every component the configured transfer declares it needs.
+
+    Args:
+        cfg: the config; ``cfg.transfer`` names the transfer, and each need's :data:`NEEDS` entry reads
+            the component's name from it.
+
+    Returns:
+        One pair per entry of the transfer's ``needs``, in order; empty for a transfer without ``needs``.
+
+    Raises:
+        UnknownNameError: ``cfg.transfer`` is not a registered transfer.
+    """
     needs = getattr(TRANSFERS.get(cfg.transfer), "needs", ())
     return [(NEEDS[need][0], NEEDS[need][1](cfg)) for need in needs]
 
 
 def check_needed_components(cfg: Config) -> None:
-    """Fail on an unknown name among the components the transfer needs (e.g. ``--pretext-net``)."""
+    """Fail on an unknown name among the components the transfer needs (e.g. ``--pretext-net``).
+
+    Args:
+        cfg: the config naming the transfer and the components it needs.
+
+    Raises:
+        UnknownNameError: the transfer, or a component it needs, is not registered.
+    """
     for registry, name in needed_components(cfg):
         registry.get(name)
 
@@ -114,7 +215,17 @@ def run_name(cfg: Config) -> str:
     """The run directory's name: ``cfg.name``, else ``<pretext>-<transfer>`` followed by the
     components the transfer needs (``gsim-collab-unet``) and :func:`data_suffix`; then ``-f<fraction>`` when
     ``data.label_fraction`` is below 1 (``simclr-linear-f0.25``), so the runs of one method at
-    several label fractions are several run directories."""
+    several label fractions are several run directories.
+
+    Args:
+        cfg: the run's config.
+
+    Returns:
+        The folder name (checked as a folder name where the run directory is created, not here).
+
+    Raises:
+        UnknownNameError: without ``cfg.name``, a transfer that is not registered.
+    """
     base = cfg.name or "-".join([cfg.pretext, cfg.transfer, *(name for _, name in needed_components(cfg))]) \
         + data_suffix(cfg)
     return base + fraction_suffix(cfg)
@@ -123,7 +234,14 @@ def run_name(cfg: Config) -> str:
 def data_suffix(cfg: Config) -> str:
     """What the default run name adds for data other than k folds of one dataset:
     ``-pool-<dataset>`` (``--pretext-data``), ``-official`` (``--split official``),
-    ``-test-<dataset>`` (``--test-dataset``)."""
+    ``-test-<dataset>`` (``--test-dataset``).
+
+    Args:
+        cfg: the run's config.
+
+    Returns:
+        The parts that apply, in that order, each with its leading ``-``; ``""`` when none applies.
+    """
     parts = []
     if cfg.pretext_data.dataset:
         parts.append(f"pool-{cfg.pretext_data.dataset}")
@@ -135,13 +253,27 @@ def data_suffix(cfg: Config) -> str:
 
 
 def fraction_suffix(cfg: Config) -> str:
-    """``-f0.25`` for a run on a fraction of the training labels, ``""`` for all of them."""
+    """``-f0.25`` for a run on a fraction of the training labels, ``""`` for all of them.
+
+    Args:
+        cfg: the config; its ``data.label_fraction`` is read (formatted with ``:g``).
+
+    Returns:
+        ``-f<fraction>`` below 1, else ``""``.
+    """
     f = float(cfg.data.label_fraction)
     return "" if f >= 1.0 else f"-f{f:g}"
 
 
 def display_name(cfg: Config) -> str:
-    """The method's name in tables: its bench row (``cfg.method``), else the run name."""
+    """The method's name in tables: its bench row (``cfg.method``), else the run name.
+
+    Args:
+        cfg: the run's config.
+
+    Returns:
+        ``cfg.method`` followed by :func:`fraction_suffix`, or :func:`run_name` without a method.
+    """
     if cfg.method:
         return cfg.method + fraction_suffix(cfg)
     return run_name(cfg)

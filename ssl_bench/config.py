@@ -77,7 +77,20 @@ def _always(value: str) -> bool:
 def setting(default: Any = dataclasses.MISSING, *, role: str = RESULT,
             default_factory: Any = dataclasses.MISSING, path: Callable[[str], bool] | None = None) -> Any:
     """A config field with its ``role`` (one of :data:`ROLES`) and, for one holding a file system
-    path, ``path(value)``: whether a value is a path (relative: to the working folder)."""
+    path, ``path(value)``: whether a value is a path (relative: to the working folder).
+
+    Args:
+        default: the field's default.
+        role: what the setting changes, one of :data:`ROLES`.
+        default_factory: as in :func:`dataclasses.field`.
+        path: for a field holding a path, the test of whether a value is one; None for other fields.
+
+    Returns:
+        A :func:`dataclasses.field` with the role (and the path test) in its metadata.
+
+    Raises:
+        ValueError: ``role`` is not one of :data:`ROLES`.
+    """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     metadata: dict[str, Any] = {ROLE: role}
@@ -90,21 +103,46 @@ def path_field(default: Any = None, *, default_factory: Any = dataclasses.MISSIN
                when: Callable[[str], bool] = _always, role: str = RESULT) -> Any:
     """A config field holding a file system path (relative: to the working folder), for
     :func:`path_fields`; ``when(value)`` says whether a value is a path (``model.pretrained`` may
-    be a keyword instead)."""
+    be a keyword instead).
+
+    Args:
+        default: the field's default.
+        default_factory: as in :func:`dataclasses.field`; used instead of ``default`` when given.
+        when: the test of whether a value is a path (default: every value is).
+        role: what the setting changes, one of :data:`ROLES`.
+
+    Returns:
+        The field, as :func:`setting` makes it.
+    """
     if default_factory is not dataclasses.MISSING:
         return setting(default_factory=default_factory, role=role, path=when)
     return setting(default, role=role, path=when)
 
 
 def role_of(f: dataclasses.Field) -> str:
-    """The role a config field declares (:data:`RESULT` unless declared otherwise)."""
+    """The role a config field declares (:data:`RESULT` unless declared otherwise).
+
+    Args:
+        f: a field of a config dataclass.
+
+    Returns:
+        One of :data:`ROLES`.
+    """
     return f.metadata.get(ROLE, RESULT)
 
 
 def settings(section: Any, leaving: tuple[str, ...] = ()) -> dict[str, Any]:
     """A config (or one of its sections) as a plain dict, nested sections as dicts, without the
     fields whose role is in ``leaving``: ``settings(cfg.train, (VOLATILE, DOWNSTREAM))`` is what a
-    pretext stage depends on of the training settings."""
+    pretext stage depends on of the training settings.
+
+    Args:
+        section: a :class:`Config` or one of its section dataclasses.
+        leaving: the roles whose fields are left out, in nested sections too.
+
+    Returns:
+        A new dict; the values are deep copies.
+    """
     out: dict[str, Any] = {}
     for f in dataclasses.fields(section):
         if role_of(f) in leaving:
@@ -116,7 +154,16 @@ def settings(section: Any, leaving: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def without_roles(values: dict[str, Any], leaving: tuple[str, ...], cls: type | None = None) -> dict[str, Any]:
     """A copy of a config dict (as saved) without the fields of ``cls`` (default :class:`Config`)
-    whose role is in ``leaving``; keys ``cls`` does not know are kept (a comparison sees them)."""
+    whose role is in ``leaving``; keys ``cls`` does not know are kept (a comparison sees them).
+
+    Args:
+        values: a config dict, as saved or as ``Config.to_dict()`` gives it.
+        leaving: the roles whose fields are left out, in nested sections too.
+        cls: the config class whose fields declare the roles; default :class:`Config`.
+
+    Returns:
+        A new dict; the values are deep copies.
+    """
     cls = Config if cls is None else cls
     hints = _field_types(cls)
     declared = {f.name: f for f in dataclasses.fields(cls)}
@@ -133,18 +180,28 @@ def without_roles(values: dict[str, Any], leaving: tuple[str, ...], cls: type | 
 
 def weights_file(value: str) -> bool:
     """Whether a ``model.pretrained`` value is a weights file, not :data:`IMAGENET` or one of
-    :data:`NO_WEIGHTS`."""
+    :data:`NO_WEIGHTS`.
+
+    Args:
+        value: a ``model.pretrained`` value, compared stripped and in lower case.
+    """
     return value.strip().lower() not in (IMAGENET, *NO_WEIGHTS)
 
 
 def not_uri(value: str) -> bool:
     """Whether a ``log.uri`` is a local folder, not a URI with a scheme (``http://host:5000``,
-    ``sqlite:///run.db``; a one-letter scheme is a Windows drive)."""
+    ``sqlite:///run.db``; a one-letter scheme is a Windows drive).
+
+    Args:
+        value: a ``log.uri`` value.
+    """
     return len(urllib.parse.urlsplit(value).scheme) < 2
 
 
 @dataclass
 class DataConfig:
+    """The ``data.*`` settings: the images, their folds, and how they are loaded and cached."""
+
     dataset: str = "synthetic"
     root: str | None = path_field()
     image_size: tuple[int, int] = (768, 384)  # (height, width)
@@ -180,6 +237,8 @@ class PretextDataConfig:
 
 @dataclass
 class ModelConfig:
+    """The ``model.*`` settings: the backbone, its initialisation and the collab transfer's pretext network."""
+
     backbone: str = "resnet50"  # any timm model name
     # backbone initialisation: None/"none" random, "imagenet" timm's ImageNet weights (downloaded
     # into the Hugging Face cache unless there; models/backbones.py), or a local weights file;
@@ -190,6 +249,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The ``train.*`` settings of both stages: epochs, optimiser, schedule, precision, checkpoints."""
+
     epochs: int = setting(30, role=DOWNSTREAM)  # supervised / downstream epochs
     pretext_epochs: int = 30  # pretext stage of finetune
     # Ray Train workers of finetune's pretext stage (data-parallel; training/distributed.py); 1: this process
@@ -231,6 +292,8 @@ class LogConfig:
 
 @dataclass
 class Config:
+    """A run's whole configuration: the method, its sections and the component options (``params``)."""
+
     pretext: str = "none"
     transfer: str = "finetune"
     name: str | None = None  # run directory name; default from the method
@@ -249,9 +312,22 @@ class Config:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def component_params(self, name: str) -> dict[str, Any]:
+        """The options set for component ``name`` (``params.<name>``).
+
+        Args:
+            name: the component's registry name.
+
+        Returns:
+            A new dict of the options as set; ``{}`` when none are.
+        """
         return dict(self.params.get(name, {}))
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain dicts (:func:`dataclasses.asdict`), ``data.image_size`` as a list.
+
+        Returns:
+            A new dict, without the ``schema`` key that :func:`save_yaml` adds.
+        """
         d = dataclasses.asdict(self)
         d["data"]["image_size"] = list(self.data.image_size)
         return d
@@ -330,7 +406,21 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert ``value`` (a YAML value or a command-line string) to ``annotation``'s type."""
+    """Convert ``value`` (a YAML value or a command-line string) to ``annotation``'s type.
+
+    Args:
+        value: the value to convert.
+        annotation: the field's type: bool, int, float, str, a tuple (an image size, through
+            :func:`parse_image_size`) or a union of them; any other type takes ``value`` as it is.
+        key: the dotted key, for the messages.
+
+    Returns:
+        The converted value; for a union allowing None, None from None, ``none``, ``null`` or ``""``.
+
+    Raises:
+        ConfigError: the value cannot be converted (an int refuses a bool and a fractional float, a str
+            refuses a mapping or a list); for a union, the first member's message.
+    """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, getattr(types, "UnionType", None)):
@@ -388,7 +478,18 @@ MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 16, 8192
 
 
 def parse_image_size(value: Any, key: str = "image_size") -> tuple[int, int]:
-    """``"768x384"``, ``[768, 384]`` or ``(768, 384)`` -> ``(768, 384)`` (height, width)."""
+    """``"768x384"``, ``[768, 384]`` or ``(768, 384)`` -> ``(768, 384)`` (height, width).
+
+    Args:
+        value: a ``HEIGHTxWIDTH`` string (``x``, ``X`` or ``,`` between the sides) or a pair of integers.
+        key: the dotted key, for the messages.
+
+    Returns:
+        ``(height, width)``.
+
+    Raises:
+        ConfigError: not an image size, or a side outside :data:`MIN_IMAGE_SIDE`..:data:`MAX_IMAGE_SIDE`.
+    """
     if isinstance(value, str):
         m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", value)
         if not m:
@@ -407,7 +508,14 @@ def parse_image_size(value: Any, key: str = "image_size") -> tuple[int, int]:
 
 
 def parse_scalar(text: str) -> Any:
-    """A ``--set`` value for a component option: YAML scalar parsing (``3`` -> 3, ``true``...)."""
+    """A ``--set`` value for a component option: YAML scalar parsing (``3`` -> 3, ``true``...).
+
+    Args:
+        text: the value as given on the command line.
+
+    Returns:
+        The value :func:`yaml.safe_load` reads from ``text``, or ``text`` itself when it is not valid YAML.
+    """
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -415,7 +523,19 @@ def parse_scalar(text: str) -> Any:
 
 
 def set_value(cfg: Config, key: str, value: Any) -> None:
-    """Set a dotted key (``train.lr``, ``data.image_size``, ``params.gsim.d``) with type checks."""
+    """Set a dotted key (``train.lr``, ``data.image_size``, ``params.gsim.d``) with type checks.
+
+    Args:
+        cfg: the config, changed in place.
+        key: a dotted key; a section (``train``, ``params``, ``params.<name>``) takes a mapping whose
+            entries are set one by one.
+        value: converted by :func:`coerce` to the field's type; a component option given as a string is
+            parsed by :func:`parse_scalar` (component options are checked when the run is built).
+
+    Raises:
+        ConfigError: an unknown key (the message lists the valid ones), a section given no mapping, or a
+            value that cannot be converted.
+    """
     parts = key.split(".")
     if parts[0] == "params":
         if len(parts) == 1:
@@ -472,12 +592,26 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def valid_keys() -> list[str]:
+    """Every dotted key of :class:`Config` that :func:`set_value` sets one value of.
+
+    Returns:
+        The keys in field order, sections flattened; ``params.<component>.<option>`` stands for the
+        component options.
+    """
     return _valid_keys(Config)
 
 
 def path_fields(cls: type | None = None, prefix: str = "") -> dict[str, Callable[[str], bool]]:
     """The dotted keys of :class:`Config`'s fields declared by :func:`path_field` (``data.root``,
-    ...), each with its test of whether a value is a path."""
+    ...), each with its test of whether a value is a path.
+
+    Args:
+        cls: the config class or a section class; default :class:`Config`.
+        prefix: put before each key (the section's dotted name followed by ``.``).
+
+    Returns:
+        Dotted key -> the field's test of whether a value is a path.
+    """
     cls = Config if cls is None else cls
     found: dict[str, Callable[[str], bool]] = {}
     hints = _field_types(cls)
@@ -493,7 +627,16 @@ def absolute_paths(values: dict[str, Any], base: str | Path | None = None, cls: 
     """A copy of a config's ``values`` (``Config.to_dict()``; ``cls``: its class, default
     :class:`Config`) with each relative path of :func:`path_fields` made absolute against ``base``
     (default: the working folder), for a process that runs in another folder. Paths from ``~``
-    stay as they are (each machine's home)."""
+    stay as they are (each machine's home).
+
+    Args:
+        values: a config dict, as ``Config.to_dict()`` gives it.
+        base: the folder relative paths are against (``~`` expanded); default the working folder.
+        cls: the config class whose fields declare the paths; default :class:`Config`.
+
+    Returns:
+        A new dict; an empty value, or one the field's test says is no path (a URI, ``imagenet``), is kept.
+    """
     values = copy.deepcopy(values)
     for key, is_path in path_fields(cls).items():
         *sections, name = key.split(".")
@@ -509,13 +652,33 @@ def absolute_paths(values: dict[str, Any], base: str | Path | None = None, cls: 
 
 
 def apply_mapping(cfg: Config, mapping: dict[str, Any], prefix: str = "") -> None:
-    """Apply a nested mapping (from YAML) or a flat dotted one (a profile) onto ``cfg``."""
+    """Apply a nested mapping (from YAML) or a flat dotted one (a profile) onto ``cfg``.
+
+    Args:
+        cfg: the config, changed in place.
+        mapping: key -> value; each key is set through :func:`set_value`.
+        prefix: a dotted key put before each key of ``mapping``.
+
+    Raises:
+        ConfigError: as :func:`set_value`.
+    """
     for key, value in mapping.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         set_value(cfg, full, value)
 
 
 def parse_set_option(item: str) -> tuple[str, str]:
+    """Split one ``--set key=value`` item at its first ``=``.
+
+    Args:
+        item: the item as given on the command line.
+
+    Returns:
+        ``(key, value)``: the key stripped of spaces, the value as given.
+
+    Raises:
+        ConfigError: the item has no ``=``.
+    """
     if "=" not in item:
         raise ConfigError(f"--set expects key=value, got '{item}'")
     key, value = item.split("=", 1)
@@ -523,6 +686,18 @@ def parse_set_option(item: str) -> tuple[str, str]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (an empty file reads as ``{}``).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The mapping as :func:`yaml.safe_load` reads it.
+
+    Raises:
+        ConfigError: the file does not exist, cannot be read, is not UTF-8 text, is not valid YAML, or
+            holds no mapping at the top level.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
@@ -553,6 +728,23 @@ def build_config(
     layer's :func:`~ssl_bench.training.device.default_profile`: paper on CUDA, else quick).
     ``profile_over_file`` swaps the first two (bench files: the profile applies on top of the
     methods' settings, so ``--profile smoke`` shrinks every method).
+
+    Args:
+        profile: a key of :data:`PROFILES`, or None.
+        file_values: a config file's values; a run's saved ``config.yaml`` (with ``schema``, or with every
+            key of :data:`SAVED_KEYS`) goes through :func:`migrate` first.
+        flags: command-line values by dotted key; None values are left out.
+        sets: ``--set key=value`` items, applied in order.
+        profile_over_file: apply the file first and the profile over it.
+        default_profile: device (``flags``' or the file's ``device``, else ``auto``) -> profile name.
+
+    Returns:
+        The validated config; with one given split (:func:`single_fold`) ``data.folds`` is 1.
+
+    Raises:
+        ConfigError: an unknown profile or key, a value that cannot be converted, or a setting
+            :func:`validate` refuses.
+        TypeError: no profile is given or in the file, and no ``default_profile``.
     """
     file_values = copy.deepcopy(file_values or {})
     if "schema" in file_values or SAVED_KEYS <= set(file_values):  # a run's config.yaml: as it ran
@@ -600,6 +792,9 @@ def migrate(values: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         A new dict of the current schema (``values`` is not changed).
+
+    Raises:
+        ConfigError: ``schema`` is not a positive integer, or is later than :data:`CONFIG_SCHEMA`.
     """
     values = copy.deepcopy(values)
     schema = values.pop("schema", 1)
@@ -628,7 +823,17 @@ def migrate(values: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """A fully resolved config (``Config.to_dict()``, or a run's config.yaml of any schema, through
-    :func:`migrate`) as a Config."""
+    :func:`migrate`) as a Config.
+
+    Args:
+        values: the config dict.
+
+    Returns:
+        A validated :class:`Config`; settings missing from ``values`` keep their defaults.
+
+    Raises:
+        ConfigError: as :func:`migrate`, :func:`set_value` and :func:`validate`.
+    """
     cfg = Config()
     apply_mapping(cfg, migrate(values))
     validate(cfg)
@@ -637,7 +842,11 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 
 def single_fold(cfg: Config) -> bool:
     """Whether the run has one given train/test split instead of k drawn folds: the dataset's
-    official split (``data.split = official``) or a test dataset (``data.test_dataset``)."""
+    official split (``data.split = official``) or a test dataset (``data.test_dataset``).
+
+    Args:
+        cfg: the run's config.
+    """
     return cfg.data.split == "official" or bool(cfg.data.test_dataset)
 
 
@@ -649,6 +858,14 @@ def _same_folder(a: str | None, b: str | None) -> bool:
 
 
 def validate(cfg: Config) -> None:
+    """Check what the types alone do not: allowed values, ranges and combinations of settings.
+
+    Args:
+        cfg: the config to check.
+
+    Raises:
+        ConfigError: the first invalid setting or combination found, in one line naming it.
+    """
     parse_image_size(cfg.data.image_size, "data.image_size")  # within the bounds, however it was set
     if cfg.data.split not in ("patient", "image", "official"):
         raise ConfigError(f"data.split must be 'patient', 'image' or 'official', got '{cfg.data.split}'")
@@ -723,7 +940,18 @@ def validate(cfg: Config) -> None:
 
 def check_path_name(name: str, what: str = "name") -> str:
     """``name`` as one folder name inside an output folder: no separators, no ``..``, not absolute,
-    not hidden (hidden names are the run directory's temporary files)."""
+    not hidden (hidden names are the run directory's temporary files).
+
+    Args:
+        name: the name to check.
+        what: what the name is, for the message (``run name``).
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        ConfigError: ``name`` is empty, ``.`` or ``..``, starts with ``.``, or holds ``/``, ``\\``, ``:`` or NUL.
+    """
     if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in '/\\\0:'):
         raise ConfigError(f"{what} {name!r} cannot be used as a folder name: use letters, digits, "
                           f"'-', '_' or spaces, without '/', '\\', ':' or a leading '.'")
@@ -731,5 +959,10 @@ def check_path_name(name: str, what: str = "name") -> str:
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
-    """Write ``cfg`` fully resolved, with its :data:`CONFIG_SCHEMA` (read back through :func:`migrate`)."""
+    """Write ``cfg`` fully resolved, with its :data:`CONFIG_SCHEMA` (read back through :func:`migrate`).
+
+    Args:
+        cfg: the config.
+        path: the YAML file, written atomically (:func:`ssl_bench.fileio.atomic_write_text`).
+    """
     atomic_write_text(path, yaml.safe_dump({"schema": CONFIG_SCHEMA, **cfg.to_dict()}, sort_keys=False))

@@ -70,14 +70,33 @@ class Entry:
 
 
 class Registry:
-    """A name -> component table for one kind of component (e.g. ``pretexts``)."""
+    """A name -> component table for one kind of component (e.g. ``pretexts``).
+
+    Args:
+        kind: the kind, plural (``pretexts``); messages name one component by it without its last letter.
+    """
 
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, obj: Any = None) -> Callable[[Any], Any] | Any:
-        """Register ``obj`` under ``name``; used bare as a decorator ``@REG.register("name")``."""
+        """Register ``obj`` under ``name``; used bare as a decorator ``@REG.register("name")``.
+
+        A class (not a builtin type) gets ``name`` as its ``name`` attribute. A plugin's component
+        registered before any registry was used loads the built-ins and plugins first, so that a clash
+        is reported as this registration's.
+
+        Args:
+            name: the name to register under.
+            obj: the class or factory to register; ``None`` returns a decorator that registers its target.
+
+        Returns:
+            ``obj`` itself, or with ``obj`` None the decorator.
+
+        Raises:
+            DuplicateNameError: ``name`` is already registered here (the message names by whom).
+        """
         if obj is None:
             return lambda target: self.register(name, target)
         if not _loaded and ALL_REGISTRIES.get(self.kind) is self and not _is_builtin(obj):
@@ -95,9 +114,26 @@ class Registry:
         return obj
 
     def unregister(self, name: str) -> None:
+        """Remove ``name``; a name the registry does not hold is ignored.
+
+        Args:
+            name: the registered name.
+        """
         self._entries.pop(name, None)
 
     def get(self, name: str) -> Any:
+        """The component registered under ``name`` (built-ins and plugins are loaded first).
+
+        Args:
+            name: the registered name.
+
+        Returns:
+            The registered class or factory.
+
+        Raises:
+            UnknownNameError: no such name; the message suggests up to three close matches and the
+                ``ssl-bench list <kind>`` command.
+        """
         ensure_loaded()
         try:
             return self._entries[name].obj
@@ -110,13 +146,44 @@ class Registry:
             ) from None
 
     def create(self, name: str, **kwargs: Any) -> Any:
+        """Call the component registered under ``name`` with ``kwargs``.
+
+        Args:
+            name: the registered name.
+            **kwargs: passed to the class or factory unchecked (:func:`ssl_bench.components.build` checks).
+
+        Returns:
+            What the class or factory returns.
+
+        Raises:
+            UnknownNameError: no such name, as :meth:`get`.
+        """
         return self.get(name)(**kwargs)
 
     def entry(self, name: str) -> Entry:
+        """The :class:`Entry` of ``name``: the component and its origin.
+
+        Args:
+            name: the registered name.
+
+        Returns:
+            The entry recorded when ``name`` was registered.
+
+        Raises:
+            UnknownNameError: no such name, as :meth:`get`.
+        """
         self.get(name)
         return self._entries[name]
 
     def names(self, pattern: str = "*") -> list[str]:
+        """The registered names matching ``pattern`` (built-ins and plugins are loaded first).
+
+        Args:
+            pattern: a shell-style wildcard (:func:`fnmatch.fnmatch`); ``*`` matches every name.
+
+        Returns:
+            The matching names, sorted.
+        """
         ensure_loaded()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
@@ -186,7 +253,11 @@ def _current_origin(obj: Any = None) -> str:
 
 
 def plugin_entry_points() -> list[metadata.EntryPoint]:
-    """The installed entry points of group ``ssl_bench.plugins``, by name."""
+    """The installed entry points of group ``ssl_bench.plugins``, by name.
+
+    Returns:
+        The entry points sorted by their name; empty when no plugin is installed.
+    """
     return sorted(metadata.entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
 
 
@@ -204,7 +275,18 @@ def _one_line(exc: BaseException) -> str:
 
 def load_plugin(ep: metadata.EntryPoint) -> bool:
     """Import one plugin module (``ep.load()``); on failure roll back whatever it registered and
-    emit one :class:`PluginWarning` naming the plugin and the reason. True when it loaded."""
+    emit one :class:`PluginWarning` naming the plugin and the reason. True when it loaded.
+
+    Its outcome is recorded for :func:`plugin_status`. ``KeyboardInterrupt`` propagates; any other
+    exception, ``SystemExit`` included, is the plugin's failure.
+
+    Args:
+        ep: the plugin's entry point.
+
+    Returns:
+        True when the module loaded, or is being imported directly right now (that import reports its
+        own errors); False when it failed.
+    """
     label = _distribution_label(ep)
     importing = sys.modules.get(ep.module)
     if importing is not None and getattr(getattr(importing, "__spec__", None), "_initializing", False):
@@ -250,14 +332,25 @@ def ensure_loaded() -> None:
 
 
 def plugin_status() -> list[PluginStatus]:
-    """Every plugin entry point seen by :func:`ensure_loaded`, loaded or not, by name."""
+    """Every plugin entry point seen by :func:`ensure_loaded`, loaded or not, by name.
+
+    Returns:
+        One :class:`PluginStatus` per plugin, sorted by entry-point name.
+    """
     ensure_loaded()
     return [_status[name] for name in sorted(_status)]
 
 
 def summary(obj: Any) -> str:
     """The summary of a component's own docstring: its first paragraph, on one line
-    (a class without a docstring has none, even when its base class has one)."""
+    (a class without a docstring has none, even when its base class has one).
+
+    Args:
+        obj: a component class or factory.
+
+    Returns:
+        The summary, ``""`` when there is no docstring.
+    """
     return first_paragraph(obj.__doc__ if isinstance(getattr(obj, "__doc__", None), str) else "")
 
 
@@ -299,7 +392,14 @@ def _registered_in(tree: ast.Module) -> Iterator[tuple[str, str, str]]:
 @functools.lru_cache(maxsize=1)
 def builtin_catalogue() -> dict[str, tuple[Listed, ...]]:
     """Kind -> the built-in components by name, read from :data:`BUILTIN_MODULES` and the sibling modules
-    they import (``from . import a, b``), without importing any of them."""
+    they import (``from . import a, b``), without importing any of them.
+
+    Only ``@<REGISTRY>.register("name")`` decorators on top-level classes and functions are found; the
+    result is computed once per process.
+
+    Returns:
+        Kind (a key of :data:`REGISTRIES`) -> its :class:`Listed` rows, origin ``built-in``, sorted by name.
+    """
     found: dict[str, list[Listed]] = {kind: [] for kind in REGISTRIES}
     for module in BUILTIN_MODULES:
         source = _module_source(module)
@@ -316,7 +416,15 @@ def builtin_catalogue() -> dict[str, tuple[Listed, ...]]:
 def listing(kind: str, pattern: str = "*") -> list[Listed]:
     """The components of one registry matching ``pattern``, by name. Read from the source files
     while nothing has imported the registries and no plugin is installed (plugins register by
-    running their code, so they are imported, and the built-ins with them)."""
+    running their code, so they are imported, and the built-ins with them).
+
+    Args:
+        kind: a key of :data:`REGISTRIES` (``pretexts``, ``transfers``, ...).
+        pattern: a shell-style wildcard (:func:`fnmatch.fnmatch`); ``*`` matches every name.
+
+    Returns:
+        One :class:`Listed` row per matching component, sorted by name.
+    """
     if not _loaded and not plugin_entry_points():
         return [row for row in builtin_catalogue()[kind] if fnmatch.fnmatch(row.name, pattern)]
     reg = REGISTRIES[kind]
@@ -324,7 +432,14 @@ def listing(kind: str, pattern: str = "*") -> list[Listed]:
 
 
 def first_paragraph(doc: str | None) -> str:
-    """A docstring's first paragraph on one line (``doc`` cleaned as :func:`inspect.cleandoc`)."""
+    """A docstring's first paragraph on one line (``doc`` cleaned as :func:`inspect.cleandoc`).
+
+    Args:
+        doc: a docstring, or None.
+
+    Returns:
+        The text before the first blank line, whitespace runs joined to single spaces; ``""`` for None.
+    """
     doc = inspect.cleandoc(doc) if doc else ""
     return " ".join(doc.split("\n\n")[0].split())
 
@@ -337,6 +452,13 @@ def args_section(doc: str | None) -> dict[str, str]:
     An entry is a ``name: text`` line (``name (type): text`` and ``a, b: text`` too) indented under
     the section's heading; lines indented deeper than the entries continue the entry above them,
     and the section ends at the first non-blank line indented no deeper than its heading.
+
+    Args:
+        doc: a docstring, or None.
+
+    Returns:
+        Argument name -> its description joined to one line; ``a, b: text`` gives both names the text,
+        and leading ``*``/``**`` are dropped from a name.
     """
     lines = [(len(line) - len(line.lstrip()), line.strip())
              for line in inspect.cleandoc(doc or "").splitlines()]

@@ -87,7 +87,14 @@ _TEMP_CHECKPOINT = re.compile(r"^\.\.\d+\.checkpoint\.pt\..+")  # fileio.atomic_
 
 
 def to_json(data: Any) -> str:
-    """JSON with NaN written as null (valid JSON for every reader)."""
+    """JSON with NaN written as null (valid JSON for every reader).
+
+    Args:
+        data: JSON values in dicts, lists and tuples; every non-finite float (infinities too) becomes null.
+
+    Returns:
+        The JSON text, indented by 2, ending in a newline.
+    """
 
     def clean(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
@@ -102,7 +109,18 @@ def to_json(data: Any) -> str:
 
 
 def read_json(path: Path, null_is_nan: bool = False) -> dict[str, Any]:
-    """A JSON object from ``path``; ``null_is_nan`` turns top-level nulls back into NaN."""
+    """A JSON object from ``path``; ``null_is_nan`` turns top-level nulls back into NaN.
+
+    Args:
+        path: the JSON file.
+        null_is_nan: read a null value of a top-level key as NaN (how ``metrics.json`` stores NaN).
+
+    Returns:
+        The object as a dict.
+
+    Raises:
+        UserError: the file cannot be read, is not valid JSON, or holds no object.
+    """
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
@@ -118,12 +136,31 @@ def read_json(path: Path, null_is_nan: bool = False) -> dict[str, Any]:
 
 def text_digest(data: bytes) -> str:
     """The sha256 of a text file's bytes with CRLF line ends read as LF (a checkout that converts
-    line ends changes no value; any other change of any byte changes the digest)."""
+    line ends changes no value; any other change of any byte changes the digest).
+
+    Args:
+        data: the file's bytes.
+
+    Returns:
+        The hexadecimal sha256 digest.
+    """
     return hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest()
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    """A fold's ``predictions.csv``, checked: ids as strings, labels 0/1, finite scores."""
+    """A fold's ``predictions.csv``, checked: ids as strings, labels 0/1, finite scores.
+
+    Args:
+        path: the CSV file; it needs ``image_id``, ``label`` and ``score`` columns.
+
+    Returns:
+        A table with the columns of :data:`PREDICTION_COLUMNS`: ``patient_id`` is ``image_id`` where the
+        file has none, ``laterality`` ``""`` and ``calibrated`` NaN where the file lacks them (older runs).
+
+    Raises:
+        UserError: the file cannot be read, lacks a needed column, has no rows, or holds a score that is
+            not a finite number or a label other than 0 and 1 (the message names the line).
+    """
     try:
         df = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "laterality": str})
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -165,7 +202,15 @@ def comparable_config(config: dict, cls: type = Config) -> dict:
     """The settings of a config dict of the current schema (``Config.to_dict()``, or a saved one
     from :meth:`RunDir.read_config`) that decide a run's results: all but those whose role is
     volatile (:mod:`ssl_bench.config`), and the label budget only where a label fraction below 1
-    gives it something to decide. ``cls`` is the config's class (whose fields declare the roles)."""
+    gives it something to decide. ``cls`` is the config's class (whose fields declare the roles).
+
+    Args:
+        config: the config dict.
+        cls: the config's class; default :class:`~ssl_bench.config.Config`.
+
+    Returns:
+        A new dict of the settings compared.
+    """
     out = without_roles(config, (VOLATILE,), cls)
     if (out.get("data") or {}).get("label_fraction", 1.0) == 1.0:
         (out.get("train") or {}).pop("label_budget", None)
@@ -173,13 +218,24 @@ def comparable_config(config: dict, cls: type = Config) -> dict:
 
 
 def config_key(cfg: Config) -> str:
-    """A digest of the settings of ``cfg`` that decide a run's results (:func:`comparable_config`)."""
+    """A digest of the settings of ``cfg`` that decide a run's results (:func:`comparable_config`).
+
+    Args:
+        cfg: the run's config, compared as it would be saved (tuples as lists).
+
+    Returns:
+        The hexadecimal sha256 of those settings as JSON with sorted keys.
+    """
     as_saved = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # tuples become lists, as on disk
     return hashlib.sha256(json.dumps(comparable_config(as_saved, type(cfg)), sort_keys=True).encode()).hexdigest()
 
 
 class RunDir:
-    """Paths, writers and readers of one run directory."""
+    """Paths, writers and readers of one run directory.
+
+    Args:
+        path: the run directory, not checked (:meth:`create` and :meth:`open` check theirs).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -187,7 +243,20 @@ class RunDir:
     @classmethod
     def create(cls, out: str | Path, name: str) -> "RunDir":
         """``<out>/<name>/`` with its ``folds/`` folder, checked to lie directly inside ``out``
-        (``name`` is one folder name, not a path) and writable."""
+        (``name`` is one folder name, not a path) and writable.
+
+        Args:
+            out: the output folder (``~`` expanded); created when missing.
+            name: the run's name (:func:`ssl_bench.components.run_name`).
+
+        Returns:
+            The run directory; an existing one is reused as it is.
+
+        Raises:
+            ConfigError: ``name`` cannot be a folder name (:func:`~ssl_bench.config.check_path_name`).
+            UserError: the folder would lie outside ``out``, or cannot be created or written.
+            OutOfSpace: the device or the disk quota is full.
+        """
         parent = Path(out).expanduser()
         path = parent / check_path_name(name, "run name")
         if path.resolve().parent != parent.resolve():
@@ -206,7 +275,17 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
-        """An existing run directory (one with a ``config.yaml``), for reading."""
+        """An existing run directory (one with a ``config.yaml``), for reading.
+
+        Args:
+            path: the run directory.
+
+        Returns:
+            The run directory.
+
+        Raises:
+            UserError: ``path`` does not exist, is a file, or has no ``config.yaml``.
+        """
         p = Path(path)
         if not p.exists():
             raise UserError(f"run directory not found: {p}")
@@ -221,7 +300,15 @@ class RunDir:
         lock on ``<run>/.lock`` (released by the kernel when the process ends, even on
         ``kill -9``, so a lock is never stale). A second process gets one clear error line
         instead of mixing its folds or configuration into this run. On file systems without
-        ``flock`` (some network mounts) the run goes on unlocked."""
+        ``flock`` (some network mounts) the run goes on unlocked.
+
+        A run directory this process has claimed already is not locked again. The lock file records
+        the process id, the host and the time, which the second process's error names.
+
+        Raises:
+            UserError: another process holds the lock, or the lock file cannot be opened.
+            OutOfSpace: the device or the disk quota is full.
+        """
         key = str(self.path.resolve())
         if key in _CLAIMED:
             return  # this process holds it already (a second run in the same process)
@@ -262,17 +349,40 @@ class RunDir:
 
     @staticmethod
     def is_run(path: Path) -> bool:
+        """Whether ``path`` holds a ``config.yaml`` (is a run directory).
+
+        Args:
+            path: the folder to test.
+        """
         return (path / "config.yaml").is_file()
 
     # ---- folds ---------------------------------------------------------------------------
     def fold_dir(self, k: int) -> Path:
+        """Fold ``k``'s folder, ``folds/<k>`` (whether it exists or not).
+
+        Args:
+            k: the fold's index (0-based).
+        """
         return self.path / "folds" / str(k)
 
     def fold_done(self, k: int) -> bool:
+        """Whether fold ``k`` is complete: its :data:`RESULT_FILES` exist (``model.pt`` is not needed).
+
+        Args:
+            k: the fold's index (0-based).
+        """
         d = self.fold_dir(k)
         return all((d / f).is_file() for f in RESULT_FILES)
 
     def completed_folds(self, n_folds: int) -> list[int]:
+        """The complete folds (:meth:`fold_done`) among ``0 .. n_folds - 1``.
+
+        Args:
+            n_folds: the number of folds of the run.
+
+        Returns:
+            Their indices, ascending.
+        """
         return [k for k in range(n_folds) if self.fold_done(k)]
 
     def present_folds(self) -> list[int]:
@@ -282,9 +392,19 @@ class RunDir:
             if folds.is_dir() else []
 
     def checkpoint_path(self, k: int) -> Path:
+        """Fold ``k``'s training checkpoint, ``folds/.<k>.checkpoint.pt`` (whether it exists or not).
+
+        Args:
+            k: the fold's index (0-based).
+        """
         return self.path / "folds" / f".{k}.checkpoint.pt"
 
     def model_path(self, k: int) -> Path:
+        """Fold ``k``'s ``model.pt`` (whether it exists or not).
+
+        Args:
+            k: the fold's index (0-based).
+        """
         return self.fold_dir(k) / MODEL_FILE
 
     def write_fold(self, k: int, metrics: dict, predictions: pd.DataFrame, model: bytes,
@@ -293,7 +413,22 @@ class RunDir:
         it into place. ``model`` is the content of ``model.pt``
         (:func:`ssl_bench.experiment.model_file.model_bytes`): the run directory places it
         without knowing its format, which keeps torch out of reading a run. ``metrics.json``
-        gets the digest of ``predictions.csv`` (``predictions_sha256``)."""
+        gets the digest of ``predictions.csv`` (``predictions_sha256``).
+
+        A complete fold is never rewritten: when fold ``k`` is complete already, or another process
+        completes it meanwhile, its files stay and these are dropped. Either way the fold's checkpoint
+        is removed. On any failure, Ctrl-C included, nothing of the fold is kept.
+
+        Args:
+            k: the fold's index (0-based).
+            metrics: the fold's metrics, written to ``metrics.json`` (:func:`to_json`).
+            predictions: the fold's predictions, written to ``predictions.csv`` without the index.
+            model: the bytes of ``model.pt``.
+            history: the training history, written to ``history.csv``; None writes none.
+
+        Raises:
+            OutOfSpace: the device or the disk quota filled up while writing.
+        """
         final = self.fold_dir(k)
         if self.fold_done(k):  # never rewrite a completed fold
             self.checkpoint_path(k).unlink(missing_ok=True)
@@ -332,15 +467,48 @@ class RunDir:
         self.checkpoint_path(k).unlink(missing_ok=True)  # the fold is complete: nothing to resume
 
     def read_metrics(self, k: int) -> dict:
+        """Fold ``k``'s ``metrics.json``, nulls read as NaN.
+
+        Args:
+            k: the fold's index (0-based).
+
+        Returns:
+            The metrics as a dict.
+
+        Raises:
+            UserError: as :func:`read_json`.
+        """
         return read_json(self.fold_dir(k) / "metrics.json", null_is_nan=True)
 
     def read_predictions(self, k: int) -> pd.DataFrame:
+        """Fold ``k``'s ``predictions.csv``, checked as :func:`read_predictions` does.
+
+        Args:
+            k: the fold's index (0-based).
+
+        Returns:
+            The predictions table.
+
+        Raises:
+            UserError: as :func:`read_predictions`.
+        """
         return read_predictions(self.fold_dir(k) / "predictions.csv")
 
     def predictions_as_written(self, k: int, metrics: dict) -> bool | None:
         """Whether fold ``k``'s ``predictions.csv`` is, byte for byte (line ends aside), the file
         the run wrote, by the digest its ``metrics.json`` (``metrics``) recorded; None for a fold
-        written before the digest was recorded (nothing to compare with)."""
+        written before the digest was recorded (nothing to compare with).
+
+        Args:
+            k: the fold's index (0-based).
+            metrics: the fold's ``metrics.json`` as read (:meth:`read_metrics`).
+
+        Returns:
+            True when the digests match, False when not, None without a recorded digest.
+
+        Raises:
+            UserError: ``predictions.csv`` cannot be read.
+        """
         recorded = metrics.get(PREDICTIONS_DIGEST)
         if not isinstance(recorded, str):
             return None
@@ -351,16 +519,31 @@ class RunDir:
         return text_digest(data) == recorded
 
     def read_history(self, k: int) -> pd.DataFrame | None:
-        """Fold ``k``'s ``history.csv``, or None for runs written before it was recorded."""
+        """Fold ``k``'s ``history.csv``, or None for runs written before it was recorded.
+
+        Args:
+            k: the fold's index (0-based).
+
+        Returns:
+            The history table, or None when the fold has no ``history.csv``.
+        """
         path = self.fold_dir(k) / HISTORY_FILE
         return pd.read_csv(path) if path.is_file() else None
 
     def folds_with_model(self) -> list[int]:
+        """The folds (:meth:`present_folds`) whose folder holds a ``model.pt``, ascending."""
         return [k for k in self.present_folds() if self.model_path(k).is_file()]
 
     # ---- folds.csv -------------------------------------------------------------------------
     def record_folds(self, folds: pd.DataFrame) -> None:
-        """Write ``folds.csv``, or check that an existing one holds exactly these folds."""
+        """Write ``folds.csv``, or check that an existing one holds exactly these folds.
+
+        Args:
+            folds: the folds table (:data:`FOLD_COLUMNS`), written without its index.
+
+        Raises:
+            UserError: the existing ``folds.csv`` differs, or is damaged (:meth:`read_folds`).
+        """
         path = self.path / "folds.csv"
         if not path.exists():
             self.write_text("folds.csv", folds.to_csv(index=False))
@@ -368,7 +551,14 @@ class RunDir:
             raise UserError(f"{path} holds different folds than this run would use; choose another --out")
 
     def read_folds(self) -> pd.DataFrame:
-        """``folds.csv``, checked to be a folds table: a damaged one is one error line."""
+        """``folds.csv``, checked to be a folds table: a damaged one is one error line.
+
+        Returns:
+            The table, ids as strings.
+
+        Raises:
+            UserError: the file cannot be read, is not UTF-8 CSV, or lacks a column of :data:`FOLD_COLUMNS`.
+        """
         path = self.path / "folds.csv"
         remedy = "restore it, or delete it and the run writes it again from the data"
         try:
@@ -387,7 +577,15 @@ class RunDir:
         return folds
 
     def folds_match(self, image_ids: np.ndarray, fold_of: np.ndarray) -> bool:
-        """Whether ``folds.csv`` assigns exactly these images to exactly these folds."""
+        """Whether ``folds.csv`` assigns exactly these images to exactly these folds.
+
+        Args:
+            image_ids: the image ids, in the order of ``folds.csv``'s rows.
+            fold_of: each image's fold.
+
+        Raises:
+            UserError: ``folds.csv`` is missing or damaged (:meth:`read_folds`).
+        """
         saved = self.read_folds()
         return len(saved) == len(image_ids) and (saved["image_id"].to_numpy() == image_ids).all() \
             and (saved["fold"].to_numpy() == fold_of).all()
@@ -396,11 +594,25 @@ class RunDir:
     def read_config(self) -> dict:
         """The run's ``config.yaml`` as a plain dict (fully resolved), of the current schema
         (:func:`ssl_bench.config.migrate`: a run saved before a setting existed reads with the
-        value it ran with)."""
+        value it ran with).
+
+        Raises:
+            ConfigError: ``config.yaml`` cannot be read, is no YAML mapping, or is of a later schema.
+        """
         return migrate(load_yaml(self.path / "config.yaml"))
 
     def check_config(self, cfg: Config) -> None:
-        """Refuse to mix folds of two different configurations in one run directory."""
+        """Refuse to mix folds of two different configurations in one run directory.
+
+        Nothing is checked while the run directory has no ``config.yaml`` or no fold folder.
+
+        Args:
+            cfg: the config about to run here; compared as :func:`comparable_config` compares.
+
+        Raises:
+            UserError: the saved config differs in a setting that decides results (the message names
+                the differing top-level keys).
+        """
         if not (self.path / "config.yaml").exists() or not self.present_folds():
             return
         as_saved = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # tuples become lists, as on disk
@@ -413,27 +625,68 @@ class RunDir:
             )
 
     def write_config(self, cfg: Config) -> None:
+        """Write ``config.yaml`` (:func:`~ssl_bench.config.save_yaml`).
+
+        Args:
+            cfg: the run's fully resolved config.
+        """
         save_yaml(cfg, self.path / "config.yaml")
 
     # ---- other files ---------------------------------------------------------------------
     def read_optional_json(self, name: str) -> dict:
-        """``env.json`` or ``summary.json``, or ``{}`` when the file does not exist."""
+        """``env.json`` or ``summary.json``, or ``{}`` when the file does not exist.
+
+        Args:
+            name: the file's name inside the run directory.
+
+        Returns:
+            The JSON object as a dict.
+
+        Raises:
+            UserError: as :func:`read_json`.
+        """
         path = self.path / name
         return read_json(path) if path.is_file() else {}
 
     def write_json(self, name: str, data: dict) -> None:
+        """Write ``data`` as JSON (:func:`to_json`) into the run directory, atomically.
+
+        Args:
+            name: the file's name inside the run directory.
+            data: the JSON object.
+        """
         atomic_write_text(self.path / name, to_json(data))
 
     def write_text(self, name: str, text: str) -> None:
+        """Write ``text`` into the run directory, atomically.
+
+        Args:
+            name: the file's name inside the run directory.
+            text: the file's content.
+        """
         atomic_write_text(self.path / name, text)
 
     def failure_path(self, k: int) -> Path:
+        """Where a bench job's traceback of fold ``k`` goes, ``failed/fold-<k>.txt``.
+
+        Args:
+            k: the fold's index (0-based).
+        """
         return self.path / "failed" / f"fold-{k}.txt"
 
     def tracking_target(self, backend: str, uri: str | None, k: int) -> str:
         """Where fold ``k`` streams its training history (``--log``): for ``tensorboard`` the event
         folder, ``<uri>/<run name>/fold-<k>`` or ``<run>/logs/fold-<k>``; for ``mlflow`` the
-        tracking URI, ``uri`` or an SQLite store, ``sqlite:///<run>/mlflow.db``."""
+        tracking URI, ``uri`` or an SQLite store, ``sqlite:///<run>/mlflow.db``.
+
+        Args:
+            backend: ``tensorboard`` or ``mlflow`` (any value but ``mlflow`` gets an event folder).
+            uri: the ``log.uri`` setting, or None.
+            k: the fold's index (0-based).
+
+        Returns:
+            The event folder or the tracking URI, as a string.
+        """
         if backend == "mlflow":
             return uri or f"sqlite:///{(self.path.resolve() / MLFLOW_STORE).as_posix()}"
         parent = Path(uri).expanduser() / self.path.name if uri else self.path / LOGS_DIR
@@ -442,7 +695,14 @@ class RunDir:
     def remove_leftovers(self) -> list[Path]:
         """Delete what an interrupted process left half-written, and the checkpoints of complete
         folds; returns the paths removed. The checkpoint of an unfinished fold stays: it is what
-        that fold resumes from."""
+        that fold resumes from.
+
+        Removed: temporary fold folders and checkpoint files in ``folds/``, and temporary files of the
+        run directory's own files in it and in ``failed/``.
+
+        Returns:
+            The paths removed.
+        """
         removed = []
         folds = self.path / "folds"
         for p in folds.iterdir() if folds.is_dir() else ():
