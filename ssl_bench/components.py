@@ -32,7 +32,7 @@ NEEDS: dict[str, tuple[Registry, Callable[[Config], str]]] = {
 
 
 def options(obj: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Option name -> default of a component class or factory (keyword arguments only).
+    """Option name -> default of a component class or factory (its named parameters, not *args or **kwargs).
 
     Args:
         obj: a component class (its ``__init__`` is read) or a factory function.
