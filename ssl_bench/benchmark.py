@@ -29,7 +29,7 @@ from .bench.job import JobOutcome
 from .bench.plan import BenchPlan, default_out, load_plan
 from .bench.runner import BenchResult, run_bench
 from .config import Config
-from .report.leaderboard import DEFAULT_BASELINE, Report, build_report
+from .report.leaderboard import Report, build_report
 from .report.publish import write_leaderboard, write_seed_leaderboard
 from .training.device import default_profile
 
@@ -115,11 +115,11 @@ def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Pa
             by_seed.setdefault(run.config.seed, []).append(run.rundir.path)
     several_seeds = len({c.seed for c in plan.configs}) > 1
     for seed, complete in by_seed.items():
-        base_run = plan.baseline_run(seed, finished) if plan.baselines else DEFAULT_BASELINE
         note = plan.baseline_note(seed, finished)
         if note:
             outcome.baseline_notes[seed] = note
-        outcome.reports[seed] = build_report(complete, reference=reference, baseline=base_run)
+        outcome.reports[seed] = build_report(complete, reference=reference, baseline=plan.baseline_run(seed, finished),
+                                             control=plan.control_run(seed, finished))
         outcome.paths[seed] = write_leaderboard(outcome.reports[seed],
                                                 outcome.out / f"seed-{seed}" if several_seeds else outcome.out)
     if several_seeds and len(outcome.reports) > 1:

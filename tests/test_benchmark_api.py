@@ -45,3 +45,26 @@ def test_run_benchmark_writes_what_the_command_writes(tmp_path, monkeypatch):
     again = run_benchmark(TABLE2, profile="smoke", flags={"data.folds": 2}, only=ONLY, resume=True)
     assert again.result.skipped == 4 and again.result.outcomes == []
     pd.testing.assert_frame_equal(again.reports[0].table, report.table)
+
+
+def test_roles_are_declared_by_the_bench_file_not_read_from_names(tmp_path):
+    """The leaderboard's baseline and control come from the bench file's ``baseline:`` and
+    ``control:``; a method merely named Non-spatial is no control."""
+    import yaml
+
+    from ssl_bench.benchmark import plan_benchmark
+    from ssl_bench.errors import ConfigError
+
+    plan, _ = plan_benchmark(TABLE2, profile="smoke", flags={"out": str(tmp_path)})
+    assert plan.control == "Non-spatial" and plan.baselines == ("ResNet",)
+    assert plan.control_run(0) == "Non-spatial" and plan.baseline_run(0) == "ResNet"
+    data = yaml.safe_load(TABLE2.read_text())
+    del data["control"], data["baseline"]
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(data))
+    plan, _ = plan_benchmark(bare, profile="smoke", flags={"out": str(tmp_path)})
+    assert plan.control is None and plan.control_run(0) is None and plan.baseline_run(0) is None
+    data["control"] = "Non-spatal"
+    bare.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="control 'Non-spatal' is not one of its methods"):
+        plan_benchmark(bare, profile="smoke", flags={"out": str(tmp_path)})

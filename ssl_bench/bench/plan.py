@@ -11,7 +11,11 @@ A top-level ``baseline: <method>`` names the method the leaderboard tests the ot
 (default: ResNet, Table II's baseline); with label fractions, each curve is tested against the
 baseline's at the same fraction. A list, ``baseline: [Supervised-ImageNet, Supervised-random]``,
 is an order of preference: the first that ran to the end is the baseline (``--only`` may leave
-one out, or its jobs may fail, e.g. without its ImageNet weights), and the bench says which.
+one out, or its jobs may fail, e.g. without its ImageNet weights), and the bench says which. A
+file without ``baseline`` has no p-values against a baseline. A top-level ``control: <method>``
+names the control, the method every other must beat to show it reads lesions (Table II's
+``Non-spatial``); the leaderboard compares each method with it. Roles are declared, never read
+from a method's name.
 
 A top-level ``label_fractions: [0.1, 0.25, 0.5, 1.0]`` (or ``--label-fraction 0.1,0.25`` on the
 command line, which replaces it) runs every method at every fraction: one run directory per
@@ -55,6 +59,9 @@ class BenchPlan:
     configs: list[Config]
     #: the bench file's ``baseline``, in order of preference: the methods the others are tested against
     baselines: tuple[str, ...] = ()
+    #: the bench file's ``control``: the method every other must beat to show it reads lesions
+    #: (Table II's Non-spatial reference row); None without one
+    control: str | None = None
 
     @property
     def methods(self) -> list[str]:
@@ -85,6 +92,15 @@ class BenchPlan:
             return (f"baseline: {why}, so the leaderboard has no p-values against a baseline "
                     f"(name a method that ran with --baseline METHOD)")
         return f"baseline: {why}; the others are tested against {chosen} instead"
+
+    def control_run(self, seed: int | None = None, finished: Callable[[Config], bool] = lambda c: True
+                    ) -> str | None:
+        """The control's run as the report names it (of ``seed``, at its largest label fraction),
+        or None when the file names no control or its runs did not all finish."""
+        runs = [c for c in self.configs if c.method == self.control and (seed is None or c.seed == seed)]
+        if not runs or not all(finished(c) for c in runs):
+            return None
+        return display_name(max(runs, key=lambda c: c.data.label_fraction))
 
     def _baseline_runs(self, seed: int | None, finished: Callable[[Config], bool]) -> list[Config]:
         """The runs (of ``seed``) of the first preferred baseline method that all finished."""
@@ -131,10 +147,10 @@ def load_plan(
     """The bench file at ``path`` resolved into one config per method (x seed x label fraction);
     ``baseline`` (``--baseline``) replaces the file's baseline preference."""
     data = load_yaml(path)
-    unknown = set(data) - {"defaults", "methods", "description", "label_fractions", "baseline"}
+    unknown = set(data) - {"defaults", "methods", "description", "label_fractions", "baseline", "control"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, methods, "
-                          f"label_fractions, baseline")
+                          f"label_fractions, baseline, control")
     fractions = tuple(fractions) or _file_fractions(path, data.get("label_fractions"))
     methods = data.get("methods")
     if not isinstance(methods, dict) or not methods:
@@ -142,6 +158,9 @@ def load_plan(
     for name in only:
         _require_method(path, "--only", name, methods)
     baselines = _baselines(path, data.get("baseline"), methods, baseline)
+    control = data.get("control")
+    if control is not None and (not isinstance(control, str) or control not in methods):
+        raise ConfigError(f"{path}: control {control!r} is not one of its methods ({', '.join(methods)})")
     defaults = data.get("defaults") or {}
     configs = []
     for seed in seeds or (None,):
@@ -166,7 +185,7 @@ def load_plan(
     names = [run_name(c) for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two methods would write the same run directory")
-    return BenchPlan(Path(path), configs, baselines)
+    return BenchPlan(Path(path), configs, baselines, control)
 
 
 def _require_method(path, flag: str, name: str, methods: dict) -> None:

@@ -69,7 +69,7 @@ def _seeds(text: str | None) -> tuple[int, ...]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--baseline", default=None, metavar="METHOD",
               help="The method the others are tested against (default: the bench file's 'baseline', "
-                   "the first of its list that finished; else ResNet).")
+                   "the first of its list that finished; without one, no p-values).")
 @click.option("--label-fraction", "label_fraction", default=None, metavar="F[,F...]",
               help=LABEL_FRACTION_HELP + " Replaces the bench file's label_fractions.")
 @log_options
