@@ -15,15 +15,14 @@ from matplotlib.figure import Figure
 from ..experiment.clinical import net_benefit
 from ..experiment.metrics import decision_levels
 from .figures import png_bytes, save_figure
-from .leaderboard import Report
+from .leaderboard import Report, fold_thresholds
 
 #: threshold probabilities of the curve: the range where screening decisions are made
 THRESHOLDS = np.round(np.arange(0.01, 0.61, 0.01), 2)
 
 
 def _breasts(report: Report, run) -> tuple[np.ndarray, np.ndarray] | None:
-    thresholds = {k: float(run.stored_metrics[k].get("op_threshold", 0.5) or 0.5) for k in run.completed_folds}
-    levels = decision_levels(run.predictions, thresholds, report.aggregate)
+    levels = decision_levels(run.predictions, fold_thresholds(run), report.aggregate)
     if "breast" not in levels:
         return None
     groups, _, probability = levels["breast"]

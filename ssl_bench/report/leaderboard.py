@@ -129,7 +129,7 @@ def _summary_row(run: RunResult, aggregate: str, n_boot: int, seed: int) -> dict
     for m in METRICS:
         row[f"{m}_mean"] = _percent(mean[m])
         row[f"{m}_std"] = _percent(std[m])
-    thresholds = {k: _threshold(run.stored_metrics[k]) for k in run.completed_folds}
+    thresholds = fold_thresholds(run)
     pooled = pooled_with_intervals(run.predictions, thresholds, aggregate, n_boot, seed)
     for name, value in pooled.items():
         row[name.replace("auc", "oof_auc", 1) if name.startswith("auc") else name] = _percent(value)
@@ -149,6 +149,11 @@ def _threshold(metrics: dict) -> float:
     """A fold's operating threshold (0.5 for runs written before operating points existed)."""
     value = metrics.get("op_threshold", 0.5)
     return 0.5 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def fold_thresholds(run: RunResult) -> dict[int, float]:
+    """Each completed fold's operating threshold (:func:`_threshold`), as the pooled metrics take them."""
+    return {k: _threshold(run.stored_metrics[k]) for k in run.completed_folds}
 
 
 def _per_fold(run: RunResult) -> pd.DataFrame:
