@@ -5,7 +5,6 @@ calling every breast malignant and calling none. A method is worth using at the 
 its curve lies above both."""
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from matplotlib.figure import Figure
 
 from ..experiment.clinical import net_benefit
 from ..experiment.metrics import decision_levels
-from .figures import png_bytes, save_figure
+from .figures import figure_files
 from .leaderboard import Report, fold_thresholds
 
 #: threshold probabilities of the curve: the range where screening decisions are made
@@ -62,9 +61,4 @@ def decision_curve_figure(report: Report) -> Figure:
 
 def save_decision_curve(report: Report, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:
     """Write the decision curves as PNG (150 dpi) and SVG; returns ``{"png", "svg"} -> path``."""
-    png_path, svg_path = save_figure(decision_curve_figure(report), png, svg)
-    return {"png": png_path, **({"svg": svg_path} if svg_path else {})}
-
-
-def decision_curve_base64(report: Report) -> str:
-    return base64.b64encode(png_bytes(decision_curve_figure(report))).decode("ascii")
+    return figure_files(decision_curve_figure(report), png, svg)

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from .figures import png_bytes, save_figure
+from .figures import figure_files, png_bytes
 from .leaderboard import Report
 
 
@@ -52,8 +52,7 @@ def efficiency_figure(report: Report) -> Figure:
 def save_label_efficiency(report: Report, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:
     """Write the figure as PNG (150 dpi) and SVG; returns ``{"png", "svg"} -> path``."""
     fig = efficiency_figure(report)
-    png_path, svg_path = save_figure(fig, png, svg)
-    return {"png": png_path, **({"svg": svg_path} if svg_path else {})}
+    return figure_files(fig, png, svg)
 
 
 def efficiency_png(report: Report, dpi: int = 150) -> bytes:

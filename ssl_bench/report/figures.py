@@ -26,3 +26,9 @@ def png_bytes(fig: Figure, dpi: int = 150) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata=PNG_META)
     return buf.getvalue()
+
+
+def figure_files(fig: Figure, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:
+    """:func:`save_figure`, as the ``{"png", "svg"} -> path`` that the report's writers pass around."""
+    png_path, svg_path = save_figure(fig, png, svg)
+    return {"png": png_path, **({"svg": svg_path} if svg_path else {})}

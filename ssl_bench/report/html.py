@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from html import escape
+from typing import Callable
 
 import pandas as pd
 
@@ -37,10 +38,11 @@ from .render import (
 )
 from .leaderboard import REFERENCE_LABEL, Report
 from .efficiency_plot import efficiency_png
-from .decision_curve import decision_curve_base64, has_breasts
-from .reliability import has_calibrated, reliability_base64
+from .decision_curve import decision_curve_figure, has_breasts
+from .reliability import has_calibrated, reliability_figure
 from .label_efficiency import has_curve
-from .roc import png_base64
+from .figures import png_bytes
+from .roc import report_figure
 
 CSS = """
 :root { --ink: #1d2433; --muted: #5b6475; --line: #d9dee7; --head: #f3f5f9; --accent: #2557a7;
@@ -87,6 +89,11 @@ dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 footer { margin-top: 36px; font-size: 12px; }
 @media print { main { max-width: none; padding: 0; } h2 { break-after: avoid; } }
 """
+
+
+def _base64(png: bytes | None, draw: Callable[[], bytes]) -> str:
+    """A figure's PNG for an ``<img src="data:...">``: ``png`` when the caller rendered it already, else ``draw()``."""
+    return base64.b64encode(png if png is not None else draw()).decode("ascii")
 
 
 def _table(df: pd.DataFrame, css: str = "", cell_classes=None, row_classes=None) -> str:
@@ -177,7 +184,7 @@ def _clinical(report: Report, decision_png: bytes | None = None) -> str:
 def _decision_curve(report: Report, png: bytes | None) -> str:
     if not has_breasts(report):
         return ""
-    img = base64.b64encode(png).decode("ascii") if png is not None else decision_curve_base64(report)
+    img = _base64(png, lambda: png_bytes(decision_curve_figure(report)))
     return ("<div class=\"figure-row\"><figure><img alt=\"Net benefit per breast against the threshold "
             f"probability, one line per method\" src=\"data:image/png;base64,{img}\"></figure></div>")
 
@@ -231,7 +238,7 @@ def _efficiency(report: Report, png: bytes | None) -> str:
     """The label-efficiency section (figure embedded, then its table), when the runs hold a curve."""
     if not has_curve(report.label_efficiency):
         return ""
-    img = base64.b64encode(png if png is not None else efficiency_png(report)).decode("ascii")
+    img = _base64(png, lambda: efficiency_png(report))
     return ("<h2>Label efficiency</h2><div class=\"figure-row\"><figure>"
             f"<img alt=\"Pooled out-of-fold AUC against the label fraction, one line per method\" "
             f"src=\"data:image/png;base64,{img}\"><figcaption>{escape(EFFICIENCY_NOTE)}</figcaption>"
@@ -243,7 +250,7 @@ def _calibration(report: Report, png: bytes | None) -> str:
     recorded calibrated probabilities."""
     if not has_calibrated(report):
         return ""
-    img = base64.b64encode(png).decode("ascii") if png is not None else reliability_base64(report)
+    img = _base64(png, lambda: png_bytes(reliability_figure(report)))
     return (f"<h2>Calibration</h2><p class=\"muted\">{escape(CALIBRATION_NOTE)}</p>"
             + _table(calibration_display(report), "clinical")
             + "<div class=\"figure-row\"><figure><img alt=\"Reliability diagrams of the raw and the calibrated "
@@ -256,7 +263,7 @@ def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None =
     already (else it is drawn here); ``efficiency``: likewise the label-efficiency figure, and
     ``figures`` the sections' figures by name (``reliability``, ``decision_curve``)."""
     figures = figures or {}
-    img = base64.b64encode(png).decode("ascii") if png is not None else png_base64(report)
+    img = _base64(png, lambda: png_bytes(report_figure(report)))
     caption = ("One ROC curve per method over all held-out images of all folds (pooled out-of-fold "
                "scores), as Fig. 4 of the TSBN paper; the legend gives each pooled AUC.")
     title = f"ssl-bench {report_title(report)[0].lower()}{report_title(report)[1:]}"

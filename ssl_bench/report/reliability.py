@@ -5,7 +5,6 @@ calibrated on each fold's training images on the right (:mod:`ssl_bench.experime
 A calibrated model lies on the diagonal."""
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..experiment.calibration import reliability_curve
-from .figures import png_bytes, save_figure
+from .figures import figure_files
 from .leaderboard import Report
 
 
@@ -48,9 +47,4 @@ def has_calibrated(report: Report) -> bool:
 
 def save_reliability(report: Report, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:
     """Write the reliability diagram as PNG (150 dpi) and SVG; returns ``{"png", "svg"} -> path``."""
-    png_path, svg_path = save_figure(reliability_figure(report), png, svg)
-    return {"png": png_path, **({"svg": svg_path} if svg_path else {})}
-
-
-def reliability_base64(report: Report) -> str:
-    return base64.b64encode(png_bytes(reliability_figure(report))).decode("ascii")
+    return figure_files(reliability_figure(report), png, svg)

@@ -5,7 +5,6 @@ as PNG and SVG with fixed metadata so reruns produce identical files.
 """
 from __future__ import annotations
 
-import base64
 import math
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from .figures import png_bytes, save_figure
+from .figures import figure_files
 from .leaderboard import Report, pooled_curves
 
 _STYLES = ("-", "--", "-.", ":")
@@ -58,10 +57,4 @@ def report_figure(report: Report) -> Figure:
 def save_roc(report: Report, png: str | Path, svg: str | Path | None = None) -> dict[str, Path]:
     """Write the report's ROC figure as PNG (150 dpi) and SVG; returns ``{"png", "svg"} -> path``."""
     fig = report_figure(report)
-    png_path, svg_path = save_figure(fig, png, svg)
-    return {"png": png_path, **({"svg": svg_path} if svg_path else {})}
-
-
-def png_base64(report: Report, dpi: int = 150) -> str:
-    """The ROC figure as base64 PNG, for embedding in a self-contained HTML page."""
-    return base64.b64encode(png_bytes(report_figure(report), dpi)).decode("ascii")
+    return figure_files(fig, png, svg)
