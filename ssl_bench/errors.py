@@ -20,3 +20,8 @@ class ToolkitWarning(UserWarning):
 
 class DataWarning(ToolkitWarning):
     """Inputs that load but carry little to learn from (tiny or blank images)."""
+
+
+def exception_text(exc: BaseException, limit: int = 120) -> str:
+    """An exception's message on one line (whitespace runs as one space), cut at ``limit`` characters."""
+    return " ".join(str(exc).split())[:limit]

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from ..console import make_console, progress_bar
-from ..errors import DataError, ToolkitWarning
+from ..errors import DataError, ToolkitWarning, exception_text
 from ..fileio import OutOfSpace, atomic_write, atomic_write_text, file_sha256
 from .problem import Problem
 from .preprocess import PREPROCESS_VERSION, preprocess_file
@@ -281,7 +281,7 @@ def verified_shard(folder: Path, name: str, size: tuple[int, int]) -> tuple[dict
         del array
         checksum = shard_checksum(data, keys, failed)
     except (OSError, ValueError, KeyError, TypeError) as exc:  # truncated, not JSON, not an array
-        return None, f"cannot be read ({' '.join(str(exc).split())[:120]})"
+        return None, f"cannot be read ({exception_text(exc)})"
     if shape != (len(keys), *size) or dtype != np.float16:
         return None, f"holds a {dtype} array of shape {shape} where {len(keys)} images of {size[0]}x{size[1]} belong"
     if checksum != meta["sha256"]:
@@ -306,7 +306,7 @@ def _read_index(path: Path, folder: Path, size: tuple[int, int], keys: list[str]
             return None  # the build reports the shard, makes its images again and rewrites the index
         problem = _index_problem(index, keys, dict(zip(names, found)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        problem = f"cannot be read ({' '.join(str(exc).split())[:120]})"
+        problem = f"cannot be read ({exception_text(exc)})"
     if problem:
         _warn(f"cache: index {path} {problem}: dropped, rebuilt from the shards")
         return None

@@ -22,7 +22,7 @@ import warnings
 import torch
 
 from ..config import Config
-from ..errors import ToolkitWarning
+from ..errors import ToolkitWarning, exception_text
 from ..fileio import OutOfSpace, atomic_write
 from ..training.state_digest import state_digest
 from .rundir import RunDir, config_key
@@ -59,7 +59,7 @@ class FoldCheckpointFile:
         try:
             record = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # unreadable (truncated, not ours, another torch): training from the start is safe
-            self._drop(f"cannot be read ({' '.join(str(exc).split())[:120]})")
+            self._drop(f"cannot be read ({exception_text(exc)})")
             return None
         if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
             self._drop("is not a ssl-bench checkpoint")

@@ -66,7 +66,7 @@ import pandas as pd
 import yaml
 
 from ..config import VOLATILE, Config, check_path_name, load_yaml, migrate, save_yaml, without_roles
-from ..errors import UserError
+from ..errors import UserError, exception_text
 from ..fileio import atomic_write_text, out_of_space_error
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
@@ -566,7 +566,7 @@ class RunDir:
         except UnicodeDecodeError:
             raise UserError(f"{path} is damaged (not UTF-8 text, not a folds table); {remedy}") from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            reason = " ".join(str(exc).split())[:120]
+            reason = exception_text(exc)
             raise UserError(f"{path} is damaged (not a folds table: {reason}); {remedy}") from None
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -35,7 +35,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..errors import ToolkitWarning
+from ..errors import ToolkitWarning, exception_text
 from ..fileio import atomic_write
 from .state_digest import state_digest
 
@@ -74,7 +74,7 @@ def read_checkpoint(path: Path, key: str) -> dict | None:
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        _dropped(path, f"cannot be read ({' '.join(str(exc).split())[:120]})")
+        _dropped(path, f"cannot be read ({exception_text(exc)})")
         return None
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         _dropped(path, "is not a ssl-bench pretext-stage checkpoint")
