@@ -18,7 +18,8 @@ from ssl_bench.errors import ConfigError
 from ssl_bench.models.backbones import create_backbone, takes_image_size
 from ssl_bench.models.classifiers import build_classifier
 from ssl_bench.models.pretext_model import PretextModel
-from ssl_bench.pretext.mae import MAE, masked_patch_loss, patchify, random_patch_mask, sincos_grid_embedding, unpatchify
+from ssl_bench.pretext.mae import MAE, masked_patch_loss
+from ssl_bench.pretext.vit import patchify, random_patch_mask, sincos_grid_embedding, unpatchify
 
 SIZE = (64, 32)  # the smoke profile's (height, width)
 

@@ -18,13 +18,7 @@ Built on lightly: ``MaskedVisionTransformerTIMM`` (the encoder on the visible to
 timm's initialisation and learned position embedding, the ones it is fine-tuned with),
 ``MaskedVisionTransformerDecoderTIMM`` (lightly 1.6's decoder; its ``MAEDecoderTIMM`` is
 deprecated), ``random_token_mask``, ``get_at_index``, ``set_at_index`` and ``repeat_token``.
-lightly assumes square images in three places, and mammograms are rectangular (64x32 in the
-smoke profile, 768x384 in the paper's): ``patchify`` (:func:`patchify` here handles any
-``(height, width)`` and patch shape, with lightly's patch and pixel order), the sine-cosine
-embedding of the decoder (built here on the rectangular grid with lightly's
-``get_2d_sine_cosine_positional_embedding_from_grid``), and the position embedding of a ViT
-built with ``dynamic_img_size`` (:class:`RectangularMaskedViT` adds the ViT's own embedding, for
-the image size it was built for: the toolkit builds ViTs for the run's image size).
+Rectangular mammograms (lightly assumes square images) through :mod:`ssl_bench.pretext.vit`.
 
 Choices for small sets of 1-channel mammograms: the decoder is 2 blocks of width 128 with 4 heads
 (the paper's 8 blocks of 512 are for ViT-L on ImageNet; its ablation finds 1 block fine for
@@ -34,65 +28,17 @@ paper's ImageNet images have no such patches; it turns it on there).
 """
 from __future__ import annotations
 
-import numpy as np
-import timm
 import torch
 from lightly.models import utils as lightly_utils
-from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVisionTransformerTIMM
+from lightly.models.modules import MaskedVisionTransformerDecoderTIMM
 from lightly.models.modules.masked_vision_transformer_timm import init_weights
-from timm.models import is_model_in_modules
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..errors import ConfigError
 from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
-
-#: timm modules whose models are the ``VisionTransformer`` that lightly's masked encoder wraps
-VIT_MODULES = ("vision_transformer",)
-
-
-def vit_required(backbone: str) -> str:
-    """The one line that refuses a backbone MAE cannot train."""
-    return (f"pretext mae needs a ViT backbone (timm vision_transformer, e.g. vit_tiny_patch16_224); "
-            f"got {backbone}")
-
-
-def patchify(images: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, (H/ph) * (W/pw), ph * pw * C)``: the patches row by row, each
-    flattened row by row with the channels last (lightly's ``patchify`` order, which needs
-    ``H == W``); ``H`` and ``W`` must be multiples of the patch's height and width."""
-    b, c, h, w = images.shape
-    ph, pw = patch_size
-    if h % ph or w % pw:
-        raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {ph}x{pw}")
-    x = images.reshape(b, c, h // ph, ph, w // pw, pw)
-    return torch.einsum("nchpwq->nhwpqc", x).reshape(b, (h // ph) * (w // pw), ph * pw * c)
-
-
-def unpatchify(patches: torch.Tensor, patch_size: tuple[int, int], grid: tuple[int, int],
-               channels: int = 1) -> torch.Tensor:
-    """The inverse of :func:`patchify` for a ``grid`` of ``(rows, columns)`` patches."""
-    (ph, pw), (gh, gw) = patch_size, grid
-    x = patches.reshape(patches.shape[0], gh, gw, ph, pw, channels)
-    return torch.einsum("nhwpqc->nchpwq", x).reshape(patches.shape[0], channels, gh * ph, gw * pw)
-
-
-def random_patch_mask(batch: int, num_patches: int, mask_ratio: float,
-                      device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(idx_keep, idx_mask)``: per image, the indices of the visible and of the hidden patches,
-    a random partition with ``num_patches - int(num_patches * (1 - mask_ratio))`` hidden
-    (lightly's ``random_token_mask`` over the patches alone: prefix tokens are never hidden)."""
-    return lightly_utils.random_token_mask((batch, num_patches), mask_ratio, mask_class_token=True,
-                                           device=device)
-
-
-def draw_patch_mask(batch: int, num_patches: int, mask_ratio: float,
-                    device: torch.device | None = None) -> torch.Tensor:
-    """``(B, num_patches)`` bool, True for a hidden patch: :func:`random_patch_mask`'s partition,
-    one tensor with the batch first, so that a data-parallel worker's share of it is its images'."""
-    _, idx_mask = random_patch_mask(batch, num_patches, mask_ratio, device)
-    return torch.zeros(batch, num_patches, dtype=torch.bool, device=device).scatter_(1, idx_mask, True)
+from .vit import RectangularMaskedViT, as_vit, check_vit_name, draw_patch_mask, patchify, sincos_grid_embedding
 
 
 def masked_patch_loss(prediction: torch.Tensor, target: torch.Tensor, norm_pix: bool) -> torch.Tensor:
@@ -104,29 +50,6 @@ def masked_patch_loss(prediction: torch.Tensor, target: torch.Tensor, norm_pix: 
         mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
         target = (target - mean) / (var + 1.0e-6) ** 0.5
     return ((prediction.float() - target) ** 2).mean()
-
-
-def sincos_grid_embedding(dim: int, grid: tuple[int, int], prefix: int) -> torch.Tensor:
-    """``(1, prefix + rows * columns, dim)``: zeros for the prefix tokens, then the 2D sine-cosine
-    embedding of each patch of a ``(rows, columns)`` grid, row by row (lightly's, on a rectangle)."""
-    rows, cols = grid
-    xy = np.stack(np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32)))
-    emb = lightly_utils.get_2d_sine_cosine_positional_embedding_from_grid(dim, xy.reshape(2, 1, rows, cols))
-    emb = np.concatenate([np.zeros((prefix, dim), dtype=np.float32), emb], axis=0)
-    return torch.from_numpy(emb).float().unsqueeze(0)
-
-
-class RectangularMaskedViT(MaskedVisionTransformerTIMM):
-    """lightly's masked timm ViT, adding the ViT's own position embedding for its built image size
-    (lightly resamples it to a square grid when the ViT has ``dynamic_img_size``)."""
-
-    def add_pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        vit, prefix = self.vit, self.vit.num_prefix_tokens
-        if vit.no_embed_class:
-            x = torch.cat((x[:, :prefix], x[:, prefix:] + vit.pos_embed), dim=1)
-        else:
-            x = x + vit.pos_embed
-        return vit.pos_drop(x)
 
 
 class MaskedAutoencoderHead(nn.Module):
@@ -232,9 +155,7 @@ class MAE(PretextTask):
         self.num_patches: int | None = None  # the ViT's patch grid, known once the head is built
 
     def check_backbone(self, backbone: str) -> None:
-        # an unknown name is left to create_backbone, which suggests close matches
-        if timm.is_model(backbone) and not is_model_in_modules(backbone, VIT_MODULES):
-            raise ConfigError(vit_required(backbone))
+        check_vit_name("mae", backbone)
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
         """The images and their patch mask, drawn here for the whole batch (with the views, as
@@ -247,9 +168,7 @@ class MAE(PretextTask):
         return PretextBatch(inputs=[images, mask], targets=None)
 
     def build_masked_head(self, backbone: nn.Module) -> nn.Module:
-        if not isinstance(backbone, VisionTransformer):
-            raise ConfigError(vit_required(type(backbone).__name__))
-        head = MaskedAutoencoderHead(backbone, self.mask_ratio, self.decoder_dim, self.decoder_depth,
+        head = MaskedAutoencoderHead(as_vit("mae", backbone), self.mask_ratio, self.decoder_dim, self.decoder_depth,
                                      self.decoder_heads)
         self.num_patches = head.num_patches
         return head
