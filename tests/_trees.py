@@ -145,11 +145,12 @@ def build_cbis(root: Path) -> dict[str, dict]:
         header = MASS_HEADER if csv.startswith("mass") else CALC_HEADER
         rows = lines.setdefault(csv, [header])
         for n, pathology in enumerate(pathologies, 1):
-            rows.append(f'{patient},3,{side},{view},{n},mass,OVAL,CIRCUMSCRIBED,4,{pathology},4,{csv_path},'
+            rows.append(f'{patient},{1 + seed % 4},{side},{view},{n},mass,OVAL,CIRCUMSCRIBED,4,{pathology},4,{csv_path},'
                         f'{folder}_{n}/1.3/1.4/000000.dcm,"{folder}_{n}/1.3/1.4/000001.dcm\n"')
         expected[folder] = {"patient_id": patient, "label": int("MALIGNANT" in pathologies),
                             "laterality": side[0], "view": view, "variant": variant, "pixels": pixels,
-                            "split": "train" if "train" in csv else "test"}
+                            "split": "train" if "train" in csv else "test", "density": "ABCD"[seed % 4],
+                            "lesion_type": "mass" if csv.startswith("mass") else "calcification"}
     for csv, rows in lines.items():
         (root / csv).write_text("\n".join(rows) + "\n")
     return expected
@@ -176,8 +177,8 @@ def build_vindr(root: Path) -> dict[str, dict]:
     for seed, (study, image, side, view, birads, split, variant) in enumerate(VINDR_IMAGES):
         pixels = write_image(root / "images" / study / f"{image}.dicom", variant, side, seed=200 + seed,
                              image_laterality=side, view=view)
-        rows.append(f"{study},ser{seed},{image},{side},{view},{SHAPE[0]},{SHAPE[1]},{birads},DENSITY C,{split}")
+        rows.append(f"{study},ser{seed},{image},{side},{view},{SHAPE[0]},{SHAPE[1]},{birads},DENSITY {'ABCD'[seed % 4]},{split}")
         expected[image] = {"patient_id": study, "birads": int(birads[-1]), "split": split, "variant": variant,
-                           "pixels": pixels, "laterality": side}
+                           "pixels": pixels, "laterality": side, "density": "ABCD"[seed % 4]}
     (root / "breast-level_annotations.csv").write_text("\n".join(rows) + "\n")
     return expected

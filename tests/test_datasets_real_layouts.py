@@ -80,6 +80,10 @@ def test_inbreast_real_sheet_counts_labels_patients_pixels(inbreast_tree, tmp_pa
     assert list(loaded.samples["patient_id"]) == [inbreast_patient(i) for i in kept["index"]]
     assert loaded.samples["patient_id"].nunique() == len({inbreast_patient(i) for i in kept["index"]})
     assert list(loaded.samples["laterality"]) == list(kept["Laterality"])
+    # the sheet's ACR 1-4 as the density letter; its one blank ACR stays unknown
+    acr = {"1": "A", "2": "B", "3": "C", "4": "D"}
+    assert list(loaded.samples["density"]) == [acr.get(str(v).strip(), "") for v in kept["ACR"]]
+    assert (loaded.samples["density"] == "").sum() == (kept["ACR"].astype(str).str.strip() == "").sum()
     assert set(loaded.samples["view"]) == {"CC", "MLO", "FB"} or set(loaded.samples["view"]) == {"CC", "MLO"}
     assert loaded.images.dtype == np.float16 and loaded.images.shape == (387, *SIZE)
     # pixel values: one image of every encoding, both sides
@@ -196,8 +200,9 @@ def test_cbis_ddsm_layouts_labels_patients_pixels(tmp_path):
     assert list(loaded.samples["image_id"]) == list(expected)
     for folder, facts in expected.items():
         row = loaded.samples.set_index("image_id").loc[folder]
-        assert (row["patient_id"], row["label"], row["laterality"], row["view"]) == (
-            facts["patient_id"], facts["label"], facts["laterality"], facts["view"])
+        assert (row["patient_id"], row["label"], row["laterality"], row["view"], row["density"], row["lesion_type"]) == (
+            facts["patient_id"], facts["label"], facts["laterality"], facts["view"], facts["density"],
+            facts["lesion_type"])
         assert_pixels(loaded, folder, facts["variant"], facts["pixels"], facts["laterality"])
     assert loaded.samples.groupby("patient_id").size().to_dict() == {"P_00001": 3, "P_00004": 2, "P_00005": 1}
     assert list(loaded.labels) == [1, 1, 0, 0, 1, 0]
@@ -248,6 +253,7 @@ def test_vindr_labels_split_patients_pixels(tmp_path):
     assert list(loaded.samples["image_id"]) == ["a1", "a2", "a3", "a4", "b2", "b3"]  # BI-RADS 3 left out
     assert list(loaded.labels) == [0, 0, 1, 1, 1, 0]
     assert list(loaded.samples["patient_id"]) == ["s1"] * 4 + ["s2"] * 2
+    assert list(loaded.samples["density"]) == [expected[i]["density"] for i in loaded.samples["image_id"]]
     for image_id in loaded.samples["image_id"]:
         facts = expected[image_id]
         assert_pixels(loaded, image_id, facts["variant"], facts["pixels"], facts["laterality"])

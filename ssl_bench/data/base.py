@@ -8,6 +8,8 @@ array of preprocessed images, one row per image:
   ``view`` (``"CC"``/``"MLO"``/...), ``path`` (str, ``""`` for generated images);
 - optional column ``official_split`` (``"train"``/``"test"``): the dataset's own train/test
   split, for ``--split official`` (CBIS-DDSM, VinDr-Mammo);
+- optional subgroup columns ``density`` (ACR letter), ``lesion_type`` and ``manufacturer``
+  (:mod:`ssl_bench.data.subgroups`), where the source records them;
 - images: float16, shape ``(N, H, W)``, values in [0, 1], one channel, row ``i`` belongs to
   table row ``i``, breast facing the same side in every image: a ``numpy.ndarray``, or the
   memory-mapped :class:`~ssl_bench.data.cache.ShardedImages` of the cache (read on demand, so a
@@ -29,14 +31,16 @@ import pandas as pd
 from ..errors import DataError
 from .cache import ShardedImages, load_cached_images
 from .problem import Problem
+from .subgroups import OPTIONAL_SUBGROUP_COLUMNS
 
 SAMPLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "path")
 OFFICIAL_SPLIT = "official_split"  # optional column: "train" / "test", the dataset's own split
 
 
 def sample_columns(table: pd.DataFrame) -> list[str]:
-    """The sample table's columns to keep: :data:`SAMPLE_COLUMNS` and the optional ones present."""
-    return [*SAMPLE_COLUMNS, *([OFFICIAL_SPLIT] if OFFICIAL_SPLIT in table.columns else [])]
+    """The sample table's columns to keep: :data:`SAMPLE_COLUMNS` and the optional ones present
+    (:data:`OFFICIAL_SPLIT` and the subgroup variables)."""
+    return [*SAMPLE_COLUMNS, *(c for c in (OFFICIAL_SPLIT, *OPTIONAL_SUBGROUP_COLUMNS) if c in table.columns)]
 
 
 @dataclass

@@ -12,7 +12,9 @@ are several).
 
 One sample per full mammogram (subject folder): label 1 if any of its abnormalities is
 ``MALIGNANT``, 0 if all are ``BENIGN`` / ``BENIGN_WITHOUT_CALLBACK``; patient = ``patient_id``
-(``P_00001``), which also groups a patient's mass and calc images. Option ``split``: ``"all"``
+(``P_00001``), which also groups a patient's mass and calc images; ``lesion_type`` is the sheet's kind (``mass``/``calcification``: CBIS-DDSM
+keeps a mammogram once per kind, in folders named ``Mass-...`` and ``Calc-...``), ``density`` its
+``breast_density`` (1-4, as an ACR letter). Option ``split``: ``"all"``
 (default), ``"train"`` or ``"test"`` (the official split, from the CSV names). The sample table's
 ``official_split`` column (``train``/``test``, from the CSV's name, which the folder's
 ``Training``/``Test`` repeats) is what ``--split official`` uses. As released, a patient may have
@@ -33,6 +35,7 @@ from ..registry import DATASETS
 from .base import OFFICIAL_SPLIT, SAMPLE_COLUMNS, MammoDataset
 from .problem import Problem
 from .sheets import normalise_laterality, read_sheet, row_name
+from .subgroups import DENSITY, LESION_TYPE, acr_density
 
 CSV_NAMES = {
     ("mass", "train"): "mass_case_description_train_set.csv",
@@ -42,6 +45,7 @@ CSV_NAMES = {
 }
 REQUIRED_COLUMNS = ("patient_id", "left or right breast", "image view", "pathology", "image file path")
 PATHOLOGY = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
+LESION_TYPES = {"mass": "mass", "calc": "calcification"}  # the sheet kind -> the lesion_type column
 FULL_FOLDER = re.compile(r"^(?P<kind>Mass|Calc)-(?P<split>Training|Test)_P_\d+_(LEFT|RIGHT)_(CC|MLO)$", re.I)
 
 
@@ -80,7 +84,7 @@ class CBISDDSM(MammoDataset):
 
         # one entry per full mammogram (subject folder), in CSV order
         entries: dict[str, dict] = {}
-        for _kind, split, csv in sheets:
+        for kind, split, csv in sheets:
             sheet = read_sheet(csv, sep=",", required=REQUIRED_COLUMNS)
             for index, row in sheet.iterrows():
                 where = row_name(csv, index)
@@ -93,6 +97,9 @@ class CBISDDSM(MammoDataset):
                     "split": split, "where": where, "relative": relative, "patient_id": row["patient_id"],
                     "laterality": normalise_laterality(row["left or right breast"]),
                     "view": row["image view"].upper(), "labels": [], "bad": [],
+                    # mass sheets say breast_density, calcification sheets breast density
+                    DENSITY: acr_density(row.get("breast_density", row.get("breast density", ""))),
+                    LESION_TYPE: LESION_TYPES[kind],
                 })
                 pathology = row["pathology"].upper()
                 if pathology in PATHOLOGY:
@@ -118,6 +125,8 @@ class CBISDDSM(MammoDataset):
                 "view": entry["view"],
                 "path": str(path),
                 OFFICIAL_SPLIT: entry["split"],
+                DENSITY: entry[DENSITY],
+                LESION_TYPE: entry[LESION_TYPE],
             })
 
         kinds = {kind for kind, _, _ in sheets}
@@ -129,7 +138,7 @@ class CBISDDSM(MammoDataset):
                 if (m and sub.is_dir() and sub.name not in entries and m.group("kind").lower() in kinds
                         and m.group("split").lower() in wanted_splits):
                     problems.append(Problem(str(sub), "full-mammogram folder named by no row of the case-description CSVs"))
-        table = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, OFFICIAL_SPLIT]).astype({"label": "int64"})
+        table = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, OFFICIAL_SPLIT, DENSITY, LESION_TYPE]).astype({"label": "int64"})
         return table, problems
 
     @staticmethod

@@ -8,7 +8,7 @@ Layout under ``--data-root``::
 The sheet's quirks, all handled: ``;``-separated with CRLF line ends; ``Patient ID`` is the
 literal ``removed``, so the patient comes from the hash in the DICOM name; ``File Name`` is the
 DICOM name's numeric prefix; BI-RADS values are strings (``1 2 3 4a 4b 4c 5 6``); one ``ACR`` is
-blank and one ``View`` is ``FB`` (neither is used). Labels: BI-RADS 1-2 benign, 4a-6 malignant,
+blank and one ``View`` is ``FB`` (not used). ``ACR`` (1-4) is the breast density, column ``density``. Labels: BI-RADS 1-2 benign, 4a-6 malignant,
 3 excluded (``birads3="exclude"``, default) or benign (``birads3="benign"``, as some papers do).
 The real sheet gives 287 benign + 100 malignant = 387 images.
 
@@ -28,6 +28,7 @@ from ..registry import DATASETS
 from .base import SAMPLE_COLUMNS, MammoDataset
 from .problem import Problem
 from .sheets import clean_sheet, read_sheet, row_name
+from .subgroups import DENSITY, acr_density
 
 SHEET_COLUMNS = ("Patient ID", "Patient age", "Laterality", "View", "Acquisition date", "File Name", "ACR", "Bi-Rads")
 REQUIRED_COLUMNS = ("Laterality", "View", "File Name", "Bi-Rads")
@@ -150,10 +151,11 @@ class INbreast(MammoDataset):
                 "laterality": side if side in ("L", "R") else m.group("side").upper(),
                 "view": row["View"].upper(),
                 "path": str(path),
+                DENSITY: acr_density(row["ACR"]),
             })
         for file_name, matches in files.items():
             if file_name not in named:
                 for path, _ in matches:
                     problems.append(Problem(str(path), f"no row in {sheet_path.name} has File Name {file_name}"))
-        table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS)).astype({"label": "int64"})
+        table = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, DENSITY]).astype({"label": "int64"})
         return table, problems

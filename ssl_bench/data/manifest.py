@@ -6,6 +6,8 @@ or ``benign``/``malignant`` (any case). ``patient_id`` (recommended: folds are g
 defaults to the image itself, i.e. every image its own patient. ``laterality`` (``L``/``R``/
 ``LEFT``/``RIGHT``) decides the flip to the canonical side; without it the DICOM's own laterality
 or the image decides. ``image_id`` is the optional column of that name, else the ``path`` cell.
+Optional subgroup columns, reported by ``ssl-bench report`` (:mod:`ssl_bench.data.subgroups`):
+``density`` (ACR ``A``-``D`` or ``1``-``4``), ``lesion_type`` and ``manufacturer`` (any text).
 
 Problems reported (file and reason): a missing file, an unknown label, a path listed twice.
 """
@@ -20,6 +22,7 @@ from ..registry import DATASETS
 from .base import SAMPLE_COLUMNS, MammoDataset
 from .problem import Problem
 from .sheets import normalise_laterality, read_sheet, row_name
+from .subgroups import DENSITY, LESION_TYPE, MANUFACTURER, acr_density
 
 LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "0.0": 0, "1.0": 1}
 
@@ -82,6 +85,11 @@ class Manifest(MammoDataset):
                 "laterality": normalise_laterality(row.get("laterality", "")),
                 "view": str(row.get("view", "")).upper(),
                 "path": str(path),
+                DENSITY: acr_density(row.get(DENSITY, "")),
+                LESION_TYPE: str(row.get(LESION_TYPE, "")).strip().lower(),
+                MANUFACTURER: str(row.get(MANUFACTURER, "")).strip(),
             })
-        table = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS)).astype({"label": "int64"})
+        given = [c for c in (DENSITY, LESION_TYPE, MANUFACTURER) if c in sheet.columns]
+        table = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, DENSITY, LESION_TYPE, MANUFACTURER])
+        table = table[[*SAMPLE_COLUMNS, *given]].astype({"label": "int64"})
         return table, problems

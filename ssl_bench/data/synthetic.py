@@ -16,7 +16,7 @@ from pathlib import Path
 from ..console import make_console
 from ..registry import DATASETS
 from . import synthetic_mammo
-from .base import SAMPLE_COLUMNS, LoadedDataset, MammoDataset
+from .base import LoadedDataset, MammoDataset, sample_columns
 from .cache import sharded_images, shard_folder
 from .folder import UNLABELLED
 
@@ -89,7 +89,7 @@ class SyntheticMammography(MammoDataset):
             legacy.unlink(missing_ok=True)
             make_console(stderr=True).print(f"cache: the synthetic set was rebuilt in the sharded cache; removed {legacy}",
                                             soft_wrap=True, highlight=False, markup=False)
-        return LoadedDataset(self.name, table[list(SAMPLE_COLUMNS)].reset_index(drop=True), images)
+        return LoadedDataset(self.name, table[sample_columns(table)].reset_index(drop=True), images)
 
 
 @DATASETS.register("synthetic_pool")

@@ -68,6 +68,11 @@ resolution is rendered directly, not downscaled):
   pixel are further widened to half a pixel with their integrated intensity kept), so they fade
   as they would on a detector with large pixels.
 
+Subgroups (what ``ssl-bench report`` splits AUCs by): the sample table records each image's
+``finding``, its ``lesion_type`` (``mass``, ``calcification``, ``mass+calcification``,
+``distortion``, ``none``) and the patient's ACR ``density`` category, A-D by the density trait its
+tissue is drawn with (below 0.25, 0.5, 0.75, above).
+
 Orientation: ``"canonical"`` puts every chest wall on the LEFT edge (nipple pointing right).
 ``"laterality"`` stores images as the real CBIS-DDSM files are stored: left (L) breasts have the
 chest wall on the left edge, right (R) breasts on the RIGHT edge, so mirroring the R images (as
@@ -113,7 +118,14 @@ CONVERGING_FINDINGS = {"spiculated_mass": 0.9, "spiculated_mass+calcs": 0.9, "ra
 CALC_FINDINGS = {"segmental_calcs": 0.0, "spiculated_mass+calcs": 0.0, "vascular_calcs": np.pi / 2,
                  "oval_mass+calcs": np.pi / 2}
 ORIENTATIONS = ("canonical", "laterality")
-TABLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "finding")
+TABLE_COLUMNS = ("image_id", "patient_id", "label", "laterality", "view", "finding", "density", "lesion_type")
+#: upper bounds of the patient's density trait (0 fatty .. 1 dense) of ACR categories A, B, C (D above)
+ACR_BOUNDS = (0.25, 0.5, 0.75)
+#: the finding's lesion type, as reviewers group findings (a radial scar is an architectural distortion)
+LESION_TYPES = {"none": "none", "radial_scar": "distortion", "segmental_calcs": "calcification",
+                "vascular_calcs": "calcification", "oval_mass+calcs": "mass+calcification",
+                "spiculated_mass+calcs": "mass+calcification",
+                **{f: "mass" for f in MASS_FINDINGS if "+" not in f}}
 MIN_SIZE = 16
 BETA = 3.0  # power-law exponent of the anatomical background (Burgess et al. 2001)
 SINGLE_VIEW_SHARE = 0.1  # target share of patients with one breast seen in a single view
@@ -293,6 +305,20 @@ def _power_law_pair(rng, shape: tuple[int, int], beta: float = BETA, f0: float =
 def _smoothstep(x, edge0: float, edge1: float):
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3 - 2 * t)
+
+
+def density_category(seed: int, patient: int) -> str:
+    """The ACR density letter of a patient's density trait (the value its images are drawn with).
+
+    Args:
+        seed: the cohort's seed.
+        patient: the patient's index.
+
+    Returns:
+        ``"A"`` (trait below 0.25), ``"B"``, ``"C"`` or ``"D"`` (0.75 and above).
+    """
+    density = _patient_traits(_rng(seed, 1, patient))["density"]
+    return "ABCD"[int(np.searchsorted(ACR_BOUNDS, density, side="right"))]
 
 
 def _patient_traits(rng) -> dict:
@@ -704,7 +730,8 @@ def generate_lazily(image_size=(768, 384), n_patients=115, n_benign=287, n_malig
         for view in breast.views:
             patient_id = f"P{breast.patient:0{digits}d}"
             rows.append((f"{patient_id}_{breast.laterality}_{view}", patient_id, breast.label,
-                         breast.laterality, view, breast.finding))
+                         breast.laterality, view, breast.finding, density_category(seed, breast.patient),
+                         LESION_TYPES[breast.finding]))
             images.append((breast, view))
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     return table, ImageRenderer((height, width), seed, orientation, images, difficulty)

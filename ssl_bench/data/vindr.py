@@ -8,7 +8,8 @@ Labels from ``breast_birads`` (``"BI-RADS 1"`` .. ``"BI-RADS 5"``): options ``be
 (default ``"1,2"``) and ``malignant_birads`` (default ``"4,5"``); any other category (3 by
 default) is left out. ``split``: ``"all"`` (default), ``"training"`` or ``"test"`` (the official
 column), which also gives the sample table's ``official_split`` (``train``/``test``) for
-``--split official``. VinDr has no patient identifier, so a study (one exam of one woman) is the patient group.
+``--split official``. ``breast_density`` (``DENSITY A`` .. ``DENSITY D``) is the ``density``
+column. VinDr has no patient identifier, so a study (one exam of one woman) is the patient group.
 
 Problems reported (file and reason): a row whose DICOM is missing, an unknown BI-RADS value, a
 duplicated ``image_id``, a DICOM under ``images/`` with no row.
@@ -25,6 +26,7 @@ from ..registry import DATASETS
 from .base import OFFICIAL_SPLIT, SAMPLE_COLUMNS, MammoDataset
 from .problem import Problem
 from .sheets import normalise_laterality, read_sheet, row_name
+from .subgroups import DENSITY, acr_density
 
 SHEET = "breast-level_annotations.csv"
 REQUIRED_COLUMNS = ("study_id", "image_id", "laterality", "view_position", "breast_birads")
@@ -121,10 +123,11 @@ class VinDrMammo(MammoDataset):
                 "view": row["view_position"].upper(),
                 "path": str(path),
                 OFFICIAL_SPLIT: SPLIT_NAMES.get(row.get("split", "").strip().lower(), ""),
+                DENSITY: acr_density(row.get("breast_density", "")),
             })
         if images.is_dir():
             for path in sorted(images.glob("*/*.dicom")):
                 if path.stem not in seen:
                     problems.append(Problem(str(path), f"no row in {SHEET} has image_id {path.stem}"))
-        table = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, OFFICIAL_SPLIT]).astype({"label": "int64"})
+        table = pd.DataFrame(rows, columns=[*SAMPLE_COLUMNS, OFFICIAL_SPLIT, DENSITY]).astype({"label": "int64"})
         return table, problems

@@ -99,6 +99,7 @@ def prepare_run(cfg: Config, loaded: LoadedDataset | None = None, console: Conso
             loaded = load_evaluation_data(cfg)
     fold_of = compute_folds(cfg, loaded)
     rundir.record_folds(fold_table(loaded, fold_of))
+    rundir.record_subgroups(loaded.samples)
     rundir.write_config(cfg)
     if loaded.skipped:
         skipped = pd.DataFrame([{"file": p.file, "reason": p.reason} for p in loaded.skipped])

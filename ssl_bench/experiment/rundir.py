@@ -4,6 +4,8 @@
 <out>/<run-name>/config.yaml   the fully resolved config (rerunning it reproduces the run)
                  folds.csv     image_id, patient_id, label, fold: the folds every job must use
                                (-1: training only, with --split official or --test-dataset)
+                 subgroups.csv image_id and its subgroup variables: view, laterality and, where the
+                               dataset records them, density, lesion_type, manufacturer (blank: unknown)
                  env.json      provenance (versions, git commit, device, dates, dataset size)
                  summary.json  mean and std over folds, pooled metrics, degenerate folds (once all folds are done)
                  skipped.csv   inputs left out with --on-bad-image skip (if any)
@@ -66,6 +68,7 @@ import pandas as pd
 import yaml
 
 from ..config import VOLATILE, Config, check_path_name, load_yaml, migrate, save_yaml, without_roles
+from ..data.subgroups import SUBGROUP_COLUMNS
 from ..errors import UserError, exception_text
 from ..fileio import atomic_write_text, out_of_space_error
 
@@ -77,6 +80,7 @@ MLFLOW_STORE = "mlflow.db"  # --log mlflow without --log-uri: an SQLite store (M
 PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality", "calibrated")
 PREDICTIONS_DIGEST = "predictions_sha256"  # metrics.json: text_digest of predictions.csv as written
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
+SUBGROUPS_FILE = "subgroups.csv"
 
 #: run directories this process holds the lock of (path -> open lock file)
 _CLAIMED: dict[str, Any] = {}
@@ -575,6 +579,40 @@ class RunDir:
             raise UserError(f"{path} is damaged (no column {', '.join(missing)}; a folds table has "
                             f"{', '.join(FOLD_COLUMNS)}); {remedy}")
         return folds
+
+    # ---- subgroups.csv -----------------------------------------------------------------------
+    def record_subgroups(self, samples: pd.DataFrame) -> None:
+        """Write ``subgroups.csv``: each image's subgroup variables, for the report's subgroup AUCs.
+
+        Args:
+            samples: the run's sample table; its columns among
+                :data:`~ssl_bench.data.subgroups.SUBGROUP_COLUMNS` are written beside
+                ``image_id``, as text, blank where unknown.
+        """
+        columns = [c for c in SUBGROUP_COLUMNS if c in samples.columns]
+        table = samples[["image_id", *columns]].fillna("").astype(str)
+        self.write_text(SUBGROUPS_FILE, table.to_csv(index=False))
+
+    def read_subgroups(self) -> pd.DataFrame | None:
+        """``subgroups.csv``, every column as text (blank: unknown), or ``None`` for a run written
+        before runs recorded it.
+
+        Raises:
+            UserError: the file cannot be read or has no ``image_id`` column.
+        """
+        path = self.path / SUBGROUPS_FILE
+        if not path.is_file():
+            return None
+        remedy = "delete it and rerun the run's command (finished folds are kept) to write it again"
+        try:
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise UserError(f"{path} is damaged ({exception_text(exc)}); {remedy}") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if "image_id" not in table.columns or table["image_id"].duplicated().any():
+            raise UserError(f"{path} is damaged (it needs one row per image_id); {remedy}")
+        return table
 
     def folds_match(self, image_ids: np.ndarray, fold_of: np.ndarray) -> bool:
         """Whether ``folds.csv`` assigns exactly these images to exactly these folds.

@@ -24,6 +24,7 @@ from .render import (
     METRIC_TITLES,
     P_NOTE,
     REFERENCE_NOTE,
+    SUBGROUP_NOTE,
     THRESHOLD_NOTE,
     UNITS,
     describe_setup,
@@ -33,6 +34,7 @@ from .render import (
     per_fold_display,
     provenance_display,
     reference_display,
+    subgroup_displays,
     threshold_display,
     title as report_title,
 )
@@ -245,6 +247,15 @@ def _efficiency(report: Report, png: bytes | None) -> str:
             "</figure></div>" + _table(efficiency_display(report), "efficiency"))
 
 
+def _subgroups(report: Report) -> str:
+    """The subgroup section: a table per variable, when the runs recorded subgroups."""
+    tables = subgroup_displays(report)
+    if not tables:
+        return ""
+    return (f"<h2>Subgroups</h2><p class=\"muted\">{escape(SUBGROUP_NOTE)}</p>"
+            + "".join(f"<h3>{escape(heading)}</h3>" + _table(table, "clinical") for heading, table in tables))
+
+
 def _calibration(report: Report, png: bytes | None) -> str:
     """The calibration section (its table, then the reliability diagrams embedded), when the runs
     recorded calibrated probabilities."""
@@ -275,7 +286,8 @@ def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None =
         "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
         f"<figcaption>{escape(caption)}</figcaption></figure></div>",
-        _calibration(report, figures.get("reliability")), _efficiency(report, efficiency), _reference(report),
+        _calibration(report, figures.get("reliability")), _subgroups(report), _efficiency(report, efficiency),
+        _reference(report),
         _folds(report),
         _provenance(report),
         f"<footer>Written by ssl-bench {escape(__version__)} (<code>ssl-bench report</code>). "

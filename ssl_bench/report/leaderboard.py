@@ -37,6 +37,7 @@ from .label_efficiency import efficiency_table
 from .pooled import pooled_with_intervals
 from .runs import NoCompletedFold, RunResult, check_comparable, find_runs, load_run
 from .significance import compare_all
+from .subgroups import subgroup_table
 
 __all__ = [
     "METRICS", "SORT_KEYS", "Report", "RunResult", "build_report", "load_reference", "load_run",
@@ -80,6 +81,8 @@ class Report:
     aggregate: str = "mean"
     #: pooled AUC per method and label fraction (:mod:`.label_efficiency`), one row per run
     label_efficiency: pd.DataFrame | None = None
+    #: pooled AUC per method and subgroup, with heterogeneity p-values (:mod:`.subgroups`)
+    subgroups: pd.DataFrame | None = None
 
     @property
     def has_p_values(self) -> bool:
@@ -273,7 +276,8 @@ def build_report(
                          f"means cover the completed folds only.")
     return Report(runs, table, {r.method: _per_fold(r) for r in runs}, ref,
                   base.method if base is not None else None, key, notes, n_boot,
-                  ctrl.method if ctrl is not None else None, aggregate, efficiency_table(runs, table, base))
+                  ctrl.method if ctrl is not None else None, aggregate, efficiency_table(runs, table, base),
+                  subgroup_table(runs))
 
 
 def _add_comparisons(table: pd.DataFrame, runs: list[RunResult], ref: RunResult, prefix: str,

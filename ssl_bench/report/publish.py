@@ -6,7 +6,8 @@ with the figure embedded); :func:`write_leaderboard` is a bench's set of them:
 ``leaderboard.{md,csv,html}``, ``roc.{png,svg}``, the training curves ``training.{png,svg}``
 (:mod:`.curves`), the figures of the report's sections (:data:`SECTION_FIGURES`: the
 reliability diagrams ``reliability.{png,svg}`` of runs that recorded calibrated probabilities,
-the decision curves ``decision_curve.{png,svg}`` of runs whose images name their breast) and, when the runs hold a label-efficiency curve, ``label_efficiency.{png,svg,csv}``
+the decision curves ``decision_curve.{png,svg}`` of runs whose images name their breast), the
+subgroup AUCs ``subgroups.csv`` of runs that recorded their images' subgroups and, when the runs hold a label-efficiency curve, ``label_efficiency.{png,svg,csv}``
 in one folder. Every file is written
 atomically, so an interrupted write never leaves half a leaderboard.
 """
@@ -127,6 +128,12 @@ def write_leaderboard(report: Report, out_dir: str | Path) -> dict[str, Path]:
     for fmt in FORMATS:
         paths.update(write_report(report, out / f"leaderboard.{fmt}", fmt, roc=roc, efficiency=efficiency,
                                   figures=figures))
+    if report.subgroups is not None:  # subgroups.csv: every method's AUC per subgroup
+        try:
+            atomic_write_text(out / "subgroups.csv", report.subgroups.to_csv(index=False, float_format="%.6g"))
+        except OSError as exc:
+            raise UserError(f"cannot write {out / 'subgroups.csv'}: {exc.strerror or exc}") from None
+        paths["subgroups_csv"] = out / "subgroups.csv"
     if efficiency is not None:
         paths.update({"efficiency_png": efficiency["png"], "efficiency_svg": efficiency["svg"],
                       "efficiency_csv": out / "label_efficiency.csv"})

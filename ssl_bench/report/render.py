@@ -24,8 +24,8 @@ from .runs import dataset_summary, provenance_table, run_dates
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
-SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "calibration", "efficiency", "reference",
-            "folds", "provenance")
+SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "calibration", "subgroups", "efficiency",
+            "reference", "folds", "provenance")
 EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
                    "for each label fraction: the share of each fold's training patients used, the same "
                    "in each class (rounded up), nested across fractions, on the same held-out folds. "
@@ -125,6 +125,14 @@ CALIBRATION_NOTE = ("Expected calibration error (ECE, percentage points: the mea
                     "(predictions.csv 'calibrated'; ssl-bench predict's p_calibrated). Lower is better; a "
                     "calibrator fitted on training scores, which are more extreme than held-out ones, "
                     "may not help.")
+SUBGROUP_TITLES = {"view": "View", "laterality": "Laterality", "density": "Breast density (ACR)",
+                   "lesion_type": "Lesion type", "manufacturer": "Manufacturer"}
+SUBGROUP_NOTE = ("Pooled out-of-fold AUC of the images of each subgroup, with its patient-clustered 95% CI "
+                 "(Obuchowski); the column heads give the subgroup's images and malignant images. "
+                 "p heterogeneity: the Wald test that the subgroup AUCs of a method are equal (chi-square, "
+                 "subgroups minus one degrees of freedom), the covariance of subgroups that share patients "
+                 "(a woman's CC and MLO views) included; raw p-values, one question per variable. n/a: the "
+                 "subgroup holds one class. Images whose dataset does not record the variable are left out.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +218,28 @@ def calibration_display(report: Report) -> pd.DataFrame:
     t = report.table
     return pd.DataFrame({"Method": t["method"], "ECE raw": [fmt_value(v) for v in t["ece"]],
                          "ECE calibrated": [fmt_value(v) for v in t["ece_calibrated"]]})
+
+
+def subgroup_displays(report: Report) -> list[tuple[str, pd.DataFrame]]:
+    """One table per subgroup variable: a row per method, a column per subgroup (pooled AUC
+    [95% CI]) and the heterogeneity p-value; ``(title, table)`` in variable order."""
+    t = report.subgroups
+    if t is None:
+        return []
+    out = []
+    for variable, rows in t.groupby("variable", sort=False):
+        counts = rows.drop_duplicates("subgroup").set_index("subgroup")
+        heads = {g: f"{g} ({int(counts.at[g, 'n_images'])}, {int(counts.at[g, 'n_malignant'])} mal.)"
+                 for g in counts.index}
+        table = []
+        for method, own in rows.groupby("method", sort=False):
+            row = {"Method": method}
+            for r in own.itertuples(index=False):
+                row[heads.get(r.subgroup, r.subgroup)] = "n/a" if _nan(r.auc) else fmt_ci(r.auc, r.auc_lo, r.auc_hi)
+            row["p heterogeneity"] = fmt_p(own["p_heterogeneity"].iloc[0])
+            table.append(row)
+        out.append((SUBGROUP_TITLES.get(str(variable), str(variable)), pd.DataFrame(table).fillna("–")))
+    return out
 
 
 def reference_display(report: Report) -> pd.DataFrame:
@@ -332,6 +362,10 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: st
         blocks += [("h2", "Calibration"), ("p", CALIBRATION_NOTE), ("table", calibration_display(report))]
         if figures.get("reliability"):
             blocks.append(("img", (figures["reliability"], "Reliability diagrams, raw and calibrated")))
+    if "subgroups" in sections and report.subgroups is not None:
+        blocks += [("h2", "Subgroups"), ("p", SUBGROUP_NOTE)]
+        for heading, table in subgroup_displays(report):
+            blocks += [("h3", heading), ("table", table)]
     if "efficiency" in sections and has_curve(report.label_efficiency):
         blocks += [("h2", "Label efficiency"), ("p", EFFICIENCY_NOTE)]
         if efficiency_figure:

@@ -42,6 +42,7 @@ class RunResult:
     predictions: pd.DataFrame  # pooled: image_id, patient_id, label, score, laterality, fold
     warnings: list[str] = field(default_factory=list)
     degenerate: dict[int, str] = field(default_factory=dict)  # fold -> why its scores say nothing
+    subgroups: pd.DataFrame | None = None  # subgroups.csv (image_id, view, laterality, ...); None before it
 
     @property
     def completed_folds(self) -> list[int]:
@@ -140,7 +141,7 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
         )
     predictions = pd.concat(frames, ignore_index=True)
     run = RunResult(p, _method_name(p, config, summary), config, env, summary, n_folds,
-                    fold_metrics, stored, predictions, warnings)
+                    fold_metrics, stored, predictions, warnings, subgroups=rundir.read_subgroups())
     if run.partial:
         missing = ", ".join(map(str, run.missing_folds))
         warnings.insert(0, f"partial: {len(fold_metrics)}/{n_folds} folds (missing {missing})")

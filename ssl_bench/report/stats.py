@@ -22,6 +22,10 @@ as the independent units:
   the clustered variance of the AUC and the covariance of two AUCs on the same images
   (:func:`obuchowski_covariance`, :func:`obuchowski_compare`); reduces to DeLong's with one image
   per patient.
+- subgroups sharing patients (the CC and MLO views of one woman): each subgroup's AUC with its
+  clustered variance and their covariance through the patients they share
+  (:func:`subgroup_auc_covariance`), and the Wald test of equal AUCs across them
+  (:func:`heterogeneity_test`);
 - the cluster (patient) bootstrap, Davison & Hinkley (1997), "Bootstrap Methods and their
   Application", sec. 3.8: percentile intervals for any metric (:func:`cluster_bootstrap`), a
   paired version for the difference of two methods (:func:`paired_cluster_bootstrap`), and the
@@ -55,12 +59,14 @@ __all__ = [
     "delong_compare",
     "delong_covariance",
     "delong_test",
+    "heterogeneity_test",
     "holm_adjust",
     "obuchowski_compare",
     "obuchowski_covariance",
     "obuchowski_test",
     "paired_bootstrap_accuracy",
     "paired_cluster_bootstrap",
+    "subgroup_auc_covariance",
 ]
 
 
@@ -375,6 +381,99 @@ def obuchowski_test(labels, scores_a, scores_b, clusters) -> tuple[float, float,
     counterpart of :func:`delong_test`. See :func:`obuchowski_compare`."""
     r = obuchowski_compare(labels, scores_a, scores_b, clusters)
     return r.auc_a, r.auc_b, r.p_value
+
+
+def _centred_cluster_sums(y: np.ndarray, s: np.ndarray, codes: np.ndarray,
+                          n_clusters: int) -> tuple[float, np.ndarray]:
+    """``(auc, u)``: one score vector's AUC and each cluster's influence on it,
+    ``u_i = A_i / M + B_i / N`` (:func:`obuchowski_covariance`'s centred placement sums, zero for a
+    cluster without an image here)."""
+    aucs, v10, v01 = _placements(y, s[None, :])
+    a = np.bincount(codes[y], weights=v10[0], minlength=n_clusters)
+    b = np.bincount(codes[~y], weights=v01[0], minlength=n_clusters)
+    a -= aucs[0] * np.bincount(codes[y], minlength=n_clusters)
+    b -= aucs[0] * np.bincount(codes[~y], minlength=n_clusters)
+    return float(aucs[0]), a / int(y.sum()) + b / int((~y).sum())
+
+
+def subgroup_auc_covariance(labels, scores, clusters, subgroups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The AUC of each subgroup of the images and their clustered covariance, for subgroups that
+    share patients (view: every patient has CC and MLO images) or do not (density: one per patient).
+
+    Each subgroup's AUC is the Mann-Whitney statistic over its own positive-negative image pairs,
+    its variance Obuchowski's (1997) on that subgroup alone (:func:`obuchowski_covariance`,
+    exactly). Two subgroups are correlated through the patients they share; their covariance is
+    the same estimator's cross-product over the patients (the linearisation Obuchowski's variance
+    is the square of): with patient i's influence ``u_gi = A_gi / M_g + B_gi / N_g`` on subgroup
+    g's AUC (its centred placement sums, zero where it has no image in g),
+    ``cov(AUC_g, AUC_h) = I / (I - 1) sum_i u_gi u_hi`` over the I patients holding an image of g
+    or h: zero for subgroups without a common patient. Checked against a patient bootstrap in the
+    tests.
+
+    Args:
+        labels: 0/1 per image.
+        scores: the score per image (higher: more likely positive).
+        clusters: each image's patient.
+        subgroups: each image's subgroup (any hashable values; every distinct value is one).
+
+    Returns:
+        ``(values, aucs, cov)``: the subgroup values whose AUC has a clustered variance (both
+        classes, at least two patients holding each: :func:`obuchowski_covariance`), in sorted
+        order, their AUCs ``(k,)`` and covariance ``(k, k)``.
+    """
+    y, s2 = _check(labels, scores)
+    s = s2[0]
+    codes, n_clusters = _cluster_codes(clusters, y.size)
+    groups = np.asarray(subgroups)
+    if groups.shape != y.shape:
+        raise ValueError(f"subgroups hold {groups.size} values for {y.size} labels")
+    values, aucs, variances, influence, present = [], [], [], [], []
+    for value in sorted(set(groups.tolist())):
+        member = groups == value
+        yg = y[member]
+        if np.unique(codes[member][yg]).size < 2 or np.unique(codes[member][~yg]).size < 2:
+            continue
+        auc, var = clustered_auc_variance(yg, s[member], codes[member])
+        _, u = _centred_cluster_sums(yg, s[member], codes[member], n_clusters)
+        values.append(value)
+        aucs.append(auc)
+        variances.append(var)
+        influence.append(u)
+        present.append(np.bincount(codes[member], minlength=n_clusters) > 0)
+    k = len(values)
+    cov = np.diag(np.asarray(variances, dtype=float))
+    for g in range(k):
+        for h in range(g + 1, k):
+            shared = int(np.count_nonzero(present[g] | present[h]))
+            cov[g, h] = cov[h, g] = shared / (shared - 1) * float(influence[g] @ influence[h])
+    return np.asarray(values), np.asarray(aucs, dtype=float), cov
+
+
+def heterogeneity_test(aucs, cov) -> tuple[float, int, float]:
+    """Wald test that k correlated AUCs are equal (heterogeneity across subgroups).
+
+    ``Q = (C a)' (C S C')^-1 (C a)`` with ``C`` the k - 1 contrasts of each AUC with the first
+    (the statistic does not depend on which contrasts span the differences), referred to a
+    chi-square with k - 1 degrees of freedom; with independent subgroups it is Cochran's Q of the
+    AUCs weighted by their inverse variances. A singular ``C S C'`` (a subgroup AUC without
+    variance) takes the pseudo-inverse.
+
+    Args:
+        aucs: the k AUCs.
+        cov: their ``(k, k)`` covariance (:func:`subgroup_auc_covariance`).
+
+    Returns:
+        ``(Q, df, p)``; ``(nan, 0, nan)`` with fewer than two AUCs.
+    """
+    a = np.asarray(aucs, dtype=float)
+    s = np.asarray(cov, dtype=float)
+    k = a.size
+    if k < 2:
+        return math.nan, 0, math.nan
+    c = np.hstack([-np.ones((k - 1, 1)), np.eye(k - 1)])
+    d = c @ a
+    q = float(d @ np.linalg.pinv(c @ s @ c.T) @ d)
+    return q, k - 1, float(stats.chi2.sf(q, k - 1))
 
 
 class ClusterBootstrap(NamedTuple):
