@@ -29,9 +29,11 @@ from .bench.job import JobOutcome
 from .bench.plan import BenchPlan, default_out, load_plan
 from .bench.runner import BenchResult, run_bench
 from .config import Config
+from .errors import UserError
+from .experiment.saliency import explain_run
 from .report.leaderboard import Report, build_report
 from .report.publish import write_leaderboard, write_seed_leaderboard
-from .training.device import default_profile
+from .training.device import default_profile, resolve_device
 
 
 @dataclass
@@ -49,6 +51,8 @@ class BenchmarkOutcome:
     seed_paths: dict[str, Path] = field(default_factory=dict)
     #: seed -> one line when the baseline is not the bench file's first choice (which, and why)
     baseline_notes: dict[int, str] = field(default_factory=dict)
+    #: one line per finished run that got no saliency overlays, and why (a ViT, the k-NN probe, ...)
+    saliency_notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[JobOutcome]:
@@ -92,14 +96,19 @@ def plan_benchmark(bench_file: str | Path, *, profile: str | None = None, flags:
     return plan, build_executor(executor, plan.configs[0], **(executor_flags or {}))
 
 
-def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Path | None = None) -> BenchmarkOutcome:
+def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Path | None = None,
+                       explain: int = 3) -> BenchmarkOutcome:
     """The leaderboard of every seed's completed runs, written beside them (``<out>/`` or, with
-    several seeds, ``<out>/seed-<s>/``, plus the leaderboard across seeds in ``<out>/``).
+    several seeds, ``<out>/seed-<s>/``, plus the leaderboard across seeds in ``<out>/``), after
+    each finished run's saliency overlays (:func:`~ssl_bench.experiment.saliency.explain_run`).
 
     Args:
         plan: the benchmark's plan (:func:`plan_benchmark`).
         result: what :func:`~ssl_bench.bench.runner.run_bench` returned for it.
         reference: a CSV of published numbers to show beside ours (``benchmarks/table2_paper.csv``).
+        explain: Grad-CAM overlays per kind (true/false positives, false negatives) of each
+            finished run, which its leaderboard shows; 0: none. A run that cannot be explained
+            gets a line in ``saliency_notes``, never a failure.
 
     Returns:
         The outcome, its reports and the files written; a seed without a completed run has none.
@@ -113,6 +122,11 @@ def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Pa
     for run in result.runs:
         if finished(run.config):
             by_seed.setdefault(run.config.seed, []).append(run.rundir.path)
+            if explain > 0:
+                try:
+                    explain_run(run.rundir.path, resolve_device(run.config.device), explain)
+                except UserError as exc:  # the finished results stand; the overlays are an extra
+                    outcome.saliency_notes.append(f"no saliency overlays for {components.run_name(run.config)}: {exc}")
     several_seeds = len({c.seed for c in plan.configs}) > 1
     for seed, complete in by_seed.items():
         note = plan.baseline_note(seed, finished)
@@ -128,7 +142,8 @@ def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Pa
 
 
 def run_benchmark(bench_file: str | Path, *, resume: bool = False, reference: str | Path | None = None,
-                  console: Console | None = None, show_progress: bool = False, **options: Any) -> BenchmarkOutcome:
+                  console: Console | None = None, show_progress: bool = False, explain: int = 3,
+                  **options: Any) -> BenchmarkOutcome:
     """Run ``bench_file``'s methods x folds and write the leaderboards, as ``ssl-bench bench``.
 
     Args:
@@ -138,6 +153,7 @@ def run_benchmark(bench_file: str | Path, *, resume: bool = False, reference: st
         reference: a CSV of published numbers to show beside ours.
         console: where progress and notes go (default: stderr).
         show_progress: a progress bar with each job's AUC.
+        explain: saliency overlays per kind of each finished run (:func:`write_leaderboards`).
         **options: the plan's options (:func:`plan_benchmark`: ``profile``, ``flags``, ``sets``,
             ``only``, ``seeds``, ``label_fractions``, ``baseline``, ``executor``, ``executor_flags``).
 
@@ -146,4 +162,4 @@ def run_benchmark(bench_file: str | Path, *, resume: bool = False, reference: st
     """
     plan, executor = plan_benchmark(bench_file, **options)
     result = run_bench(plan, executor, resume=resume, console=console, show_progress=show_progress)
-    return write_leaderboards(plan, result, reference)
+    return write_leaderboards(plan, result, reference, explain)

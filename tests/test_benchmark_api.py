@@ -27,6 +27,10 @@ def test_run_benchmark_writes_what_the_command_writes(tmp_path, monkeypatch):
     paths = outcome.paths[0]
     written = pd.read_csv(paths["csv"])
     assert list(written["method"]) == list(report.table["method"])
+    # saliency overlays for the CNN, one line (never a failure) for the control's trees
+    assert len(pd.read_csv(outcome.out / "ResNet" / "saliency" / "saliency.csv")) > 0
+    assert [n.split(":")[0] for n in outcome.saliency_notes] == ["no saliency overlays for Non-spatial"]
+    assert "<h2>Saliency</h2>" in paths["html"].read_text()
 
     # the command on the same file and flags: the same fold files, the same leaderboard numbers
     cli = CliRunner().invoke(main, ["bench", str(TABLE2), "--profile", "smoke", "--folds", "2", "--quiet",

@@ -9,7 +9,7 @@ from rich.markup import escape
 from .. import components
 from ..bench.plan import BENCH_OUT, default_out
 from ..console import make_console, working
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from ..fileio import OutOfSpace
 from .run_cmd import (LABEL_FRACTION_HELP, PRETEXT_DATA_HELP, SPLIT_HELP, SPLITS, TEST_DATASET_HELP,
                       collect_flags, command_line, log_options, parse_fractions, stop_on_sigterm)
@@ -70,16 +70,21 @@ def _seeds(text: str | None) -> tuple[int, ...]:
 @click.option("--baseline", default=None, metavar="METHOD",
               help="The method the others are tested against (default: the bench file's 'baseline', "
                    "the first of its list that finished; without one, no p-values).")
+@click.option("--explain", default=3, show_default=True, type=int, metavar="N",
+              help="Grad-CAM overlays of each finished run's N most confident true positives, false "
+                   "positives and false negatives, shown in the HTML leaderboard (0: none).")
 @click.option("--label-fraction", "label_fraction", default=None, metavar="F[,F...]",
               help=LABEL_FRACTION_HELP + " Replaces the bench file's label_fractions.")
 @log_options
 def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retries, ray_address,
-          gpus_per_job, cpus_per_job, sets, reference, quiet, baseline, label_fraction, **kwargs):
+          gpus_per_job, cpus_per_job, sets, reference, quiet, baseline, explain, label_fraction, **kwargs):
     """Run a benchmark file (e.g. benchmarks/table2.yaml): all methods x folds, then the leaderboard.
 
     Interrupted or failed jobs are finished by rerunning the same command with --resume;
     completed folds are never recomputed.
     """
+    if explain < 0:  # before any training
+        raise UserError(f"--explain must be 0 or more, got {explain}")
     # torch, scikit-learn and matplotlib load only when a command runs, so --help stays fast
     with working("loading torch, timm and scikit-learn", err_console, enabled=not quiet):
         from ..bench.job import import_extra_modules, last_line
@@ -114,7 +119,9 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     except OutOfSpace as exc:  # one line (the group prints it, exit 1)
         raise exc.keeping(f"completed jobs (folds) are kept in {first.out}",
                           rerun=f"finish the missing ones with: {resume_command()}") from None
-    outcome = write_leaderboards(plan, result, reference)
+    outcome = write_leaderboards(plan, result, reference, explain)
+    for note in outcome.saliency_notes:
+        err_console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     for seed, report in outcome.reports.items():  # --seeds: one leaderboard per seed, in seed-<s>/
         if seed in outcome.baseline_notes:
             err_console.print(f"[yellow]{escape(outcome.baseline_notes[seed])}[/]", highlight=False, soft_wrap=True)

@@ -20,28 +20,37 @@ from ..fileio import atomic_write_text, cannot_write
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write csv/json here instead of stdout (its folder is made if missing).")
+@click.option("--explain", "explain_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write a Grad-CAM overlay of each image (the fold models' mean map) to this "
+                   "folder, <name>.gradcam.png; the table gets its path.")
 @click.option("--device", default="auto", show_default=True)
-def predict(run_dir, images, fmt, out, device):
+def predict(run_dir, images, fmt, out, explain_dir, device):
     """Score IMAGE files (DICOM, PNG, TIFF): mean probability of malignancy over the run's fold
     models, the same calibrated by each fold's calibrator (fitted on its training images), the
     call at the run's operating point (threshold chosen on the training folds), and each fold's
     probability. Files are always scored, with a warning line when the run is partial,
     was trained with the smoke profile or is degenerate in every fold, and for each file that does
-    not look like one mammogram view (e.g. several views side by side)."""
+    not look like one mammogram view (e.g. several views side by side). With --explain, where the
+    classifier looked (Grad-CAM on its timm backbone's last feature map; not for ViTs, the k-NN
+    probe or the non-spatial control)."""
     from ..experiment.inference import predict_files
+    from ..experiment.saliency import explain_files
     from ..training.device import resolve_device
 
     err = make_console(stderr=True)
     table = predict_files(run_dir, list(images), resolve_device(device),
                           on_warning=lambda text: err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False,
                                                             soft_wrap=True))
+    if explain_dir is not None:
+        table["explanation"] = [str(p) for p in explain_files(run_dir, list(images), explain_dir,
+                                                              resolve_device(device))]
     if fmt == "table" and out is None:
         view = Table(title=f"malignancy probability ({escape(str(run_dir))})")
         for col in table.columns:
             view.add_column(col, justify="left" if col == "file" else "right")
         for row in table.itertuples(index=False):
-            view.add_row(Text(str(row[0])), *(("yes" if v else "no") if isinstance(v, (bool, np.bool_)) else f"{v:.4f}"
-                                   for v in row[1:]))
+            view.add_row(Text(str(row[0])), *(("yes" if v else "no") if isinstance(v, (bool, np.bool_))
+                                              else Text(v) if isinstance(v, str) else f"{v:.4f}" for v in row[1:]))
         make_console().print(view)
         return
     text = (

@@ -81,8 +81,7 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
     warn = on_warning or (lambda text: None)
     config, models = load_fold_models(run_dir)
     rundir = RunDir.open(run_dir)
-    size = _size(config["data"]["image_size"])  # every model's (load_fold_models)
-    assert size is not None
+    size = run_image_size(config)  # every model's (load_fold_models)
     n_folds = int((config.get("data") or {}).get("folds") or len(models))
     if len(models) < n_folds:
         warn(f"{run_dir} is partial: {len(models)} of {n_folds} folds have a trained model "
@@ -95,6 +94,25 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
         warn(f"{run_dir} is degenerate: every fold's held-out scores were constant or nearly all on one "
              f"side of 0.5 ({'; '.join(f'fold {k}: {why}' for k, why in degenerate.items())}), so these "
              f"probabilities and calls say little about malignancy")
+    batch = load_files(files, size, warn)
+    table = pd.DataFrame({"file": [str(f) for f in files]})
+    per_fold = {}
+    for k, model in models:
+        per_fold[f"fold_{k}"] = predict_scores(model.to(device), batch, device)
+    table["p_malignant"] = np.mean(list(per_fold.values()), axis=0)
+    table["p_calibrated"] = calibrated_probability(rundir, per_fold)
+    table["threshold"] = operating_threshold_of(rundir, [k for k, _ in models])
+    table["malignant"] = table["p_malignant"] >= table["threshold"]
+    return pd.concat([table, pd.DataFrame(per_fold)], axis=1)
+
+
+def load_files(files: list[str], size: tuple[int, int], warn: Callable[[str], None]) -> torch.Tensor:
+    """The files decoded and preprocessed as the run's training images were (``(N, 1, H, W)``
+    float32 in [0, 1]); ``warn`` gets a line for each that does not look like one mammogram view.
+
+    Raises:
+        DataError: a file cannot be read (every such file named, one line for one file).
+    """
     images, problems = [], []
     for f in files:
         try:
@@ -112,16 +130,14 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
         raise DataError(f"cannot read an image: {problems[0]}")
     if problems:
         raise DataError("cannot read these images:\n" + "\n".join(f"  - {p}" for p in problems))
-    batch = torch.from_numpy(np.stack(images).astype(np.float32)).unsqueeze(1)
-    table = pd.DataFrame({"file": [str(f) for f in files]})
-    per_fold = {}
-    for k, model in models:
-        per_fold[f"fold_{k}"] = predict_scores(model.to(device), batch, device)
-    table["p_malignant"] = np.mean(list(per_fold.values()), axis=0)
-    table["p_calibrated"] = calibrated_probability(rundir, per_fold)
-    table["threshold"] = operating_threshold_of(rundir, [k for k, _ in models])
-    table["malignant"] = table["p_malignant"] >= table["threshold"]
-    return pd.concat([table, pd.DataFrame(per_fold)], axis=1)
+    return torch.from_numpy(np.stack(images).astype(np.float32)).unsqueeze(1)
+
+
+def run_image_size(config: dict) -> tuple[int, int]:
+    """The ``(height, width)`` a run's images are preprocessed to (checked by :func:`load_fold_models`)."""
+    size = _size(config["data"]["image_size"])
+    assert size is not None
+    return size
 
 
 def calibrated_probability(rundir: RunDir, per_fold: dict[str, np.ndarray]) -> np.ndarray:

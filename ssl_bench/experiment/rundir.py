@@ -9,6 +9,8 @@
                  env.json      provenance (versions, git commit, device, dates, dataset size)
                  summary.json  mean and std over folds, pooled metrics, degenerate folds (once all folds are done)
                  skipped.csv   inputs left out with --on-bad-image skip (if any)
+                 saliency/     Grad-CAM overlays of the top true/false positives and false negatives
+                               (ssl-bench explain; bench), saliency/saliency.csv lists them
                  failed/fold-<k>.txt   traceback of a bench job that failed after its retries
 <out>/<run-name>/folds/<k>/metrics.json  predictions.csv  model.pt  history.csv
                  folds/.<k>.checkpoint.pt   fold k's training state while it trains (train.checkpoint_every)
@@ -70,7 +72,7 @@ import yaml
 from ..config import VOLATILE, Config, check_path_name, load_yaml, migrate, save_yaml, without_roles
 from ..data.subgroups import SUBGROUP_COLUMNS
 from ..errors import UserError, exception_text
-from ..fileio import atomic_write_text, out_of_space_error
+from ..fileio import atomic_write_bytes, atomic_write_text, out_of_space_error
 
 RESULT_FILES = ("metrics.json", "predictions.csv")
 MODEL_FILE = "model.pt"
@@ -81,6 +83,9 @@ PREDICTION_COLUMNS = ("image_id", "patient_id", "label", "score", "laterality", 
 PREDICTIONS_DIGEST = "predictions_sha256"  # metrics.json: text_digest of predictions.csv as written
 FOLD_COLUMNS = ("image_id", "patient_id", "label", "fold")
 SUBGROUPS_FILE = "subgroups.csv"
+SALIENCY_DIR = "saliency"
+#: saliency/saliency.csv: one row per overlay (``file`` relative to the run directory)
+SALIENCY_COLUMNS = ("kind", "rank", "image_id", "patient_id", "fold", "label", "score", "threshold", "file")
 
 #: run directories this process holds the lock of (path -> open lock file)
 _CLAIMED: dict[str, Any] = {}
@@ -613,6 +618,47 @@ class RunDir:
         if "image_id" not in table.columns or table["image_id"].duplicated().any():
             raise UserError(f"{path} is damaged (it needs one row per image_id); {remedy}")
         return table
+
+    # ---- saliency/ ---------------------------------------------------------------------------
+    def write_saliency(self, overlays: dict[str, bytes], table: pd.DataFrame) -> None:
+        """Replace ``saliency/`` with these overlays and their table (each file atomically; the
+        table last, so that it never names a file that is not there).
+
+        Args:
+            overlays: file name (inside ``saliency/``) -> PNG bytes.
+            table: one row per overlay (:data:`SALIENCY_COLUMNS`; ``file`` is
+                ``saliency/<name>``).
+        """
+        folder = self.path / SALIENCY_DIR
+        folder.mkdir(exist_ok=True)
+        for old in folder.glob("*.png"):
+            if old.name not in overlays:
+                old.unlink()
+        for name, data in overlays.items():
+            atomic_write_bytes(folder / name, data)
+        atomic_write_text(folder / "saliency.csv", table[list(SALIENCY_COLUMNS)].to_csv(index=False))
+
+    def read_saliency(self) -> pd.DataFrame | None:
+        """``saliency/saliency.csv`` with the rows whose overlay exists, or ``None`` when the run has
+        none (``ssl-bench explain`` writes it).
+
+        Raises:
+            UserError: the table cannot be read or lacks a column of :data:`SALIENCY_COLUMNS`.
+        """
+        path = self.path / SALIENCY_DIR / "saliency.csv"
+        if not path.is_file():
+            return None
+        remedy = "run ssl-bench explain on the run to write it again"
+        try:
+            table = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "file": str})
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise UserError(f"{path} is damaged ({exception_text(exc)}); {remedy}") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        missing = [c for c in SALIENCY_COLUMNS if c not in table.columns]
+        if missing:
+            raise UserError(f"{path} is damaged (no column {', '.join(missing)}); {remedy}")
+        return table[[(self.path / f).is_file() for f in table["file"]]].reset_index(drop=True)
 
     def folds_match(self, image_ids: np.ndarray, fold_of: np.ndarray) -> bool:
         """Whether ``folds.csv`` assigns exactly these images to exactly these folds.

@@ -24,6 +24,8 @@ from .render import (
     METRIC_TITLES,
     P_NOTE,
     REFERENCE_NOTE,
+    SALIENCY_KINDS,
+    SALIENCY_NOTE,
     SUBGROUP_NOTE,
     THRESHOLD_NOTE,
     UNITS,
@@ -256,6 +258,27 @@ def _subgroups(report: Report) -> str:
             + "".join(f"<h3>{escape(heading)}</h3>" + _table(table, "clinical") for heading, table in tables))
 
 
+def _saliency(report: Report) -> str:
+    """The saliency section: per method, its overlays by kind (embedded from the run's files)."""
+    cards = []
+    for run in report.runs:
+        if run.saliency is None or run.saliency.empty:
+            continue
+        rows = []
+        for kind, title in SALIENCY_KINDS.items():
+            own = run.saliency[run.saliency["kind"] == kind]
+            figures = "".join(
+                f"<figure><img alt=\"{escape(title)} {escape(str(r.image_id))}: Grad-CAM overlay\" "
+                f"src=\"data:image/png;base64,{base64.b64encode((run.path / r.file).read_bytes()).decode()}\">"
+                f"<figcaption>{escape(str(r.image_id))}, p={r.score:.2f}</figcaption></figure>"
+                for r in own.itertuples(index=False))
+            rows.append(f"<h4>{escape(title)}s</h4><div class=\"figure-row\">{figures or '<p class=muted>none</p>'}</div>")
+        cards.append(f'<div class="card"><h3>{escape(run.method)}</h3>{"".join(rows)}</div>')
+    if not cards:
+        return ""
+    return f"<h2>Saliency</h2><p class=\"muted\">{escape(SALIENCY_NOTE)}</p>" + "".join(cards)
+
+
 def _calibration(report: Report, png: bytes | None) -> str:
     """The calibration section (its table, then the reliability diagrams embedded), when the runs
     recorded calibrated probabilities."""
@@ -286,7 +309,8 @@ def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None =
         "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
         f"<figcaption>{escape(caption)}</figcaption></figure></div>",
-        _calibration(report, figures.get("reliability")), _subgroups(report), _efficiency(report, efficiency),
+        _calibration(report, figures.get("reliability")), _subgroups(report), _saliency(report),
+        _efficiency(report, efficiency),
         _reference(report),
         _folds(report),
         _provenance(report),

@@ -24,8 +24,8 @@ from .runs import dataset_summary, provenance_table, run_dates
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
-SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "calibration", "subgroups", "efficiency",
-            "reference", "folds", "provenance")
+SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "calibration", "subgroups", "saliency",
+            "efficiency", "reference", "folds", "provenance")
 EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
                    "for each label fraction: the share of each fold's training patients used, the same "
                    "in each class (rounded up), nested across fractions, on the same held-out folds. "
@@ -125,6 +125,12 @@ CALIBRATION_NOTE = ("Expected calibration error (ECE, percentage points: the mea
                     "(predictions.csv 'calibrated'; ssl-bench predict's p_calibrated). Lower is better; a "
                     "calibrator fitted on training scores, which are more extreme than held-out ones, "
                     "may not help.")
+SALIENCY_NOTE = ("Where each method looked (Grad-CAM, Selvaraju et al. 2017, on its backbone's last feature "
+                 "map; red: what raised the probability of malignancy most) in its most confident true "
+                 "positives, false positives and false negatives among the held-out images, each called at its "
+                 "fold's operating point and explained by the fold model that held it out (ssl-bench explain; "
+                 "files in each run's saliency/ folder).")
+SALIENCY_KINDS = {"tp": "True positive", "fp": "False positive", "fn": "False negative"}
 SUBGROUP_TITLES = {"view": "View", "laterality": "Laterality", "density": "Breast density (ACR)",
                    "lesion_type": "Lesion type", "manufacturer": "Manufacturer"}
 SUBGROUP_NOTE = ("Pooled out-of-fold AUC of the images of each subgroup, with its patient-clustered 95% CI "
@@ -240,6 +246,20 @@ def subgroup_displays(report: Report) -> list[tuple[str, pd.DataFrame]]:
             table.append(row)
         out.append((SUBGROUP_TITLES.get(str(variable), str(variable)), pd.DataFrame(table).fillna("–")))
     return out
+
+
+def saliency_display(report: Report) -> pd.DataFrame:
+    """Every overlay the runs hold: method, kind, image, fold, probability and the file (relative to
+    the folder holding the run)."""
+    rows = []
+    for run in report.runs:
+        if run.saliency is None:
+            continue
+        for r in run.saliency.itertuples(index=False):
+            rows.append({"Method": run.method, "Kind": SALIENCY_KINDS.get(str(r.kind), str(r.kind)),
+                         "Image": r.image_id, "Fold": str(r.fold), "p malignant": f"{r.score:.3f}",
+                         "Overlay": f"{run.path.name}/{r.file}"})
+    return pd.DataFrame(rows)
 
 
 def reference_display(report: Report) -> pd.DataFrame:
@@ -366,6 +386,8 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: st
         blocks += [("h2", "Subgroups"), ("p", SUBGROUP_NOTE)]
         for heading, table in subgroup_displays(report):
             blocks += [("h3", heading), ("table", table)]
+    if "saliency" in sections and any(r.saliency is not None for r in report.runs):
+        blocks += [("h2", "Saliency"), ("p", SALIENCY_NOTE), ("table", saliency_display(report))]
     if "efficiency" in sections and has_curve(report.label_efficiency):
         blocks += [("h2", "Label efficiency"), ("p", EFFICIENCY_NOTE)]
         if efficiency_figure:

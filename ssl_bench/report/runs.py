@@ -43,6 +43,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     degenerate: dict[int, str] = field(default_factory=dict)  # fold -> why its scores say nothing
     subgroups: pd.DataFrame | None = None  # subgroups.csv (image_id, view, laterality, ...); None before it
+    saliency: pd.DataFrame | None = None  # saliency/saliency.csv (ssl-bench explain), rows whose overlay exists
 
     @property
     def completed_folds(self) -> list[int]:
@@ -141,7 +142,8 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
         )
     predictions = pd.concat(frames, ignore_index=True)
     run = RunResult(p, _method_name(p, config, summary), config, env, summary, n_folds,
-                    fold_metrics, stored, predictions, warnings, subgroups=rundir.read_subgroups())
+                    fold_metrics, stored, predictions, warnings, subgroups=rundir.read_subgroups(),
+                    saliency=rundir.read_saliency())
     if run.partial:
         missing = ", ".join(map(str, run.missing_folds))
         warnings.insert(0, f"partial: {len(fold_metrics)}/{n_folds} folds (missing {missing})")
