@@ -2,7 +2,7 @@
 method at every size over the profile's, one run directory per method and size, and the report
 draws the resolution curve (pooled AUC with its clustered CI per size) with its table, tested
 against the baseline's curve at the same size. Plan and report are checked on fabricated run
-directories; one tiny bench runs the whole path."""
+directories; one tiny bench runs the whole path, then ``ssl-bench power`` on it."""
 from __future__ import annotations
 
 import numpy as np
@@ -144,7 +144,7 @@ def test_resolution_table_and_tests_against_the_baseline_at_each_size(runs, tmp_
     assert not has_curve(one_size.axes["resolution"], IMAGE_SIZE)  # one size: no curve, no section
 
 
-def test_a_bench_with_two_sizes_draws_its_curve(tmp_path):
+def test_a_bench_with_two_sizes_draws_its_curve_and_plans_the_next_study(tmp_path):
     path = tmp_path / "b.yaml"
     path.write_text("methods:\n  kNN: {pretext: none, transfer: knn, params: {knn: {k: 3}}}\n"
                     "image_sizes: [[32, 16], [48, 24]]\n")
@@ -156,3 +156,6 @@ def test_a_bench_with_two_sizes_draws_its_curve(tmp_path):
     table = pd.read_csv(out / "resolution.csv")
     assert list(table["method"]) == ["kNN", "kNN"] and list(table["image_size"]) == ["32x16", "48x24"]
     assert pd.read_csv(out / "kNN-32x16" / "folds.csv").equals(pd.read_csv(out / "kNN-48x24" / "folds.csv"))
+    result = CliRunner().invoke(main, ["power", str(out), "--delta", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "Patients needed against kNN-32x16" in result.output and "kNN-48x24" in result.output

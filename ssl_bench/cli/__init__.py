@@ -22,6 +22,7 @@ from ..fileio import OutOfSpace
 from .bench_cmd import bench
 from .data_cmd import data
 from .list_cmd import list_components, show_toolkit_warnings
+from .power_cmd import power
 from .predict_cmd import predict
 from .report_cmd import report
 from .run_cmd import ARGV_KEY, run
@@ -60,5 +61,5 @@ def main() -> None:
     """Benchmark self-supervised pretext tasks and transfer strategies on mammography."""
 
 
-for _command in (list_components, run, data, predict, bench, report, weights):
+for _command in (list_components, run, data, predict, bench, report, power, weights):
     main.add_command(_command)
