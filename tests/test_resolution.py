@@ -5,6 +5,8 @@ against the baseline's curve at the same size. Plan and report are checked on fa
 directories; one tiny bench runs the whole path, then ``ssl-bench power`` on it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -159,3 +161,15 @@ def test_a_bench_with_two_sizes_draws_its_curve_and_plans_the_next_study(tmp_pat
     result = CliRunner().invoke(main, ["power", str(out), "--delta", "0.05"])
     assert result.exit_code == 0, result.output
     assert "Patients needed against kNN-32x16" in result.output and "kNN-48x24" in result.output
+
+
+@pytest.mark.parametrize("profile, sizes", [("smoke", [(64, 32), (32, 16)]),
+                                            ("quick", [(128, 64), (64, 32), (256, 128)]),
+                                            ("paper", [(768, 384), (384, 192), (1536, 768)])])
+def test_the_resolution_bench_plans_its_profiles_sizes(profile, sizes):
+    plan = load_plan(Path(__file__).resolve().parents[1] / "benchmarks" / "resolution.yaml", profile)
+    methods = ("ResNet", "SimCLR", "TSBN-U", "Non-spatial")
+    assert [run_name(c) for c in plan.configs] == [f"{m}-{h}x{w}" for m in methods for h, w in sizes]
+    assert [c.data.image_size for c in plan.configs] == sizes * len(methods)
+    h, w = sizes[0]
+    assert plan.baseline_run() == f"ResNet-{h}x{w}" and plan.control_run() == f"Non-spatial-{h}x{w}"
