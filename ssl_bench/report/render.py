@@ -37,9 +37,11 @@ RESOLUTION_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 
                    "same held-out folds. With a baseline, each method is compared with the baseline's "
                    "curve at the same size on the same images (Obuchowski's clustered test; "
                    "Holm-adjusted over the methods at that size).")
-#: per study axis (:mod:`.axes`): the note under its heading and its columns as shown (title,
-#: the table's column, how a value reads), before the pooled AUC
+#: per study axis (:mod:`.axes`): the note under its heading, its figure's alternative text in
+#: markdown, and its columns as shown (title, the table's column, how a value reads), before the
+#: pooled AUC
 AXIS_NOTES = {"label_efficiency": EFFICIENCY_NOTE, "resolution": RESOLUTION_NOTE}
+AXIS_ALT = {"label_efficiency": "Label-efficiency curves", "resolution": "Resolution curves"}
 AXIS_COLUMNS: dict[str, tuple[tuple[str, str, Any], ...]] = {
     "label_efficiency": (("Label fraction", "label_fraction", lambda v: f"{v:g}"),
                          ("Train images/fold", "n_train_images", lambda v: fmt_value(v, 1)),
@@ -351,7 +353,7 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: st
     for axis in curves(report) if "axes" in sections else ():
         blocks += [("h2", axis.title), ("p", AXIS_NOTES[axis.name])]
         if figures.get(axis.name):
-            blocks.append(("img", (figures[axis.name], f"{axis.title} curves")))
+            blocks.append(("img", (figures[axis.name], AXIS_ALT[axis.name])))
         blocks.append(("table", axis_display(report, axis)))
     if "reference" in sections and report.reference is not None:
         blocks += [("h2", f"Reference: {REFERENCE_LABEL}"), ("p", REFERENCE_NOTE),
