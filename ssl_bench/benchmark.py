@@ -68,8 +68,8 @@ class BenchmarkOutcome:
 def plan_benchmark(bench_file: str | Path, *, profile: str | None = None, flags: dict[str, Any] | None = None,
                    sets: Sequence[str] = (), only: Sequence[str] = (), seeds: Sequence[int] = (),
                    label_fractions: Sequence[float] | None = None, baseline: str | None = None,
-                   executor: str = "local", executor_flags: dict[str, Any] | None = None
-                   ) -> tuple[BenchPlan, Executor]:
+                   executor: str = "local", executor_flags: dict[str, Any] | None = None,
+                   image_sizes: Sequence[tuple[int, int]] | None = None) -> tuple[BenchPlan, Executor]:
     """The resolved plan of ``bench_file`` and the executor that runs it.
 
     Args:
@@ -82,17 +82,18 @@ def plan_benchmark(bench_file: str | Path, *, profile: str | None = None, flags:
         only: run only these methods.
         seeds: several seeds, one run directory per method and seed.
         label_fractions: replace the bench file's ``label_fractions``.
+        image_sizes: ``(height, width)`` pairs that replace the bench file's ``image_sizes``.
         baseline: the method the others are tested against (default: the bench file's).
         executor: an ``EXECUTORS`` name (``local``, ``ray``).
         executor_flags: the executor's options (``retries``, ``jobs_per_gpu``, ``address``, ...).
 
     Returns:
-        The plan (one config per method, fraction and seed) and the executor.
+        The plan (one config per method, image size, fraction and seed) and the executor.
     """
     flags = dict(flags or {})
     flags["out"] = flags.get("out") or default_out(bench_file)
     plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), tuple(seeds), default_profile,
-                     tuple(label_fractions or ()), baseline)
+                     tuple(label_fractions or ()), baseline, tuple(image_sizes or ()))
     return plan, build_executor(executor, plan.configs[0], **(executor_flags or {}))
 
 
@@ -155,7 +156,8 @@ def run_benchmark(bench_file: str | Path, *, resume: bool = False, reference: st
         show_progress: a progress bar with each job's AUC.
         explain: saliency overlays per kind of each finished run (:func:`write_leaderboards`).
         **options: the plan's options (:func:`plan_benchmark`: ``profile``, ``flags``, ``sets``,
-            ``only``, ``seeds``, ``label_fractions``, ``baseline``, ``executor``, ``executor_flags``).
+            ``only``, ``seeds``, ``label_fractions``, ``image_sizes``, ``baseline``, ``executor``,
+            ``executor_flags``).
 
     Returns:
         The :class:`BenchmarkOutcome`; failed jobs are in ``outcome.failed``, not raised.

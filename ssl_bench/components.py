@@ -265,6 +265,22 @@ def fraction_suffix(cfg: Config) -> str:
     return "" if f >= 1.0 else f"-f{f:g}"
 
 
+def size_suffix(image_size: tuple[int, int] | list[int]) -> str:
+    """``-768x384``: what a bench with ``image_sizes`` appends to the names of a method's runs at
+    that size (:mod:`ssl_bench.bench.plan`), before any :func:`fraction_suffix`
+    (``ResNet-768x384-f0.25``), so that the runs of one method at several sizes are several run
+    directories and several leaderboard rows.
+
+    Args:
+        image_size: ``(height, width)`` in pixels.
+
+    Returns:
+        ``-<height>x<width>``.
+    """
+    height, width = image_size
+    return f"-{int(height)}x{int(width)}"
+
+
 def display_name(cfg: Config) -> str:
     """The method's name in tables: its bench row (``cfg.method``), else the run name.
 

@@ -507,6 +507,42 @@ def parse_image_size(value: Any, key: str = "image_size") -> tuple[int, int]:
     return (h, w)
 
 
+def parse_image_sizes(value: Any, key: str = "image_sizes") -> tuple[tuple[int, int], ...]:
+    """Several image sizes, each as :func:`parse_image_size` reads one: ``"64x32,96x48"`` (sizes
+    separated by commas or spaces, each ``HEIGHTxWIDTH``) or a list of ``[height, width]`` pairs
+    or ``HEIGHTxWIDTH`` strings (a bench file's ``image_sizes``).
+
+    Args:
+        value: the sizes as given.
+        key: where they were given, for the messages (``--image-size``, ``<file>: image_sizes``).
+
+    Returns:
+        ``((height, width), ...)`` in the order given.
+
+    Raises:
+        ConfigError: no size, a size that is not a pair of whole numbers, one out of bounds, or
+            the same size twice.
+    """
+    if isinstance(value, str):
+        items: list[Any] = [part for part in re.split(r"[\s,]+", value.strip()) if part]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ConfigError(f"{key}: expected a list of [height, width] pairs, got {value!r}")
+    if not items:
+        raise ConfigError(f"{key}: expected at least one image size, got {value!r}")
+    sizes = []
+    for item in items:
+        if isinstance(item, (list, tuple)) and not (
+                len(item) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
+            raise ConfigError(f"{key}: each size is a pair of whole numbers [height, width], got {item!r}")
+        sizes.append(parse_image_size(item, key))
+    for size in sizes:
+        if sizes.count(size) > 1:
+            raise ConfigError(f"{key} lists {size[0]}x{size[1]} twice: {value!r}")
+    return tuple(sizes)
+
+
 def parse_scalar(text: str) -> Any:
     """A ``--set`` value for a component option: YAML scalar parsing (``3`` -> 3, ``true``...).
 

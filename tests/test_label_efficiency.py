@@ -8,7 +8,7 @@ from ssl_bench.bench.plan import load_plan
 from ssl_bench.cli import main
 from ssl_bench.components import run_name
 from ssl_bench.errors import ConfigError
-from ssl_bench.report.label_efficiency import has_curve
+from ssl_bench.report.axes import LABEL_FRACTION, has_curve
 from ssl_bench.report.leaderboard import build_report
 
 BENCH = """
@@ -54,9 +54,9 @@ def test_held_out_folds_identical_across_fractions(bench_out):
     folds = [pd.read_csv(bench_out / name / "folds.csv") for name in ("kNN-f0.25", "kNN-f0.5", "kNN")]
     assert folds[0].equals(folds[1]) and folds[0].equals(folds[2])
     report = build_report([bench_out / n for n in ("kNN-f0.25", "kNN-f0.5", "kNN")], n_boot=200)
-    assert has_curve(report.label_efficiency)
+    assert has_curve(report.axes["label_efficiency"], LABEL_FRACTION)
     pooled = report.table.set_index("run")["oof_auc"]
-    for _, row in report.label_efficiency.iterrows():  # the curve's points are the leaderboard's pooled AUCs
+    for _, row in report.axes["label_efficiency"].iterrows():  # the curve's points are the leaderboard's pooled AUCs
         assert row["oof_auc"] == pooled[row["run"]]
 
 
@@ -67,4 +67,4 @@ def test_report_md_writes_the_curve_beside(bench_out, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r_label_efficiency.png").is_file()
     one = build_report([bench_out / "kNN"], n_boot=200)
-    assert not has_curve(one.label_efficiency)  # one fraction: no curve, no section
+    assert not has_curve(one.axes["label_efficiency"], LABEL_FRACTION)  # one fraction: no curve, no section

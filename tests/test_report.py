@@ -65,9 +65,13 @@ def cohort(n=150, folds=5, seed=0):
 
 
 def write_run(root: Path, name: str, labels, patients, fold, scores, *, dataset="synthetic",
-              split="patient", seed=0, folds=5, ids=None, started="2025-01-01T10:00:00+00:00") -> Path:
+              split="patient", seed=0, folds=5, ids=None, started="2025-01-01T10:00:00+00:00",
+              data=None) -> Path:
+    """A run directory ``root/<name lowercased>`` of method ``name``; ``data``: other ``data.*`` settings."""
     cfg = Config(method=name, name=name.lower(), profile="quick", seed=seed)
     cfg.data.dataset, cfg.data.split, cfg.data.folds = dataset, split, folds
+    for key, value in (data or {}).items():
+        setattr(cfg.data, key, value)
     d = root / name.lower()
     (d / "folds").mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

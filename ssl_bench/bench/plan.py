@@ -21,24 +21,37 @@ A top-level ``label_fractions: [0.1, 0.25, 0.5, 1.0]`` (or ``--label-fraction 0.
 command line, which replaces it) runs every method at every fraction: one run directory per
 method and fraction, named ``<method>-f<fraction>`` below 1 (:func:`ssl_bench.components.run_name`).
 
+A top-level ``image_sizes: [[768, 384], [1536, 768]]`` (or ``--image-size 64x32,96x48``, which
+replaces it) runs every method at every image size: one run directory per method and size, named
+``<method>-<height>x<width>`` (:func:`ssl_bench.components.size_suffix`; with label fractions
+too, ``<method>-768x384-f0.25``). A profile sets its own image size (smoke 64x32, quick 128x64,
+paper 768x384) to keep its runs as fast as it promises, so sizes sensible for one profile are
+not for another: ``image_sizes`` may instead map profile names to their sizes,
+``image_sizes: {paper: [[768, 384], [1536, 768]], smoke: [[64, 32], [96, 48]]}``, and a run
+takes its profile's list (a profile the mapping lacks is one error line). The first size listed
+is the reference size: the leaderboard's baseline and control are their runs at it.
+
 Precedence, lowest first: ``defaults`` < the method's entry < profile < the method's ``fixed``
 entry < command-line flags < ``--set`` (the profile applies on top, so ``--profile smoke`` shrinks
 every method; ``fixed`` holds what defines a method and must survive any profile, e.g. the
 random-init baseline's ``fixed: {model: {pretrained: none}}`` against the ``paper`` profile's
 ImageNet initialisation, or the zoo MAE's ViT backbone,
-``fixed: {model: {backbone: vit_tiny_patch16_224}}``). Every method
+``fixed: {model: {backbone: vit_tiny_patch16_224}}``). A label fraction and an image size of
+the file's axes are set at the level of the flags, over the profile and ``fixed``; since the run
+names carry the size, ``image_sizes`` with a ``--set data.image_size`` (or a
+``data.image_size`` flag) is refused in one line. Every method
 gets the same dataset, seed and split, hence identical folds.
 """
 from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..components import display_name, run_name
-from ..config import Config, build_config, load_yaml
+from ..components import display_name, run_name, size_suffix
+from ..config import PROFILES, Config, build_config, load_yaml, parse_image_sizes
 from ..errors import ConfigError
 
 
@@ -62,6 +75,12 @@ class BenchPlan:
     #: the bench file's ``control``: the method every other must beat to show it reads lesions
     #: (Table II's Non-spatial reference row); None without one
     control: str | None = None
+    #: the bench file's row (method) of each config, in the order of ``configs``; a config's own
+    #: ``method`` adds the image size when the plan has ``image_sizes``
+    rows: list[str] = field(default_factory=list)
+    #: the image sizes every method runs at (the bench file's ``image_sizes`` or ``--image-size``),
+    #: the first the reference size; ``()`` without them
+    image_sizes: tuple[tuple[int, int], ...] = ()
 
     @property
     def methods(self) -> list[str]:
@@ -70,11 +89,11 @@ class BenchPlan:
     def baseline_run(self, seed: int | None = None, finished: Callable[[Config], bool] = lambda c: True
                      ) -> str | None:
         """The baseline's run as the report names it: the first preferred baseline method (of
-        ``seed``) whose runs all ``finished``, at its largest label fraction, where its
-        label-efficiency curve is anchored; None when the file names no baseline or none of them
-        ran (``--only`` left them out, or their jobs failed)."""
+        ``seed``) whose runs all ``finished``, at the reference image size and its largest label
+        fraction, where its curves are anchored; None when the file names no baseline or none of
+        them ran (``--only`` left them out, or their jobs failed)."""
         runs = self._baseline_runs(seed, finished)
-        return display_name(max(runs, key=lambda c: c.data.label_fraction)) if runs else None
+        return display_name(self._anchor(runs)) if runs else None
 
     def baseline_note(self, seed: int | None = None, finished: Callable[[Config], bool] = lambda c: True
                       ) -> str | None:
@@ -82,11 +101,11 @@ class BenchPlan:
         preferred baselines did not run (left out by ``--only``) or did not finish, and what the
         others are tested against instead, or that the leaderboard has no p-values."""
         runs = self._baseline_runs(seed, finished)
-        chosen = runs[0].method if runs else None
+        chosen = self._row(runs[0]) if runs else None
         if not self.baselines or chosen == self.baselines[0]:
             return None
         skipped = self.baselines[: self.baselines.index(chosen)] if chosen else self.baselines
-        ran = {c.method for c in self.configs}
+        ran = set(self.rows)
         why = "; ".join(f"{m} {'did not finish' if m in ran else 'was left out by --only'}" for m in skipped)
         if chosen is None:
             return (f"baseline: {why}, so the leaderboard has no p-values against a baseline "
@@ -95,17 +114,33 @@ class BenchPlan:
 
     def control_run(self, seed: int | None = None, finished: Callable[[Config], bool] = lambda c: True
                     ) -> str | None:
-        """The control's run as the report names it (of ``seed``, at its largest label fraction),
-        or None when the file names no control or its runs did not all finish."""
-        runs = [c for c in self.configs if c.method == self.control and (seed is None or c.seed == seed)]
+        """The control's run as the report names it (of ``seed``, at the reference image size and
+        its largest label fraction), or None when the file names no control or its runs did not
+        all finish."""
+        runs = self._runs_of(self.control, seed)
         if not runs or not all(finished(c) for c in runs):
             return None
-        return display_name(max(runs, key=lambda c: c.data.label_fraction))
+        return display_name(self._anchor(runs))
+
+    def _row(self, cfg: Config) -> str:
+        """The bench file's method (row) that ``cfg`` runs."""
+        return self.rows[next(i for i, c in enumerate(self.configs) if c is cfg)] if self.rows else str(cfg.method)
+
+    def _runs_of(self, method: str | None, seed: int | None) -> list[Config]:
+        """The configs of the bench file's ``method`` (of ``seed``)."""
+        rows = self.rows or [str(c.method) for c in self.configs]
+        return [c for c, row in zip(self.configs, rows) if row == method and (seed is None or c.seed == seed)]
+
+    def _anchor(self, runs: list[Config]) -> Config:
+        """Among one method's runs, the one its curves are anchored at: at the reference image
+        size (the first of ``image_sizes``), then at the largest label fraction."""
+        reference = [c for c in runs if not self.image_sizes or tuple(c.data.image_size) == self.image_sizes[0]]
+        return max(reference or runs, key=lambda c: c.data.label_fraction)
 
     def _baseline_runs(self, seed: int | None, finished: Callable[[Config], bool]) -> list[Config]:
         """The runs (of ``seed``) of the first preferred baseline method that all finished."""
         for method in self.baselines:
-            runs = [c for c in self.configs if c.method == method and (seed is None or c.seed == seed)]
+            runs = self._runs_of(method, seed)
             if runs and all(finished(c) for c in runs):
                 return runs
         return []
@@ -133,6 +168,30 @@ def _file_fractions(path, value) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _file_sizes(path, value) -> dict[str, tuple[tuple[int, int], ...]] | tuple[tuple[int, int], ...]:
+    """The bench file's ``image_sizes``: a list of ``[height, width]`` pairs for every profile, or
+    a mapping of profile names to such lists, each checked; ``()`` without one."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        return parse_image_sizes(value, f"{path}: image_sizes")
+    unknown = [name for name in value if name not in PROFILES]
+    if unknown:
+        raise ConfigError(f"{path}: image_sizes names unknown profile(s) {', '.join(map(str, unknown))}; "
+                          f"profiles: {', '.join(PROFILES)}")
+    return {name: parse_image_sizes(sizes, f"{path}: image_sizes.{name}") for name, sizes in value.items()}
+
+
+def _sizes_for(path, sizes, profile: str) -> tuple[tuple[int, int], ...]:
+    """The image sizes of a run of ``profile``: the file's list, or its profile's entry."""
+    if not isinstance(sizes, dict):
+        return sizes
+    if profile not in sizes:
+        raise ConfigError(f"{path}: image_sizes gives no sizes for the {profile} profile (only for "
+                          f"{', '.join(sizes)}); add them, or give the sizes with --image-size HxW,HxW")
+    return sizes[profile]
+
+
 def load_plan(
     path: str | Path,
     profile: str | None = None,
@@ -143,15 +202,21 @@ def load_plan(
     default_profile: Callable[[str], str] | None = None,
     fractions: tuple[float, ...] = (),
     baseline: str | None = None,
+    image_sizes: tuple[tuple[int, int], ...] = (),
 ) -> BenchPlan:
-    """The bench file at ``path`` resolved into one config per method (x seed x label fraction);
-    ``baseline`` (``--baseline``) replaces the file's baseline preference."""
+    """The bench file at ``path`` resolved into one config per method (x seed x label fraction x
+    image size); ``baseline`` (``--baseline``) replaces the file's baseline preference,
+    ``fractions`` its ``label_fractions`` and ``image_sizes`` its ``image_sizes``."""
     data = load_yaml(path)
-    unknown = set(data) - {"defaults", "methods", "description", "label_fractions", "baseline", "control"}
+    unknown = set(data) - {"defaults", "methods", "description", "label_fractions", "image_sizes", "baseline",
+                           "control"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, methods, "
-                          f"label_fractions, baseline, control")
+                          f"label_fractions, image_sizes, baseline, control")
     fractions = tuple(fractions) or _file_fractions(path, data.get("label_fractions"))
+    sizes = tuple(image_sizes) or _file_sizes(path, data.get("image_sizes"))
+    if sizes and "data.image_size" in (flags or {}):
+        raise _size_conflict(path)
     methods = data.get("methods")
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"{path}: 'methods' must map method names to their settings")
@@ -162,7 +227,8 @@ def load_plan(
     if control is not None and (not isinstance(control, str) or control not in methods):
         raise ConfigError(f"{path}: control {control!r} is not one of its methods ({', '.join(methods)})")
     defaults = data.get("defaults") or {}
-    configs = []
+    configs, rows = [], []
+    used_sizes: tuple[tuple[int, int], ...] = ()
     for seed in seeds or (None,):
         for fraction in fractions or (None,):
             for name, values in methods.items():
@@ -179,13 +245,35 @@ def load_plan(
                     method_flags["seed"] = seed
                 if fraction is not None:
                     method_flags["data.label_fraction"] = fraction
-                cfg = build_config(profile, merged, method_flags, sets, profile_over_file=True,
-                                   default_profile=default_profile)
-                configs.append(cfg)
+                if not sizes:
+                    configs.append(build_config(profile, merged, method_flags, sets, profile_over_file=True,
+                                                default_profile=default_profile))
+                    rows.append(name)
+                    continue
+                if isinstance(sizes, dict):  # the run's profile (the flag's, else the device's) picks its sizes
+                    used_sizes = _sizes_for(path, sizes, build_config(
+                        profile, merged, method_flags, sets, profile_over_file=True,
+                        default_profile=default_profile).profile)
+                else:
+                    used_sizes = sizes
+                for size in used_sizes:
+                    suffix = size_suffix(size)
+                    at_size = {**merged, "method": f"{merged['method']}{suffix}", "name": f"{merged['name']}{suffix}"}
+                    cfg = build_config(profile, at_size, {**method_flags, "data.image_size": size}, sets,
+                                       profile_over_file=True, default_profile=default_profile)
+                    if tuple(cfg.data.image_size) != tuple(size):  # a --set changed it after the axis
+                        raise _size_conflict(path)
+                    configs.append(cfg)
+                    rows.append(name)
     names = [run_name(c) for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two methods would write the same run directory")
-    return BenchPlan(Path(path), configs, baselines, control)
+    return BenchPlan(Path(path), configs, baselines, control, rows, used_sizes)
+
+
+def _size_conflict(path) -> ConfigError:
+    return ConfigError(f"{path}: image_sizes runs every method at each of its sizes and names the runs by them, "
+                       f"so data.image_size cannot be set too; give the sizes with --image-size HxW,HxW")
 
 
 def _require_method(path, flag: str, name: str, methods: dict) -> None:

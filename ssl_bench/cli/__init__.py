@@ -23,6 +23,7 @@ from .bench_cmd import bench
 from .data_cmd import data
 from .explain_cmd import explain
 from .list_cmd import list_components, show_toolkit_warnings
+from .power_cmd import power
 from .predict_cmd import predict
 from .report_cmd import report
 from .run_cmd import ARGV_KEY, run
@@ -61,5 +62,5 @@ def main() -> None:
     """Benchmark self-supervised pretext tasks and transfer strategies on mammography."""
 
 
-for _command in (list_components, run, data, predict, explain, bench, report, weights):
+for _command in (list_components, run, data, predict, explain, bench, report, power, weights):
     main.add_command(_command)

@@ -8,6 +8,7 @@ from rich.markup import escape
 
 from .. import components
 from ..bench.plan import BENCH_OUT, default_out
+from ..config import parse_image_sizes
 from ..console import make_console, working
 from ..errors import ConfigError, UserError
 from ..fileio import OutOfSpace
@@ -75,9 +76,14 @@ def _seeds(text: str | None) -> tuple[int, ...]:
                    "positives and false negatives, shown in the HTML leaderboard (0: none).")
 @click.option("--label-fraction", "label_fraction", default=None, metavar="F[,F...]",
               help=LABEL_FRACTION_HELP + " Replaces the bench file's label_fractions.")
+@click.option("--image-size", "image_size", default=None, metavar="HxW[,HxW...]",
+              help="Run every method at each image size, e.g. 64x32,96x48 (one run directory per "
+                   "method and size, named -<H>x<W>; the report adds the resolution curve). Replaces "
+                   "the bench file's image_sizes, which override the profile's size.")
 @log_options
 def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retries, ray_address,
-          gpus_per_job, cpus_per_job, sets, reference, quiet, baseline, explain, label_fraction, **kwargs):
+          gpus_per_job, cpus_per_job, sets, reference, quiet, baseline, explain, label_fraction, image_size,
+          **kwargs):
     """Run a benchmark file (e.g. benchmarks/table2.yaml): all methods x folds, then the leaderboard.
 
     Interrupted or failed jobs are finished by rerunning the same command with --resume;
@@ -85,18 +91,20 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     """
     if explain < 0:  # before any training
         raise UserError(f"--explain must be 0 or more, got {explain}")
+    sizes = parse_image_sizes(image_size, "--image-size") if image_size else None  # a typo costs no torch import
     # torch, scikit-learn and matplotlib load only when a command runs, so --help stays fast
     with working("loading torch, timm and scikit-learn", err_console, enabled=not quiet):
         from ..bench.job import import_extra_modules, last_line
         from ..bench.runner import run_bench
         from ..benchmark import plan_benchmark, write_leaderboards
-        from ..report.render import print_report
+        from ..report.render import curves, print_report
 
     import_extra_modules()  # SSL_BENCH_IMPORT: extra component modules (also imported by every job)
     kwargs["out"] = kwargs["out"] or default_out(bench_file)
     plan, runner = plan_benchmark(
         bench_file, profile=profile, flags=collect_flags(kwargs), sets=sets, only=only, seeds=_seeds(seeds),
         label_fractions=parse_fractions(label_fraction), baseline=baseline, executor=executor,
+        image_sizes=sizes,
         executor_flags=dict(retries=retries, jobs_per_gpu=jobs_per_gpu, address=ray_address,
                             gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job))
     first = plan.configs[0]
@@ -129,8 +137,8 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
         print_report(report, out_console, sections=("leaderboard", "notes"))
         out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}",
                           highlight=False, markup=False, soft_wrap=True)
-        if "efficiency_png" in paths:
-            out_console.print(f"label efficiency: {paths['efficiency_png']}, {paths['efficiency_csv']}",
+        for axis in curves(report):  # label efficiency, resolution
+            out_console.print(f"{axis.title.lower()}: {paths[f'{axis.name}_png']}, {paths[f'{axis.name}_csv']}",
                               highlight=False, markup=False, soft_wrap=True)
     if outcome.seed_paths:
         out_console.print(f"leaderboard across seeds: {outcome.seed_paths['md']}, {outcome.seed_paths['csv']}",

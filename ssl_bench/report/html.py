@@ -13,14 +13,15 @@ import pandas as pd
 from .. import __version__
 from ..experiment.metrics import METRICS
 from .render import (
+    AXIS_NOTES,
     CALIBRATION_NOTE,
     CLINICAL_NOTE,
     DECISION_NOTE,
-    EFFICIENCY_NOTE,
+    axis_display,
     calibration_display,
     clinical_display,
+    curves,
     decisions_display,
-    efficiency_display,
     METRIC_TITLES,
     P_NOTE,
     REFERENCE_NOTE,
@@ -41,10 +42,10 @@ from .render import (
     title as report_title,
 )
 from .leaderboard import REFERENCE_LABEL, Report
-from .efficiency_plot import efficiency_png
+from .axes import Axis
+from .axis_plot import axis_figure
 from .decision_curve import decision_curve_figure, has_breasts
 from .reliability import has_calibrated, reliability_figure
-from .label_efficiency import has_curve
 from .figures import png_bytes
 from .roc import report_figure
 
@@ -238,15 +239,13 @@ def _notes(report: Report) -> str:
     return f'<ul class="notes">{"".join(items)}</ul>'
 
 
-def _efficiency(report: Report, png: bytes | None) -> str:
-    """The label-efficiency section (figure embedded, then its table), when the runs hold a curve."""
-    if not has_curve(report.label_efficiency):
-        return ""
-    img = _base64(png, lambda: efficiency_png(report))
-    return ("<h2>Label efficiency</h2><div class=\"figure-row\"><figure>"
-            f"<img alt=\"Pooled out-of-fold AUC against the label fraction, one line per method\" "
-            f"src=\"data:image/png;base64,{img}\"><figcaption>{escape(EFFICIENCY_NOTE)}</figcaption>"
-            "</figure></div>" + _table(efficiency_display(report), "efficiency"))
+def _axis(report: Report, axis: Axis, png: bytes | None) -> str:
+    """A study axis' section (figure embedded, then its table); the caller checks the runs hold its curve."""
+    img = _base64(png, lambda: png_bytes(axis_figure(report, axis)))
+    return (f"<h2>{escape(axis.title)}</h2><div class=\"figure-row\"><figure>"
+            f"<img alt=\"Pooled out-of-fold AUC against the {escape(axis.column.replace('_', ' '))}, one line "
+            f"per method\" src=\"data:image/png;base64,{img}\"><figcaption>{escape(AXIS_NOTES[axis.name])}"
+            "</figcaption></figure></div>" + _table(axis_display(report, axis), "efficiency"))
 
 
 def _subgroups(report: Report) -> str:
@@ -291,11 +290,10 @@ def _calibration(report: Report, png: bytes | None) -> str:
             f"probabilities, one line per method\" src=\"data:image/png;base64,{img}\"></figure></div>")
 
 
-def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None = None,
-            figures: dict[str, bytes] | None = None) -> str:
+def to_html(report: Report, png: bytes | None = None, figures: dict[str, bytes] | None = None) -> str:
     """The whole report as one HTML document (a string); ``png``: the ROC figure, if rendered
-    already (else it is drawn here); ``efficiency``: likewise the label-efficiency figure, and
-    ``figures`` the sections' figures by name (``reliability``, ``decision_curve``)."""
+    already (else it is drawn here); ``figures``: likewise the sections' figures by name
+    (``reliability``, ``decision_curve``, the study axes' ``label_efficiency`` and ``resolution``)."""
     figures = figures or {}
     img = _base64(png, lambda: png_bytes(report_figure(report)))
     caption = ("One ROC curve per method over all held-out images of all folds (pooled out-of-fold "
@@ -310,8 +308,7 @@ def to_html(report: Report, png: bytes | None = None, efficiency: bytes | None =
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"
         f"<figcaption>{escape(caption)}</figcaption></figure></div>",
         _calibration(report, figures.get("reliability")), _subgroups(report), _saliency(report),
-        _efficiency(report, efficiency),
-        _reference(report),
+        *(_axis(report, axis, figures.get(axis.name)) for axis in curves(report)), _reference(report),
         _folds(report),
         _provenance(report),
         f"<footer>Written by ssl-bench {escape(__version__)} (<code>ssl-bench report</code>). "

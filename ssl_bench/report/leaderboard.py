@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..experiment.metrics import AGGREGATES, METRICS, POOLED_METRICS, summarize
 from ..experiment.calibration import expected_calibration_error
 from ..experiment.operating_point import degenerate_reason
-from .label_efficiency import efficiency_table
+from .axes import AXES, axis_table
 from .pooled import pooled_with_intervals
 from .runs import NoCompletedFold, RunResult, check_comparable, find_runs, load_run
 from .significance import compare_all
@@ -79,8 +79,9 @@ class Report:
     n_boot: int = 1000
     control: str | None = None  # the non-spatial control found among the runs, else None
     aggregate: str = "mean"
-    #: pooled AUC per method and label fraction (:mod:`.label_efficiency`), one row per run
-    label_efficiency: pd.DataFrame | None = None
+    #: per study axis (:mod:`.axes`: ``label_efficiency``, ``resolution``), pooled AUC per method
+    #: and value, one row per run
+    axes: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: pooled AUC per method and subgroup, with heterogeneity p-values (:mod:`.subgroups`)
     subgroups: pd.DataFrame | None = None
 
@@ -276,8 +277,8 @@ def build_report(
                          f"means cover the completed folds only.")
     return Report(runs, table, {r.method: _per_fold(r) for r in runs}, ref,
                   base.method if base is not None else None, key, notes, n_boot,
-                  ctrl.method if ctrl is not None else None, aggregate, efficiency_table(runs, table, base),
-                  subgroup_table(runs))
+                  ctrl.method if ctrl is not None else None, aggregate,
+                  {axis.name: axis_table(runs, table, axis, base) for axis in AXES}, subgroup_table(runs))
 
 
 def _add_comparisons(table: pd.DataFrame, runs: list[RunResult], ref: RunResult, prefix: str,

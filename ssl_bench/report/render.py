@@ -18,20 +18,36 @@ from rich.text import Text
 from ..console import make_console
 from ..experiment.metrics import METRICS
 from .leaderboard import REFERENCE_LABEL, Report, reference_comparison
-from .label_efficiency import baseline_curve, has_curve
+from .axes import AXES, Axis, baseline_curve, has_curve
 from .runs import dataset_summary, provenance_table, run_dates
 
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
 SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "calibration", "subgroups", "saliency",
-            "efficiency", "reference", "folds", "provenance")
+            "axes", "reference", "folds", "provenance")
 EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
                    "for each label fraction: the share of each fold's training patients used, the same "
                    "in each class (rounded up), nested across fractions, on the same held-out folds. "
                    "Train images and patients: mean per fold. With a baseline, each method is "
                    "compared with the baseline's curve at the same fraction on the same images "
                    "(Obuchowski's clustered test; Holm-adjusted over the methods at that fraction).")
+RESOLUTION_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
+                   "for each image size (height x width in pixels) the images were resized to, on the "
+                   "same held-out folds. With a baseline, each method is compared with the baseline's "
+                   "curve at the same size on the same images (Obuchowski's clustered test; "
+                   "Holm-adjusted over the methods at that size).")
+#: per study axis (:mod:`.axes`): the note under its heading, its figure's alternative text in
+#: markdown, and its columns as shown (title, the table's column, how a value reads), before the
+#: pooled AUC
+AXIS_NOTES = {"label_efficiency": EFFICIENCY_NOTE, "resolution": RESOLUTION_NOTE}
+AXIS_ALT = {"label_efficiency": "Label-efficiency curves", "resolution": "Resolution curves"}
+AXIS_COLUMNS: dict[str, tuple[tuple[str, str, Any], ...]] = {
+    "label_efficiency": (("Label fraction", "label_fraction", lambda v: f"{v:g}"),
+                         ("Train images/fold", "n_train_images", lambda v: fmt_value(v, 1)),
+                         ("Train patients/fold", "n_train_patients", lambda v: fmt_value(v, 1))),
+    "resolution": (("Image size", "image_size", str),),
+}
 P_NOTE = "raw, with Holm-adjusted values in brackets"
 CLINICAL_TITLES = {"oof_auc": "Pooled AUC", "auprc": "AUPRC", "sens_at_spec90": "Sens. @ 90% spec.",
                    "sens_at_spec95": "Sens. @ 95% spec.", "breast_auc": "Breast AUC",
@@ -323,20 +339,16 @@ def provenance_display(report: Report) -> tuple[list[tuple[str, str]], pd.DataFr
 # (files) or rich renderables (terminal)
 
 
-def efficiency_display(report: Report) -> pd.DataFrame:
-    """The label-efficiency table as shown: method, fraction, training images and patients per
-    fold, pooled AUC [95% CI]; with a baseline, the difference from its curve at the same fraction
-    and the p-value (Holm-adjusted in brackets)."""
-    t = report.label_efficiency
-    assert t is not None
-    out = pd.DataFrame({
-        "Method": t["method"],
-        "Label fraction": [f"{f:g}" for f in t["label_fraction"]],
-        "Train images/fold": [fmt_value(v, 1) for v in t["n_train_images"]],
-        "Train patients/fold": [fmt_value(v, 1) for v in t["n_train_patients"]],
-        "Pooled AUC [95% CI]": [fmt_ci(v, lo, hi) for v, lo, hi in zip(t["oof_auc"], t["oof_auc_lo"], t["oof_auc_hi"])],
-    })
-    base = efficiency_baseline(report)
+def axis_display(report: Report, axis: Axis) -> pd.DataFrame:
+    """A study axis' table as shown: method, the value (label fraction with the training images and
+    patients per fold; image size), pooled AUC [95% CI]; with a baseline, the difference from its
+    curve at the same value and the p-value (Holm-adjusted in brackets)."""
+    t = report.axes[axis.name]
+    out = pd.DataFrame({"Method": t["method"]})
+    for title_, column, shown in AXIS_COLUMNS[axis.name]:
+        out[title_] = [shown(v) for v in t[column]]
+    out["Pooled AUC [95% CI]"] = [fmt_ci(v, lo, hi) for v, lo, hi in zip(t["oof_auc"], t["oof_auc_lo"], t["oof_auc_hi"])]
+    base = axis_baseline(report, axis)
     if base is not None:
         out[f"Δ AUC vs {base} (pts)"] = ["baseline" if m == base else fmt_value(d, 1, signed=True)
                                          for m, d in zip(t["method"], t["auc_diff"])]
@@ -345,20 +357,26 @@ def efficiency_display(report: Report) -> pd.DataFrame:
     return out
 
 
-def efficiency_baseline(report: Report) -> str | None:
-    """The label-efficiency curve the others are tested against, if the report has one."""
-    t = report.label_efficiency
+def axis_baseline(report: Report, axis: Axis) -> str | None:
+    """The curve of ``axis`` the others are tested against, if the report has one."""
+    t = report.axes.get(axis.name)
     if report.baseline is None or t is None or "auc_diff" not in t:
         return None
     run = next((r for r in report.runs if r.method == report.baseline), None)
     return baseline_curve(t, str(run.path)) if run is not None else None
 
 
+def curves(report: Report) -> list[Axis]:
+    """The study axes along which the report's runs draw a curve (some method at two values or more)."""
+    return [axis for axis in AXES if has_curve(report.axes.get(axis.name), axis)]
+
+
 def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None,
-                  efficiency_figure: str | None = None, figures: dict[str, str] | None = None) -> list[tuple[str, Any]]:
+                  figures: dict[str, str] | None = None) -> list[tuple[str, Any]]:
     """``[(kind, content)]`` with kind ``h1``/``h2``/``h3``/``p``/``ul``/``table``/``img``. The text
     of headings, paragraphs and list items is markdown (names, paths and notes escaped,
-    :func:`markdown_text`); a table is a frame of plain text, escaped by its renderer."""
+    :func:`markdown_text`); a table is a frame of plain text, escaped by its renderer. ``figure``:
+    the ROC PNG's relative path; ``figures``: those of the sections' figures by name."""
     figures = figures or {}
     blocks: list[tuple[str, Any]] = [("h1", markdown_text(title(report), block=True)),
                                      ("p", markdown_text(describe_setup(report) + ".", block=True)), ("p", UNITS)]
@@ -388,11 +406,11 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: st
             blocks += [("h3", heading), ("table", table)]
     if "saliency" in sections and any(r.saliency is not None for r in report.runs):
         blocks += [("h2", "Saliency"), ("p", SALIENCY_NOTE), ("table", saliency_display(report))]
-    if "efficiency" in sections and has_curve(report.label_efficiency):
-        blocks += [("h2", "Label efficiency"), ("p", EFFICIENCY_NOTE)]
-        if efficiency_figure:
-            blocks.append(("img", (efficiency_figure, "Label-efficiency curves")))
-        blocks.append(("table", efficiency_display(report)))
+    for axis in curves(report) if "axes" in sections else ():
+        blocks += [("h2", axis.title), ("p", AXIS_NOTES[axis.name])]
+        if figures.get(axis.name):
+            blocks.append(("img", (figures[axis.name], AXIS_ALT[axis.name])))
+        blocks.append(("table", axis_display(report, axis)))
     if "reference" in sections and report.reference is not None:
         blocks += [("h2", f"Reference: {REFERENCE_LABEL}"), ("p", REFERENCE_NOTE),
                    ("table", reference_display(report))]
@@ -455,12 +473,12 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def to_markdown(report: Report, sections: Sequence[str] = SECTIONS, figure: str | None = None,
-                efficiency_figure: str | None = None, figures: dict[str, str] | None = None) -> str:
-    """The report as markdown; ``figure`` is a relative path of the ROC PNG to link, if any,
-    ``efficiency_figure`` that of the label-efficiency PNG and ``figures`` those of the sections'
-    figures by name (``reliability``, ``decision_curve``)."""
+                figures: dict[str, str] | None = None) -> str:
+    """The report as markdown; ``figure`` is a relative path of the ROC PNG to link, if any, and
+    ``figures`` those of the sections' figures by name (``reliability``, ``decision_curve``, the
+    study axes' ``label_efficiency`` and ``resolution``)."""
     out = []
-    for kind, content in report_blocks(report, sections, figure, efficiency_figure, figures):
+    for kind, content in report_blocks(report, sections, figure, figures):
         if kind in ("h1", "h2", "h3"):
             out.append("#" * int(kind[1]) + " " + content)
         elif kind == "p":
