@@ -20,6 +20,7 @@ from ssl_bench.models.classifiers import build_classifier
 from ssl_bench.models.pretext_model import PretextModel
 from ssl_bench.pretext.mae import MAE, masked_patch_loss
 from ssl_bench.pretext.vit import patchify, random_patch_mask, sincos_grid_embedding, unpatchify
+from ssl_bench.registry import PRETEXTS
 
 SIZE = (64, 32)  # the smoke profile's (height, width)
 
@@ -223,14 +224,26 @@ def test_smoke_run_pretrains_and_finetunes_a_vit(tmp_path):
     fresh.load_state_dict(record["state_dict"], strict=True)  # predict rebuilds the ViT at the run's size
 
 
-def test_the_ssl_zoo_gives_mae_a_vit_under_every_profile():
+def needs_a_vit(pretext: str) -> bool:
+    """True for a task that refuses a CNN backbone (MAE and the other ViT tasks)."""
+    try:
+        PRETEXTS.create(pretext).check_backbone("resnet18")
+    except ConfigError:
+        return True
+    return False
+
+
+def test_the_ssl_zoo_gives_mae_and_the_other_vit_tasks_a_vit_under_every_profile():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "ssl_zoo.yaml"
     for profile in ("smoke", "quick", "paper"):
         plan = load_plan(path, profile=profile)
         mae = [c for c in plan.configs if c.pretext == "mae"]
         assert len(mae) == 1
         MAE().check_backbone(mae[0].model.backbone)
-        others = {c.model.backbone for c in plan.configs if c.pretext != "mae"}
+        vit_tasks = [c for c in plan.configs if needs_a_vit(c.pretext)]
+        for c in vit_tasks:
+            PRETEXTS.create(c.pretext).check_backbone(c.model.backbone)  # each one's fixed ViT
+        others = {c.model.backbone for c in plan.configs if c not in vit_tasks}
         assert others == {PROFILES[profile]["model.backbone"]}  # the profile still sizes the others
     flagged = load_plan(path, profile="smoke", flags={"model.backbone": "resnet18"})
     assert {c.model.backbone for c in flagged.configs} == {"resnet18"}  # --backbone still wins

@@ -10,7 +10,9 @@ classification logits (hard parameter sharing).
 A task with ``uses_teacher`` (MoCo, BYOL, DINO) also gets a teacher: a copy of the backbone and
 of ``task.teacher_head(head)`` (made by ``task.copy_teacher_head(head)``), without gradients,
 whose outputs on ``task.teacher_views(views)`` follow the network's in
-:meth:`PretextModel.forward`; :meth:`PretextModel.after_step` (called by the transfers after each
+:meth:`PretextModel.forward`; a masked task's head runs the backbone itself, so its teacher is
+``task.copy_teacher_head(head)`` alone, carrying its own copy of the backbone, called with
+``task.teacher_views(inputs)`` as its arguments (iBOT, DINOv2: the global views and the mask); :meth:`PretextModel.after_step` (called by the transfers after each
 optimiser step, :meth:`PretextModel.start_teacher` before the stage) moves it towards the network
 (:mod:`ssl_bench.pretext.momentum`; the step count is a device buffer, so a captured CUDA graph
 replays the schedule correctly). Views of different sizes (DINO's local crops) go through the
@@ -51,16 +53,17 @@ class PretextModel(nn.Module):
             raise ValueError(f"a pretext task of kind '{self.kind}' has no head")
         self.has_teacher = bool(getattr(pretext, "uses_teacher", False))
         if self.has_teacher:
-            if self.kind != "embedding":
-                raise ValueError("a teacher (uses_teacher) needs an embedding pretext task")
+            if self.kind not in ("embedding", "masked"):
+                raise ValueError("a teacher (uses_teacher) needs an embedding or a masked pretext task")
             self._teacher_part = pretext.teacher_head
             self._teacher_views = pretext.teacher_views
             self.momentum_start = float(pretext.momentum_start)
             self.momentum_end = float(pretext.momentum_end)
             self.total_steps: int | None = None
-            self.teacher_backbone = copy.deepcopy(backbone)
+            if self.kind == "embedding":  # a masked head holds the backbone: its copy holds the teacher's
+                self.teacher_backbone = copy.deepcopy(backbone)
+                deactivate_requires_grad(self.teacher_backbone)
             self.teacher_head = pretext.copy_teacher_head(self.head)
-            deactivate_requires_grad(self.teacher_backbone)
             deactivate_requires_grad(self.teacher_head)
             self.register_buffer("teacher_steps", torch.zeros((), dtype=torch.float32))
 
@@ -75,9 +78,14 @@ class PretextModel(nn.Module):
         """Pretext outputs, one per input view (views of one size are batched together in one
         pass), then, with a teacher, the teacher's outputs on the task's teacher views; for a masked
         task, what its head returns for the task's inputs, passed as its arguments (MAE: the images
-        and the patch mask drawn for them)."""
-        if self.kind == "masked":  # the task runs the backbone itself, on one batch of images
-            return list(self.head(*views))
+        and the patch mask drawn for them), then, with a teacher, what the teacher returns for the
+        task's teacher views of them."""
+        if self.kind == "masked":  # the task runs the backbone itself
+            outputs = list(self.head(*views))
+            if self.has_teacher:
+                with torch.no_grad():
+                    outputs += [o.detach() for o in self.teacher_head(*self._teacher_views(views))]
+            return outputs
         outputs = []
         for group in _same_size_runs(views):
             out, _ = self._pretext_and_features(torch.cat(group) if len(group) > 1 else group[0])
@@ -104,9 +112,21 @@ class PretextModel(nn.Module):
         if not self.has_teacher:
             return
         m = cosine_momentum(self.teacher_steps, self.total_steps, self.momentum_start, self.momentum_end)
-        ema_update(self.backbone, self.teacher_backbone, m)
+        if self.kind == "embedding":
+            ema_update(self.backbone, self.teacher_backbone, m)
         ema_update(self._teacher_part(self.head), self.teacher_head, m)
         self.teacher_steps.add_(1.0)
+
+    def teacher_parameters(self) -> list[nn.Parameter]:
+        """The teacher's parameters (its backbone's, then its head's); none without a teacher.
+
+        Returns:
+            The parameters, in the order the momentum update pairs them with the network's.
+        """
+        if not self.has_teacher:
+            return []
+        backbone = list(self.teacher_backbone.parameters()) if self.kind == "embedding" else []
+        return backbone + list(self.teacher_head.parameters())
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pretext output and classification logits ``(B,)`` from one backbone pass."""

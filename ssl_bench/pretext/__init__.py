@@ -1,2 +1,3 @@
 """Built-in pretext tasks; importing this package registers them in ``PRETEXTS``."""
-from . import barlowtwins, byol, context_restoration, dino, gsim, mae, moco, none, simclr, vicreg  # noqa: F401
+from . import (barlowtwins, byol, context_restoration, dino, dinov2, gsim, ibot, mae, moco, none, simclr,  # noqa: F401
+               vicreg)

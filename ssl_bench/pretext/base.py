@@ -11,7 +11,8 @@ network's outputs. Three kinds train (``"none"`` is the ``none`` task, no pretex
 - ``"masked"``: the task runs the backbone itself (MAE: the encoder sees only the visible
   tokens). :meth:`PretextTask.build_masked_head` builds a module over the backbone whose
   ``forward(*inputs)`` takes the task's prepared inputs (MAE: the images and the patch mask
-  ``prepare`` drew for them) and returns the list of outputs ``loss`` scores.
+  ``prepare`` drew for them) and returns the list of outputs ``loss`` scores; with a teacher
+  (iBOT, DINOv2) the teacher's copy of that module follows (:attr:`PretextTask.uses_teacher`).
 
 A task that can train only some backbones says so in :meth:`PretextTask.check_backbone`
 (MAE: ViTs), which a run calls before it loads any data.
@@ -56,13 +57,16 @@ class PretextTask(ABC):
         """Score the network's outputs (one per input view) against the targets; a scalar."""
 
     #: True when the task compares the network with a momentum copy of itself, the teacher (the
-    #: momentum encoder of MoCo and BYOL, DINO's teacher; embedding kind only).
+    #: momentum encoder of MoCo and BYOL, DINO's teacher; embedding and masked kinds).
     #: :class:`ssl_bench.models.pretext_model.PretextModel` then keeps that copy of the backbone
     #: and of ``teacher_head(head)``, appends its outputs on ``teacher_views(views)`` (no gradient)
     #: to the network's, so ``loss`` gets ``len(views) + len(teacher_views(views))`` outputs, and
     #: moves it towards the network (an exponential moving average with momentum
     #: ``momentum_start`` -> ``momentum_end`` on a cosine schedule) in ``after_step()``, which the
-    #: transfers call after every optimiser step.
+    #: transfers call after every optimiser step. A masked task's head runs the backbone itself,
+    #: so its teacher is ``copy_teacher_head(head)`` alone, a module holding its own copy of the
+    #: backbone, called with ``teacher_views(inputs)`` as its arguments; what it returns follows
+    #: what the head returned (iBOT, DINOv2: the global views and the mask, unmasked).
     uses_teacher: ClassVar[bool] = False
     momentum_start: float = 0.99
     momentum_end: float = 1.0
@@ -78,7 +82,8 @@ class PretextTask(ABC):
         return copy.deepcopy(self.teacher_head(head))
 
     def teacher_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The views the teacher sees (DINO: the global ones only); all of them by default."""
+        """The views the teacher sees (DINO: the global ones only; a masked task: the arguments of
+        its teacher); all of them by default."""
         return views
 
     def stateful_modules(self) -> dict[str, nn.Module]:

@@ -10,14 +10,14 @@ The loss is the cross-entropy between the teacher's centred, sharpened softmax
 view, averaged over the pairs; the centre is a moving average (``center_momentum``) of the
 teacher's outputs. After every optimiser step the teacher moves towards the student with
 momentum ``momentum`` -> 1 on a cosine schedule (:mod:`ssl_bench.pretext.momentum`). Built on
-lightly: ``DINOLoss`` and ``DINOProjectionHead``; ``update_momentum`` and ``cosine_schedule``
-through :mod:`ssl_bench.pretext.momentum`; the teacher is kept by
-:class:`ssl_bench.models.pretext_model.PretextModel`. lightly's ``DINOLoss`` replaces its centre
-tensor at every update (``center.data = ...``), which a captured CUDA graph would not replay;
-:class:`InPlaceCenterDINOLoss` writes the same value into it in place. In data-parallel
-training (:mod:`ssl_bench.training.distributed`) the centre is the whole global batch's:
-lightly's ``center_mean`` all-reduces the batch centre whenever torch.distributed is initialised;
-the loss itself is a mean over images.
+lightly: ``DINOLoss`` and ``DINOProjectionHead`` through :mod:`ssl_bench.pretext.distillation`
+(which iBOT and DINOv2 share; the loss's centre updated in place, so that a captured CUDA graph
+replays it); ``update_momentum`` and ``cosine_schedule`` through
+:mod:`ssl_bench.pretext.momentum`; the teacher is kept by
+:class:`ssl_bench.models.pretext_model.PretextModel`. In data-parallel training
+(:mod:`ssl_bench.training.distributed`) the centre is the whole global batch's: lightly's
+``center_mean`` all-reduces the batch centre whenever torch.distributed is initialised; the loss
+itself is a mean over images.
 
 Choices for 1-channel mammograms and small sets: views from :mod:`ssl_bench.pretext.views`
 (batched on the device; crops centred on the breast, vertical flips only, gamma/gain intensity
@@ -36,30 +36,17 @@ freezes it for the first epoch).
 """
 from __future__ import annotations
 
-import warnings
 from typing import cast
 
 import torch
-from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
-from lightly.models.modules import center as lightly_center
 from torch import nn
 
 from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
 from .checks import check_dims, check_momentum
+from .distillation import InPlaceCenterDINOLoss, dino_head
 from .views import MammoViews, view_options, view_pair
-
-
-class InPlaceCenterDINOLoss(DINOLoss):
-    """lightly's ``DINOLoss`` with the centre updated in place (the same values; CUDA-graph safe)."""
-
-    @torch.no_grad()
-    def update_center(self, teacher_out: torch.Tensor) -> None:
-        batch_center = self._center_fn(x=teacher_out, dim=(0, 1))
-        self.center.copy_(
-            lightly_center.center_momentum(self.center, batch_center, self.center_momentum)
-        )
 
 
 @PRETEXTS.register("dino")
@@ -159,15 +146,7 @@ class DINO(PretextTask):
         return self.criterion(teacher, student)
 
     def build_embedding_head(self, in_features: int) -> nn.Module:
-        # lightly 1.6's DINOProjectionHead weight-normalises its last layer with
-        # torch.nn.utils.weight_norm, which torch >= 2.1 deprecates (FutureWarning) in favour of
-        # the parametrizations version; the two compute the same weights. Not ours to change (and
-        # the state_dict's weight_g/weight_v names would change with it), so only that warning is
-        # silenced, only here: it printed once per fold through the progress bars.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated",
-                                    category=FutureWarning, module=r"torch\.nn\.utils\.weight_norm")
-            return DINOProjectionHead(in_features, self.hidden_dim, self.bottleneck_dim, self.out_dim)
+        return dino_head(in_features, self.hidden_dim, self.bottleneck_dim, self.out_dim)
 
     def copy_teacher_head(self, head: nn.Module) -> nn.Module:
         """A new head with the student's weights (its weight-normalised last layer cannot be

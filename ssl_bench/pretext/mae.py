@@ -35,10 +35,10 @@ from lightly.models.modules.masked_vision_transformer_timm import init_weights
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..errors import ConfigError
 from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
-from .vit import RectangularMaskedViT, as_vit, check_vit_name, draw_patch_mask, patchify, sincos_grid_embedding
+from .vit import (RectangularMaskedViT, as_vit, check_vit_name, draw_patch_mask, patch_grid, patchify,
+                  sincos_grid_embedding)
 
 
 def masked_patch_loss(prediction: torch.Tensor, target: torch.Tensor, norm_pix: bool) -> torch.Tensor:
@@ -66,13 +66,8 @@ class MaskedAutoencoderHead(nn.Module):
         super().__init__()
         self.encoder = RectangularMaskedViT(vit, weight_initialization="skip", pos_embed_initialization="skip")
         embed = vit.patch_embed
-        self.patch_size = (int(embed.patch_size[0]), int(embed.patch_size[1]))
+        self.patch_size, self.grid = patch_grid("mae", vit)
         self.image_size = tuple(int(s) for s in embed.img_size)
-        self.grid = (int(embed.grid_size[0]), int(embed.grid_size[1]))
-        if any(g * p != s for g, p, s in zip(self.grid, self.patch_size, self.image_size)):
-            raise ConfigError(
-                f"pretext mae needs an image size that is a multiple of the backbone's patch size "
-                f"{self.patch_size[0]}x{self.patch_size[1]}; got {self.image_size[0]}x{self.image_size[1]}")
         self.num_patches = self.grid[0] * self.grid[1]
         self.prefix = int(vit.num_prefix_tokens)
         self.mask_ratio = float(mask_ratio)

@@ -1,6 +1,6 @@
 """The timm ViT parts that the masked-image and ViT pretext tasks share: which backbones are ViTs,
-rectangular patches, random patch masks, a rectangular sine-cosine grid embedding and lightly's
-masked ViT for a rectangular image.
+rectangular patches and patch grids, random patch masks (MAE's uniform ones, iBOT's and DINOv2's
+blocks), a rectangular sine-cosine grid embedding and lightly's masked ViT for a rectangular image.
 
 lightly's masked-image modules assume square images in three places, and mammograms are
 rectangular (64x32 in the smoke profile, 768x384 in the paper's): ``patchify`` (:func:`patchify`
@@ -8,16 +8,21 @@ here handles any ``(height, width)`` and patch shape, with lightly's patch and p
 sine-cosine embedding (built here on the rectangular grid with lightly's
 ``get_2d_sine_cosine_positional_embedding_from_grid``), and the position embedding of a ViT built
 with ``dynamic_img_size`` (:class:`RectangularMaskedViT` adds the ViT's own embedding, for the image
-size it was built for: the toolkit builds ViTs for the run's image size). First written for MAE
-(He et al. 2022, :mod:`ssl_bench.pretext.mae`).
+size it was built for: the toolkit builds ViTs for the run's image size; images of another size,
+such as DINO-style local crops, get it resampled to their own patch grid, as timm does for a ViT
+with ``dynamic_img_size``). First written for MAE (He et al. 2022, :mod:`ssl_bench.pretext.mae`);
+the block masks for iBOT (Zhou et al. 2022) and DINOv2 (Oquab et al. 2023).
 """
 from __future__ import annotations
+
+import random
 
 import numpy as np
 import timm
 import torch
 from lightly.models import utils as lightly_utils
 from lightly.models.modules import MaskedVisionTransformerTIMM
+from timm.layers import resample_abs_pos_embed
 from timm.models import is_model_in_modules
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -75,6 +80,30 @@ def as_vit(task: str, backbone: nn.Module) -> VisionTransformer:
     return backbone
 
 
+def patch_grid(task: str, vit: VisionTransformer) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The ViT's patch size and the ``(rows, columns)`` grid of patches of the image size it was
+    built for, or one line refusing an image size that is not a multiple of the patch size.
+
+    Args:
+        task: the pretext task's registered name.
+        vit: the timm ViT, built for the run's image size.
+
+    Returns:
+        ``((patch height, patch width), (rows, columns))``.
+
+    Raises:
+        ConfigError: the image size is not a multiple of the patch size.
+    """
+    embed = vit.patch_embed
+    patch = (int(embed.patch_size[0]), int(embed.patch_size[1]))
+    size = tuple(int(s) for s in embed.img_size)
+    grid = (int(embed.grid_size[0]), int(embed.grid_size[1]))
+    if any(g * p != s for g, p, s in zip(grid, patch, size)):
+        raise ConfigError(f"pretext {task} needs an image size that is a multiple of the backbone's patch size "
+                          f"{patch[0]}x{patch[1]}; got {size[0]}x{size[1]}")
+    return patch, grid
+
+
 def patchify(images: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
     """``(B, C, H, W)`` -> ``(B, (H/ph) * (W/pw), ph * pw * C)``: the patches row by row, each
     flattened row by row with the channels last (lightly's ``patchify`` order, which needs
@@ -112,6 +141,47 @@ def draw_patch_mask(batch: int, num_patches: int, mask_ratio: float,
     return torch.zeros(batch, num_patches, dtype=torch.bool, device=device).scatter_(1, idx_mask, True)
 
 
+def draw_block_mask(batch: int, grid: tuple[int, int], probability: float, ratio: tuple[float, float],
+                    min_block: int = 4, device: torch.device | None = None) -> torch.Tensor:
+    """``(B, rows, columns)`` bool, True for a hidden patch: lightly's ``random_block_mask`` (DINOv2's
+    masking): ``int(B * probability)`` of the images get rectangles of at least ``min_block``
+    patches hidden until a fraction of their patches in ``ratio`` is (the fractions spread evenly
+    over those images), the others none; which images are masked is random. On a grid so small
+    that ``min_block`` exceeds the fewest patches an image may get, ``int(patches * ratio[0])``
+    (the smoke profile's 4x2), that number is the smallest block.
+
+    lightly draws with Python's ``random``; here that draw is seeded from torch's global generator
+    and Python's own state is put back after it, so that the masks follow ``torch.manual_seed`` as
+    every task's randomness does (the runner seeds torch per fold; a data-parallel worker draws one
+    process's masks) and nothing else's random numbers move. Drawn on the CPU (a loop over blocks),
+    then moved to ``device``.
+
+    Args:
+        batch: images in the batch.
+        grid: ``(rows, columns)`` of the ViT's patch grid.
+        probability: fraction of the images that are masked at all.
+        ratio: ``(min, max)`` fraction of a masked image's patches to hide.
+        min_block: fewest patches in one hidden rectangle.
+        device: where the mask goes.
+
+    Returns:
+        The mask.
+    """
+    # lightly refuses a block larger than an image's share; that share is at least
+    # int(patches * ratio[0]) (the smallest fraction, which lightly takes in float32)
+    smallest = int(grid[0] * grid[1] * torch.tensor(float(ratio[0])).item())
+    seed = int(torch.randint(0, 2**62, (1,)).item())  # torch's CPU generator: no device sync
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        mask = lightly_utils.random_block_mask(
+            (batch, grid[0], grid[1]), batch_mask_ratio=probability, min_image_mask_ratio=ratio[0],
+            max_image_mask_ratio=ratio[1], min_num_masks_per_block=min(min_block, smallest))
+    finally:
+        random.setstate(state)
+    return mask.to(device) if device is not None else mask
+
+
 def sincos_grid_embedding(dim: int, grid: tuple[int, int], prefix: int) -> torch.Tensor:
     """``(1, prefix + rows * columns, dim)``: zeros for the prefix tokens, then the 2D sine-cosine
     embedding of each patch of a ``(rows, columns)`` grid, row by row (lightly's, on a rectangle)."""
@@ -124,12 +194,36 @@ def sincos_grid_embedding(dim: int, grid: tuple[int, int], prefix: int) -> torch
 
 class RectangularMaskedViT(MaskedVisionTransformerTIMM):
     """lightly's masked timm ViT, adding the ViT's own position embedding for its built image size
-    (lightly resamples it to a square grid when the ViT has ``dynamic_img_size``)."""
+    (lightly resamples it to a square grid when the ViT has ``dynamic_img_size``). Images of another
+    size (local crops) are encoded too, unmasked: their patches (``floor(H / ph) x floor(W / pw)``,
+    the patch convolution's) get the embedding resampled to their grid (timm's
+    ``resample_abs_pos_embed``, as a ViT with ``dynamic_img_size`` does)."""
 
     def add_pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self._add(x, self.vit.pos_embed)
+
+    def _add(self, x: torch.Tensor, pos_embed: torch.Tensor) -> torch.Tensor:
         vit, prefix = self.vit, self.vit.num_prefix_tokens
         if vit.no_embed_class:
-            x = torch.cat((x[:, :prefix], x[:, prefix:] + vit.pos_embed), dim=1)
+            x = torch.cat((x[:, :prefix], x[:, prefix:] + pos_embed), dim=1)
         else:
-            x = x + vit.pos_embed
+            x = x + pos_embed
         return vit.pos_drop(x)
+
+    def preprocess(self, images: torch.Tensor, idx_mask: torch.Tensor | None = None,
+                   idx_keep: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        embed = self.vit.patch_embed
+        if tuple(images.shape[-2:]) == tuple(embed.img_size):
+            return super().preprocess(images, idx_mask=idx_mask, idx_keep=idx_keep, mask=mask)
+        if idx_mask is not None or idx_keep is not None or mask is not None:
+            raise ValueError(f"the masked ViT masks images of its built size {tuple(embed.img_size)} only, "
+                             f"got {tuple(images.shape[-2:])}")
+        built = (int(embed.grid_size[0]), int(embed.grid_size[1]))
+        grid = (images.shape[-2] // int(embed.patch_size[0]), images.shape[-1] // int(embed.patch_size[1]))
+        # the patch embedding's own steps, without its check of the built size
+        tokens = embed.norm(embed.proj(images).flatten(2).transpose(1, 2))
+        vit = self.vit
+        pos_embed = resample_abs_pos_embed(vit.pos_embed, new_size=list(grid), old_size=list(built),
+                                           num_prefix_tokens=0 if vit.no_embed_class else vit.num_prefix_tokens,
+                                           antialias=self.antialias)
+        return self._add(self.prepend_prefix_tokens(tokens), pos_embed)
