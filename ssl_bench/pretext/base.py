@@ -56,20 +56,25 @@ class PretextTask(ABC):
         """Score the network's outputs (one per input view) against the targets; a scalar."""
 
     #: True when the task compares the network with a momentum copy of itself, the teacher (the
-    #: momentum encoder of MoCo and BYOL, DINO's teacher; embedding kind only).
+    #: momentum encoder of MoCo and BYOL, DINO's teacher; MSN's and I-JEPA's target encoder).
     #: :class:`ssl_bench.models.pretext_model.PretextModel` then keeps that copy of the backbone
     #: and of ``teacher_head(head)``, appends its outputs on ``teacher_views(views)`` (no gradient)
     #: to the network's, so ``loss`` gets ``len(views) + len(teacher_views(views))`` outputs, and
     #: moves it towards the network (an exponential moving average with momentum
     #: ``momentum_start`` -> ``momentum_end`` on a cosine schedule) in ``after_step()``, which the
-    #: transfers call after every optimiser step.
+    #: transfers call after every optimiser step. A masked task's head wraps the backbone, so
+    #: ``teacher_head(head)`` is the part of it (with the backbone) that the teacher copies, and its
+    #: copy is called like the head: ``copy(*teacher_views(inputs))`` returns the list of outputs
+    #: appended after the head's (MSN: the target view's embedding; I-JEPA: the target blocks'
+    #: representations).
     uses_teacher: ClassVar[bool] = False
     momentum_start: float = 0.99
     momentum_end: float = 1.0
 
     def teacher_head(self, head: nn.Module) -> nn.Module:
-        """The part of the embedding head the teacher copies (BYOL: the projection, not the
-        predictor); the whole head by default."""
+        """The part of the head the teacher copies (BYOL: the projection, not the predictor; a
+        masked task: the part that runs the backbone for the teacher's outputs); the whole head by
+        default."""
         return head
 
     def copy_teacher_head(self, head: nn.Module) -> nn.Module:
@@ -78,7 +83,8 @@ class PretextTask(ABC):
         return copy.deepcopy(self.teacher_head(head))
 
     def teacher_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The views the teacher sees (DINO: the global ones only); all of them by default."""
+        """The views the teacher sees (DINO: the global ones only; a masked task: the arguments of
+        its teacher's forward, taken from its inputs); all of them by default."""
         return views
 
     def stateful_modules(self) -> dict[str, nn.Module]:

@@ -42,9 +42,10 @@ def check_pretext(
       ``image_size``): the task trains a real backbone through
       :class:`ssl_bench.models.pretext_model.PretextModel`, as the finetune and multitask
       transfers use it (gradients reach the backbone);
-    - a task with a teacher (``uses_teacher``, embedding kind): ``loss`` also gets the teacher's
-      outputs on ``teacher_views(inputs)`` (no gradient) after the network's; on the backbone,
-      the teacher gets no gradient and ``after_step()`` moves it towards the network.
+    - a task with a teacher (``uses_teacher``): ``loss`` also gets the teacher's outputs on
+      ``teacher_views(inputs)`` (no gradient) after the network's (embedding kind: checked on a
+      head alone too); on the backbone, the teacher gets no gradient and ``after_step()`` moves it
+      towards the network.
     """
     name, cls, what = check_common(PRETEXTS, name_or_cls)
     task = build_component(cls, what, **options)
@@ -163,7 +164,7 @@ def _check_with_backbone(task, what: str, backbone: str, images: torch.Tensor, l
     loss.backward()
     expect_gradients(list(model.backbone.parameters()), what, f"the {backbone} backbone")
     if getattr(model, "has_teacher", False):
-        teacher = list(model.teacher_backbone.parameters()) + list(model.teacher_head.parameters())
+        teacher = model.teacher_parameters()
         expect(all(p.grad is None for p in teacher), what, "the teacher got gradients")
         before = [p.detach().clone() for p in teacher]
         with torch.no_grad():
