@@ -1,6 +1,7 @@
 """The timm ViT parts that the masked-image and ViT pretext tasks share: which backbones are ViTs,
-rectangular patches, random patch masks, a rectangular sine-cosine grid embedding and lightly's
-masked ViT for a rectangular image.
+the patch grid of the run's image size, rectangular patches, random patch masks, the token indices
+of kept patches, a rectangular sine-cosine grid embedding and lightly's masked ViT for a
+rectangular image.
 
 lightly's masked-image modules assume square images in three places, and mammograms are
 rectangular (64x32 in the smoke profile, 768x384 in the paper's): ``patchify`` (:func:`patchify`
@@ -9,7 +10,7 @@ sine-cosine embedding (built here on the rectangular grid with lightly's
 ``get_2d_sine_cosine_positional_embedding_from_grid``), and the position embedding of a ViT built
 with ``dynamic_img_size`` (:class:`RectangularMaskedViT` adds the ViT's own embedding, for the image
 size it was built for: the toolkit builds ViTs for the run's image size). First written for MAE
-(He et al. 2022, :mod:`ssl_bench.pretext.mae`).
+(He et al. 2022, :mod:`ssl_bench.pretext.mae`); MSN and I-JEPA use them too.
 """
 from __future__ import annotations
 
@@ -73,6 +74,36 @@ def as_vit(task: str, backbone: nn.Module) -> VisionTransformer:
     if not isinstance(backbone, VisionTransformer):
         raise ConfigError(vit_required(task, type(backbone).__name__))
     return backbone
+
+
+def patch_grid(task: str, vit: VisionTransformer) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The ViT's patch size and patch grid, or one line refusing an image size it does not tile.
+
+    Args:
+        task: the pretext task's registered name.
+        vit: the timm ViT, built for the run's image size.
+
+    Returns:
+        ``((patch height, patch width), (rows, columns))``.
+
+    Raises:
+        ConfigError: the image's height or width is not a multiple of the patch's.
+    """
+    embed = vit.patch_embed
+    patch = (int(embed.patch_size[0]), int(embed.patch_size[1]))
+    size = (int(embed.img_size[0]), int(embed.img_size[1]))
+    grid = (int(embed.grid_size[0]), int(embed.grid_size[1]))
+    if any(g * p != s for g, p, s in zip(grid, patch, size)):
+        raise ConfigError(f"pretext {task} needs an image size that is a multiple of the backbone's patch size "
+                          f"{patch[0]}x{patch[1]}; got {size[0]}x{size[1]}")
+    return patch, grid
+
+
+def prefixed(keep: torch.Tensor, prefix: int) -> torch.Tensor:
+    """Token indices for lightly's masked ViT (``idx_keep``): the ``prefix`` tokens (class,
+    registers; always kept), then the patches ``keep`` indexes (``(B, n)``, patch order)."""
+    b = keep.shape[0]
+    return torch.cat([torch.arange(prefix, device=keep.device).expand(b, prefix), keep + prefix], dim=1)
 
 
 def patchify(images: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
