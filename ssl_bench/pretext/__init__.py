@@ -1,2 +1,2 @@
 """Built-in pretext tasks; importing this package registers them in ``PRETEXTS``."""
-from . import barlowtwins, byol, context_restoration, dino, gsim, mae, moco, msn, none, simclr, vicreg  # noqa: F401
+from . import barlowtwins, byol, context_restoration, dino, gsim, ijepa, mae, moco, msn, none, simclr, vicreg  # noqa: F401
