@@ -5,9 +5,9 @@ Images with a Joint-Embedding Predictive Architecture", CVPR 2023. Per image, ``
 blocks (rectangles of the ViT's patch grid covering ``target_scale`` of it, height/width
 ``target_aspect``) and one context block (a square covering ``context_scale`` of the grid, less
 the target blocks' patches) are drawn (on a rectangular grid, shapes relative to the grid's: see
-below). The context encoder (the ViT) sees only the context
-patches; the target encoder (its momentum copy, without gradients) sees the whole image, and its
-patch representations, layer-normalised, at each target block are the targets. A narrow ViT, the
+below). The context encoder (the ViT) sees only the context patches; the target encoder (its
+momentum copy, without gradients) sees the whole image, and its patch representations,
+layer-normalised, at each target block are the targets. A narrow ViT, the
 predictor, gets the encoded context tokens and, for every target patch, a mask token with that
 patch's position embedding, and predicts the targets. The loss is the smooth L1 distance averaged
 over the target patches (the paper's code and lightly's example; the paper writes L2). No pixels
@@ -33,8 +33,8 @@ is multiplied by the grid's, so the "square" context block of a 768x384 mammogra
 46x23 patches at 0.9 of the grid, where lightly's square, cut to the grid's width, is 32x23 (64%),
 and the targets keep the paper's range of shapes relative to the image; on a square grid lightly's
 sizes; (2) a block's corner is drawn anywhere the block fits: lightly (and the paper's code) draw
-it in ``[0, rows - h)``, so that no block reaches the grid's last row or column (a quarter of the
-quick profile's 8x4 grid would never be context nor target); (3) lightly seeds the block sizes
+it in ``[0, rows - h)``, so that no block reaches the grid's last row or column (11 of the 32
+patches of the quick profile's 8x4 grid would never be context nor target); (3) lightly seeds the block sizes
 from a counter it shares between processes; here the seed is drawn from torch's global generator,
 which the runner seeds per fold (a resumed fold draws the same masks, and the task pickles, for
 Ray); (4) on a small grid (the smoke profile's 4x2) a block rounds to 0 rows or columns, and
@@ -53,8 +53,8 @@ Choices: the paper's masks (``targets = 4``, ``target_scale = (0.15, 0.2)``, ``t
 and 0.3..3, a context of 0.2..0.8, are not the paper's) and ``min_keep = 10`` (its code's); one
 context block (lightly's and the paper's). A timm ViT has a class token, which I-JEPA's ViTs lack:
 both encoders get it (the downstream classifier reads it), neither's output at it is scored. The
-predictor is 2 blocks of width 128 with 4 heads (the paper's are 6 to 12 blocks of 384 for ViT-L
-and ViT-H; MAE's decoder here is as small). ``momentum = 0.99`` (the paper's 0.996 -> 1, linear, is
+predictor is 2 blocks of width 128 with 4 heads (the paper's for ViT-H is 12 blocks of width 384;
+MAE's decoder here is as small). ``momentum = 0.99`` (the paper's 0.996 -> 1, linear, is
 for hundreds of epochs). The downstream backbone is the context encoder, trained by gradient, as
 for the other teacher tasks here (the paper evaluates the target encoder).
 """
@@ -120,9 +120,9 @@ class BlockMasks(IJEPAMaskCollator):
         A random ``b_size`` block, restricted to ``acceptable_regions`` (the target blocks'
         complements, for the context), drawn again until it keeps enough patches; after every 20
         failures one restriction is dropped. lightly draws the corner in ``[0, rows - h)``, so a
-        block never reaches the grid's last row or column (a quarter of the quick profile's 8x4
-        grid); it asks for more than ``min_keep`` patches, forever for a smaller block; and it
-        squeezes a one-patch block's indices to a scalar.
+        block never reaches the grid's last row or column (11 of the 32 patches of the quick
+        profile's 8x4 grid); it asks for more than ``min_keep`` patches, forever for a smaller
+        block; and it squeezes a one-patch block's indices to a scalar.
 
         Returns:
             The block's patch indices (row by row) and its complement, a ``(rows, columns)`` 0/1 grid.
