@@ -160,6 +160,9 @@ VIEW_CASES = {
     "rotation-all": ("rotation", {"all_rotations": True}),  # targets: 4 views' classes, view by view
     "rotation-one": ("rotation", {"all_rotations": False}),  # one random rotation per image
     "mae": ("mae", {"decoder_dim": 32, "decoder_heads": 2}),  # the patches it hides, per image
+    # the patches each anchor keeps and the context and target blocks: inputs, per image
+    "msn": ("msn", {"focal_views": 1, "hidden_dim": 16, "out_dim": 8, "num_prototypes": 8}),
+    "ijepa": ("ijepa", {"predictor_dim": 16, "predictor_heads": 2, "min_keep": 2}),
 }
 VIEW_SEED = 5
 
@@ -172,7 +175,8 @@ def view_task(case: str, images) -> tuple[PretextTask, nn.Module | None]:
     if task.kind != "masked":
         return task, None
     vit = timm.create_model("test_vit", in_chans=1, num_classes=1, img_size=tuple(images.shape[-2:]), patch_size=4)
-    return task, task.build_masked_head(vit).eval()
+    head = task.build_masked_head(vit).eval()  # the patch grid, for prepare's masks
+    return task, head if name == "mae" else None  # MSN's and I-JEPA's masks are inputs, checked with the views
 
 
 @torch.no_grad()

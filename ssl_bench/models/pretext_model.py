@@ -7,13 +7,15 @@ module of ``task.build_masked_head(backbone)``, which runs the backbone itself (
 only the visible tokens). The backbone keeps its classifier, so the same module also gives
 classification logits (hard parameter sharing).
 
-A task with ``uses_teacher`` (MoCo, BYOL, DINO) also gets a teacher: a copy of the backbone and
-of ``task.teacher_head(head)`` (made by ``task.copy_teacher_head(head)``), without gradients,
-whose outputs on ``task.teacher_views(views)`` follow the network's in
-:meth:`PretextModel.forward`; a masked task's head runs the backbone itself, so its teacher is
-``task.copy_teacher_head(head)`` alone, carrying its own copy of the backbone, called with
-``task.teacher_views(inputs)`` as its arguments (iBOT, DINOv2: the global views and the mask); :meth:`PretextModel.after_step` (called by the transfers after each
-optimiser step, :meth:`PretextModel.start_teacher` before the stage) moves it towards the network
+A task with ``uses_teacher`` (MoCo, BYOL, DINO; the masked iBOT, DINOv2, MSN and I-JEPA) also gets a
+teacher: a copy of ``task.teacher_head(head)`` (made by ``task.copy_teacher_head(head)``) and, for an
+embedding task, of the backbone, without gradients, whose outputs on ``task.teacher_views(views)``
+follow the network's in :meth:`PretextModel.forward`. A masked head runs the backbone it wraps, so
+its teacher part holds the backbone's copy itself and is called like the head, with the teacher
+views as its arguments (iBOT, DINOv2: the global views and the mask; MSN: the target view;
+I-JEPA: the images and the block masks).
+:meth:`PretextModel.after_step` (called by the transfers after each optimiser step,
+:meth:`PretextModel.start_teacher` before the stage) moves it towards the network
 (:mod:`ssl_bench.pretext.momentum`; the step count is a device buffer, so a captured CUDA graph
 replays the schedule correctly). Views of different sizes (DINO's local crops) go through the
 backbone in one pass per size.
@@ -60,12 +62,23 @@ class PretextModel(nn.Module):
             self.momentum_start = float(pretext.momentum_start)
             self.momentum_end = float(pretext.momentum_end)
             self.total_steps: int | None = None
-            if self.kind == "embedding":  # a masked head holds the backbone: its copy holds the teacher's
+            if self.kind == "embedding":  # a masked head wraps the backbone: its teacher part copies it
                 self.teacher_backbone = copy.deepcopy(backbone)
                 deactivate_requires_grad(self.teacher_backbone)
             self.teacher_head = pretext.copy_teacher_head(self.head)
             deactivate_requires_grad(self.teacher_head)
             self.register_buffer("teacher_steps", torch.zeros((), dtype=torch.float32))
+
+    def teacher_parameters(self) -> list[nn.Parameter]:
+        """The teacher's parameters, in the order :meth:`after_step` updates them.
+
+        Returns:
+            The backbone copy's (embedding tasks), then the head copy's; none without a teacher.
+        """
+        if not self.has_teacher:
+            return []
+        backbone = list(self.teacher_backbone.parameters()) if self.kind == "embedding" else []
+        return backbone + list(self.teacher_head.parameters())
 
     def _pretext_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "image":
@@ -78,9 +91,9 @@ class PretextModel(nn.Module):
         """Pretext outputs, one per input view (views of one size are batched together in one
         pass), then, with a teacher, the teacher's outputs on the task's teacher views; for a masked
         task, what its head returns for the task's inputs, passed as its arguments (MAE: the images
-        and the patch mask drawn for them), then, with a teacher, what the teacher returns for the
-        task's teacher views of them."""
-        if self.kind == "masked":  # the task runs the backbone itself
+        and the patch mask drawn for them), then, with a teacher, what the teacher's copy of the
+        head's teacher part returns for the teacher views, passed likewise."""
+        if self.kind == "masked":  # the task runs the backbone itself, on one batch of images
             outputs = list(self.head(*views))
             if self.has_teacher:
                 with torch.no_grad():
@@ -116,17 +129,6 @@ class PretextModel(nn.Module):
             ema_update(self.backbone, self.teacher_backbone, m)
         ema_update(self._teacher_part(self.head), self.teacher_head, m)
         self.teacher_steps.add_(1.0)
-
-    def teacher_parameters(self) -> list[nn.Parameter]:
-        """The teacher's parameters (its backbone's, then its head's); none without a teacher.
-
-        Returns:
-            The parameters, in the order the momentum update pairs them with the network's.
-        """
-        if not self.has_teacher:
-            return []
-        backbone = list(self.teacher_backbone.parameters()) if self.kind == "embedding" else []
-        return backbone + list(self.teacher_head.parameters())
 
     def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pretext output and classification logits ``(B,)`` from one backbone pass."""

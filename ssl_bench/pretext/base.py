@@ -57,23 +57,26 @@ class PretextTask(ABC):
         """Score the network's outputs (one per input view) against the targets; a scalar."""
 
     #: True when the task compares the network with a momentum copy of itself, the teacher (the
-    #: momentum encoder of MoCo and BYOL, DINO's teacher; embedding and masked kinds).
+    #: momentum encoder of MoCo and BYOL, DINO's teacher; iBOT's, DINOv2's, MSN's and I-JEPA's
+    #: teacher).
     #: :class:`ssl_bench.models.pretext_model.PretextModel` then keeps that copy of the backbone
     #: and of ``teacher_head(head)``, appends its outputs on ``teacher_views(views)`` (no gradient)
     #: to the network's, so ``loss`` gets ``len(views) + len(teacher_views(views))`` outputs, and
     #: moves it towards the network (an exponential moving average with momentum
     #: ``momentum_start`` -> ``momentum_end`` on a cosine schedule) in ``after_step()``, which the
-    #: transfers call after every optimiser step. A masked task's head runs the backbone itself,
-    #: so its teacher is ``copy_teacher_head(head)`` alone, a module holding its own copy of the
-    #: backbone, called with ``teacher_views(inputs)`` as its arguments; what it returns follows
-    #: what the head returned (iBOT, DINOv2: the global views and the mask, unmasked).
+    #: transfers call after every optimiser step. A masked task's head wraps the backbone, so
+    #: ``teacher_head(head)`` is the part of it (with the backbone) that the teacher copies, and its
+    #: copy is called like the head: ``copy(*teacher_views(inputs))`` returns the list of outputs
+    #: appended after the head's (iBOT, DINOv2: on the global views and the mask, unmasked; MSN: the target view's
+    #: embedding; I-JEPA: the target blocks' representations).
     uses_teacher: ClassVar[bool] = False
     momentum_start: float = 0.99
     momentum_end: float = 1.0
 
     def teacher_head(self, head: nn.Module) -> nn.Module:
-        """The part of the embedding head the teacher copies (BYOL: the projection, not the
-        predictor); the whole head by default."""
+        """The part of the head the teacher copies (BYOL: the projection, not the predictor; a
+        masked task: the part that runs the backbone for the teacher's outputs); the whole head by
+        default."""
         return head
 
     def copy_teacher_head(self, head: nn.Module) -> nn.Module:
@@ -83,7 +86,7 @@ class PretextTask(ABC):
 
     def teacher_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """The views the teacher sees (DINO: the global ones only; a masked task: the arguments of
-        its teacher); all of them by default."""
+        its teacher's forward, taken from its inputs); all of them by default."""
         return views
 
     def stateful_modules(self) -> dict[str, nn.Module]:

@@ -1,6 +1,7 @@
 """The timm ViT parts that the masked-image and ViT pretext tasks share: which backbones are ViTs,
-rectangular patches and patch grids, random patch masks (MAE's uniform ones, iBOT's and DINOv2's
-blocks), a rectangular sine-cosine grid embedding and lightly's masked ViT for a rectangular image.
+the patch grid of the run's image size, rectangular patches, random patch masks (MAE's uniform
+ones, iBOT's and DINOv2's blocks), the token indices of kept patches, a rectangular sine-cosine
+grid embedding and lightly's masked ViT for a rectangular image.
 
 lightly's masked-image modules assume square images in three places, and mammograms are
 rectangular (64x32 in the smoke profile, 768x384 in the paper's): ``patchify`` (:func:`patchify`
@@ -11,7 +12,8 @@ with ``dynamic_img_size`` (:class:`RectangularMaskedViT` adds the ViT's own embe
 size it was built for: the toolkit builds ViTs for the run's image size; images of another size,
 such as DINO-style local crops, get it resampled to their own patch grid, as timm does for a ViT
 with ``dynamic_img_size``). First written for MAE (He et al. 2022, :mod:`ssl_bench.pretext.mae`);
-the block masks for iBOT (Zhou et al. 2022) and DINOv2 (Oquab et al. 2023).
+the block masks for iBOT (Zhou et al. 2022) and DINOv2 (Oquab et al. 2023); MSN and I-JEPA
+use them too.
 """
 from __future__ import annotations
 
@@ -102,6 +104,13 @@ def patch_grid(task: str, vit: VisionTransformer) -> tuple[tuple[int, int], tupl
         raise ConfigError(f"pretext {task} needs an image size that is a multiple of the backbone's patch size "
                           f"{patch[0]}x{patch[1]}; got {size[0]}x{size[1]}")
     return patch, grid
+
+
+def prefixed(keep: torch.Tensor, prefix: int) -> torch.Tensor:
+    """Token indices for lightly's masked ViT (``idx_keep``): the ``prefix`` tokens (class,
+    registers; always kept), then the patches ``keep`` indexes (``(B, n)``, patch order)."""
+    b = keep.shape[0]
+    return torch.cat([torch.arange(prefix, device=keep.device).expand(b, prefix), keep + prefix], dim=1)
 
 
 def patchify(images: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..data.base import OFFICIAL_SPLIT, SAMPLE_COLUMNS, LoadedDataset, MammoDataset
+from ..data.subgroups import ACR_LETTERS, DENSITY, OPTIONAL_SUBGROUP_COLUMNS
 from ..data.cache import ShardedImages
 from ..registry import DATASETS
 from .common import build_component, check_common, expect
@@ -45,9 +46,14 @@ def check_dataset(
         loaded = ds.load()
     expect(isinstance(loaded, LoadedDataset), what, f"load() must return a LoadedDataset, got {type(loaded).__name__}")
     table, images = loaded.samples, loaded.images
-    allowed = (list(SAMPLE_COLUMNS), [*SAMPLE_COLUMNS, OFFICIAL_SPLIT])
-    expect(list(table.columns) in allowed, what,
-            f"sample table columns must be {list(SAMPLE_COLUMNS)} (+ {OFFICIAL_SPLIT}), got {list(table.columns)}")
+    optional = (OFFICIAL_SPLIT, *OPTIONAL_SUBGROUP_COLUMNS)
+    expect(list(table.columns) == [*SAMPLE_COLUMNS, *(c for c in optional if c in table.columns)], what,
+           f"sample table columns must be {list(SAMPLE_COLUMNS)} (+ any of {', '.join(optional)}, in that order), "
+           f"got {list(table.columns)}")
+    if DENSITY in table.columns:
+        bad_density = set(table[DENSITY].fillna("")) - {"", *ACR_LETTERS}
+        expect(not bad_density, what, f"{DENSITY} must be an ACR letter A-D or empty (data/subgroups.py acr_density), "
+                                      f"got {sorted(map(repr, bad_density))[:5]}")
     if OFFICIAL_SPLIT in table.columns:
         bad_split = set(table[OFFICIAL_SPLIT]) - {"train", "test"}
         expect(not bad_split, what, f"{OFFICIAL_SPLIT} must be 'train' or 'test', got {sorted(map(repr, bad_split))[:5]}")

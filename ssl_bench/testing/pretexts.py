@@ -42,9 +42,10 @@ def check_pretext(
       ``image_size``): the task trains a real backbone through
       :class:`ssl_bench.models.pretext_model.PretextModel`, as the finetune and multitask
       transfers use it (gradients reach the backbone);
-    - a task with a teacher (``uses_teacher``, embedding or masked kind): ``loss`` also gets the
-      teacher's outputs on ``teacher_views(inputs)`` (no gradient) after the network's; on the
-      backbone, the teacher gets no gradient and ``after_step()`` moves it towards the network.
+    - a task with a teacher (``uses_teacher``): ``loss`` also gets the teacher's outputs on
+      ``teacher_views(inputs)`` (no gradient) after the network's (embedding kind: checked on a
+      head alone too); on the backbone, the teacher gets no gradient and ``after_step()`` moves it
+      towards the network.
     """
     name, cls, what = check_common(PRETEXTS, name_or_cls)
     task = build_component(cls, what, **options)
