@@ -22,6 +22,7 @@ from ssl_bench.pretext import moco, simclr, views
 from ssl_bench.pretext.barlowtwins import BarlowTwins
 from ssl_bench.pretext.base import PretextTask
 from ssl_bench.pretext.byol import BYOL
+from ssl_bench.errors import ConfigError
 from ssl_bench.pretext.dino import DINO
 from ssl_bench.pretext.moco import MoCo
 from ssl_bench.pretext.momentum import cosine_momentum, ema_update
@@ -481,3 +482,13 @@ def test_transfers_start_and_step_the_teacher(monkeypatch, transfer):
     # one update per optimiser step; the cosine schedule reaches m = 1 at the last step (lightly's
     # cosine_schedule), so every update but the last moves the teacher
     assert calls["step"] >= 2 and calls["moved"] >= calls["step"] - 1
+
+
+def test_dino_refuses_local_crops_on_a_vit_in_one_line_before_the_run():
+    """A ViT is built for the run's image size: DINO's smaller local crops stopped it with an
+    assertion deep in timm, mid-stage; now one line before any data, and two-view DINO runs."""
+    with pytest.raises(ConfigError, match="local_crops=0") as err:
+        DINO().check_backbone("vit_tiny_patch16_224")
+    assert "\n" not in str(err.value)
+    DINO(local_crops=0).check_backbone("vit_tiny_patch16_224")
+    DINO().check_backbone("resnet18")

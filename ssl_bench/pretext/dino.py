@@ -42,11 +42,13 @@ import torch
 from lightly.models.modules import DINOProjectionHead
 from torch import nn
 
+from ..errors import ConfigError
 from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
 from .checks import check_dims, check_momentum
 from .distillation import InPlaceCenterDINOLoss, dino_head
 from .views import MammoViews, view_options, view_pair
+from .vit import is_vit_name
 
 
 @PRETEXTS.register("dino")
@@ -122,6 +124,15 @@ class DINO(PretextTask):
             student_temp=float(student_temp),
             center_momentum=float(center_momentum),
         )
+
+    def check_backbone(self, backbone: str) -> None:
+        # a timm ViT is built for the run's image size and refuses the smaller local crops (iBOT
+        # and DINOv2 resample its position embedding for them: pretext/masked_distillation.py)
+        if self.local_crops and is_vit_name(backbone):
+            raise ConfigError(f"pretext dino's {self.local_crops} local crops are smaller than the image, which a "
+                              f"ViT ({backbone}) built for the run's image size cannot take; use "
+                              f"--set params.dino.local_crops=0 (two-view DINO), a CNN backbone, or pretext "
+                              f"ibot / dinov2 (multi-crop on a ViT)")
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
         views = view_pair(self.views, images)

@@ -49,6 +49,11 @@ def vit_required(task: str, backbone: str) -> str:
             f"got {backbone}")
 
 
+def is_vit_name(backbone: str) -> bool:
+    """Whether ``backbone`` names a timm ViT of :data:`VIT_MODULES` (built for one image size)."""
+    return bool(timm.is_model(backbone) and is_model_in_modules(backbone, VIT_MODULES))
+
+
 def check_vit_name(task: str, backbone: str) -> None:
     """Refuse, before a run starts, a known timm backbone that is not a ViT (an unknown name is left
     to ``create_backbone``, which suggests close matches).
