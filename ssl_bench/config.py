@@ -274,6 +274,9 @@ class TrainConfig:
     # save a fold's whole training state every N epochs of each stage, so that a killed run
     # resumes the fold where it stopped, with the same results (folds/.<k>.checkpoint.pt); 0 = off
     checkpoint_every: int = setting(0, role=VOLATILE)  # a resumed fold equals an uninterrupted one
+    # every N epochs of a pretext stage, a k-NN and a linear probe of the backbone's features on a
+    # patient-grouped split of the fold's training images, in history.csv (training/online_probe.py); 0 = off
+    probe_every: int = setting(0, role=VOLATILE)  # the probes read the network, never change it
 
 
 #: experiment trackers the training history can stream to (ssl_bench/training/tracking.py)
@@ -956,6 +959,8 @@ def validate(cfg: Config) -> None:
                           f"2 images or more")
     if cfg.train.pretext_epochs < 0:
         raise ConfigError("train.pretext_epochs must be at least 0")
+    if cfg.train.probe_every < 0:
+        raise ConfigError(f"train.probe_every must be at least 0 (0 = no online probes), got {cfg.train.probe_every}")
     if cfg.train.checkpoint_every < 0:
         raise ConfigError(f"train.checkpoint_every must be at least 0 (0 = no checkpoints), "
                           f"got {cfg.train.checkpoint_every}")

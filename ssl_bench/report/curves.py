@@ -1,7 +1,8 @@
 """Training curves of the methods of a report: each stage's losses per epoch, averaged over the
 folds' ``history.csv`` (runs written before histories existed are left out). One panel per loss
-(``bce`` for every method that trains a classifier, ``pretext``, ``ct`` for collab), one line per
-method and stage, so a diverging or flat loss is seen before its numbers are trusted."""
+(``bce`` for every method that trains a classifier, ``pretext``, ``ct`` for collab; with
+``train.probe_every``, the online probes' AUCs ``probe_linear_auc`` and ``probe_knn_auc``), one line
+per method and stage, so a diverging or flat loss is seen before its numbers are trusted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,7 +45,9 @@ def training_figure(histories: dict[str, pd.DataFrame]) -> Figure | None:
             for stage, part in h.dropna(subset=[loss]).groupby("stage", sort=False):
                 ax.plot(part["epoch"], part[loss], color=f"C{i % 10}", marker="o", markersize=3,
                         linestyle="--" if stage == "pretext" else "-", label=f"{method} ({stage})")
-        ax.set(title=loss, xlabel="epoch", ylabel="mean loss over folds")
+        # history.csv's probe_* columns are the online probes' AUCs (training/online_probe.py)
+        ax.set(title=loss, xlabel="epoch",
+               ylabel="mean AUC over folds (online probe)" if loss.startswith("probe_") else "mean loss over folds")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, color="0.9", linewidth=0.8)
         ax.legend(fontsize=7)

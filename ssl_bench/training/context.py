@@ -164,7 +164,9 @@ class FitContext:
         """Per stage, how the CUDA-graph wrapper ran its steps (empty when graphs are off)."""
         return self.loop.graph_stats
 
-    def train(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
+    def train(self, stage: str, epochs: int, step: StepFn,
+              after_epoch: Callable[[int], dict[str, float]] | None = None) -> dict[str, float]:
         """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
-        epoch's mean losses (see :class:`~ssl_bench.training.loop.TrainingLoop`)."""
-        return self.loop.run(stage, epochs, step)
+        epoch's mean losses (see :class:`~ssl_bench.training.loop.TrainingLoop`; ``after_epoch``
+        adds columns to each epoch's history row, e.g. :mod:`.online_probe`'s)."""
+        return self.loop.run(stage, epochs, step, after_epoch)

@@ -55,10 +55,12 @@ class TrainingLoop:
     #: receives each history row as it is added (--log tensorboard|mlflow; training/tracking.py)
     sink: HistorySink | None = None
 
-    def run(self, stage: str, epochs: int, step: StepFn) -> dict[str, float]:
+    def run(self, stage: str, epochs: int, step: StepFn,
+            after_epoch: Callable[[int], dict[str, float]] | None = None) -> dict[str, float]:
         """Run ``epochs`` epochs of ``step(x, y) -> {loss name: detached loss}``; returns the last
         epoch's mean losses. A loss that becomes NaN or infinite stops training with the stage
-        and loss named."""
+        and loss named. ``after_epoch(epoch)`` (1-based), when given, returns more columns for
+        the epoch's history row (the online probes), recorded before it is logged and saved."""
         index, self.stages_started = self.stages_started, self.stages_started + 1
         first = self.checkpoints.resume_at(index, stage, epochs, self.history) \
             if self.checkpoints is not None else 0
@@ -93,8 +95,9 @@ class TrainingLoop:
                 for k, mean in last.items():
                     if not math.isfinite(mean):
                         raise FloatingPointError(f"{stage}: loss {k} became {mean}; lower train.lr")
+            extra = after_epoch(epoch + 1) if after_epoch is not None else {}
             self.history.append({"stage": stage, "epoch": epoch + 1, **last, "lr": self.learning_rate(),
-                                 "seconds": round(time.perf_counter() - started, 4)})
+                                 "seconds": round(time.perf_counter() - started, 4), **extra})
             if self.sink is not None:
                 self.sink.log_epoch(self.history[-1])
             self.progress.epoch_done(last)

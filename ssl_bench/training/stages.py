@@ -14,6 +14,7 @@ from torch import nn
 from ..models.pretext_model import PretextModel
 from .context import FitContext, optimizer_step
 from .distributed import data_parallel_stage
+from .online_probe import OnlineProbe
 from .pretext_cache import cached_pretext_stage
 
 
@@ -52,7 +53,12 @@ def train_pretext(ctx: FitContext, model: PretextModel, net: nn.Module, epochs: 
     pretext.start_stage(ctx.n_images)
     model.start_teacher(epochs * ctx.steps_per_epoch())
     model.train()
-    ctx.train(stage, epochs, step)
+    every = ctx.config.train.probe_every
+    probe = None  # a pool's stage and a data-parallel worker know no patients: not probed
+    if every > 0 and ctx.patients is not None:
+        probe = OnlineProbe(model.backbone, ctx.images, ctx.labels.cpu().numpy(), ctx.patients, every,
+                            ctx.config.seed, ctx.device, ctx.amp_dtype)
+    ctx.train(stage, epochs, step, probe)
 
 
 def supervised_stage(ctx: FitContext, backbone: nn.Module, epochs: int, stage: str = "finetune") -> None:
