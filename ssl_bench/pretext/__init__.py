@@ -1,2 +1,14 @@
 """Built-in pretext tasks; importing this package registers them in ``PRETEXTS``."""
-from . import barlowtwins, byol, context_restoration, dino, gsim, mae, moco, none, simclr, vicreg  # noqa: F401
+from . import (  # noqa: F401
+    barlowtwins,
+    byol,
+    context_restoration,
+    dino,
+    gsim,
+    mae,
+    moco,
+    none,
+    simclr,
+    simsiam,
+    vicreg,
+)
