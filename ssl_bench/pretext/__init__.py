@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     gsim,
     mae,
     moco,
+    nnclr,
     none,
     simclr,
     simsiam,
