@@ -11,5 +11,6 @@ from . import (  # noqa: F401
     none,
     simclr,
     simsiam,
+    swav,
     vicreg,
 )
