@@ -1,14 +1,16 @@
 """Data-parallel pretext losses: 2 gloo workers under DistributedDataParallel, each scoring its
 contiguous half of a global batch (as ``FitContext.share_of`` cuts it), get the averaged gradients,
-the mean loss and the loss state (memory bank, queue, centre) of one process scoring the whole
+the mean loss and the loss state (memory bank, queue, centre, support set) of one process scoring the whole
 batch, for every zoo task whose loss depends on the batch (:mod:`ssl_bench.training.distributed`).
 
 Reference: the task's own loss in this process, on the whole batch (torch.distributed not
 initialised, so lightly gathers nothing). The network is one linear embedding of fixed random
 features per view (no BatchNorm: torch has no SyncBatchNorm on the CPU), plus a fixed linear
 teacher for the tasks with one; three steps, so that later steps score against the state (bank,
-queue, centre) the earlier ones left, and SimCLR's bank (12) and MoCo's queue (22) wrap around,
-dropping the keys that do not fit. BYOL (a per-sample loss) is the control that needs nothing.
+queue, centre) the earlier ones left, and SimCLR's bank (12), MoCo's queue (22) and NNCLR's support
+set (12) wrap around, dropping the keys that do not fit; SwAV's Sinkhorn spreads the global batch,
+and from the second step its queues, over the prototypes. BYOL and SimSiam (per-sample losses) are
+the controls that need nothing.
 """
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ CASES = {
     "vicreg": ("vicreg", {"out_dim": DIM}),
     "dino": ("dino", {"out_dim": DIM, "local_crops": 1}),
     "byol": ("byol", {"out_dim": DIM}),
+    # [z, p] and [z, scores] side by side in the DIM outputs; a support set and queues shorter than
+    # two global batches; each worker's half of SwAV's queue joins its Sinkhorn from the second step
+    "simsiam": ("simsiam", {"out_dim": DIM // 2}),
+    "nnclr": ("nnclr", {"out_dim": DIM // 2, "memory_bank_size": 12}),
+    "swav": ("swav", {"out_dim": DIM // 2, "n_prototypes": DIM // 2, "queue_size": 8, "local_crops": 1}),
 }
 
 

@@ -47,7 +47,7 @@ from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
 from .checks import check_dims, check_momentum
 from .distillation import InPlaceCenterDINOLoss, dino_head
-from .views import MammoViews, view_options, view_pair
+from .views import MammoViews, MultiCrop
 from .vit import is_vit_name
 
 
@@ -95,28 +95,17 @@ class DINO(PretextTask):
         vflip_prob: float = 0.5,
     ):
         check_dims(hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim, out_dim=out_dim)
-        if int(local_crops) != local_crops or local_crops < 0:
-            raise ValueError(f"local_crops must be an integer >= 0, got {local_crops}")
-        if not 0 < local_scale < crop_scale:
-            raise ValueError(f"local_scale must be in (0, crop_scale={crop_scale}), got {local_scale}")
         for name, value in (("teacher_temp", teacher_temp), ("student_temp", student_temp)):
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
         if not 0 <= center_momentum <= 1:
             raise ValueError(f"center_momentum must be in [0, 1], got {center_momentum}")
-        self.local_crops = int(local_crops)
         self.hidden_dim, self.bottleneck_dim, self.out_dim = int(hidden_dim), int(bottleneck_dim), int(out_dim)
         self.momentum_start = check_momentum(momentum)
         self.momentum_end = 1.0
-        self.views = view_options(crop_scale, vflip_prob, jitter, blur_prob, noise_std)
-        self.local_views = MammoViews(
-            crop_scale=(float(local_scale), float(crop_scale)),
-            vflip_prob=vflip_prob,
-            jitter=jitter,
-            blur_prob=blur_prob,
-            noise_std=noise_std,
-            out_scale=local_size,
-        )
+        self.crops = MultiCrop(local_crops, local_scale, local_size, crop_scale, vflip_prob, jitter, blur_prob,
+                               noise_std)
+        self.local_crops = self.crops.local_crops
         self.criterion = InPlaceCenterDINOLoss(
             output_dim=self.out_dim,
             warmup_teacher_temp=float(teacher_temp),
@@ -135,10 +124,7 @@ class DINO(PretextTask):
                               f"ibot / dinov2 (multi-crop on a ViT)")
 
     def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> PretextBatch:
-        views = view_pair(self.views, images)
-        with torch.no_grad():
-            views += [self.local_views(images) for _ in range(self.local_crops)]
-        return PretextBatch(inputs=views, targets=None)
+        return PretextBatch(inputs=self.crops(images), targets=None)
 
     def teacher_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         return views[:2]

@@ -1,5 +1,6 @@
 """Batched random views of 1-channel mammograms, on the images' device: the augmentations that
-every view-based pretext task (SimCLR, MoCo, BYOL, Barlow Twins, VICReg, DINO) shares.
+every view-based pretext task (SimCLR, MoCo, BYOL, Barlow Twins, VICReg, DINO, SimSiam, NNCLR,
+SwAV) shares, and the multi-crop views of DINO and SwAV (:class:`MultiCrop`).
 
 lightly's transforms (``SimCLRTransform`` and the others) do not fit: they transform one image at
 a time on the CPU (their ``GaussianBlur`` goes through PIL, also for tensors), make square crops,
@@ -239,3 +240,53 @@ def view_pair(views: MammoViews, images: torch.Tensor) -> list[torch.Tensor]:
     methods."""
     with torch.no_grad():
         return [views(images), views(images)]
+
+
+class MultiCrop:
+    """Multi-crop views (Caron et al., "Unsupervised Learning of Visual Features by Contrasting
+    Cluster Assignments", NeurIPS 2020; DINO and SwAV here): two global views of every image, then
+    ``local_crops`` smaller local views, in that order.
+
+    Global views cover ``crop_scale``..1 of the image at its size, local ones
+    ``local_scale``..``crop_scale`` at ``local_size`` of its height and width; the other view
+    options are shared. ``MultiCrop(...)(images)`` returns the ``2 + local_crops`` views (no
+    gradient), the global pair drawn first (:func:`view_pair`).
+
+    Args:
+        local_crops: local views per image besides the two global ones (0: two views).
+        local_scale: smallest area fraction of a local view's crop (below crop_scale).
+        local_size: a local view's height and width as a fraction of the image's.
+        crop_scale: smallest area fraction of a global view's crop.
+    """
+
+    def __init__(
+        self,
+        local_crops: int,
+        local_scale: float,
+        local_size: float,
+        crop_scale: float,
+        vflip_prob: float,
+        jitter: float,
+        blur_prob: float,
+        noise_std: float,
+    ):
+        if int(local_crops) != local_crops or local_crops < 0:
+            raise ValueError(f"local_crops must be an integer >= 0, got {local_crops}")
+        if not 0 < local_scale < crop_scale:
+            raise ValueError(f"local_scale must be in (0, crop_scale={crop_scale}), got {local_scale}")
+        self.local_crops = int(local_crops)
+        self.global_views = view_options(crop_scale, vflip_prob, jitter, blur_prob, noise_std)
+        self.local_views = MammoViews(
+            crop_scale=(float(local_scale), float(crop_scale)),
+            vflip_prob=vflip_prob,
+            jitter=jitter,
+            blur_prob=blur_prob,
+            noise_std=noise_std,
+            out_scale=local_size,
+        )
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        views = view_pair(self.global_views, images)
+        with torch.no_grad():
+            views += [self.local_views(images) for _ in range(self.local_crops)]
+        return views

@@ -25,10 +25,10 @@ with the same global batch:
   gradients. A loss that depends on the whole batch would not be (each worker's SimCLR negatives,
   Barlow Twins' cross-correlation or VICReg's variance and covariance would be its share's), so
   the zoo's losses gather across the workers: lightly's ``gather_distributed`` all-gathers
-  SimCLR's and VICReg's embeddings (with their gradients) and the keys entering SimCLR's bank and
-  MoCo's queue, Barlow Twins scores the gathered batch
+  SimCLR's, NNCLR's and VICReg's embeddings (with their gradients) and what enters SimCLR's bank,
+  MoCo's queue, NNCLR's support set and SwAV's queues, Barlow Twins scores the gathered batch
   (:class:`~ssl_bench.pretext.barlowtwins.WholeBatchBarlowTwinsLoss`), lightly all-reduces DINO's
-  centre. The workers' mean loss and averaged gradients are then one process's on the global
+  centre and the sums of SwAV's Sinkhorn (each worker adding its slice of the queue). The workers' mean loss and averaged gradients are then one process's on the global
   batch (``tests/test_distributed_losses.py``). A task of one's own whose loss depends on the
   batch must gather likewise (``lightly.utils.dist.gather``);
 - BatchNorm: on GPUs the model's BatchNorm layers become ``SyncBatchNorm``, which normalises
