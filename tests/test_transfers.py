@@ -86,13 +86,13 @@ def test_collab_downstream_loss_is_alpha_times_per_image_l_ct_plus_bce(monkeypat
     ctx = tiny_fit_context("gsim", n_images=8, train__batch_size=4)
     real_run = ctx.loop.run
 
-    def run(stage, epochs, step):
+    def run(stage, epochs, step, after_epoch=None):
         def recording_step(x, y):
             out = step(x, y)
             reported.append({k: v.detach() for k, v in out.items()})
             return out
 
-        return real_run(stage, epochs, recording_step)
+        return real_run(stage, epochs, recording_step, after_epoch)
 
     monkeypatch.setattr(ctx.loop, "run", run)
     proj_dim = 16
