@@ -146,10 +146,15 @@ class MaskedAutoencoderHead(nn.Module):
         self.patch_size = (int(embed.patch_size[0]), int(embed.patch_size[1]))
         self.image_size = tuple(int(s) for s in embed.img_size)
         self.grid = (int(embed.grid_size[0]), int(embed.grid_size[1]))
-        if any(g * p != s for g, p, s in zip(self.grid, self.patch_size, self.image_size)):
+        # a ViT built padded (the run's size is no multiple of its patch: backbones.image_size_kwargs)
+        # has patches beyond the image, which MAE would learn to restore as padding
+        if getattr(embed, "dynamic_img_pad", False) or any(
+                g * p != s for g, p, s in zip(self.grid, self.patch_size, self.image_size)):
+            got = (f"the run's is not (the backbone is built padded to {self.image_size[0]}x{self.image_size[1]})"
+                   if getattr(embed, "dynamic_img_pad", False) else f"got {self.image_size[0]}x{self.image_size[1]}")
             raise ConfigError(
                 f"pretext mae needs an image size that is a multiple of the backbone's patch size "
-                f"{self.patch_size[0]}x{self.patch_size[1]}; got {self.image_size[0]}x{self.image_size[1]}")
+                f"{self.patch_size[0]}x{self.patch_size[1]}; {got}")
         self.num_patches = self.grid[0] * self.grid[1]
         self.prefix = int(vit.num_prefix_tokens)
         self.mask_ratio = float(mask_ratio)
