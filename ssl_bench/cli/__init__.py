@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..fileio import OutOfSpace
 from .bench_cmd import bench
 from .data_cmd import data
+from .export_cmd import export
 from .list_cmd import list_components, show_toolkit_warnings
 from .predict_cmd import predict
 from .report_cmd import report
@@ -60,5 +61,5 @@ def main() -> None:
     """Benchmark self-supervised pretext tasks and transfer strategies on mammography."""
 
 
-for _command in (list_components, run, data, predict, bench, report, weights):
+for _command in (list_components, run, data, predict, export, bench, report, weights):
     main.add_command(_command)
