@@ -1,5 +1,6 @@
 """Downstream backbones: any timm model, randomly initialised, from a local weights file or from
-timm's ImageNet weights, plus the few calls the toolkit makes on it.
+timm's pretrained weights (ImageNet, a tag, a hub repository), plus the few calls the toolkit
+makes on it.
 
 Backbones are not registered in ``NETWORKS``: every name in ``timm.list_models()`` works
 (``timm.create_model``). The toolkit uses a backbone only through timm's uniform API (timm >= 1.0):
@@ -23,8 +24,21 @@ tag of the architecture; a tag in the name (``resnet50.a1_in1k``) is used as giv
 downloads, one short probe (:data:`PROBE_TIMEOUT_S`) checks that the weights' host answers; without
 an answer, or with ``HF_HUB_OFFLINE=1``, only the cache is read, and weights that are not there
 raise one :class:`~ssl_bench.errors.ConfigError` line naming the ways out, instead of the hub's
-retries (about 47 s measured without network). :func:`fetch_imagenet_weights`
+retries (about 47 s measured without network). :func:`fetch_weights`
 (``ssl-bench weights fetch``) fills the cache where there is a network.
+
+Foundation models' weights come the same way (:func:`pretrained_weights`): ``pretrained`` may be a
+timm tag of the backbone's architecture (``vit_small_patch14_dinov2.lvd142m``, DINOv2's LVD-142M
+weights, Oquab et al. 2023; ``resnet50.tv_in1k``) or a timm repository on the Hugging Face hub
+(``hf-hub:org/name``), whose ``config.json`` (read through timm, from the cache when offline) must
+name the backbone's architecture and build it with no arguments of its own, since ``model.pt``
+rebuilds the backbone from its name alone; its pretrained config (mean, std, first layer,
+classifier) is the weights'. What a ``pretrained`` value names is decided once, by
+:func:`ssl_bench.config.weights_source`.
+
+A ViT built for the run's image size whose patch does not divide it (DINOv2's 14-px patches at
+64x32 or 768x384) is built for the size rounded up to whole patches and pads each image
+(:func:`image_size_kwargs`), so that no row or column of the mammogram is dropped.
 
 Pretrained weights see the inputs they were trained on. ImageNet weights were trained on RGB images
 normalised with their dataset's mean and std (timm's ``pretrained_cfg`` ``mean``/``std``, what
@@ -48,7 +62,9 @@ probes, ``ssl-bench predict``, fold checkpoints, the pretext cache, MAE's ViT) g
 knowing; :func:`input_normalisation` reads it back (``model.pt`` records it, as ``input_norm``) and
 ``create_backbone(..., input_norm=...)`` builds the same structure without weights, for
 ``load_state_dict``. A randomly initialised backbone has no normalisation: it is
-``timm.create_model(name, in_chans=1, ...)`` unchanged.
+``timm.create_model(name, in_chans=1, ...)`` unchanged. :func:`timm_state_dict` gives either as
+timm's own state dict (the stem unwrapped, the normalisation apart), which ``ssl-bench export``
+writes (:mod:`ssl_bench.models.backbone_file`) and a file's provenance brings back.
 """
 from __future__ import annotations
 
