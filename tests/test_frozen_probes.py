@@ -19,13 +19,14 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from ssl_bench.cli import main
+from ssl_bench.errors import ToolkitWarning
 from ssl_bench.experiment.model_file import model_record
 from ssl_bench.models.classifiers import build_classifier
 from ssl_bench.registry import TRANSFERS
 from ssl_bench.testing import check_transfer
 from ssl_bench.testing.transfers import tiny_fit_context
 from ssl_bench.transfer import frozen
-from ssl_bench.transfer.logistic import DEFAULT_CS
+from ssl_bench.transfer.logistic import DEFAULT_CS, FALLBACK_C, choose_C
 
 X = torch.rand(5, 1, 64, 32, generator=torch.Generator().manual_seed(7))
 
@@ -131,11 +132,16 @@ def test_linear_probe_chooses_C_by_patient_grouped_inner_cross_validation():
 
     fixed = TRANSFERS.create("linear", C=0.5).fit(ctx)
     assert fixed.fitted[1].C == 0.5 and ctx.fit_info["linear_probe"] == {"C": 0.5, "chosen": "fixed (params.linear.C)"}
+    one = np.where(y == 1, "m", ctx.patients)  # every malignant image of one patient: nothing to cross-validate
+    with pytest.warns(ToolkitWarning, match="fewer than 2 patients of a class"):
+        C, record = choose_C(X, y, one, DEFAULT_CS, weights, 1000, 5)
+    assert (C, record["chosen"], record["cv_folds"]) == (FALLBACK_C, "fallback", 0)
 
 
-def test_the_chosen_C_sees_only_the_training_fold_and_reaches_the_run(tmp_path, monkeypatch):
-    """Each fold chooses C on its own training images, grouped by their patients: none of the
-    held-out fold's patients is among them; the choice is in the fold's metrics.json."""
+@pytest.mark.parametrize("transfer", ["linear", "knn"])
+def test_run_with_label_fraction(tmp_path, transfer, monkeypatch):
+    """The probes run on a label fraction; the linear probe's C is chosen on each fold's training
+    subset alone, grouped by its patients (none of the held-out fold's), and is in metrics.json."""
     seen = []
     real = frozen.choose_C
 
@@ -144,33 +150,26 @@ def test_the_chosen_C_sees_only_the_training_fold_and_reaches_the_run(tmp_path, 
         return real(features, labels, patients, *args)
 
     monkeypatch.setattr(frozen, "choose_C", recording)
-    result = CliRunner().invoke(main, ["run", "--pretext", "none", "--transfer", "linear", "--profile", "smoke",
-                                       "--folds", "2", "--out", str(tmp_path), "--quiet"])
-    assert result.exit_code == 0, result.output
-    run = tmp_path / "none-linear"
-    folds = pd.read_csv(run / "folds.csv", dtype={"patient_id": str})
-    assert len(seen) == 2
-    for k, (n, patients) in enumerate(seen):
-        metrics = json.loads((run / "folds" / str(k) / "metrics.json").read_text())
-        assert n == metrics["n_train_images"] == int((folds["fold"] != k).sum())
-        assert patients == set(folds.loc[folds["fold"] != k, "patient_id"])
-        assert not patients & set(folds.loc[folds["fold"] == k, "patient_id"])
-        chosen = metrics["fit"]["linear_probe"]
-        assert chosen["C"] in DEFAULT_CS and chosen["groups"] == "patient" and chosen["cv_folds"] >= 2
-
-
-@pytest.mark.parametrize("transfer", ["linear", "knn"])
-def test_run_with_label_fraction(tmp_path, transfer):
     result = CliRunner().invoke(main, ["run", "--pretext", "simclr", "--transfer", transfer, "--label-fraction",
                                        "0.25", "--profile", "smoke", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     run = tmp_path / f"simclr-{transfer}-f0.25"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["label_fraction"] == 0.25
+    folds = pd.read_csv(run / "folds.csv", dtype={"patient_id": str})
+    assert len(seen) == (summary["folds"] if transfer == "linear" else 0)
     for k in range(summary["folds"]):
         metrics = json.loads((run / "folds" / str(k) / "metrics.json").read_text())
         assert metrics["label_fraction"] == 0.25 and metrics["n_train_images"] > 0 and metrics["n_train_patients"] > 0
         assert (run / "folds" / str(k) / "model.pt").is_file()
+        if transfer == "linear":
+            n, patients = seen[k]
+            assert n == metrics["n_train_images"] and len(patients) == metrics["n_train_patients"]
+            assert patients <= set(folds.loc[folds["fold"] != k, "patient_id"])
+            assert not patients & set(folds.loc[folds["fold"] == k, "patient_id"])
+            chosen = metrics["fit"]["linear_probe"]
+            assert chosen["C"] in DEFAULT_CS and chosen["groups"] == "patient" and chosen["chosen"] in (
+                "inner cross-validation", "fallback")
 
 
 @pytest.mark.parametrize("k", [3, 50])
