@@ -52,6 +52,13 @@ from .fileio import atomic_write_text
 IMAGENET = "imagenet"
 #: ``model.pretrained`` values meaning a random initialisation (compared stripped, lower case)
 NO_WEIGHTS = ("", "none", "null")
+#: prefixes of a ``model.pretrained`` naming a timm model repository on the Hugging Face hub
+HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+#: endings of weights files: a value shaped like a timm tag (``name.tag``) that ends so is a file
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".tar", ".npz", ".pkl", ".h5")
+#: the kinds of ``model.pretrained`` value (:func:`weights_source`)
+WEIGHT_SOURCES = ("none", IMAGENET, "tag", "hub", "file")
+_TIMM_TAG = re.compile(r"[A-Za-z0-9_]+\.[A-Za-z0-9_]+")
 
 #: the metadata key of a field declared by :func:`path_field`
 PATH = "path"
@@ -178,14 +185,41 @@ def without_roles(values: dict[str, Any], leaving: tuple[str, ...], cls: type | 
     return out
 
 
-def weights_file(value: str) -> bool:
-    """Whether a ``model.pretrained`` value is a weights file, not :data:`IMAGENET` or one of
-    :data:`NO_WEIGHTS`.
+def weights_source(value: str | None) -> str:
+    """What a ``model.pretrained`` value names, one of :data:`WEIGHT_SOURCES`: ``"none"``
+    (:data:`NO_WEIGHTS`: random initialisation), ``"imagenet"`` (:data:`IMAGENET`), ``"tag"``
+    (timm pretrained weights by tag, ``name.tag`` such as ``resnet50.tv_in1k`` or
+    ``vit_small_patch14_dinov2.lvd142m``: letters, digits and ``_`` around one dot, not ending in
+    one of :data:`WEIGHTS_SUFFIXES`), ``"hub"`` (a timm repository on the Hugging Face hub,
+    ``hf-hub:org/name``) or ``"file"`` (anything else: a weights file's path; ``./name.tag``
+    for a file named like a tag).
 
     Args:
-        value: a ``model.pretrained`` value, compared stripped and in lower case.
+        value: a ``model.pretrained`` value (None: random initialisation).
+
+    Returns:
+        One of :data:`WEIGHT_SOURCES`.
     """
-    return value.strip().lower() not in (IMAGENET, *NO_WEIGHTS)
+    text = "" if value is None else str(value).strip()
+    if text.lower() in NO_WEIGHTS:
+        return "none"
+    if text.lower() == IMAGENET:
+        return IMAGENET
+    if text.startswith(HUB_PREFIXES):
+        return "hub"
+    if _TIMM_TAG.fullmatch(text) and not text.lower().endswith(WEIGHTS_SUFFIXES):
+        return "tag"
+    return "file"
+
+
+def weights_file(value: str) -> bool:
+    """Whether a ``model.pretrained`` value is a weights file (:func:`weights_source`), not
+    :data:`IMAGENET`, one of :data:`NO_WEIGHTS`, a timm tag or a hub repository.
+
+    Args:
+        value: a ``model.pretrained`` value.
+    """
+    return weights_source(value) == "file"
 
 
 def not_uri(value: str) -> bool:
@@ -241,8 +275,10 @@ class ModelConfig:
 
     backbone: str = "resnet50"  # any timm model name
     # backbone initialisation: None/"none" random, "imagenet" timm's ImageNet weights (downloaded
-    # into the Hugging Face cache unless there; models/backbones.py), or a local weights file;
-    # pretrained weights get the input normalisation they were trained with (their mean/std)
+    # into the Hugging Face cache unless there; models/backbones.py), timm weights by tag
+    # ("resnet50.tv_in1k", "vit_small_patch14_dinov2.lvd142m") or hub repository ("hf-hub:org/name"),
+    # or a local weights file (weights_source says which); pretrained weights get the input
+    # normalisation they were trained with (their mean/std)
     pretrained: str | None = path_field(when=weights_file)
     pretext_net: str = "unet"  # NETWORKS name used by the collab transfer
 

@@ -147,8 +147,8 @@ def test_absolute_paths_makes_each_path_field_absolute(key, tmp_path):
 
 @pytest.mark.parametrize("key, value", [
     ("model.pretrained", "imagenet"), ("model.pretrained", " ImageNet "), ("model.pretrained", "none"),
-    ("model.pretrained", ""), ("log.uri", "http://server:5000"), ("log.uri", "sqlite:///tmp/mlflow.db"),
-    ("log.uri", "s3://bucket/logs"),
+    ("model.pretrained", ""), ("model.pretrained", "resnet50.tv_in1k"), ("model.pretrained", "hf-hub:org/name"),
+    ("log.uri", "http://server:5000"), ("log.uri", "sqlite:///tmp/mlflow.db"), ("log.uri", "s3://bucket/logs"),
 ])
 def test_keywords_and_uris_are_not_paths(key, value, tmp_path):
     values = Config().to_dict()
@@ -159,11 +159,16 @@ def test_keywords_and_uris_are_not_paths(key, value, tmp_path):
 
 
 def test_pretrained_keywords_are_the_backbones():
-    """config.py tells a weights file from a keyword with the words models/backbones.py loads by."""
+    """config.py tells a weights file from a keyword, a timm tag or a hub repository with the words
+    models/backbones.py loads by (its _source reads config.weights_source; a path object is a file)."""
+    from pathlib import Path
+
     from ssl_bench.models import backbones
 
-    assert all(backbones._no_weights(word) for word in NO_WEIGHTS) and backbones._no_weights(None)
+    assert all(backbones._source(word) == "none" for word in NO_WEIGHTS) and backbones._source(None) == "none"
+    assert backbones._source(Path("resnet50.tv_in1k")) == "file" and backbones._source("resnet50.tv_in1k") == "tag"
     assert not weights_file("ImageNet") and all(not weights_file(w) for w in NO_WEIGHTS) and weights_file("w.pth")
+    assert not weights_file("resnet50.tv_in1k") and not weights_file("hf-hub:timm/resnet50.tv_in1k")
 
 
 @pytest.mark.parametrize("batch, workers, ok", [(8, 2, True), (6, 3, True), (5, 1, True), (7, 2, False), (2, 2, False)])

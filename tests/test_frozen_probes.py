@@ -1,21 +1,32 @@
 """Frozen evaluation (transfers ``linear`` and ``knn``): the probe's probabilities are
 scikit-learn's on the same features, the classifier rebuilt from its model.pt record gives the
-same probabilities, the backbone stays frozen, and ``run`` works with a label fraction."""
+same probabilities, the backbone stays frozen, ``run`` works with a label fraction, and the linear
+probe's C is chosen by cross-validation within the training fold, grouped by patient."""
 import io
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from ssl_bench.cli import main
+from ssl_bench.errors import ToolkitWarning
 from ssl_bench.experiment.model_file import model_record
 from ssl_bench.models.classifiers import build_classifier
 from ssl_bench.registry import TRANSFERS
 from ssl_bench.testing import check_transfer
 from ssl_bench.testing.transfers import tiny_fit_context
+from ssl_bench.transfer import frozen
+from ssl_bench.transfer.logistic import DEFAULT_CS, FALLBACK_C, choose_C
 
 X = torch.rand(5, 1, 64, 32, generator=torch.Generator().manual_seed(7))
 
@@ -84,22 +95,81 @@ def test_pretext_none_keeps_the_initial_backbone():
 def test_options_checked():
     with pytest.raises(ValueError):
         TRANSFERS.create("knn", k=0)
-    with pytest.raises(ValueError):
-        TRANSFERS.create("linear", class_weight="heavy")
+    for bad in ({"class_weight": "heavy"}, {"C": 0}, {"Cs": []}, {"Cs": [0.1, -1]}, {"cv_folds": 1}):
+        with pytest.raises(ValueError):
+            TRANSFERS.create("linear", **bad)
+
+
+def test_linear_probe_chooses_C_by_patient_grouped_inner_cross_validation():
+    """The chosen C is the first of the grid with the best mean ROC AUC over scikit-learn's
+    StratifiedGroupKFold splits of the training images by patient, computed here fit by fit, and
+    the one GridSearchCV picks with the same groups; a C set by the user is used as it is."""
+    torch.manual_seed(0)
+    ctx = tiny_fit_context("none", n_images=24)
+    ctx.patients = np.array([f"p{(i // 4) * 2 + i % 2}" for i in range(24)])  # 2 views each, one label
+    model = TRANSFERS.create("linear").fit(ctx)
+    record = ctx.fit_info["linear_probe"]
+    X = model.features(ctx.images.float()).numpy().astype(np.float64)
+    y = ctx.labels.numpy().astype(int)
+    weights = {0: 1.0, 1: ctx.config.train.pos_weight}
+    splits = list(StratifiedGroupKFold(n_splits=5).split(X, y, ctx.patients))
+    assert all(not set(ctx.patients[a]) & set(ctx.patients[b]) for a, b in splits)  # no patient on both sides
+    auc = {}
+    with threadpool_limits(limits=1):  # small fits on a shared CPU
+        for C in DEFAULT_CS:
+            scores = []
+            for a, b in splits:
+                fit = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight=weights, max_iter=1000))
+                scores.append(roc_auc_score(y[b], fit.fit(X[a], y[a]).decision_function(X[b])))
+            auc[C] = np.mean(scores)
+        search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(class_weight=weights, max_iter=1000)),
+                              {"logisticregression__C": list(DEFAULT_CS)}, scoring="roc_auc",
+                              cv=StratifiedGroupKFold(n_splits=5)).fit(X, y, groups=ctx.patients)
+    best = next(C for C in DEFAULT_CS if auc[C] == max(auc.values()))
+    assert (record["C"], record["cv_folds"], record["groups"]) == (best, 5, "patient")
+    assert record["cv_auc"] == pytest.approx(auc[best]) and model.fitted[1].C == best
+    assert search.best_params_["logisticregression__C"] == best
+
+    fixed = TRANSFERS.create("linear", C=0.5).fit(ctx)
+    assert fixed.fitted[1].C == 0.5 and ctx.fit_info["linear_probe"] == {"C": 0.5, "chosen": "fixed (params.linear.C)"}
+    one = np.where(y == 1, "m", ctx.patients)  # every malignant image of one patient: nothing to cross-validate
+    with pytest.warns(ToolkitWarning, match="fewer than 2 patients of a class"):
+        C, record = choose_C(X, y, one, DEFAULT_CS, weights, 1000, 5)
+    assert (C, record["chosen"], record["cv_folds"]) == (FALLBACK_C, "fallback", 0)
 
 
 @pytest.mark.parametrize("transfer", ["linear", "knn"])
-def test_run_with_label_fraction(tmp_path, transfer):
+def test_run_with_label_fraction(tmp_path, transfer, monkeypatch):
+    """The probes run on a label fraction; the linear probe's C is chosen on each fold's training
+    subset alone, grouped by its patients (none of the held-out fold's), and is in metrics.json."""
+    seen = []
+    real = frozen.choose_C
+
+    def recording(features, labels, patients, *args):
+        seen.append((len(features), set(patients)))
+        return real(features, labels, patients, *args)
+
+    monkeypatch.setattr(frozen, "choose_C", recording)
     result = CliRunner().invoke(main, ["run", "--pretext", "simclr", "--transfer", transfer, "--label-fraction",
                                        "0.25", "--profile", "smoke", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     run = tmp_path / f"simclr-{transfer}-f0.25"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["label_fraction"] == 0.25
+    folds = pd.read_csv(run / "folds.csv", dtype={"patient_id": str})
+    assert len(seen) == (summary["folds"] if transfer == "linear" else 0)
     for k in range(summary["folds"]):
         metrics = json.loads((run / "folds" / str(k) / "metrics.json").read_text())
         assert metrics["label_fraction"] == 0.25 and metrics["n_train_images"] > 0 and metrics["n_train_patients"] > 0
         assert (run / "folds" / str(k) / "model.pt").is_file()
+        if transfer == "linear":
+            n, patients = seen[k]
+            assert n == metrics["n_train_images"] and len(patients) == metrics["n_train_patients"]
+            assert patients <= set(folds.loc[folds["fold"] != k, "patient_id"])
+            assert not patients & set(folds.loc[folds["fold"] == k, "patient_id"])
+            chosen = metrics["fit"]["linear_probe"]
+            assert chosen["C"] in DEFAULT_CS and chosen["groups"] == "patient" and chosen["chosen"] in (
+                "inner cross-validation", "fallback")
 
 
 @pytest.mark.parametrize("k", [3, 50])

@@ -26,9 +26,13 @@ from ssl_bench.data.synthetic import SyntheticPool
 from ssl_bench.data.loading import load_evaluation_data
 from ssl_bench.data.pool import pool_keep_mask
 from ssl_bench.data.preprocess import preprocess_file
+from ssl_bench.experiment.model_file import load_model_record
 from ssl_bench.experiment.pretext_pool import fold_pretext_pool, stage_key
 from ssl_bench.experiment.provenance import PACKAGE, source_digest
 from ssl_bench.experiment.run import compute_folds
+from ssl_bench.models.backbone_file import read_provenance
+from ssl_bench.models.backbones import create_backbone
+from ssl_bench.models.classifiers import classifier_from_record
 from ssl_bench.registry import PRETEXTS
 from ssl_bench.training.pretext_cache import CHECKPOINT_FORMAT
 from ssl_bench.training import stages
@@ -296,6 +300,22 @@ def test_pretext_stage_trained_once_for_two_folds_and_two_fractions(png_pool, tm
     assert calls == [14]
     probe = json.loads((out / "simclr-knn-pool-folder" / "folds" / "0" / "metrics.json").read_text())["pretext_pool"]
     assert probe["cache_key"] == key and probe["reused"] is True
+
+    # the fine-tuned run keeps its pretext stage in the cache: exported (issue 27, item 3), it is the
+    # probe's frozen backbone, feature for feature
+    stage = tmp_path / "stage.safetensors"
+    exported = CliRunner().invoke(main, ["export", "--run", str(out / "simclr-finetune-pool-folder"),
+                                         "--stage", "pretext", "--out", str(stage)])
+    assert exported.exit_code == 0, exported.output
+    assert read_provenance(stage)["source"] == f".pretext-cache/{key}.pt"
+    record = load_model_record(out / "simclr-knn-pool-folder" / "folds" / "0" / "model.pt")
+    knn = classifier_from_record(record)
+    knn.load_state_dict(record["state_dict"])
+    x = torch.rand(2, 1, *SIZE)
+    backbone = create_backbone(record["architecture"]["backbone"], pretrained=stage).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(backbone.forward_head(backbone.forward_features(x), pre_logits=True),
+                                   knn.features(x))
 
     # a fresh output folder trains the stage again: fold 1 gives the same scores as the fold that
     # read it from the cache, so reusing it changes nothing

@@ -2,6 +2,7 @@
 here, timm's ImageNet weights read from a Hugging Face cache laid out here, and the one-line
 failure without network. Nothing here downloads: the network probe is replaced, or the hub is
 put in offline mode, and the cache is a temporary folder."""
+import json
 import time
 
 import pytest
@@ -13,8 +14,8 @@ from huggingface_hub import constants as hub_constants
 from safetensors.torch import save_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ssl_bench.cli import main
-from ssl_bench.config import PROFILES, build_config
+from ssl_bench.cli import main, weights_cmd
+from ssl_bench.config import PROFILES, absolute_paths, build_config, weights_source
 from ssl_bench.errors import ConfigError
 from ssl_bench.models import backbones
 from ssl_bench.models.backbones import (
@@ -22,7 +23,7 @@ from ssl_bench.models.backbones import (
     NormalisedInput,
     check_pretrained,
     create_backbone,
-    fetch_imagenet_weights,
+    fetch_weights,
     imagenet_weights,
 )
 
@@ -54,8 +55,8 @@ def hub_cache(tmp_path, monkeypatch):
     return cache
 
 
-def _put_in_hub_cache(cache, repo_id: str, state: dict) -> None:
-    """Lay out ``repo_id``'s ``model.safetensors`` as ``hf_hub_download`` leaves it."""
+def _put_in_hub_cache(cache, repo_id: str, state: dict, config: dict | None = None) -> None:
+    """Lay out ``repo_id``'s ``model.safetensors`` (and ``config.json``) as ``hf_hub_download`` leaves them."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = cache / ("models--" + repo_id.replace("/", "--"))
     (repo / "refs").mkdir(parents=True)
@@ -63,6 +64,8 @@ def _put_in_hub_cache(cache, repo_id: str, state: dict) -> None:
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in state.items()}, snapshot / "model.safetensors")
+    if config is not None:
+        (snapshot / "config.json").write_text(json.dumps(config))
 
 
 def _check_loaded(model, state, width):
@@ -176,7 +179,7 @@ def test_cached_imagenet_weights_load_without_network(hub_cache, monkeypatch, of
     model = create_backbone("resnet18", pretrained="imagenet")
     _check_loaded(model, state, 512)
     assert hub_constants.HF_HUB_OFFLINE is offline_env  # offline mode only for the load
-    assert fetch_imagenet_weights("resnet18") == (w, w.cached())
+    assert fetch_weights("resnet18") == (w, w.cached())
 
 
 def test_download_failure_is_one_line(monkeypatch, hub_cache):
@@ -278,3 +281,75 @@ def test_weights_commands_without_network(hub_cache):
     result = CliRunner().invoke(main, ["weights", "list", "resnet50", "resnet18"])
     assert result.exit_code == 0, result.output
     assert "resnet50.tv_in1k" in result.output and "resnet18." in result.output
+
+
+# ---------------------------------------------------------------- timm tags and hub repositories (issue 27, item 4)
+
+
+def test_what_a_pretrained_value_names_and_that_only_files_are_paths(tmp_path):
+    cases = {None: "none", "none": "none", "imagenet": "imagenet", "resnet50.tv_in1k": "tag",
+             "vit_small_patch14_dinov2.lvd142m": "tag", "hf-hub:timm/resnet18.a1_in1k": "hub",
+             "w.pth": "file", "backbone.safetensors": "file", "./resnet50.tv_in1k": "file", "weights": "file"}
+    assert {value: weights_source(value) for value in cases} == cases
+    for value, source in cases.items():
+        if value:
+            moved = absolute_paths({"model": {"pretrained": value}}, base=tmp_path)["model"]["pretrained"]
+            assert (moved == str((tmp_path / value).resolve())) if source == "file" else moved == value
+
+
+def _config(arch: str, mean, std, **extra) -> dict:
+    """A timm hub repository's config.json (what push_to_hf_hub writes)."""
+    return {"architecture": arch, "num_classes": 1000, **extra, "pretrained_cfg": {
+        "input_size": [3, 160, 160], "mean": mean, "std": std, "first_conv": "conv1.0", "classifier": "fc",
+        "num_classes": 1000, "license": "apache-2.0"}}
+
+
+@pytest.mark.parametrize("offline_env", [False, True])
+def test_a_timm_tag_and_a_hub_repository_load_from_the_cache_without_network(hub_cache, monkeypatch, offline_env):
+    """--pretrained TAG reads timm's repository of the tag, --pretrained hf-hub:NAME a repository
+    with its config.json, whose mean and std normalise the grey input; nothing is downloaded."""
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", offline_env)
+    state = _imagenet_like("test_resnet")
+    _put_in_hub_cache(hub_cache, "timm/test_resnet.r160_in1k", state)
+    tagged = create_backbone("test_resnet", pretrained="test_resnet.r160_in1k")
+    assert tagged.conv1[0].normalisation() == {"mean": [0.5] * 3, "std": [0.5] * 3}  # the tag's pretrained_cfg
+    assert torch.equal(tagged.conv1[0].conv.weight, state["conv1.0.weight"])
+    mean, std = [0.2, 0.3, 0.4], [0.5, 0.25, 0.125]
+    _put_in_hub_cache(hub_cache, "lab/mammo-resnet", state, _config("test_resnet", mean, std))
+    hub = create_backbone("test_resnet", pretrained="hf-hub:lab/mammo-resnet", num_classes=1)
+    assert hub.conv1[0].normalisation() == {"mean": mean, "std": std}
+    body = [k for k in state if not k.startswith(("fc.", "conv1.0."))]
+    assert all(torch.equal(hub.state_dict()[k], state[k]) for k in body)
+    x = torch.rand(2, 1, 32, 32)
+    rgb = torch.nn.functional.conv2d((x.expand(-1, 3, -1, -1) - torch.tensor(mean).view(1, 3, 1, 1))
+                                     / torch.tensor(std).view(1, 3, 1, 1), state["conv1.0.weight"], stride=2, padding=1)
+    torch.testing.assert_close(hub.conv1[0](x), rgb, rtol=1e-5, atol=1e-5)
+    check_pretrained("test_resnet", "hf-hub:lab/mammo-resnet")
+    # the command's console was made (and sized) when the CLI was first imported: widen it here
+    monkeypatch.setattr(weights_cmd.out_console, "width", 400)
+    result = CliRunner().invoke(main, ["weights", "list", "test_resnet.r160_in1k", "hf-hub:lab/mammo-resnet"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "test_resnet.r160_in1k" in line or "mammo-resnet" in line]
+    assert len(rows) == 2 and all(str(hub_cache) in row for row in rows), result.output  # both cached
+
+
+def test_tags_and_hub_repositories_that_do_not_fit_are_one_line(hub_cache):
+    state = _imagenet_like("test_resnet")
+    _put_in_hub_cache(hub_cache, "lab/other-arch", state, _config("resnet18", [0.5] * 3, [0.5] * 3))
+    _put_in_hub_cache(hub_cache, "lab/own-args", state, _config("test_resnet", [0.5] * 3, [0.5] * 3,
+                                                                model_args={"global_pool": "max"}))
+    cases = [
+        ("resnet50.tv_in1k", "weights of the architecture 'resnet50', not of the backbone 'test_resnet'"),
+        ("test_resnet.nope", "no pretrained weights 'test_resnet.nope'"),
+        ("hf-hub:lab/other-arch", "architecture 'resnet18' (its config.json), not of the backbone 'test_resnet'"),
+        ("hf-hub:lab/own-args", "arguments of its own (global_pool in its config.json)"),
+        ("hf-hub:lab/not-cached", "'ssl-bench weights fetch hf-hub:lab/not-cached' on a machine with network"),
+    ]
+    for pretrained, message in cases:
+        with pytest.raises(ConfigError) as info:
+            create_backbone("test_resnet", pretrained=pretrained)
+        assert message in str(info.value) and "\n" not in str(info.value), (pretrained, str(info.value))
+    with pytest.raises(ConfigError, match="weights fetch vit_small_patch14_dinov2.lvd142m"):
+        check_pretrained("vit_small_patch14_dinov2", "vit_small_patch14_dinov2.lvd142m")
+    result = CliRunner().invoke(main, ["run", "--profile", "smoke", "--pretrained", "resnet50.tv_in1k", "--quiet"])
+    assert result.exit_code == 2 and len(_error_lines(result)) == 1, result.output

@@ -22,6 +22,7 @@ from ..fileio import OutOfSpace
 from .bench_cmd import bench
 from .data_cmd import data
 from .explain_cmd import explain
+from .export_cmd import export
 from .list_cmd import list_components, show_toolkit_warnings
 from .power_cmd import power
 from .predict_cmd import predict
@@ -62,5 +63,5 @@ def main() -> None:
     """Benchmark self-supervised pretext tasks and transfer strategies on mammography."""
 
 
-for _command in (list_components, run, data, predict, explain, bench, report, power, weights):
+for _command in (list_components, run, data, predict, explain, export, bench, report, power, weights):
     main.add_command(_command)

@@ -224,10 +224,12 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
 @click.option("--backbone", "model__backbone", default=None,
               help=f"Downstream timm model (default: the profile's, {per_profile('model.backbone')}); "
                    "ViTs are built for the run's image size.")
-@click.option("--pretrained", "model__pretrained", default=None, metavar="imagenet|PATH|none",
-              help="Backbone initialisation: timm's ImageNet weights (the paper profile's; needs the "
-                   "network or a cache filled by 'ssl-bench weights fetch'), a local weights file, "
-                   "or none (random; the other profiles').")
+@click.option("--pretrained", "model__pretrained", default=None, metavar="imagenet|TAG|hf-hub:NAME|PATH|none",
+              help="Backbone initialisation: timm's ImageNet weights (the paper profile's), timm weights "
+                   "by tag (resnet50.tv_in1k, vit_small_patch14_dinov2.lvd142m) or Hugging Face hub "
+                   "repository (hf-hub:org/name), all through timm's download (the network, or a cache "
+                   "filled by 'ssl-bench weights fetch'); a local weights file (e.g. one 'ssl-bench "
+                   "export' wrote); or none (random; the other profiles').")
 @click.option("--pretext-net", "model__pretext_net", default=None, help="Pretext network for collab (unet, rdn).")
 @click.option("--fold", type=int, default=None, help="Run only this fold (0-based).")
 @click.option("--name", default=None, help="Run directory name (default: pretext-transfer[-net]).")

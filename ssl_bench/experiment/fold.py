@@ -138,6 +138,8 @@ def run_fold(
     metrics.update(epochs=fit_cfg.train.epochs, pretext_epochs=fit_cfg.train.pretext_epochs)  # after train.label_budget
     if pool is not None:
         metrics["pretext_pool"] = pool.record()  # which cached pretext stage this fold used
+    if ctx.fit_info:
+        metrics["fit"] = dict(ctx.fit_info)  # what the strategy chose in fitting (the linear probe's C)
     return FoldResult(k, metrics, predictions, model_record(cfg.model.backbone, cfg.data.image_size, classifier),
                       history_table(ctx.history))
 

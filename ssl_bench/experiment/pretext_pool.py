@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .. import __version__, components
-from ..config import DOWNSTREAM, SAMPLING, VOLATILE, Config, settings
+from ..config import DOWNSTREAM, SAMPLING, VOLATILE, Config, settings, weights_file
 from ..data.base import LoadedDataset
 from ..data.cache import file_identity
 from ..data.digests import image_digests
@@ -90,7 +90,7 @@ def pool_fingerprint(pool: LoadedDataset, keep: np.ndarray, with_labels: bool) -
 def _initialisation(pretrained: str | None) -> str | None:
     """``model.pretrained`` with a weights file identified by :func:`file_identity` (path, size,
     modification and change times: a file rewritten in place is another file)."""
-    if pretrained and pretrained.lower() not in ("none", "imagenet") and os.path.isfile(os.path.expanduser(pretrained)):
+    if pretrained and weights_file(pretrained) and os.path.isfile(os.path.expanduser(pretrained)):
         return file_identity(os.path.realpath(os.path.expanduser(pretrained)))
     return pretrained
 

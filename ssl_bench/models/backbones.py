@@ -1,5 +1,6 @@
 """Downstream backbones: any timm model, randomly initialised, from a local weights file or from
-timm's ImageNet weights, plus the few calls the toolkit makes on it.
+timm's pretrained weights (ImageNet, a tag, a hub repository), plus the few calls the toolkit
+makes on it.
 
 Backbones are not registered in ``NETWORKS``: every name in ``timm.list_models()`` works
 (``timm.create_model``). The toolkit uses a backbone only through timm's uniform API (timm >= 1.0):
@@ -23,8 +24,21 @@ tag of the architecture; a tag in the name (``resnet50.a1_in1k``) is used as giv
 downloads, one short probe (:data:`PROBE_TIMEOUT_S`) checks that the weights' host answers; without
 an answer, or with ``HF_HUB_OFFLINE=1``, only the cache is read, and weights that are not there
 raise one :class:`~ssl_bench.errors.ConfigError` line naming the ways out, instead of the hub's
-retries (about 47 s measured without network). :func:`fetch_imagenet_weights`
+retries (about 47 s measured without network). :func:`fetch_weights`
 (``ssl-bench weights fetch``) fills the cache where there is a network.
+
+Foundation models' weights come the same way (:func:`pretrained_weights`): ``pretrained`` may be a
+timm tag of the backbone's architecture (``vit_small_patch14_dinov2.lvd142m``, DINOv2's LVD-142M
+weights, Oquab et al. 2023; ``resnet50.tv_in1k``) or a timm repository on the Hugging Face hub
+(``hf-hub:org/name``), whose ``config.json`` (read through timm, from the cache when offline) must
+name the backbone's architecture and build it with no arguments of its own, since ``model.pt``
+rebuilds the backbone from its name alone; its pretrained config (mean, std, first layer,
+classifier) is the weights'. What a ``pretrained`` value names is decided once, by
+:func:`ssl_bench.config.weights_source`.
+
+A ViT built for the run's image size whose patch does not divide it (DINOv2's 14-px patches at
+64x32 or 768x384) is built for the size rounded up to whole patches and pads each image
+(:func:`image_size_kwargs`), so that no row or column of the mammogram is dropped.
 
 Pretrained weights see the inputs they were trained on. ImageNet weights were trained on RGB images
 normalised with their dataset's mean and std (timm's ``pretrained_cfg`` ``mean``/``std``, what
@@ -48,7 +62,9 @@ probes, ``ssl-bench predict``, fold checkpoints, the pretext cache, MAE's ViT) g
 knowing; :func:`input_normalisation` reads it back (``model.pt`` records it, as ``input_norm``) and
 ``create_backbone(..., input_norm=...)`` builds the same structure without weights, for
 ``load_state_dict``. A randomly initialised backbone has no normalisation: it is
-``timm.create_model(name, in_chans=1, ...)`` unchanged.
+``timm.create_model(name, in_chans=1, ...)`` unchanged. :func:`timm_state_dict` gives either as
+timm's own state dict (the stem unwrapped, the normalisation apart), which ``ssl-bench export``
+writes (:mod:`ssl_bench.models.backbone_file`) and a file's provenance brings back.
 """
 from __future__ import annotations
 
@@ -56,6 +72,7 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import inspect
 import logging
 import os
 import threading
@@ -70,21 +87,32 @@ import numpy as np
 import timm
 import torch
 from huggingface_hub import constants as hub_constants
-from timm.models import get_pretrained_cfg, is_model_pretrained, split_model_name_tag
+from timm.models import (
+    PretrainedCfg,
+    get_pretrained_cfg,
+    is_model_pretrained,
+    load_model_config_from_hf,
+    split_model_name_tag,
+)
 from torch import nn
 
-from ssl_bench.config import IMAGENET, NO_WEIGHTS
+from ssl_bench.config import HUB_PREFIXES, IMAGENET, weights_source
 from ssl_bench.errors import ConfigError
+from ssl_bench.models.backbone_file import exported_input_norm
 
 __all__ = [
     "IMAGENET",
     "IMAGENET_WEIGHTS",
-    "ImagenetWeights",
+    "TimmWeights",
     "create_backbone",
     "takes_image_size",
+    "image_size_kwargs",
     "check_pretrained",
     "imagenet_weights",
-    "fetch_imagenet_weights",
+    "pretrained_weights",
+    "named_weights",
+    "fetch_weights",
+    "timm_state_dict",
     "encode_multiscale",
     "pooled_features",
     "classifier_logits",
@@ -107,8 +135,9 @@ PROBE_TIMEOUT_S = 5.0
 """Seconds the weights' host has to answer before only the local cache is read."""
 
 
-def _no_weights(pretrained: str | os.PathLike[str] | None) -> bool:
-    return pretrained is None or str(pretrained).strip().lower() in NO_WEIGHTS
+def _source(pretrained: str | os.PathLike[str] | None) -> str:
+    """What ``pretrained`` names (:func:`ssl_bench.config.weights_source`); a path object is a file."""
+    return "file" if isinstance(pretrained, os.PathLike) else weights_source(pretrained)
 
 
 def create_backbone(
@@ -121,18 +150,23 @@ def create_backbone(
     **kwargs: Any,
 ) -> nn.Module:
     """``timm.create_model(name, in_chans=..., num_classes=...)``, randomly initialised, from a
-    local weights file or from timm's ImageNet weights; a backbone built on pretrained weights
-    normalises its input as those weights expect (see the module docstring).
+    local weights file or from timm's pretrained weights (ImageNet, a tag, a hub repository); a
+    backbone built on pretrained weights normalises its input as those weights expect (see the
+    module docstring).
 
     Args:
         name: a timm model name (``resnet50``, ``resnet50.a1_in1k``, ...); ``hf-hub:`` names are
-            refused (a hub repository is not an ImageNet tag of a timm architecture).
+            refused (a hub repository is weights: ``pretrained="hf-hub:..."`` with its architecture here).
         pretrained: ``None``, ``""`` or ``"none"`` for random initialisation
             (``timm.create_model(name, in_chans=in_chans, ...)``, nothing else); ``"imagenet"``
-            for timm's ImageNet weights (:func:`imagenet_weights` says which; downloaded by timm
-            into the Hugging Face cache unless already there); else the path of a local weights
-            file (``.pth``/``.pt`` state dict, a checkpoint dict with ``state_dict``/``model``/
-            ``state_dict_ema``, or ``.safetensors``), read by timm's ``load_state_dict`` and
+            for timm's ImageNet weights (:func:`imagenet_weights` says which); a timm tag of the
+            same architecture (``resnet50.tv_in1k``, ``vit_small_patch14_dinov2.lvd142m``) or a timm
+            repository on the Hugging Face hub (``hf-hub:timm/vit_small_patch14_dinov2.lvd142m``,
+            whose ``config.json`` must name the same architecture), downloaded by timm into the
+            Hugging Face cache unless already there (:func:`pretrained_weights`); else the path of a
+            local weights file (``.pth``/``.pt`` state dict, a checkpoint dict with
+            ``state_dict``/``model``/``state_dict_ema``, or ``.safetensors``, such as
+            ``ssl-bench export`` writes), read by timm's ``load_state_dict`` and
             loaded through timm (``pretrained=True``, the state dict in
             ``pretrained_cfg_overlay``) with the architecture's (or the name's tag's) pretrained
             config. RGB weights are loaded into timm's RGB model unchanged and its
@@ -140,37 +174,45 @@ def create_backbone(
             and std (``timm.data.resolve_data_config``): the grey input is replicated to RGB and
             normalised as the weights' training images were. A file written from a backbone of
             this toolkit brings its own input: one with a :class:`NormalisedInput` (its
-            ``<first_conv>.mean``/``.std``) is rebuilt with it, one with a 1-channel stem (a
-            randomly initialised backbone's) loads into timm's 1-channel model unchanged, without
-            normalisation. Either way timm drops the classifier weights unless ``num_classes``
-            equals the weights' class count (1000 for ImageNet), so the classifier is freshly
-            initialised in the usual case.
+            ``<first_conv>.mean``/``.std``, or the ``input_norm`` of the provenance an exported
+            file carries, :mod:`ssl_bench.models.backbone_file`) is rebuilt with it, one with a
+            1-channel stem (a randomly initialised backbone's) loads into timm's 1-channel model
+            unchanged, without normalisation. Either way timm drops the classifier weights unless
+            ``num_classes`` equals the weights' class count (1000 for ImageNet), so the
+            classifier is freshly initialised in the usual case.
         in_chans: input channels (1 for mammograms; with pretrained RGB weights 1, replicated, or 3).
         num_classes: classifier outputs (1: a single malignancy logit).
         image_size: the run's ``(height, width)``; passed as ``img_size`` to the models that
-            take one (:func:`takes_image_size`: ViTs, Swin, ...; ImageNet position embeddings
-            are resampled by timm), ignored by the others (CNNs take any size).
+            take one (:func:`takes_image_size`: ViTs, Swin, ...; pretrained position embeddings
+            are resampled by timm), ignored by the others (CNNs take any size); a ViT whose patch
+            does not divide it is built padded (:func:`image_size_kwargs`).
         input_norm: with ``pretrained=None`` only: ``{"mean": [...], "std": [...]}`` (what
             :func:`input_normalisation` of a pretrained backbone returns, and ``model.pt``
             records) builds that backbone's structure, RGB stem behind a :class:`NormalisedInput`,
             randomly initialised, for ``load_state_dict``; ``None``: the plain timm model.
         **kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
 
+    Returns:
+        The timm model, ``in_chans`` input channels (behind a :class:`NormalisedInput` when
+        built on RGB weights), ``num_classes`` outputs.
+
     Raises:
         ConfigError: unknown model name (with close matches), an architecture without ImageNet
-            weights, ImageNet weights that cannot be fetched (no network and not cached: one line
-            with the ways out), a missing weights file, one that cannot be loaded into this model,
-            or weights whose first layer cannot take a normalised grey image.
+            weights, a tag or hub repository of another architecture, weights that cannot be
+            fetched (no network and not cached: one line with the ways out), a missing weights
+            file, one that cannot be loaded into this model, or weights whose first layer cannot
+            take a normalised grey image.
     """
-    if name.startswith(("hf-hub:", "hf_hub:")):
+    if name.startswith(HUB_PREFIXES):
         raise ConfigError(
-            f"backbone '{name}' would be downloaded from the Hugging Face hub; download the "
-            "weights yourself and pass the timm architecture name with the weights file"
+            f"backbone '{name}' is a Hugging Face hub repository, not a timm architecture: pass the "
+            f"architecture as the backbone and the repository as the weights (--pretrained {name})"
         )
     _check_model_name(name)
-    if image_size is not None and "img_size" not in kwargs and takes_image_size(name):
-        kwargs["img_size"] = tuple(int(v) for v in image_size)
-    if _no_weights(pretrained):
+    if "img_size" not in kwargs:
+        kwargs.update(image_size_kwargs(name, image_size))
+    source = _source(pretrained)
+    if source == "none":
         if input_norm is None:
             return timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **kwargs)
         norm = check_input_norm(input_norm)
@@ -180,11 +222,9 @@ def create_backbone(
     if input_norm is not None:
         raise ValueError("input_norm is for a backbone built without weights (pretrained=None); "
                          "pretrained weights bring their own")
-    if str(pretrained).strip().lower() == IMAGENET:
-        weights = imagenet_weights(name)
-        channels = _weights_channels(weights.tagged)
-        _check_in_chans(name, in_chans, channels)
-        model = _load_imagenet(weights, in_chans=channels, num_classes=num_classes, **kwargs)
+    if source != "file":
+        weights = pretrained_weights(name, str(pretrained))
+        model = _load_timm(weights, in_chans=in_chans, num_classes=num_classes, **kwargs)
         return _normalise_input(model, name, *_weights_mean_std(model), in_chans)
 
     assert pretrained is not None
@@ -203,6 +243,9 @@ def create_backbone(
         return _load_file(path, name, state, in_chans=in_chans, num_classes=num_classes, **kwargs)
     _check_in_chans(name, in_chans, channels)
     model = _load_file(path, name, state, in_chans=channels, num_classes=num_classes, **kwargs)
+    exported = exported_input_norm(path)  # an ssl-bench export keeps its stem's normalisation apart
+    if own is None and exported is not None:
+        own = (exported["mean"], exported["std"])
     mean, std = own if own is not None else _weights_mean_std(model)
     return _normalise_input(model, name, mean, std, in_chans)
 
@@ -298,6 +341,36 @@ def input_normalisation(model: nn.Module) -> dict[str, list[float]] | None:
     return found[0]
 
 
+def timm_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, list[float]] | None]:
+    """A backbone's state dict in timm's own keys, and its input normalisation apart.
+
+    A backbone built on pretrained weights holds its first layer in a :class:`NormalisedInput`
+    (keys ``<first_conv>.conv.*``, ``<first_conv>.mean``, ``<first_conv>.std``); here those keys
+    are timm's again (``<first_conv>.*``, what ``timm.create_model(name)`` has) and the mean and
+    std are returned as :func:`input_normalisation` gives them. Any other backbone's state dict is
+    timm's already.
+
+    Args:
+        model: a timm backbone, with or without :class:`NormalisedInput` stems.
+
+    Returns:
+        ``(state, input_norm)``: tensors detached on the CPU, and ``{"mean", "std"}`` or None.
+    """
+    state = {k: t.detach().cpu() for k, t in model.state_dict().items()}
+    for first in [n for n, m in model.named_modules() if isinstance(m, NormalisedInput)]:
+        _unwrap_normalised(state, first)
+    return state, input_normalisation(model)
+
+
+def _unwrap_normalised(state: dict, first: str) -> tuple[list[float], list[float]]:
+    """Rename a :class:`NormalisedInput`'s keys at ``first`` to timm's, in place; its (mean, std)."""
+    mean, std = state.pop(f"{first}.mean").tolist(), state.pop(f"{first}.std").tolist()
+    prefix = f"{first}.conv."
+    for key in [k for k in state if k.startswith(prefix)]:
+        state[f"{first}.{key[len(prefix):]}"] = state.pop(key)
+    return mean, std
+
+
 def check_input_norm(input_norm: Any) -> dict[str, list[float]]:
     """An input normalisation as :func:`input_normalisation` returns it, ``{"mean": [...],
     "std": [...]}`` (plain floats, one per channel, each std positive), checked.
@@ -353,10 +426,7 @@ def _file_stem(state: dict, first_convs: tuple[str, ...], channels: int) -> tupl
     own = None
     for first in first_convs:
         if f"{first}.mean" in state and f"{first}.std" in state and f"{first}.conv.weight" in state:
-            own = (state.pop(f"{first}.mean").tolist(), state.pop(f"{first}.std").tolist())
-            prefix = f"{first}.conv."
-            for key in [k for k in state if k.startswith(prefix)]:
-                state[f"{first}.{key[len(prefix):]}"] = state.pop(key)
+            own = _unwrap_normalised(state, first)
     if own is not None:
         return "normalised", own
     weight = state.get(f"{first_convs[0]}.weight")
@@ -391,6 +461,53 @@ def takes_image_size(name: str) -> bool:
     return bool(cfg is not None and getattr(cfg, "fixed_input_size", False))
 
 
+def image_size_kwargs(name: str, image_size: Sequence[int] | None) -> dict[str, Any]:
+    """The ``timm.create_model`` arguments that build backbone ``name`` for the run's images.
+
+    None for a model that takes any size (CNNs); ``img_size`` for one built for one size
+    (:func:`takes_image_size`). A ViT whose patch does not divide that size (DINOv2's 14-px
+    patches at 64x32 or 768x384) would drop the last rows and columns that fill no whole patch;
+    it is built instead for the size rounded up to whole patches, with timm's
+    ``dynamic_img_pad`` (each image padded at the bottom and right with zeros, a mammogram's
+    background, to that size) and ``dynamic_img_size`` (so the patch embedding takes the run's
+    size): every pixel is seen, and the position embedding is used as built (one per patch of the
+    padded grid; pretrained ones are resampled to it once, when loaded).
+
+    Args:
+        name: a timm model name.
+        image_size: the run's ``(height, width)``; None: no size.
+
+    Returns:
+        The keyword arguments (empty, ``img_size``, or ``img_size`` rounded up with
+        ``dynamic_img_size`` and ``dynamic_img_pad``).
+    """
+    if image_size is None or not takes_image_size(name):
+        return {}
+    size = tuple(int(v) for v in image_size)
+    patch = _patch_size(name)
+    if patch is None or all(s % p == 0 for s, p in zip(size, patch)):
+        return {"img_size": size}
+    padded = tuple(-(-s // p) * p for s, p in zip(size, patch))
+    return {"img_size": padded, "dynamic_img_size": True, "dynamic_img_pad": True}
+
+
+@functools.lru_cache(maxsize=None)
+def _patch_size(name: str) -> tuple[int, int] | None:
+    """The patch of a ViT that can pad its input (a timm model class taking ``dynamic_img_size``
+    and ``dynamic_img_pad``: ViTs, DINOv2, EVA), read from the model built on the meta device (no
+    memory, no weights); None for any other model."""
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False)
+    except Exception:  # a model that cannot be built on the meta device: timm's own sizing
+        return None
+    patch = getattr(getattr(probe, "patch_embed", None), "patch_size", None)
+    takes = inspect.signature(type(probe).__init__).parameters
+    if patch is None or not {"dynamic_img_size", "dynamic_img_pad"} <= set(takes):
+        return None
+    return int(patch[0]), int(patch[1])
+
+
 def _check_model_name(name: str) -> None:
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
@@ -408,22 +525,45 @@ def _one_line(exc: BaseException, limit: int = 400) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# ImageNet weights through timm
+# Pretrained weights through timm: ImageNet, a tag, a hub repository
+
+#: ``model_args`` of a hub repository's ``config.json`` that the run sets itself (its own input
+#: channels, classes and image size); any other would build an architecture that its timm name
+#: alone does not rebuild (``model.pt``, ``ssl-bench predict``), so such a repository is refused
+_RUN_MODEL_ARGS = ("in_chans", "num_classes", "img_size")
 
 
 @dataclasses.dataclass(frozen=True)
-class ImagenetWeights:
-    """The ImageNet weights timm loads for a backbone, and where it keeps them.
+class TimmWeights:
+    """The pretrained weights timm loads for a backbone, and where it keeps them.
 
     timm 1.0 takes weights from the Hugging Face hub when the pretrained config names a hub
-    repository (``hf_hub_id``), else from its URL (torch's hub cache); the same order here.
+    repository (``hf_hub_id``), else from its URL (torch's hub cache); the same order here. A hub
+    repository asked by name (``hf-hub:org/name``) also needs its ``config.json``, which names the
+    architecture and the weights' pretrained config (mean, std, first layer, classifier).
     """
 
     name: str  # the backbone as asked, e.g. resnet50
-    tagged: str  # the timm name with its pretrained tag, e.g. resnet50.tv_in1k
+    tagged: str  # the timm name with its pretrained tag (resnet50.tv_in1k), or hf-hub:org/name
     hub_id: str | None  # Hugging Face repository (``timm/resnet50.tv_in1k``), possibly ``@revision``
     url: str | None  # used when there is no hub repository
     hub_filename: str | None = None  # the pretrained config's file in the repository, if not the default
+    asked: str = IMAGENET  # model.pretrained as given: "imagenet", a timm tag or an hf-hub: name
+
+    @property
+    def from_hub_name(self) -> bool:
+        """True for a repository asked by name (``hf-hub:...``), whose ``config.json`` timm reads."""
+        return self.tagged.startswith(HUB_PREFIXES)
+
+    @property
+    def what(self) -> str:
+        """How messages name these weights."""
+        return "the ImageNet weights" if self.asked == IMAGENET else f"the pretrained weights '{self.asked}'"
+
+    @property
+    def fetch_name(self) -> str:
+        """What ``ssl-bench weights fetch`` takes to fetch these weights."""
+        return self.name if self.asked == IMAGENET else self.asked
 
     @property
     def source_url(self) -> str:
@@ -454,14 +594,22 @@ class ImagenetWeights:
             return [filename[: -len(".bin")] + ".safetensors", filename]
         return [filename]
 
+    def _in_hub_cache(self, filename: str) -> Path | None:
+        assert self.hub_id is not None
+        repo, _, revision = self.hub_id.partition("@")
+        found = huggingface_hub.try_to_load_from_cache(repo, filename, revision=revision or None)
+        return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
+
     def cached(self) -> Path | None:
-        """The cached weights file, or None when timm would have to download it."""
+        """The cached weights file, or None when timm would have to download it (for a repository
+        asked by name, also when its ``config.json`` is not cached)."""
         if self.hub_id:
-            repo, _, revision = self.hub_id.partition("@")
+            if self.from_hub_name and self._in_hub_cache("config.json") is None:
+                return None
             for filename in self._hub_files():
-                found = huggingface_hub.try_to_load_from_cache(repo, filename, revision=revision or None)
-                if isinstance(found, str) and os.path.isfile(found):
-                    return Path(found)
+                found = self._in_hub_cache(filename)
+                if found is not None:
+                    return found
             return None
         if self.url:
             path = self.cache_dir / os.path.basename(urllib.parse.urlsplit(self.url).path)
@@ -469,16 +617,22 @@ class ImagenetWeights:
         return None
 
 
-def imagenet_weights(name: str) -> ImagenetWeights:
+def imagenet_weights(name: str) -> TimmWeights:
     """Which ImageNet weights ``pretrained="imagenet"`` loads for backbone ``name``.
 
     A tag in the name is used as given (``resnet50.a1_in1k``); else :data:`IMAGENET_WEIGHTS`
     (``resnet50`` -> ``resnet50.tv_in1k``), else timm's default pretrained tag.
 
+    Args:
+        name: a timm model name, with or without a pretrained tag.
+
+    Returns:
+        The weights, as timm names and fetches them.
+
     Raises:
         ConfigError: unknown name, unknown tag, or an architecture timm has no weights for.
     """
-    if name.startswith(("hf-hub:", "hf_hub:")):
+    if name.startswith(HUB_PREFIXES):
         raise ConfigError(f"backbone '{name}': ImageNet weights are looked up by timm architecture name")
     _check_model_name(name)
     arch, tag = split_model_name_tag(name)
@@ -496,19 +650,88 @@ def imagenet_weights(name: str) -> ImagenetWeights:
     assert cfg is not None
     if not (cfg.hf_hub_id or cfg.url):
         raise ConfigError(f"timm lists no download for the pretrained weights '{tagged}' of backbone '{name}'")
-    return ImagenetWeights(name, tagged, cfg.hf_hub_id or None, cast("str | None", cfg.url or None),
-                           cfg.hf_hub_filename or None)
+    return TimmWeights(name, tagged, cfg.hf_hub_id or None, cast("str | None", cfg.url or None),
+                       cfg.hf_hub_filename or None)
 
 
-def fetch_imagenet_weights(name: str) -> tuple[ImagenetWeights, Path]:
-    """Download backbone ``name``'s ImageNet weights through timm into the cache timm reads
-    (``ssl-bench weights fetch``); returns the weights and the cached file.
+def pretrained_weights(backbone: str, pretrained: str) -> TimmWeights:
+    """The timm weights a ``model.pretrained`` of ``"imagenet"``, a tag or a hub repository
+    (:func:`ssl_bench.config.weights_source`) names for ``backbone``.
+
+    ``"imagenet"``: :func:`imagenet_weights`. A tag (``resnet50.tv_in1k``,
+    ``vit_small_patch14_dinov2.lvd142m``) must be of the backbone's architecture; a foundation
+    model's weights come this way (DINOv2's are ``vit_small_patch14_dinov2.lvd142m``, the LVD-142M
+    pretraining of Oquab et al. 2023, not ImageNet). A hub repository (``hf-hub:org/name[@revision]``,
+    a timm checkpoint with its ``config.json``) is checked against the backbone when it is loaded,
+    since only its ``config.json`` names the architecture.
+
+    Args:
+        backbone: the run's timm backbone (``model.backbone``).
+        pretrained: the ``model.pretrained`` value.
+
+    Returns:
+        The weights, as timm names and fetches them.
 
     Raises:
-        ConfigError: as :func:`create_backbone` with ``pretrained="imagenet"``.
+        ConfigError: an unknown backbone or tag, a tag of another architecture, a value that names
+            no timm weights (a file or none).
     """
+    source = weights_source(pretrained)
+    if source == IMAGENET:
+        return imagenet_weights(backbone)
+    _check_model_name(backbone)
+    if source == "tag":
+        arch, tag_arch = split_model_name_tag(backbone)[0], split_model_name_tag(pretrained)[0]
+        if tag_arch != arch:
+            raise ConfigError(f"--pretrained {pretrained} are weights of the architecture '{tag_arch}', not of the "
+                              f"backbone '{backbone}'; pass --backbone {tag_arch}")
+        return dataclasses.replace(imagenet_weights(pretrained), name=backbone, asked=pretrained)
+    if source == "hub":
+        repo = pretrained.split(":", 1)[1].strip()
+        if not repo:
+            raise ConfigError(f"--pretrained {pretrained} names no Hugging Face hub repository (hf-hub:org/name)")
+        return TimmWeights(backbone, f"hf-hub:{repo}", repo, None, asked=pretrained)
+    raise ValueError(f"model.pretrained {pretrained!r} names no timm weights (it is a {source})")
+
+
+def named_weights(name: str) -> TimmWeights:
+    """The weights ``ssl-bench weights fetch NAME`` fetches: a hub repository's
+    (``hf-hub:org/name``), else :func:`imagenet_weights` (a backbone's ImageNet weights, or the
+    weights of a tag in the name: ``resnet50.tv_in1k``, ``vit_small_patch14_dinov2.lvd142m``).
+
+    Args:
+        name: a timm model name, with or without a tag, or an ``hf-hub:`` repository.
+
+    Returns:
+        The weights.
+
+    Raises:
+        ConfigError: as :func:`imagenet_weights`.
+    """
+    if name.startswith(HUB_PREFIXES):
+        repo = name.split(":", 1)[1].strip()
+        if not repo:
+            raise ConfigError(f"'{name}' names no Hugging Face hub repository (hf-hub:org/name)")
+        return TimmWeights(name, f"hf-hub:{repo}", repo, None, asked=name)
     weights = imagenet_weights(name)
-    _load_imagenet(weights, fetching=True)  # timm's own download, at its defaults (3 channels, 1000 classes)
+    return weights if not split_model_name_tag(name)[1] else dataclasses.replace(weights, asked=name)
+
+
+def fetch_weights(name: str) -> tuple[TimmWeights, Path]:
+    """Download the weights :func:`named_weights` names through timm into the cache timm reads
+    (``ssl-bench weights fetch``); returns the weights and the cached file.
+
+    Args:
+        name: a timm model name, with or without a tag, or an ``hf-hub:`` repository.
+
+    Returns:
+        The weights and their file in the cache.
+
+    Raises:
+        ConfigError: as :func:`create_backbone` with those weights.
+    """
+    weights = named_weights(name)
+    _load_timm(weights, fetching=True)  # timm's own download, at its defaults (3 channels, 1000 classes)
     path = weights.cached()
     if path is None:
         raise ConfigError(
@@ -518,25 +741,55 @@ def fetch_imagenet_weights(name: str) -> tuple[ImagenetWeights, Path]:
     return weights, path
 
 
-def _load_imagenet(weights: ImagenetWeights, fetching: bool = False, **create_kwargs: Any) -> nn.Module:
-    """``timm.create_model(weights.tagged, pretrained=True, ...)``, failing at once and in one
-    line when the weights are neither reachable nor cached."""
+def _load_timm(weights: TimmWeights, fetching: bool = False, in_chans: int | None = None,
+               **create_kwargs: Any) -> nn.Module:
+    """``timm.create_model(weights.tagged, pretrained=True, ...)`` (fetching: at timm's defaults),
+    or, for the run's backbone, that architecture with the weights' pretrained config, with as
+    many input channels as the weights have (``in_chans`` checked against them); failing at once
+    and in one line when the weights are neither reachable nor cached."""
     why = _offline_reason(weights)
     if why is not None and weights.cached() is None:
         raise ConfigError(_cannot_fetch(weights, why, fetching))
     try:
         with _hub_offline(why is not None):  # unreachable but cached: read the cache, no retries
-            return timm.create_model(weights.tagged, pretrained=True, **create_kwargs)
+            if fetching:
+                return timm.create_model(weights.tagged, pretrained=True)
+            cfg = _hub_pretrained_cfg(weights) if weights.from_hub_name else None
+            channels = int(((cfg or {}).get("input_size") or (_weights_channels(weights.tagged),))[0])
+            _check_in_chans(weights.name, int(in_chans or 1), channels)
+            if cfg is None:
+                return timm.create_model(weights.tagged, pretrained=True, in_chans=channels, **create_kwargs)
+            return timm.create_model(weights.name, pretrained=True, pretrained_cfg=cfg, in_chans=channels,
+                                     **create_kwargs)
+    except ConfigError:
+        raise
     except Exception as exc:
         if _is_fetch_error(exc):
             raise ConfigError(_cannot_fetch(weights, why or _one_line(exc), fetching)) from exc
         raise ConfigError(
-            f"could not load the ImageNet weights '{weights.tagged}' into backbone '{weights.name}': "
-            f"{_one_line(exc)}"
+            f"could not load {weights.what} ('{weights.tagged}') into backbone '{weights.name}': {_one_line(exc)}"
         ) from exc
 
 
-def _offline_reason(weights: ImagenetWeights) -> str | None:
+def _hub_pretrained_cfg(weights: TimmWeights) -> dict[str, Any]:
+    """The pretrained config of a hub repository asked by name (its ``config.json``, through
+    timm), checked to be of the backbone's architecture and to build nothing its name does not."""
+    assert weights.hub_id is not None
+    pretrained_cfg, arch, model_args = load_model_config_from_hf(weights.hub_id)
+    want = split_model_name_tag(weights.name)[0]
+    if split_model_name_tag(arch)[0] != want:
+        raise ConfigError(f"--pretrained {weights.asked} holds weights of the architecture '{arch}' (its config.json), "
+                          f"not of the backbone '{weights.name}'; pass --backbone {arch}")
+    extra = sorted(set(model_args) - set(_RUN_MODEL_ARGS))
+    if extra:
+        raise ConfigError(f"--pretrained {weights.asked} builds '{arch}' with arguments of its own "
+                          f"({', '.join(extra)} in its config.json), which the backbone's name alone does not "
+                          f"rebuild; use a repository without them, or download its weights as a file")
+    known = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    return {k: v for k, v in pretrained_cfg.items() if k in known}
+
+
+def _offline_reason(weights: TimmWeights) -> str | None:
     """Why only the cache can be read (``HF_HUB_OFFLINE``, or the probe), else None."""
     if hub_constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
@@ -546,16 +799,21 @@ def _offline_reason(weights: ImagenetWeights) -> str | None:
 
 def check_pretrained(name: str, pretrained: str | os.PathLike[str] | None) -> None:
     """The checks of :func:`create_backbone` that build nothing, for a run to make before it
-    loads any data: the weights file exists, or ImageNet weights exist for ``name`` and are
-    cached or reachable (one probe).
+    loads any data: the weights file exists, or the timm weights (ImageNet, a tag, a hub
+    repository) exist for ``name`` and are cached or reachable (one probe).
+
+    Args:
+        name: the run's timm backbone.
+        pretrained: its ``model.pretrained``.
 
     Raises:
         ConfigError: the same one line :func:`create_backbone` would raise.
     """
-    if _no_weights(pretrained):
+    source = _source(pretrained)
+    if source == "none":
         return
-    if str(pretrained).strip().lower() == IMAGENET:
-        weights = imagenet_weights(name)
+    if source != "file":
+        weights = pretrained_weights(name, str(pretrained))
         why = _offline_reason(weights)
         if why is not None and weights.cached() is None:
             raise ConfigError(_cannot_fetch(weights, why, fetching=False))
@@ -567,22 +825,24 @@ def check_pretrained(name: str, pretrained: str | os.PathLike[str] | None) -> No
 
 
 def _file_not_found(path: Path) -> str:
-    return f"pretrained weights file not found: {path} (--pretrained takes a weights file, '{IMAGENET}' or 'none')"
+    return (f"pretrained weights file not found: {path} (--pretrained takes a weights file, '{IMAGENET}', "
+            f"a timm tag such as resnet50.tv_in1k, an hf-hub: repository or 'none')")
 
 
-def _cannot_fetch(weights: ImagenetWeights, why: str, fetching: bool) -> str:
+def _cannot_fetch(weights: TimmWeights, why: str, fetching: bool) -> str:
+    of = "" if weights.name == weights.asked else f" of backbone '{weights.name}'"
     head = (
-        f"could not fetch the ImageNet weights of backbone '{weights.name}' (timm '{weights.tagged}' "
+        f"could not fetch {weights.what}{of} (timm '{weights.tagged}' "
         f"from {weights.host}: {why}) and they are not in the cache {weights.cache_dir}. "
     )
     if fetching:
         return head + (
-            f"Run 'ssl-bench weights fetch {weights.name}' on a machine with network and copy its "
+            f"Run 'ssl-bench weights fetch {weights.fetch_name}' on a machine with network and copy its "
             f"cache here (or point {weights.cache_env} at it)"
         )
     return head + (
         f"Pass a local weights file (--pretrained PATH), or run 'ssl-bench weights fetch "
-        f"{weights.name}' on a machine with network and copy its cache here (or point "
+        f"{weights.fetch_name}' on a machine with network and copy its cache here (or point "
         f"{weights.cache_env} at it), or use --pretrained none for random initialisation"
     )
 

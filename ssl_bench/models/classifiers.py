@@ -7,6 +7,10 @@ with its ``name`` (registered in :data:`ssl_bench.registry.CLASSIFIERS`, as a pl
 classifier may be) and its constructor's options, e.g.
 ``{"name": "knn_probe", "backbone": "resnet50", ...}``. A timm backbone has no such attribute.
 
+A classifier that wraps a timm backbone holds it as ``backbone`` and declares which stage last
+trained it as the class attribute ``backbone_stage`` (:data:`BACKBONE_STAGES`: the frozen probes
+say ``"pretext"``); :func:`classifier_backbone` reads that for ``ssl-bench export``.
+
 A timm backbone built on pretrained weights normalises its input (a
 :class:`~ssl_bench.models.backbones.NormalisedInput` stem); ``model.pt`` records that as
 ``input_norm``, for the backbone itself or the one a classifier wraps (the frozen probes), and
@@ -22,6 +26,36 @@ from torch import nn
 from ..errors import UserError
 from ..registry import CLASSIFIERS
 from .backbones import check_input_norm, create_backbone
+
+
+#: the backbone as the pretext stage left it (frozen since; with pretext ``none``, as initialised)
+PRETEXT = "pretext"
+#: the backbone trained further by the downstream stage with the classifier (fine-tuned)
+FINETUNED = "finetuned"
+BACKBONE_STAGES = (PRETEXT, FINETUNED)
+
+
+def classifier_backbone(classifier: nn.Module) -> tuple[nn.Module, str] | None:
+    """The timm backbone a downstream classifier scores with, and the stage that last trained it.
+
+    A classifier without an ``architecture`` is a timm backbone trained by the downstream stage
+    (``finetune``, ``multitask``, ``collab``): itself, :data:`FINETUNED`. A toolkit classifier
+    gives its ``backbone`` module at the stage its class declares (``backbone_stage``, one of
+    :data:`BACKBONE_STAGES`).
+
+    Args:
+        classifier: a fold's classifier, as :func:`classifier_from_record` rebuilds it.
+
+    Returns:
+        ``(backbone, stage)``, or None for a classifier that wraps no timm backbone or declares
+        no stage (the non-spatial trees).
+    """
+    if getattr(classifier, "architecture", None) is None:
+        return classifier, FINETUNED
+    backbone, stage = getattr(classifier, "backbone", None), getattr(type(classifier), "backbone_stage", None)
+    if isinstance(backbone, nn.Module) and stage in BACKBONE_STAGES:
+        return backbone, stage
+    return None
 
 
 def build_classifier(backbone: str | None, architecture: dict[str, Any] | None = None,

@@ -13,7 +13,7 @@ which :mod:`ssl_bench.models.classifiers` uses to rebuild them from ``model.pt``
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, cast
+from typing import Any, ClassVar, Sequence, cast
 
 import numpy as np
 import torch
@@ -21,12 +21,16 @@ from torch import nn
 
 from ..registry import CLASSIFIERS
 from .backbones import create_backbone, num_pooled_features, pooled_features
+from .classifiers import PRETEXT
 
 EPS = 1e-7  # kNN probabilities are clipped to [EPS, 1 - EPS] (finite logits)
 
 
 class FrozenBackboneClassifier(nn.Module):
     """A timm backbone (1 input channel) used as a frozen feature extractor."""
+
+    #: the backbone is the pretext stage's, never trained after it (models/classifiers.py)
+    backbone_stage: ClassVar[str] = PRETEXT
 
     def __init__(self, backbone: str, module: nn.Module | None = None,
                  image_size: Sequence[int] | None = None):

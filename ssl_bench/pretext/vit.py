@@ -99,15 +99,21 @@ def patch_grid(task: str, vit: VisionTransformer) -> tuple[tuple[int, int], tupl
         ``((patch height, patch width), (rows, columns))``.
 
     Raises:
-        ConfigError: the image size is not a multiple of the patch size.
+        ConfigError: the image size is not a multiple of the patch size (also a ViT built padded
+            to whole patches for such a size).
     """
     embed = vit.patch_embed
     patch = (int(embed.patch_size[0]), int(embed.patch_size[1]))
     size = tuple(int(s) for s in embed.img_size)
     grid = (int(embed.grid_size[0]), int(embed.grid_size[1]))
-    if any(g * p != s for g, p, s in zip(grid, patch, size)):
+    # a ViT built padded (the run's size is no multiple of its patch: backbones.image_size_kwargs)
+    # has patches beyond the image, which a masked task would learn to predict as padding
+    padded = bool(getattr(embed, "dynamic_img_pad", False))
+    if padded or any(g * p != s for g, p, s in zip(grid, patch, size)):
+        got = (f"the run's is not (the backbone is built padded to {size[0]}x{size[1]})" if padded
+               else f"got {size[0]}x{size[1]}")
         raise ConfigError(f"pretext {task} needs an image size that is a multiple of the backbone's patch size "
-                          f"{patch[0]}x{patch[1]}; got {size[0]}x{size[1]}")
+                          f"{patch[0]}x{patch[1]}; {got}")
     return patch, grid
 
 

@@ -73,6 +73,9 @@ class FitContext:
     #: ``(N,)`` patient id of each training image, for anything split within the training images
     #: that must keep a patient's images together (None: unknown, e.g. a data-parallel worker's)
     patients: np.ndarray | None = None
+    #: plain values a strategy records about its fit (the linear probe's chosen C), which the fold
+    #: writes to its metrics.json as ``fit``
+    fit_info: dict[str, Any] = field(default_factory=dict)
     #: CUDA-graph capture of training steps: asked for (config or env), and on a CUDA device
     use_graphs: bool = field(init=False)
     data: FoldBatches = field(init=False)

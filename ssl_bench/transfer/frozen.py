@@ -8,7 +8,10 @@ freeze the backbone, put it in eval mode and extract each training image's globa
 features (:func:`ssl_bench.models.backbones.pooled_features`), on which scikit-learn fits:
 
 - ``linear`` (linear probe): ``StandardScaler`` + ``LogisticRegression`` (L2, lbfgs, inverse
-  strength ``C``); class weights (:mod:`ssl_bench.transfer.logistic`): ``"pos_weight"`` (default)
+  strength ``C``); ``C`` is chosen from the grid ``Cs`` by cross-validation within the fold's
+  training images, grouped by patient (:func:`~ssl_bench.transfer.logistic.choose_C`), unless
+  ``params.linear.C`` fixes it; the fold records the choice in ``metrics.json`` (``fit``); class
+  weights (:mod:`ssl_bench.transfer.logistic`): ``"pos_weight"`` (default)
   weights malignant images by ``train.pos_weight`` (TSBN eq. 3), ``"balanced"``, ``"none"``;
 - ``knn``: ``k`` nearest neighbours (default 20) by cosine similarity of the L2-normalised
   features; the probability of malignancy is the share of malignant images among them. The
@@ -34,7 +37,7 @@ from ..training.context import FitContext
 from ..training.scoring import probabilities
 from ..training.stages import pretrained_backbone
 from .base import TransferStrategy
-from .logistic import check_logistic_options, class_weight_for, fit_scaled_logistic
+from .logistic import DEFAULT_CS, check_grid, check_logistic_options, choose_C, class_weight_for, fit_scaled_logistic
 
 FEATURE_BATCH = 64  # images per feature pass
 
@@ -71,15 +74,21 @@ class LinearProbe(FrozenTransfer):
     """Linear probe: logistic regression on the frozen backbone's pooled features after the pretext stage.
 
     Args:
-        C: inverse strength of the logistic regression's L2 penalty (> 0).
+        C: inverse strength of the logistic regression's L2 penalty (> 0); None (the default):
+            chosen from Cs by cross-validation within the fold's training images, grouped by patient.
+        Cs: the grid C is chosen from (positive numbers).
+        cv_folds: inner folds of that cross-validation (fewer when a class has fewer patients).
         class_weight: "pos_weight" (malignant images weighted by train.pos_weight), "balanced" or
             "none".
         max_iter: most iterations of the lbfgs solver.
     """
 
-    def __init__(self, C: float = 1.0, class_weight: str = "pos_weight", max_iter: int = 1000):
+    def __init__(self, C: float | None = None, Cs: tuple[float, ...] = DEFAULT_CS, cv_folds: int = 5,
+                 class_weight: str = "pos_weight", max_iter: int = 1000):
         check_logistic_options(C, class_weight, max_iter)
-        self.C, self.class_weight, self.max_iter = float(C), class_weight, int(max_iter)
+        self.Cs = check_grid(Cs, cv_folds)
+        self.C = None if C is None else float(C)
+        self.cv_folds, self.class_weight, self.max_iter = int(cv_folds), class_weight, int(max_iter)
 
     def weights(self, pos_weight: float):
         return class_weight_for(self.class_weight, pos_weight)
@@ -89,8 +98,13 @@ class LinearProbe(FrozenTransfer):
                                            image_size=ctx.config.data.image_size).to(ctx.device)
         features = frozen_features(classifier, ctx).cpu().numpy().astype(np.float64)
         labels = training_labels(ctx, self.name)
-        scaler, model = fit_scaled_logistic(features, labels, self.C, self.weights(ctx.config.train.pos_weight),
-                                            self.max_iter)
+        weights = self.weights(ctx.config.train.pos_weight)
+        if self.C is None:  # on the fold's training images only, grouped by patient
+            C, chosen = choose_C(features, labels, ctx.patients, self.Cs, weights, self.max_iter, self.cv_folds)
+        else:
+            C, chosen = self.C, {"C": self.C, "chosen": "fixed (params.linear.C)"}
+        ctx.fit_info.update(linear_probe=chosen)
+        scaler, model = fit_scaled_logistic(features, labels, C, weights, self.max_iter)
         classifier.set_linear(scaler.mean_, scaler.scale_, model.coef_, model.intercept_)
         cast(Any, classifier).fitted = (scaler, model)  # for inspection and tests; not part of the state_dict
         return classifier.eval()
