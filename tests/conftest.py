@@ -31,7 +31,7 @@ def smoke_bench(tmp_path_factory):
         base = tmp_path_factory.mktemp(name)
         (base / "b.yaml").write_text(text)
         out = base / "out"
-        result = CliRunner().invoke(main, ["bench", str(base / "b.yaml"), "--profile", "smoke", "--folds", "3",
+        result = CliRunner().invoke(main, ["bench", str(base / "b.yaml"), "--profile", "smoke", "--explain", "0", "--folds", "3",
                                            "--out", str(out), "--quiet"])
         assert result.exit_code == 0, result.output
         return out

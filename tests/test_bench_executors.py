@@ -71,7 +71,7 @@ def plugin(monkeypatch):
 def reference(tmp_path_factory) -> Path:
     """The smoke Table II grid (7 methods + Non-spatial, x 5 folds), one job at a time in this process."""
     out = tmp_path_factory.mktemp("local")
-    result = CliRunner().invoke(main, ["bench", str(TABLE2), "--profile", "smoke", "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(main, ["bench", str(TABLE2), "--profile", "smoke", "--out", str(out), "--quiet", "--explain", "0"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -84,7 +84,7 @@ def test_ray_matches_local_and_records_failures(reference, tmp_path):
     bench = bench_with_failures(tmp_path / "bench.yaml", tmp_path)
     out = tmp_path / "ray"
     proc = subprocess.run(
-        ["ssl-bench", "bench", str(bench), "--profile", "smoke", "--executor", "ray", "--out", str(out), "--quiet"],
+        ["ssl-bench", "bench", str(bench), "--profile", "smoke", "--executor", "ray", "--out", str(out), "--quiet", "--explain", "0"],
         env=plugin_env(), capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -102,7 +102,7 @@ def test_ray_matches_local_and_records_failures(reference, tmp_path):
 def test_jobs_per_gpu_matches_one_by_one(reference, tmp_path):
     """--jobs-per-gpu 2: two spawned worker processes on the CPU, identical fold files."""
     methods = ["GM-M-ResNet", "TSBN-R"]
-    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--jobs-per-gpu", "2"]
+    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--explain", "0", "--jobs-per-gpu", "2"]
     result = CliRunner().invoke(main, args + [a for m in methods for a in ("--only", m)])
     assert result.exit_code == 0, result.output
     for method in methods:
@@ -114,7 +114,7 @@ def test_failing_job_retried_recorded_then_resumed(tmp_path, plugin):
     failure is recorded, the other jobs complete, exit 1. Rerun with --resume: only that job runs;
     it fails once more, succeeds on its retry, the failure record goes and the exit code is 0."""
     bench = bench_with_failures(tmp_path / "bench.yaml", tmp_path, fail_times=3, folds=2)
-    args = ["bench", str(bench), "--profile", "smoke", "--out", str(tmp_path / "out"), "--quiet",
+    args = ["bench", str(bench), "--profile", "smoke", "--out", str(tmp_path / "out"), "--quiet", "--explain", "0",
             "--only", "ResNet", "--only", "Broken"]
     run1 = CliRunner().invoke(main, args)
     assert run1.exit_code == 1, run1.output
@@ -136,7 +136,7 @@ def test_failing_job_retried_recorded_then_resumed(tmp_path, plugin):
 
 
 def test_ray_missing_or_misconfigured_is_a_user_error(tmp_path):
-    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet"]
+    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--explain", "0"]
     r = CliRunner().invoke(main, args + ["--jobs-per-gpu", "2", "--executor", "ray"])
     assert r.exit_code == 2 and "--jobs-per-gpu does not apply to the 'ray' executor" in r.output
     assert "gpus_per_job" in r.output and "--executor local" in r.output
@@ -210,7 +210,7 @@ def test_storage_probe_reports_an_unshared_folder(tmp_path):
 ])
 def test_bad_executor_options_are_one_line(tmp_path, extra, message):
     """Executors are built like every other component: flags, then params.<executor>.*, checked."""
-    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--only", "ResNet"]
+    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--explain", "0", "--only", "ResNet"]
     r = CliRunner().invoke(main, args + extra)
     assert r.exit_code == 2, r.output
     assert message in r.output and len(r.output.strip().splitlines()) == 1, r.output

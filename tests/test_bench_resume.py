@@ -22,7 +22,7 @@ FOLD_FILES = ("metrics.json", "predictions.csv", "model.pt")
 
 
 def bench_args(out: Path) -> list[str]:
-    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(out), "--quiet"]
+    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(out), "--quiet", "--explain", "0"]
     return args + [a for m in METHODS for a in ("--only", m)]
 
 
@@ -82,7 +82,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
 def test_resume_without_flag_refuses_to_mix(tmp_path):
     out = tmp_path / "runs"
-    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(out), "--quiet", "--only", "ResNet",
+    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(out), "--quiet", "--explain", "0", "--only", "ResNet",
             "--folds", "2"]
     assert CliRunner().invoke(main, args).exit_code == 0
     again = CliRunner().invoke(main, args)
@@ -92,7 +92,7 @@ def test_resume_without_flag_refuses_to_mix(tmp_path):
 
 
 def test_several_seeds_get_their_own_runs_and_leaderboards(tmp_path):
-    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--only", "ResNet",
+    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--explain", "0", "--only", "ResNet",
             "--folds", "2", "--seeds", "0,1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output

@@ -113,7 +113,7 @@ def test_bench_says_in_one_line_which_baseline_it_tests_against(tmp_path):
     path = tmp_path / "b.yaml"
     path.write_text(BENCH.replace("baseline: Raw-kNN", "baseline: [Raw-kNN, Wide-kNN]")
                     .replace("[0.5, 1.0]", "[1.0]"))
-    result = CliRunner().invoke(main, ["bench", str(path), "--profile", "smoke", "--folds", "2", "--quiet",
+    result = CliRunner().invoke(main, ["bench", str(path), "--profile", "smoke", "--folds", "2", "--quiet", "--explain", "0",
                                        "--out", str(tmp_path / "out"), "--only", "Wide-kNN", "--only", "Raw-linear"])
     assert result.exit_code == 0, result.output
     assert "baseline: Raw-kNN was left out by --only; the others are tested against Wide-kNN instead" in result.output

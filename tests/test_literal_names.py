@@ -62,7 +62,7 @@ def odd_bench(tmp_path_factory):
     markdown (a name with '/' cannot be a folder name, so that one names its run directory)."""
     base = tmp_path_factory.mktemp("odd")
     (base / "b.yaml").write_text(BENCH)
-    result = CliRunner().invoke(main, ["bench", str(base / "b.yaml"), "--profile", "smoke", "--folds", "2",
+    result = CliRunner().invoke(main, ["bench", str(base / "b.yaml"), "--profile", "smoke", "--explain", "0", "--folds", "2",
                                        "--out", str(base / "out")])
     return base / "out", result
 

@@ -371,7 +371,7 @@ def test_bench_pretext_data_flag_reaches_every_job(png_pool, tmp_path):
     bench.write_text("methods:\n  SimCLR-kNN: {pretext: simclr, transfer: knn, params: {knn: {k: 3}}}\n"
                      "label_fractions: [0.5, 1.0]\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["bench", str(bench), "--profile", "smoke", "--quiet", "--device", "cpu",
+    result = CliRunner().invoke(main, ["bench", str(bench), "--profile", "smoke", "--quiet", "--explain", "0", "--device", "cpu",
                                        "--folds", "2", "--out", str(out), "--pretext-data", "folder",
                                        "--pretext-data-root", str(png_pool)])
     assert result.exit_code == 0, result.output

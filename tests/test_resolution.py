@@ -78,7 +78,7 @@ def test_bad_image_sizes_are_one_line(tmp_path, sizes, message):
 def test_a_set_image_size_would_contradict_the_run_names(tmp_path):
     with pytest.raises(ConfigError, match="data.image_size cannot be set too"):
         plan_of(tmp_path, BENCH, sets=("data.image_size=64x32",))
-    result = CliRunner().invoke(main, ["bench", str(tmp_path / "b.yaml"), "--profile", "smoke", "--quiet",
+    result = CliRunner().invoke(main, ["bench", str(tmp_path / "b.yaml"), "--profile", "smoke", "--quiet", "--explain", "0",
                                        "--image-size", "64x32,64x32"])
     assert result.exit_code == 2 and "--image-size lists 64x32 twice" in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
@@ -151,7 +151,7 @@ def test_a_bench_with_two_sizes_draws_its_curve_and_plans_the_next_study(tmp_pat
     path.write_text("methods:\n  kNN: {pretext: none, transfer: knn, params: {knn: {k: 3}}}\n"
                     "image_sizes: [[32, 16], [48, 24]]\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["bench", str(path), "--profile", "smoke", "--folds", "2", "--out", str(out),
+    result = CliRunner().invoke(main, ["bench", str(path), "--profile", "smoke", "--explain", "0", "--folds", "2", "--out", str(out),
                                        "--quiet"])
     assert result.exit_code == 0, result.output
     assert f"resolution: {out / 'resolution.png'}, {out / 'resolution.csv'}" in result.output

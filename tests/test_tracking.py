@@ -86,7 +86,7 @@ def test_mlflow_metrics_equal_history_csv(tmp_path):
         assert logged[key] == pytest.approx(value, rel=1e-12), key
 
 
-BENCH = ["bench", Path(__file__).resolve().parents[1] / "benchmarks" / "table2.yaml", "--profile", "smoke",
+BENCH = ["bench", Path(__file__).resolve().parents[1] / "benchmarks" / "table2.yaml", "--profile", "smoke", "--explain", "0",
          "--only", "ResNet", "--quiet"]
 
 
