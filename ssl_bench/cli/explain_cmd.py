@@ -7,7 +7,7 @@ from rich.markup import escape
 from ..console import make_console
 
 
-@click.command("explain")
+@click.command("explain", short_help="Grad-CAM overlays of a run's most confident hits and mistakes.")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--top", default=3, show_default=True, type=int,
               help="Images per kind: true positives, false positives, false negatives.")
