@@ -154,15 +154,21 @@ def calibrated_probability(rundir: RunDir, per_fold: dict[str, np.ndarray]) -> n
     return np.mean(calibrated, axis=0)
 
 
-def operating_threshold_of(rundir: RunDir, folds: list[int]) -> float:
-    """The run's operating point for the fold ensemble: the mean of the folds' operating
-    thresholds (each chosen on that fold's training predictions; 0.5 for runs that predate them)."""
-    values = []
+def fold_operating_thresholds(rundir: RunDir, folds: list[int]) -> dict[int, float]:
+    """Each fold's operating threshold, chosen on its training predictions (``metrics.json``
+    ``op_threshold``; 0.5 for a fold without results or a run that predates them)."""
+    out = {}
     for k in folds:
         metrics = rundir.read_metrics(k) if rundir.fold_done(k) else {}
         value = metrics.get("op_threshold", 0.5)
-        values.append(0.5 if value is None or value != value else float(value))
-    return float(np.mean(values))
+        out[k] = 0.5 if value is None or value != value else float(value)
+    return out
+
+
+def operating_threshold_of(rundir: RunDir, folds: list[int]) -> float:
+    """The run's operating point for the fold ensemble: the mean of the folds' operating
+    thresholds (:func:`fold_operating_thresholds`)."""
+    return float(np.mean(list(fold_operating_thresholds(rundir, folds).values())))
 
 
 def degenerate_folds(rundir: RunDir, folds: list[int]) -> dict[int, str]:

@@ -21,9 +21,8 @@ each fold's operating point, each with the map of the fold model that held it ou
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,7 @@ from ..config import config_from_dict
 from ..data.loading import load_evaluation_data
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, cannot_write
-from .inference import load_files, load_fold_models, run_image_size
+from .inference import fold_operating_thresholds, load_files, load_fold_models, run_image_size
 from .rundir import RunDir
 
 #: what explain_run shows, in order: (kind, title), the kind's rows chosen by :func:`top_cases`
@@ -70,6 +69,12 @@ def saliency_layer(classifier: nn.Module) -> nn.Module:
             return module.get_submodule(str(info[-1]["module"]))
     raise NoSaliency(f"Grad-CAM needs a classifier with a timm backbone; {type(classifier).__name__} has none "
                      f"(the non-spatial control's trees cannot be explained this way)")
+
+
+def scaled_to_peak(maps: np.ndarray) -> np.ndarray:
+    """``(N, H, W)`` maps each divided by its own maximum (an all-zero map stays zero)."""
+    peak = maps.reshape(maps.shape[0], -1).max(axis=1)
+    return maps / np.where(peak > 0, peak, 1.0)[:, None, None]
 
 
 def grad_cam(classifier: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 8) -> np.ndarray:
@@ -106,9 +111,7 @@ def grad_cam(classifier: nn.Module, images: torch.Tensor, device: torch.device, 
                              f"{tuple(attribution.shape)[1:]} (a ViT's tokens)")
         up = LayerAttribution.interpolate(attribution, tuple(x.shape[-2:]), interpolate_mode="bilinear")
         maps.append(up[:, 0].detach().float().cpu())
-    out = torch.cat(maps).clamp_min(0).numpy()
-    peak = out.reshape(out.shape[0], -1).max(axis=1)
-    return (out / np.where(peak > 0, peak, 1.0)[:, None, None]).astype(np.float32)
+    return scaled_to_peak(torch.cat(maps).clamp_min(0).numpy()).astype(np.float32)
 
 
 def overlay_png(image: np.ndarray, cam: np.ndarray, title: str = "", height: int | None = None) -> bytes:
@@ -147,9 +150,7 @@ def overlay_png(image: np.ndarray, cam: np.ndarray, title: str = "", height: int
 def fold_mean_maps(models: Sequence[tuple[int, nn.Module]], images: torch.Tensor, device: torch.device) -> np.ndarray:
     """The mean of the fold models' Grad-CAM maps of ``images`` (``(N, H, W)``, scaled to [0, 1]
     again), what ``predict --explain`` draws for the fold ensemble's probability."""
-    maps = np.mean([grad_cam(model, images, device) for _, model in models], axis=0)
-    peak = maps.reshape(maps.shape[0], -1).max(axis=1)
-    return maps / np.where(peak > 0, peak, 1.0)[:, None, None]
+    return scaled_to_peak(np.mean([grad_cam(model, images, device) for _, model in models], axis=0))
 
 
 def overlay_names(files: Sequence[str]) -> list[str]:
@@ -217,16 +218,6 @@ def top_cases(predictions: pd.DataFrame, thresholds: dict[int, float], top: int)
     return pd.concat(chosen, ignore_index=True)
 
 
-def fold_thresholds(rundir: RunDir, folds: Sequence[int]) -> dict[int, float]:
-    """Each completed fold's operating threshold (``metrics.json`` ``op_threshold``; 0.5 for runs
-    written before operating points)."""
-    out = {}
-    for k in folds:
-        value: Any = rundir.read_metrics(k).get("op_threshold", 0.5)
-        out[k] = 0.5 if not isinstance(value, (int, float)) or math.isnan(value) else float(value)
-    return out
-
-
 def explain_run(run_dir: str | Path, device: torch.device, top: int = 3) -> pd.DataFrame:
     """Write the Grad-CAM overlays of the run's ``top`` true positives, false positives and false
     negatives (:func:`top_cases`) to its ``saliency/`` folder, each image explained by the fold
@@ -253,7 +244,7 @@ def explain_run(run_dir: str | Path, device: torch.device, top: int = 3) -> pd.D
     if not by_fold:
         raise UserError(f"{rundir.path} has no fold with both its results and its model.pt")
     predictions = pd.concat([rundir.read_predictions(k).assign(fold=k) for k in by_fold], ignore_index=True)
-    cases = top_cases(predictions, fold_thresholds(rundir, list(by_fold)), top)
+    cases = top_cases(predictions, fold_operating_thresholds(rundir, list(by_fold)), top)
     loaded = load_evaluation_data(config_from_dict(rundir.read_config()))
     index = pd.Series(np.arange(len(loaded.samples)), index=loaded.samples["image_id"].astype(str))
     missing = sorted(set(cases["image_id"]) - set(index.index))
