@@ -15,6 +15,7 @@ from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NT
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
+from _steps import losses_before_and_after
 from ssl_bench.errors import ToolkitWarning
 from ssl_bench.models.backbones import create_backbone
 from ssl_bench.models.pretext_model import PretextModel
@@ -47,25 +48,7 @@ def pretext_losses(task, steps: int = 10, lr: float = 1e-3, seed: int = 0) -> tu
     the teacher's momentum update after each step)."""
     torch.manual_seed(seed)
     model = PretextModel(create_backbone("test_resnet", in_chans=1, num_classes=1), task).train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    batch = task.prepare(breast_like(), torch.zeros(8))
-
-    def loss_now() -> float:
-        with torch.no_grad():
-            return float(task.loss(model(batch.inputs), batch.targets))
-
-    before = loss_now()
-    queue = task.queue.clone() if hasattr(task, "queue") else None
-    model.start_teacher(steps)
-    for _ in range(steps):
-        loss = task.loss(model(batch.inputs), batch.targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.after_step()
-    if queue is not None:  # MoCo: score against the same negatives (training queued this batch's keys)
-        task.queue.copy_(queue)
-    return before, loss_now()
+    return losses_before_and_after(task, model, task.prepare(breast_like(), torch.zeros(8)), steps, lr)
 
 
 # ---------------------------------------------------------------- shared views

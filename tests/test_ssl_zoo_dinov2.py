@@ -18,6 +18,7 @@ from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from lightly.models.modules import MaskedVisionTransformerTIMM
 from lightly.utils.scheduler import cosine_schedule
 
+from _steps import losses_before_and_after
 from ssl_bench.cli import main
 from ssl_bench.config import build_config
 from ssl_bench.errors import ConfigError
@@ -214,22 +215,8 @@ def test_contract_and_a_few_steps_lower_the_loss(name):
     torch.manual_seed(0)
     task = TASKS[name](**SMALL)
     model = PretextModel(create_backbone("test_vit", in_chans=1, num_classes=1, image_size=SIZE), task).train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     batch = task.prepare(images(8), torch.zeros(8))  # one batch, its views and mask fixed
-
-    def loss_now() -> float:
-        with torch.no_grad():
-            return float(task.loss(model(batch.inputs)))
-
-    before = loss_now()
-    model.start_teacher(10)
-    for _ in range(10):
-        loss = task.loss(model(batch.inputs))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.after_step()
-    after = loss_now()
+    before, after = losses_before_and_after(task, model, batch, steps=10)
     assert after < 0.9 * before, (before, after)
 
 

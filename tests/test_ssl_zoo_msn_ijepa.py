@@ -23,6 +23,7 @@ from lightly.models import utils as lightly_utils
 from lightly.models.modules import IJEPAPredictorTIMM, MaskedVisionTransformerTIMM
 from lightly.models.modules.heads import MSNProjectionHead
 
+from _steps import losses_before_and_after
 from ssl_bench.bench.plan import load_plan
 from ssl_bench.cli import main
 from ssl_bench.config import build_config
@@ -310,21 +311,7 @@ def test_a_few_steps_lower_the_loss(name):
     task = PRETEXTS.get(name)(**SMALL[name])
     model = vit_model(task)
     batch = task.prepare(breast_like(8), torch.zeros(8))
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-
-    def loss_now() -> float:
-        with torch.no_grad():
-            return float(task.loss(model(batch.inputs)))
-
-    before = loss_now()
-    model.start_teacher(8)
-    for _ in range(8):
-        loss = task.loss(model(batch.inputs))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.after_step()
-    after = loss_now()
+    before, after = losses_before_and_after(task, model, batch, steps=8)
     assert after < 0.8 * before, (before, after)
 
 
