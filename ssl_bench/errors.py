@@ -25,3 +25,13 @@ class DataWarning(ToolkitWarning):
 def exception_text(exc: BaseException, limit: int = 120) -> str:
     """An exception's message on one line (whitespace runs as one space), cut at ``limit`` characters."""
     return " ".join(str(exc).split())[:limit]
+
+
+def exception_line(exc: BaseException, limit: int | None = None) -> str:
+    """``Type: message`` of an exception on one line (:func:`exception_text`, cut at ``limit``
+    characters with `` ...`` when given), or the type alone when it has no message: how a library's
+    failure is quoted inside one of the toolkit's own error or warning lines."""
+    text = " ".join(str(exc).split())
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + " ..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

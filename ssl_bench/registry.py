@@ -35,7 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, cast
 
-from .errors import ToolkitWarning, UserError
+from .errors import ToolkitWarning, UserError, exception_line
 
 PLUGIN_GROUP = "ssl_bench.plugins"
 
@@ -268,10 +268,6 @@ def _distribution_label(ep: metadata.EntryPoint) -> str:
     return f"{dist.metadata['Name']} {dist.version}"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
 
 def load_plugin(ep: metadata.EntryPoint) -> bool:
     """Import one plugin module (``ep.load()``); on failure roll back whatever it registered and
@@ -301,7 +297,7 @@ def load_plugin(ep: metadata.EntryPoint) -> bool:
         for kind, reg in ALL_REGISTRIES.items():
             for name in set(reg._entries) - before[kind]:
                 reg.unregister(name)
-        reason = _one_line(exc)
+        reason = exception_line(exc)
         _status[ep.name] = PluginStatus(ep.name, label, ep.module, reason)
         warnings.warn(
             f"ssl-bench plugin '{ep.name}' ({label}) was not loaded: {reason}",

@@ -97,7 +97,7 @@ from timm.models import (
 from torch import nn
 
 from ssl_bench.config import HUB_PREFIXES, IMAGENET, weights_source
-from ssl_bench.errors import ConfigError
+from ssl_bench.errors import ConfigError, exception_line
 from ssl_bench.models.backbone_file import exported_input_norm
 
 __all__ = [
@@ -235,7 +235,7 @@ def create_backbone(
         state = timm.models.load_state_dict(str(path))
     except Exception as exc:  # corrupt file, not a state dict, ...: one clear message
         raise ConfigError(
-            f"could not load pretrained weights {path} into backbone '{name}': {_one_line(exc)}"
+            f"could not load pretrained weights {path} into backbone '{name}': {exception_line(exc, limit=400)}"
         ) from exc
     channels = _weights_channels(name)
     stem, own = _file_stem(state, _first_convs(get_pretrained_cfg(name), name), channels)
@@ -259,7 +259,7 @@ def _load_file(path: Path, name: str, state: dict, **create_kwargs: Any) -> nn.M
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **create_kwargs)
     except Exception as exc:  # wrong architecture, ...: one clear message
         raise ConfigError(
-            f"could not load pretrained weights {path} into backbone '{name}': {_one_line(exc)}"
+            f"could not load pretrained weights {path} into backbone '{name}': {exception_line(exc, limit=400)}"
         ) from exc
     pretrained_cfg = cast(dict, model.pretrained_cfg)
     pretrained_cfg.pop("state_dict", None)  # timm keeps the overlay in the config: not the weights
@@ -517,12 +517,6 @@ def _check_model_name(name: str) -> None:
         )
 
 
-def _one_line(exc: BaseException, limit: int = 400) -> str:
-    detail = " ".join(str(exc).split())
-    if len(detail) > limit:
-        detail = detail[:limit] + " ..."
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-
 
 # ---------------------------------------------------------------------------------------------
 # Pretrained weights through timm: ImageNet, a tag, a hub repository
@@ -765,9 +759,9 @@ def _load_timm(weights: TimmWeights, fetching: bool = False, in_chans: int | Non
         raise
     except Exception as exc:
         if _is_fetch_error(exc):
-            raise ConfigError(_cannot_fetch(weights, why or _one_line(exc), fetching)) from exc
+            raise ConfigError(_cannot_fetch(weights, why or exception_line(exc, limit=400), fetching)) from exc
         raise ConfigError(
-            f"could not load {weights.what} ('{weights.tagged}') into backbone '{weights.name}': {_one_line(exc)}"
+            f"could not load {weights.what} ('{weights.tagged}') into backbone '{weights.name}': {exception_line(exc, limit=400)}"
         ) from exc
 
 
@@ -876,7 +870,7 @@ def _unreachable(url: str) -> str | None:
         except urllib.error.URLError as exc:
             outcome.append(" ".join(str(exc.reason).split()))
         except Exception as exc:
-            outcome.append(_one_line(exc, limit=120))
+            outcome.append(exception_line(exc, limit=120))
 
     thread = threading.Thread(target=probe, name="ssl-bench-weights-probe", daemon=True)
     thread.start()

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, Protocol
 
-from ..errors import ConfigError, ToolkitWarning, UserError
+from ..errors import ConfigError, ToolkitWarning, UserError, exception_line
 from ..fileio import OutOfSpace, atomic_write_text
 
 #: the module each backend needs, and the distribution that provides it
@@ -172,10 +172,6 @@ class MlflowSink:
         self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
 
 
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
-
 
 class KeepTraining:
     """Wraps a sink so that its failures during training warn once and end the logging, never the
@@ -191,7 +187,7 @@ class KeepTraining:
             getattr(self.sink, method)(*args, **kwargs)
         except Exception as exc:  # any tracker failure: the history still goes to history.csv
             self.failed = True
-            warnings.warn(f"logging to {self.where} stopped ({one_line(exc)}); training goes on and "
+            warnings.warn(f"logging to {self.where} stopped ({exception_line(exc, limit=300)}); training goes on and "
                           f"history.csv keeps every epoch", ToolkitWarning, stacklevel=2)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
@@ -219,5 +215,5 @@ def open_sink(backend: str, target: str, run_name: str, fold: int, config: dict[
     except (UserError, OutOfSpace):
         raise
     except Exception as exc:  # an unreachable server, an unwritable folder, a bad URI
-        raise UserError(f"--log {backend}: cannot open {target} ({one_line(exc)})") from None
+        raise UserError(f"--log {backend}: cannot open {target} ({exception_line(exc, limit=300)})") from None
     return KeepTraining(sink, f"{backend} ({target})")
