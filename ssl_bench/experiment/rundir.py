@@ -63,7 +63,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -154,6 +154,37 @@ def text_digest(data: bytes) -> str:
         The hexadecimal sha256 digest.
     """
     return hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest()
+
+
+def read_run_table(path: Path, what: str, columns: Sequence[str], remedy: str, **read_csv: Any) -> pd.DataFrame:
+    """One of the run directory's own CSV tables, checked to be one: a damaged file is one error line.
+
+    Args:
+        path: the CSV file.
+        what: what the file is, for the message (``"a folds table"``).
+        columns: the columns it must have.
+        remedy: what the user can do about a damaged file, appended to the message.
+        **read_csv: keyword arguments of :func:`pandas.read_csv` (the column types).
+
+    Returns:
+        The table as read.
+
+    Raises:
+        UserError: the file cannot be read, is not UTF-8 CSV, or lacks one of ``columns``.
+    """
+    try:
+        table = pd.read_csv(path, **read_csv)
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is damaged (not UTF-8 text, not {what}); {remedy}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UserError(f"{path} is damaged (not {what}: {exception_text(exc)}); {remedy}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise UserError(f"{path} is damaged (no column {', '.join(missing)}; {what} has "
+                        f"{', '.join(columns)}); {remedy}")
+    return table
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
@@ -568,22 +599,9 @@ class RunDir:
         Raises:
             UserError: the file cannot be read, is not UTF-8 CSV, or lacks a column of :data:`FOLD_COLUMNS`.
         """
-        path = self.path / "folds.csv"
-        remedy = "restore it, or delete it and the run writes it again from the data"
-        try:
-            folds = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is damaged (not UTF-8 text, not a folds table); {remedy}") from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            reason = exception_text(exc)
-            raise UserError(f"{path} is damaged (not a folds table: {reason}); {remedy}") from None
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-        missing = [c for c in FOLD_COLUMNS if c not in folds.columns]
-        if missing:
-            raise UserError(f"{path} is damaged (no column {', '.join(missing)}; a folds table has "
-                            f"{', '.join(FOLD_COLUMNS)}); {remedy}")
-        return folds
+        return read_run_table(self.path / "folds.csv", "a folds table", FOLD_COLUMNS,
+                              "restore it, or delete it and the run writes it again from the data",
+                              dtype={"image_id": str, "patient_id": str})
 
     # ---- subgroups.csv -----------------------------------------------------------------------
     def record_subgroups(self, samples: pd.DataFrame) -> None:
@@ -608,15 +626,12 @@ class RunDir:
         path = self.path / SUBGROUPS_FILE
         if not path.is_file():
             return None
-        remedy = "delete it and rerun the run's command (finished folds are kept) to write it again"
-        try:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise UserError(f"{path} is damaged ({exception_text(exc)}); {remedy}") from None
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-        if "image_id" not in table.columns or table["image_id"].duplicated().any():
-            raise UserError(f"{path} is damaged (it needs one row per image_id); {remedy}")
+        table = read_run_table(path, "a subgroups table", ("image_id",),
+                               "delete it and rerun the run's command (finished folds are kept) to write it again",
+                               dtype=str, keep_default_na=False)
+        if table["image_id"].duplicated().any():
+            raise UserError(f"{path} is damaged (it needs one row per image_id); delete it and rerun the run's "
+                            f"command (finished folds are kept) to write it again")
         return table
 
     # ---- saliency/ ---------------------------------------------------------------------------
@@ -648,16 +663,9 @@ class RunDir:
         path = self.path / SALIENCY_DIR / "saliency.csv"
         if not path.is_file():
             return None
-        remedy = "run ssl-bench explain on the run to write it again"
-        try:
-            table = pd.read_csv(path, dtype={"image_id": str, "patient_id": str, "file": str})
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise UserError(f"{path} is damaged ({exception_text(exc)}); {remedy}") from None
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-        missing = [c for c in SALIENCY_COLUMNS if c not in table.columns]
-        if missing:
-            raise UserError(f"{path} is damaged (no column {', '.join(missing)}); {remedy}")
+        table = read_run_table(path, "a saliency table", SALIENCY_COLUMNS,
+                               "run ssl-bench explain on the run to write it again",
+                               dtype={"image_id": str, "patient_id": str, "file": str})
         return table[[(self.path / f).is_file() for f in table["file"]]].reset_index(drop=True)
 
     def folds_match(self, image_ids: np.ndarray, fold_of: np.ndarray) -> bool:
