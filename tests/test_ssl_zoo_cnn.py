@@ -282,3 +282,18 @@ def test_listed_and_one_smoke_fold_from_the_command_line(tmp_path, pretext):
                                        "--fold", "0", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / f"{pretext}-finetune" / "folds" / "0" / "metrics.json").is_file()
+
+
+def test_a_swav_queue_the_workers_cannot_share_is_one_line_before_any_data(tmp_path, monkeypatch):
+    # each data-parallel worker scores its 1/workers slice of the queue; a queue that does not
+    # divide would fail only once it filled, mid-stage, so the run refuses it before loading data
+    monkeypatch.setattr("ssl_bench.experiment.run.load_evaluation_data",
+                        lambda *a, **kw: pytest.fail("the data was loaded before the check"))
+    result = CliRunner().invoke(main, ["run", "--pretext", "swav", "--transfer", "finetune", "--profile", "smoke",
+                                       "--set", "train.pretext_workers=2", "--set", "train.batch_size=8",
+                                       "--set", "params.swav.queue_size=15", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.strip().splitlines()[-1:] == [
+        "error: SwAV's params.swav.queue_size=15 must be a multiple of the 2 data-parallel workers "
+        "(train.pretext_workers): each scores its slice of the queue"]
+    assert not list(tmp_path.iterdir())

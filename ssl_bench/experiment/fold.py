@@ -41,11 +41,13 @@ def seed_everything(seed: int, fold: int) -> None:
 
 def build_parts(cfg: Config):
     """The configured pretext task and transfer strategy, checked against each other and the
-    pretext task against the backbone (a task may train only some, e.g. MAE a ViT)."""
+    pretext task against the backbone (a task may train only some, e.g. MAE a ViT) and the
+    data-parallel workers of its stage."""
     pretext = components.create(PRETEXTS, cfg.pretext, cfg)
     transfer = components.create(TRANSFERS, cfg.transfer, cfg)
     transfer.check(cfg.pretext, pretext)
     pretext.check_backbone(cfg.model.backbone)
+    pretext.check_workers(cfg.train.pretext_workers)
     return pretext, transfer
 
 

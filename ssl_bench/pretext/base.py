@@ -119,6 +119,11 @@ class PretextTask(ABC):
         """Raise a :class:`~ssl_bench.errors.ConfigError` (one line) when this task cannot train
         the timm backbone named ``backbone``; every backbone is fine by default."""
 
+    def check_workers(self, workers: int) -> None:
+        """Raise a :class:`~ssl_bench.errors.ConfigError` (one line) when this task cannot train its
+        stage data-parallel on ``workers`` Ray Train workers (``train.pretext_workers``); checked
+        before any data is loaded. Any number is fine by default."""
+
     @property
     def trains(self) -> bool:
         """False only for the ``none`` task, which has no pretext stage."""

@@ -65,6 +65,7 @@ from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.utils import dist
 from torch import nn
 
+from ..errors import ConfigError
 from ..registry import PRETEXTS
 from .base import PretextBatch, PretextTask
 from .checks import check_dims, check_two_embeddings
@@ -232,12 +233,15 @@ class SwAV(PretextTask):
         if not full:
             return None
         workers = dist.world_size()
-        if workers > 1:
-            if self.queue_size % workers:
-                raise ValueError(f"SwAV's queue_size={self.queue_size} must be a multiple of the "
-                                 f"{workers} data-parallel workers")
+        if workers > 1:  # queue_size is a multiple of the workers: check_workers
             banks = [bank.chunk(workers)[dist.rank()] for bank in banks]
         return [self.prototypes(bank) for bank in banks]
+
+    def check_workers(self, workers: int) -> None:
+        if self.queue_size % workers:
+            raise ConfigError(f"SwAV's params.swav.queue_size={self.queue_size} must be a multiple of the "
+                              f"{workers} data-parallel workers (train.pretext_workers): each scores its slice "
+                              f"of the queue")
 
     def build_embedding_head(self, in_features: int) -> nn.Module:
         return SwAVHead(SwaVProjectionHead(in_features, self.hidden_dim, self.out_dim), self.prototypes)
