@@ -33,6 +33,7 @@ Validation as in Collins et al. (2015), TRIPOD, and Steyerberg & Harrell (2016),
 models need appropriate internal, internal-external, and external validation", J Clin Epidemiol
 69:245-247.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -99,8 +100,9 @@ class ExternalStudy:
 
 def _cohorts(path, section: str, value: Any, roots: dict[str, str]) -> tuple[Cohort, ...]:
     if not isinstance(value, dict) or not value:
-        raise ConfigError(f"{path}: external.{section} must map cohort names to "
-                          f"{{dataset: NAME, root: DIR, params: {{...}}}}")
+        raise ConfigError(
+            f"{path}: external.{section} must map cohort names to {{dataset: NAME, root: DIR, params: {{...}}}}"
+        )
     out = []
     for name, spec in value.items():
         where = f"{path}: external.{section}.{name}"
@@ -110,16 +112,19 @@ def _cohorts(path, section: str, value: Any, roots: dict[str, str]) -> tuple[Coh
             raise ConfigError(f"{where} must give at least its dataset: {{dataset: NAME, root: DIR, params: {{...}}}}")
         unknown = set(spec) - {"dataset", "root", "params"}
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
-                              f"expected dataset, root, params")
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; expected dataset, root, params"
+            )
         params = spec.get("params") or {}
         if not isinstance(params, dict):
             raise ConfigError(f"{where}.params must map the dataset's options to values")
         root = roots.get(name, spec.get("root"))
         if root is None or not Path(str(root)).expanduser().is_dir():
             got = "gives no root" if root is None else f"root {root} is not a folder"
-            raise ConfigError(f"{where}: {got}; give the folder of its {spec['dataset']} data with "
-                              f"--cohort-root {name}=DIR (or root: in the file)")
+            raise ConfigError(
+                f"{where}: {got}; give the folder of its {spec['dataset']} data with "
+                f"--cohort-root {name}=DIR (or root: in the file)"
+            )
         out.append(Cohort(name, spec["dataset"], str(root), dict(params)))
     return tuple(out)
 
@@ -133,21 +138,26 @@ def parse_external(path, value: Any, roots: dict[str, str] | None = None) -> Ext
             raise ConfigError(f"--cohort-root: {path} has no external section, so no cohorts")
         return None
     if not isinstance(value, dict) or set(value) != {"train", "test"}:
-        raise ConfigError(f"{path}: external must have exactly the keys train and test (cohort name -> "
-                          f"{{dataset, root, params}})")
+        raise ConfigError(
+            f"{path}: external must have exactly the keys train and test (cohort name -> {{dataset, root, params}})"
+        )
     study = ExternalStudy(_cohorts(path, "train", value["train"], roots), _cohorts(path, "test", value["test"], roots))
     names = [c.name for c in (*study.train, *study.test)]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: external names a cohort twice ({', '.join(names)}); each name is one run folder part")
+        raise ConfigError(
+            f"{path}: external names a cohort twice ({', '.join(names)}); each name is one run folder part"
+        )
     unknown = sorted(set(roots) - set(names))
     if unknown:
         raise ConfigError(f"--cohort-root {unknown[0]}: no such cohort in {path} (cohorts: {', '.join(names)})")
     for train in study.train:
         for test in study.test:
             if train.dataset == test.dataset and (train.params or test.params):
-                raise ConfigError(f"{path}: external cohorts {train.name} and {test.name} are both dataset "
-                                  f"'{train.dataset}' with their own params, which one run cannot hold apart; "
-                                  f"use --split official on that dataset instead")
+                raise ConfigError(
+                    f"{path}: external cohorts {train.name} and {test.name} are both dataset "
+                    f"'{train.dataset}' with their own params, which one run cannot hold apart; "
+                    f"use --split official on that dataset instead"
+                )
     return study
 
 
@@ -158,8 +168,12 @@ def check_no_data_overrides(path, flags: dict[str, Any], sets: tuple[str, ...], 
     if flags.get("data.split") == "official" or any(parse_set_option(s) == ("data.split", "official") for s in sets):
         given.append("data.split=official")
     if given:
-        raise ConfigError(f"{path}: its external cohorts decide the data of every run, so {', '.join(given)} cannot "
-                          f"be set too; give a cohort's folder with --cohort-root NAME=DIR")
+        raise ConfigError(
+            f"{path}: its external cohorts decide the data of every run, so {', '.join(given)} cannot "
+            f"be set too; give a cohort's folder with --cohort-root NAME=DIR"
+        )
     if axes:
-        raise ConfigError(f"{path}: an external study does not combine with label_fractions or image_sizes "
-                          f"(--label-fraction, --image-size); run them as separate benches")
+        raise ConfigError(
+            f"{path}: an external study does not combine with label_fractions or image_sizes "
+            f"(--label-fraction, --image-size); run them as separate benches"
+        )

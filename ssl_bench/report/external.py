@@ -16,6 +16,7 @@ A drop is what the internal estimate overstated for a new population (another co
 film or digital); Steyerberg & Harrell (2016), J Clin Epidemiol 69:245-247; Collins et al.
 (2015), TRIPOD. Numbers in percent, p-values as fractions.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,10 +31,27 @@ from .pooled import clustered_auc_interval
 from .runs import RunResult, load_run
 from .stats import independent_auc_compare
 
-COLUMNS = ("method", "train", "test", "internal_auc", "internal_auc_lo", "internal_auc_hi", "external_auc",
-           "external_auc_lo", "external_auc_hi", "drop", "drop_lo", "drop_hi", "p_drop",
-           "internal_images", "internal_patients", "external_images", "external_patients",
-           "internal_run", "external_run")
+COLUMNS = (
+    "method",
+    "train",
+    "test",
+    "internal_auc",
+    "internal_auc_lo",
+    "internal_auc_hi",
+    "external_auc",
+    "external_auc_lo",
+    "external_auc_hi",
+    "drop",
+    "drop_lo",
+    "drop_hi",
+    "p_drop",
+    "internal_images",
+    "internal_patients",
+    "external_images",
+    "external_patients",
+    "internal_run",
+    "external_run",
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +68,7 @@ class ExternalRuns:
 def _sample(run: RunResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The run's held-out labels, scores and patients (every completed fold's)."""
     p = run.predictions
-    return (p["label"].to_numpy(dtype=int), p["score"].to_numpy(dtype=float),
-            p["patient_id"].astype(str).to_numpy())
+    return (p["label"].to_numpy(dtype=int), p["score"].to_numpy(dtype=float), p["patient_id"].astype(str).to_numpy())
 
 
 def _auc(y: np.ndarray, s: np.ndarray, patients: np.ndarray) -> tuple[float, float, float]:
@@ -69,15 +86,34 @@ def external_row(pair: ExternalRuns) -> dict[str, object]:
     row: dict[str, object] = {"method": pair.method, "train": pair.train, "test": pair.test}
     for name, sample in (("internal", a), ("external", b)):
         auc, lo, hi = _auc(*sample)
-        row.update({f"{name}_auc": 100 * auc, f"{name}_auc_lo": 100 * lo, f"{name}_auc_hi": 100 * hi,
-                    f"{name}_images": len(sample[0]), f"{name}_patients": len(np.unique(sample[2]))})
+        row.update(
+            {
+                f"{name}_auc": 100 * auc,
+                f"{name}_auc_lo": 100 * lo,
+                f"{name}_auc_hi": 100 * hi,
+                f"{name}_images": len(sample[0]),
+                f"{name}_patients": len(np.unique(sample[2])),
+            }
+        )
     try:
         test = independent_auc_compare(*a, *b)
-        row.update({"drop": 100 * test.diff, "drop_lo": 100 * test.ci_low, "drop_hi": 100 * test.ci_high,
-                    "p_drop": test.p_value})
+        row.update(
+            {
+                "drop": 100 * test.diff,
+                "drop_lo": 100 * test.ci_low,
+                "drop_hi": 100 * test.ci_high,
+                "p_drop": test.p_value,
+            }
+        )
     except ValueError:  # a class held by fewer than two patients in one sample: no variance
-        row.update({"drop": row["internal_auc"] - row["external_auc"],  # type: ignore[operator]
-                    "drop_lo": math.nan, "drop_hi": math.nan, "p_drop": math.nan})
+        row.update(
+            {
+                "drop": row["internal_auc"] - row["external_auc"],  # type: ignore[operator]
+                "drop_lo": math.nan,
+                "drop_hi": math.nan,
+                "p_drop": math.nan,
+            }
+        )
     row.update({"internal_run": str(internal.path), "external_run": str(external.path)})
     return row
 
