@@ -251,7 +251,8 @@ def load_plan(
     if control is not None and (not isinstance(control, str) or control not in methods):
         raise ConfigError(f"{path}: control {control!r} is not one of its methods ({', '.join(methods)})")
     defaults = data.get("defaults") or {}
-    configs, rows = [], []
+    configs: list[Config] = []
+    rows: list[str] = []
     used_sizes: tuple[tuple[int, int], ...] = ()
     for seed in seeds or (None,):
         for fraction in fractions or (None,):

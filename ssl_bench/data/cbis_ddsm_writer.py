@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write_bytes
 from .base import OFFICIAL_SPLIT
 from .cbis_ddsm import CSV_NAMES
 from .release_writer import check_rows, digest, official_test_patients, stored_pixels, write_dicom
@@ -156,6 +156,6 @@ def write_cbis_ddsm_tree(
         )
     for (kind, split), rows in sheets.items():
         header = MASS_COLUMNS if kind == "mass" else CALC_COLUMNS
-        text = pd.DataFrame(rows, columns=list(header)).to_csv(index=False)
-        atomic_write(out / CSV_NAMES[kind, split], lambda fh, text=text: fh.write(text.encode("ascii")))
+        data = pd.DataFrame(rows, columns=list(header)).to_csv(index=False).encode("ascii")
+        atomic_write_bytes(out / CSV_NAMES[kind, split], data)
     return pd.DataFrame(written)

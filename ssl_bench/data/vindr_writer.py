@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write_bytes
 from .base import OFFICIAL_SPLIT
 from .release_writer import check_rows, digest, official_test_patients, stored_pixels, write_dicom
 from .vindr import SHEET, SPLIT_NAMES
@@ -117,6 +117,5 @@ def write_vindr_tree(
                 "path": str(path),
             }
         )
-    text = pd.DataFrame(rows, columns=list(SHEET_COLUMNS)).to_csv(index=False)
-    atomic_write(out / SHEET, lambda fh: fh.write(text.encode("ascii")))
+    atomic_write_bytes(out / SHEET, pd.DataFrame(rows, columns=list(SHEET_COLUMNS)).to_csv(index=False).encode("ascii"))
     return pd.DataFrame(written)
