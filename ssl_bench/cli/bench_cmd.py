@@ -122,9 +122,16 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
         executor_flags=dict(retries=retries, jobs_per_gpu=jobs_per_gpu, address=ray_address,
                             gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job))
     first = plan.configs[0]
+    if plan.external is None:
+        grid = f"{len(plan.configs)} method(s) x {first.data.folds} folds"
+        data = f"dataset {first.data.dataset}"
+    else:  # the cohorts' runs: cross-validations (the bench's folds) and external tests (one fold)
+        grid = f"{len(plan.configs)} runs ({first.data.folds}-fold cross-validations and external tests)"
+        data = ("cohorts " + ", ".join(c.name for c in plan.external.train) + " -> "
+                + ", ".join(c.name for c in plan.external.test))
     out_console.print(
-        escape(f"bench {bench_file}: {len(plan.configs)} method(s) x {first.data.folds} folds · profile ")
-        + f"[bold]{escape(first.profile)}[/] · " + escape(f"dataset {first.data.dataset} · {runner.describe()}"),
+        escape(f"bench {bench_file}: {grid} · profile ") + f"[bold]{escape(first.profile)}[/] · "
+        + escape(f"{data} · {runner.describe()}"),
         highlight=False, soft_wrap=True,
     )
     try:

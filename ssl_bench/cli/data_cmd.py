@@ -1,5 +1,4 @@
 """``ssl-bench data synth|prepare|verify``: generate a dataset, fill the image cache, check a dataset."""
-
 from __future__ import annotations
 
 import inspect
@@ -30,36 +29,17 @@ DICOM_LAYOUTS = ("inbreast", "cbis-ddsm", "vindr")
 def dataset_options(f):
     """Options shared by ``prepare`` and ``verify``."""
     opts = [
-        click.option(
-            "--dataset",
-            default=_DEFAULTS.dataset,
-            show_default=True,
-            help="Registered dataset (ssl-bench list datasets).",
-        ),
+        click.option("--dataset", default=_DEFAULTS.dataset, show_default=True,
+                     help="Registered dataset (ssl-bench list datasets)."),
         click.option("--data-root", default=None, help="Folder of the dataset as its owners ship it."),
-        click.option(
-            "--image-size",
-            default="x".join(map(str, _DEFAULTS.image_size)),
-            show_default=True,
-            help="HEIGHTxWIDTH of the preprocessed images.",
-        ),
-        click.option(
-            "--cache-dir", default=_DEFAULTS.cache_dir, show_default=True, help="Folder of the decoded-image cache."
-        ),
-        click.option(
-            "--workers",
-            type=int,
-            default=_DEFAULTS.workers,
-            show_default=True,
-            help="Decoding processes (0: one per CPU core).",
-        ),
-        click.option(
-            "--set",
-            "sets",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Dataset option, e.g. --set params.inbreast.birads3=benign",
-        ),
+        click.option("--image-size", default="x".join(map(str, _DEFAULTS.image_size)), show_default=True,
+                     help="HEIGHTxWIDTH of the preprocessed images."),
+        click.option("--cache-dir", default=_DEFAULTS.cache_dir, show_default=True,
+                     help="Folder of the decoded-image cache."),
+        click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True,
+                     help="Decoding processes (0: one per CPU core)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Dataset option, e.g. --set params.inbreast.birads3=benign"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -92,36 +72,21 @@ def data() -> None:
 @data.command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--format", "fmt", type=click.Choice(["png", "dicom"]), default="png", show_default=True)
-@click.option(
-    "--layout",
-    type=click.Choice(["flat", *DICOM_LAYOUTS]),
-    default=None,
-    help="flat (PNGs + labels.csv), or a release tree of DICOM files: inbreast (AllDICOMs/ + "
-    "INbreast.csv), cbis-ddsm (case-description CSVs + CBIS-DDSM/, official Training/Test "
-    "split by patient) or vindr (breast-level_annotations.csv + images/, training/test split "
-    "by patient). Default: flat for png, inbreast for dicom.",
-)
+@click.option("--layout", type=click.Choice(["flat", *DICOM_LAYOUTS]), default=None,
+              help="flat (PNGs + labels.csv), or a release tree of DICOM files: inbreast (AllDICOMs/ + "
+                   "INbreast.csv), cbis-ddsm (case-description CSVs + CBIS-DDSM/, official Training/Test "
+                   "split by patient) or vindr (breast-level_annotations.csv + images/, training/test split "
+                   "by patient). Default: flat for png, inbreast for dicom.")
 @click.option("--image-size", default="768x384", show_default=True, help="HEIGHTxWIDTH.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--compress",
-    type=click.Choice(["none", "rle", "j2k"]),
-    default="none",
-    show_default=True,
-    help="DICOM transfer syntax: uncompressed, RLE Lossless or JPEG 2000 Lossless.",
-)
-@click.option(
-    "--bits-stored", type=click.Choice(["14", "16"]), default="14", show_default=True, help="DICOM BitsStored."
-)
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Generator option, repeatable. Every patient has 2-4 images, so n_benign + "
-    "n_malignant must lie between 2 and 4 x n_patients; e.g. --set params.synthetic.n_patients=20 "
-    "--set params.synthetic.n_benign=40 --set params.synthetic.n_malignant=14",
-)
+@click.option("--compress", type=click.Choice(["none", "rle", "j2k"]), default="none", show_default=True,
+              help="DICOM transfer syntax: uncompressed, RLE Lossless or JPEG 2000 Lossless.")
+@click.option("--bits-stored", type=click.Choice(["14", "16"]), default="14", show_default=True,
+              help="DICOM BitsStored.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Generator option, repeatable. Every patient has 2-4 images, so n_benign + "
+                   "n_malignant must lie between 2 and 4 x n_patients; e.g. --set params.synthetic.n_patients=20 "
+                   "--set params.synthetic.n_benign=40 --set params.synthetic.n_malignant=14")
 def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> None:
     """Write the synthetic cohort as PNG files or as a DICOM release tree (INbreast, CBIS-DDSM,
     VinDr-Mammo)."""
@@ -129,10 +94,8 @@ def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> No
 
     layout = layout or ("flat" if fmt == "png" else "inbreast")
     if (fmt == "png") != (layout == "flat"):
-        raise ConfigError(
-            f"--format {fmt} --layout {layout} is not available; use "
-            f"--format png --layout flat or --format dicom --layout {'|'.join(DICOM_LAYOUTS)}"
-        )
+        raise ConfigError(f"--format {fmt} --layout {layout} is not available; use "
+                          f"--format png --layout flat or --format dicom --layout {'|'.join(DICOM_LAYOUTS)}")
     size = parse_image_size(image_size, "--image-size")
     kwargs = _generator_options(sets, synthetic_mammo.generate)
     defaults = inspect.signature(synthetic_mammo.generate).parameters
@@ -145,26 +108,16 @@ def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> No
         with progress_bar(transient=True, info=False) as bar:
             drawn = bar.add_task("drawing images", total=total)
             table, images = synthetic_mammo.generate(
-                image_size=size,
-                seed=seed,
-                orientation="laterality" if fmt == "png" else "canonical",
-                on_image=lambda: bar.advance(drawn),
-                **kwargs,
-            )
+                image_size=size, seed=seed, orientation="laterality" if fmt == "png" else "canonical",
+                on_image=lambda: bar.advance(drawn), **kwargs)
             written = bar.add_task(f"writing {fmt} files", total=len(table))
             if fmt == "png":
                 csv = synthetic_mammo.write_png_files(out, table, images, on_image=lambda: bar.advance(written))
                 where = f"{csv} + {Path(out) / 'images'}/"
             else:
                 writer, where = _dicom_writer(layout, Path(out))
-                writer(
-                    out,
-                    images,
-                    table,
-                    bits_stored=int(bits_stored),
-                    compress=None if compress == "none" else compress,
-                    on_image=lambda: bar.advance(written),
-                )
+                writer(out, images, table, bits_stored=int(bits_stored),
+                       compress=None if compress == "none" else compress, on_image=lambda: bar.advance(written))
     except ValueError as exc:
         raise ConfigError(f"cannot generate the synthetic set: {exc}") from None
     except OSError as exc:  # every file is written whole (fileio.atomic_write) or not at all
@@ -172,12 +125,8 @@ def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> No
         if full is not None:
             raise full from None
         raise UserError(f"cannot write to --out {out}: {cannot_write(exc.filename or out, exc)}") from None
-    out_console.print(
-        f"wrote {len(table)} images ({fmt}, {layout}, {size[0]}x{size[1]}) to {where} "
-        f"in {time.perf_counter() - started:.1f} s",
-        soft_wrap=True,
-        markup=False,
-    )
+    out_console.print(f"wrote {len(table)} images ({fmt}, {layout}, {size[0]}x{size[1]}) to {where} "
+                      f"in {time.perf_counter() - started:.1f} s", soft_wrap=True, markup=False)
 
 
 def _dicom_writer(layout: str, out: Path):
@@ -203,7 +152,8 @@ def _generator_options(sets, generate) -> dict:
         key, value = parse_set_option(item)
         parts = key.split(".")
         if len(parts) != 3 or parts[:2] != ["params", "synthetic"]:
-            raise ConfigError(f"--set {key}: data synth takes params.synthetic.<option> (options: {', '.join(valid)})")
+            raise ConfigError(f"--set {key}: data synth takes params.synthetic.<option> "
+                              f"(options: {', '.join(valid)})")
         if parts[2] not in valid:
             raise ConfigError(f"unknown option '{parts[2]}' for the synthetic generator; valid: {', '.join(valid)}")
         kwargs[parts[2]] = parse_scalar(value)
@@ -215,13 +165,8 @@ def _generator_options(sets, generate) -> dict:
 
 @data.command("prepare")
 @dataset_options
-@click.option(
-    "--on-bad-image",
-    type=click.Choice(["fail", "skip"]),
-    default="fail",
-    show_default=True,
-    help="Stop with the list of bad inputs, or leave them out.",
-)
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Stop with the list of bad inputs, or leave them out.")
 def prepare(dataset, data_root, image_size, cache_dir, workers, sets, on_bad_image) -> None:
     """Decode and preprocess every image once into the cache's shards (later runs load it in
     seconds, memory-mapped); an interrupted prepare resumes at the first missing shard."""
@@ -295,3 +240,4 @@ def _counts_table(title: str, samples) -> Table:
     table.add_row("malignant (1)", str(int((labels == 1).sum())))
     table.add_row("patients", str(samples["patient_id"].nunique() if len(samples) else 0))
     return table
+

@@ -14,7 +14,6 @@ Lets the real ``inbreast`` loader be exercised end to end on generated data
 ``File Name`` is the table's ``image_id`` when every id is a unique 8-digit number, else
 ``20000000 + row``; the patient hash is the first 16 hex digits of SHA-1(patient_id).
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -49,15 +48,8 @@ def birads_for(label: int, file_name: str) -> str:
     return choices[digest(file_name) % len(choices)]
 
 
-def write_inbreast_tree(
-    out_dir,
-    images: np.ndarray,
-    table: pd.DataFrame,
-    *,
-    bits_stored: int = 14,
-    compress: str | None = None,
-    on_image: Callable[[], None] | None = None,
-) -> Path:
+def write_inbreast_tree(out_dir, images: np.ndarray, table: pd.DataFrame, *, bits_stored: int = 14,
+                        compress: str | None = None, on_image: Callable[[], None] | None = None) -> Path:
     """Write ``images`` (canonical, float in [0, 1], ``(N, H, W)``) described by ``table``
     (``image_id, patient_id, label, laterality, view``) as an INbreast tree; return ``out_dir``.
     ``on_image`` is called after each file (a progress bar's tick)."""
@@ -70,16 +62,9 @@ def write_inbreast_tree(
         side, view = str(row.laterality).upper(), str(row.view).upper()
         hashed = patient_hash(row.patient_id)
         token = "ML" if view == "MLO" else "CC"
-        write_dicom(
-            folder / f"{name}_{hashed}_MG_{side}_{token}_ANON.dcm",
-            stored_pixels(images[i], side, bits_stored),
-            laterality=side,
-            view=view,
-            patient=hashed,
-            bits_stored=bits_stored,
-            compress=compress,
-            uid_seed=name,
-        )
+        write_dicom(folder / f"{name}_{hashed}_MG_{side}_{token}_ANON.dcm", stored_pixels(images[i], side, bits_stored),
+                    laterality=side, view=view, patient=hashed, bits_stored=bits_stored,
+                    compress=compress, uid_seed=name)
         if on_image is not None:
             on_image()
         number = digest(name)
