@@ -54,7 +54,7 @@ class Cohort:
 
     name: str
     dataset: str
-    root: str | None = None
+    root: str
     params: dict[str, Any] = field(default_factory=dict)
 
 
