@@ -43,7 +43,8 @@ def render_templates(size: tuple[int, int], seed: int) -> tuple[list, np.ndarray
 
 def build_tree(root: Path, n: int, size: tuple[int, int], compress: str | None, seed: int = 0) -> None:
     from ssl_bench.data.inbreast import SHEET_COLUMNS
-    from ssl_bench.data.inbreast_writer import birads_for, patient_hash, write_dicom
+    from ssl_bench.data.inbreast_writer import birads_for, patient_hash
+    from ssl_bench.data.release_writer import write_dicom
 
     rows, images = render_templates(size, seed)
     folder = root / "AllDICOMs"

@@ -47,7 +47,7 @@ class NaiveDicomDataset(torch.utils.data.Dataset):
 
 def write_dicom_files(folder: Path, n: int, shape, compress: str | None) -> list[Path]:
     """One mammogram-like 14-bit image, RLE-compressed as in real releases, copied ``n`` times."""
-    from ssl_bench.data.inbreast_writer import write_dicom
+    from ssl_bench.data.release_writer import write_dicom
 
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import pandas as pd
 
 from rich.console import Console
 
@@ -31,6 +33,7 @@ from .bench.runner import BenchResult, run_bench
 from .config import Config
 from .errors import UserError
 from .experiment.saliency import explain_run
+from .report.external import ExternalRuns, external_table
 from .report.leaderboard import Report, build_report
 from .report.publish import write_leaderboard, write_seed_leaderboard
 from .training.device import default_profile, resolve_device
@@ -69,7 +72,8 @@ def plan_benchmark(bench_file: str | Path, *, profile: str | None = None, flags:
                    sets: Sequence[str] = (), only: Sequence[str] = (), seeds: Sequence[int] = (),
                    label_fractions: Sequence[float] | None = None, baseline: str | None = None,
                    executor: str = "local", executor_flags: dict[str, Any] | None = None,
-                   image_sizes: Sequence[tuple[int, int]] | None = None) -> tuple[BenchPlan, Executor]:
+                   image_sizes: Sequence[tuple[int, int]] | None = None,
+                   cohort_roots: dict[str, str] | None = None) -> tuple[BenchPlan, Executor]:
     """The resolved plan of ``bench_file`` and the executor that runs it.
 
     Args:
@@ -84,6 +88,8 @@ def plan_benchmark(bench_file: str | Path, *, profile: str | None = None, flags:
         label_fractions: replace the bench file's ``label_fractions``.
         image_sizes: ``(height, width)`` pairs that replace the bench file's ``image_sizes``.
         baseline: the method the others are tested against (default: the bench file's).
+        cohort_roots: cohort name -> folder, replacing the folders of the bench file's
+            ``external`` cohorts (``--cohort-root NAME=DIR``).
         executor: an ``EXECUTORS`` name (``local``, ``ray``).
         executor_flags: the executor's options (``retries``, ``jobs_per_gpu``, ``address``, ...).
 
@@ -93,7 +99,7 @@ def plan_benchmark(bench_file: str | Path, *, profile: str | None = None, flags:
     flags = dict(flags or {})
     flags["out"] = flags.get("out") or default_out(bench_file)
     plan = load_plan(bench_file, profile, flags, tuple(sets), tuple(only), tuple(seeds), default_profile,
-                     tuple(label_fractions or ()), baseline, tuple(image_sizes or ()))
+                     tuple(label_fractions or ()), baseline, tuple(image_sizes or ()), cohort_roots)
     return plan, build_executor(executor, plan.configs[0], **(executor_flags or {}))
 
 
@@ -111,6 +117,11 @@ def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Pa
             finished run, which its leaderboard shows; 0: none. A run that cannot be explained
             gets a line in ``saliency_notes``, never a failure.
 
+    With the bench file's ``external`` study, the leaderboard ranks the first training cohort's
+    cross-validation runs and its report holds the external-validation table (``external``:
+    :mod:`ssl_bench.report.external`), written as ``external.csv`` and a section of the
+    leaderboard.
+
     Returns:
         The outcome, its reports and the files written; a seed without a completed run has none.
     """
@@ -121,7 +132,7 @@ def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Pa
 
     by_seed: dict[int, list[Path]] = {}
     for run in result.runs:
-        if finished(run.config):
+        if finished(run.config) and plan.ranked(run.config):
             by_seed.setdefault(run.config.seed, []).append(run.rundir.path)
             if explain > 0:
                 try:
@@ -135,11 +146,30 @@ def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Pa
             outcome.baseline_notes[seed] = note
         outcome.reports[seed] = build_report(complete, reference=reference, baseline=plan.baseline_run(seed, finished),
                                              control=plan.control_run(seed, finished))
+        if plan.external is not None:
+            outcome.reports[seed].external = _external_table(plan, result, seed, finished, outcome.reports[seed].notes)
         outcome.paths[seed] = write_leaderboard(outcome.reports[seed],
                                                 outcome.out / f"seed-{seed}" if several_seeds else outcome.out)
     if several_seeds and len(outcome.reports) > 1:
         outcome.seed_paths = write_seed_leaderboard(outcome.reports, outcome.out)
     return outcome
+
+
+def _external_table(plan: BenchPlan, result: BenchResult, seed: int, finished: Callable[[Config], bool],
+                    notes: list[str]) -> pd.DataFrame:
+    """The external-validation table of ``seed``'s pairs whose two runs finished (a note for each
+    other pair)."""
+    assert plan.external is not None
+    where = {components.run_name(r.config): r.rundir.path for r in result.runs}
+    pairs = []
+    for pair in (p for p in plan.external.pairs if p.seed == seed):
+        internal, external = components.run_name(pair.internal), components.run_name(pair.external)
+        if finished(pair.internal) and finished(pair.external):
+            pairs.append(ExternalRuns(pair.row, pair.train, pair.test, where[internal], where[external]))
+        else:
+            notes.append(f"External validation of {pair.row} from {pair.train} to {pair.test} left out: "
+                         f"{internal if not finished(pair.internal) else external} did not finish.")
+    return external_table(pairs)
 
 
 def run_benchmark(bench_file: str | Path, *, resume: bool = False, reference: str | Path | None = None,
@@ -157,7 +187,7 @@ def run_benchmark(bench_file: str | Path, *, resume: bool = False, reference: st
         explain: saliency overlays per kind of each finished run (:func:`write_leaderboards`).
         **options: the plan's options (:func:`plan_benchmark`: ``profile``, ``flags``, ``sets``,
             ``only``, ``seeds``, ``label_fractions``, ``image_sizes``, ``baseline``, ``executor``,
-            ``executor_flags``).
+            ``executor_flags``, ``cohort_roots``).
 
     Returns:
         The :class:`BenchmarkOutcome`; failed jobs are in ``outcome.failed``, not raised.

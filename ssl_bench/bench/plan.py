@@ -31,6 +31,12 @@ not for another: ``image_sizes`` may instead map profile names to their sizes,
 takes its profile's list (a profile the mapping lacks is one error line). The first size listed
 is the reference size: the leaderboard's baseline and control are their runs at it.
 
+A top-level ``external:`` (:mod:`.external`) names training and test cohorts (datasets with
+their folders and options): every method runs a cross-validation on each training cohort
+(``<method>-<cohort>-cv``; the first cohort's are the leaderboard's rows) and, per test cohort,
+is trained on all of the training cohort and tested on the other (``<method>-<train>-to-<test>``);
+the cohorts' data settings are set at the level of the flags.
+
 Precedence, lowest first: ``defaults`` < the method's entry < profile < the method's ``fixed``
 entry < command-line flags < ``--set`` (the profile applies on top, so ``--profile smoke`` shrinks
 every method; ``fixed`` holds what defines a method and must survive any profile, e.g. the
@@ -53,6 +59,7 @@ from typing import Any, Callable
 from ..components import display_name, run_name, size_suffix
 from ..config import PROFILES, Config, build_config, load_yaml, parse_image_sizes
 from ..errors import ConfigError
+from .external import ExternalPair, ExternalStudy, check_no_data_overrides, parse_external
 
 
 #: where a bench writes by default: ``bench-runs/<bench file stem>/``, apart from ``run``'s ``runs/``
@@ -81,10 +88,21 @@ class BenchPlan:
     #: the image sizes every method runs at (the bench file's ``image_sizes`` or ``--image-size``),
     #: the first the reference size; ``()`` without them
     image_sizes: tuple[tuple[int, int], ...] = ()
+    #: the bench file's ``external`` section with every method's internal and external runs; None without one
+    external: ExternalStudy | None = None
 
     @property
     def methods(self) -> list[str]:
         return [display_name(c) for c in self.configs]
+
+    def ranked(self, cfg: Config) -> bool:
+        """Whether ``cfg``'s run is a row of the leaderboard: every run, but with an external
+        study only the first training cohort's cross-validation runs (the others hold other
+        data, so they are not comparable with them; the external table reports them)."""
+        if self.external is None:
+            return True
+        first = self.external.train[0].name
+        return any(p.internal is cfg and p.train == first for p in self.external.pairs)
 
     def baseline_run(self, seed: int | None = None, finished: Callable[[Config], bool] = lambda c: True
                      ) -> str | None:
@@ -203,18 +221,24 @@ def load_plan(
     fractions: tuple[float, ...] = (),
     baseline: str | None = None,
     image_sizes: tuple[tuple[int, int], ...] = (),
+    cohort_roots: dict[str, str] | None = None,
 ) -> BenchPlan:
     """The bench file at ``path`` resolved into one config per method (x seed x label fraction x
-    image size); ``baseline`` (``--baseline``) replaces the file's baseline preference,
-    ``fractions`` its ``label_fractions`` and ``image_sizes`` its ``image_sizes``."""
+    image size, or x cohort with an ``external`` section: :mod:`.external`); ``baseline``
+    (``--baseline``) replaces the file's baseline preference, ``fractions`` its
+    ``label_fractions``, ``image_sizes`` its ``image_sizes`` and ``cohort_roots``
+    (``--cohort-root``) its cohorts' folders."""
     data = load_yaml(path)
     unknown = set(data) - {"defaults", "methods", "description", "label_fractions", "image_sizes", "baseline",
-                           "control"}
+                           "control", "external"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; expected defaults, methods, "
-                          f"label_fractions, image_sizes, baseline, control")
+                          f"label_fractions, image_sizes, baseline, control, external")
     fractions = tuple(fractions) or _file_fractions(path, data.get("label_fractions"))
     sizes = tuple(image_sizes) or _file_sizes(path, data.get("image_sizes"))
+    study = parse_external(path, data.get("external"), cohort_roots)
+    if study is not None:
+        check_no_data_overrides(path, flags or {}, tuple(sets), bool(fractions or sizes))
     if sizes and "data.image_size" in (flags or {}):
         raise _size_conflict(path)
     methods = data.get("methods")
@@ -227,7 +251,8 @@ def load_plan(
     if control is not None and (not isinstance(control, str) or control not in methods):
         raise ConfigError(f"{path}: control {control!r} is not one of its methods ({', '.join(methods)})")
     defaults = data.get("defaults") or {}
-    configs, rows = [], []
+    configs: list[Config] = []
+    rows: list[str] = []
     used_sizes: tuple[tuple[int, int], ...] = ()
     for seed in seeds or (None,):
         for fraction in fractions or (None,):
@@ -245,6 +270,10 @@ def load_plan(
                     method_flags["seed"] = seed
                 if fraction is not None:
                     method_flags["data.label_fraction"] = fraction
+                if study is not None:
+                    _add_external_runs(study, name, merged, method_flags, profile, sets, default_profile,
+                                       configs, rows)
+                    continue
                 if not sizes:
                     configs.append(build_config(profile, merged, method_flags, sets, profile_over_file=True,
                                                 default_profile=default_profile))
@@ -268,7 +297,31 @@ def load_plan(
     names = [run_name(c) for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: two methods would write the same run directory")
-    return BenchPlan(Path(path), configs, baselines, control, rows, used_sizes)
+    return BenchPlan(Path(path), configs, baselines, control, rows, used_sizes, study)
+
+
+def _add_external_runs(study: ExternalStudy, row: str, merged: dict, method_flags: dict[str, Any],
+                       profile: str | None, sets: tuple[str, ...], default_profile: Callable[[str], str] | None,
+                       configs: list[Config], rows: list[str]) -> None:
+    """A method's runs of the external study: per training cohort its internal cross-validation
+    and its external test on each test cohort (:mod:`.external`). The first training cohort's
+    internal run is the method's leaderboard row; every other run is named by its run name, so
+    that no baseline or control lookup of the leaderboard finds it."""
+    for index, train in enumerate(study.train):
+        name = study.internal_name(merged["name"], train)
+        internal = build_config(profile, {**merged, "method": merged["method"] if index == 0 else name, "name": name},
+                                {**method_flags, **study.train_flags(train)}, sets, profile_over_file=True,
+                                default_profile=default_profile)
+        configs.append(internal)
+        rows.append(row if index == 0 else name)
+        for test in study.test:
+            name = study.external_name(merged["name"], train, test)
+            external = build_config(profile, {**merged, "method": name, "name": name},
+                                    {**method_flags, **study.test_flags(train, test)}, sets, profile_over_file=True,
+                                    default_profile=default_profile)
+            configs.append(external)
+            rows.append(name)
+            study.pairs.append(ExternalPair(row, internal.seed, train.name, test.name, internal, external))
 
 
 def _size_conflict(path) -> ConfigError:

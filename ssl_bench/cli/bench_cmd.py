@@ -34,6 +34,16 @@ def _seeds(text: str | None) -> tuple[int, ...]:
         raise ConfigError(f"--seeds expects comma-separated integers, got '{text}'") from None
 
 
+def _cohort_roots(items: tuple[str, ...]) -> dict[str, str]:
+    roots = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise ConfigError(f"--cohort-root expects NAME=DIR (a cohort of the bench file's external section), got '{item}'")
+        roots[name.strip()] = folder.strip()
+    return roots
+
+
 @click.command("bench")
 @click.argument("bench_file", type=click.Path(dir_okay=False))
 @click.option("--profile", type=click.Choice(["smoke", "quick", "paper"]), default=None,
@@ -80,10 +90,13 @@ def _seeds(text: str | None) -> tuple[int, ...]:
               help="Run every method at each image size, e.g. 64x32,96x48 (one run directory per "
                    "method and size, named -<H>x<W>; the report adds the resolution curve). Replaces "
                    "the bench file's image_sizes, which override the profile's size.")
+@click.option("--cohort-root", "cohort_roots", multiple=True, metavar="NAME=DIR",
+              help="Folder of a cohort of the bench file's external section (e.g. --cohort-root "
+                   "INbreast=/data/inbreast), replacing the file's root; repeatable.")
 @log_options
 def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retries, ray_address,
           gpus_per_job, cpus_per_job, sets, reference, quiet, baseline, explain, label_fraction, image_size,
-          **kwargs):
+          cohort_roots, **kwargs):
     """Run a benchmark file (e.g. benchmarks/table2.yaml): all methods x folds, then the leaderboard.
 
     Interrupted or failed jobs are finished by rerunning the same command with --resume;
@@ -92,6 +105,7 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     if explain < 0:  # before any training
         raise UserError(f"--explain must be 0 or more, got {explain}")
     sizes = parse_image_sizes(image_size, "--image-size") if image_size else None  # a typo costs no torch import
+    roots = _cohort_roots(cohort_roots)
     # torch, scikit-learn and matplotlib load only when a command runs, so --help stays fast
     with working("loading torch, timm and scikit-learn", err_console, enabled=not quiet):
         from ..bench.job import import_extra_modules, last_line
@@ -104,13 +118,20 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     plan, runner = plan_benchmark(
         bench_file, profile=profile, flags=collect_flags(kwargs), sets=sets, only=only, seeds=_seeds(seeds),
         label_fractions=parse_fractions(label_fraction), baseline=baseline, executor=executor,
-        image_sizes=sizes,
+        image_sizes=sizes, cohort_roots=roots,
         executor_flags=dict(retries=retries, jobs_per_gpu=jobs_per_gpu, address=ray_address,
                             gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job))
     first = plan.configs[0]
+    if plan.external is None:
+        grid = f"{len(plan.configs)} method(s) x {first.data.folds} folds"
+        data = f"dataset {first.data.dataset}"
+    else:  # the cohorts' runs: cross-validations (the bench's folds) and external tests (one fold)
+        grid = f"{len(plan.configs)} runs ({first.data.folds}-fold cross-validations and external tests)"
+        data = ("cohorts " + ", ".join(c.name for c in plan.external.train) + " -> "
+                + ", ".join(c.name for c in plan.external.test))
     out_console.print(
-        escape(f"bench {bench_file}: {len(plan.configs)} method(s) x {first.data.folds} folds · profile ")
-        + f"[bold]{escape(first.profile)}[/] · " + escape(f"dataset {first.data.dataset} · {runner.describe()}"),
+        escape(f"bench {bench_file}: {grid} · profile ") + f"[bold]{escape(first.profile)}[/] · "
+        + escape(f"{data} · {runner.describe()}"),
         highlight=False, soft_wrap=True,
     )
     try:
@@ -134,9 +155,12 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
         if seed in outcome.baseline_notes:
             err_console.print(f"[yellow]{escape(outcome.baseline_notes[seed])}[/]", highlight=False, soft_wrap=True)
         paths = outcome.paths[seed]
-        print_report(report, out_console, sections=("leaderboard", "notes"))
+        print_report(report, out_console, sections=("leaderboard", "notes", "external"))
         out_console.print(f"leaderboard: {paths['md']}, {paths['html']}, {paths['png']}",
                           highlight=False, markup=False, soft_wrap=True)
+        if "external_csv" in paths:
+            out_console.print(f"external validation: {paths['external_csv']}", highlight=False, markup=False,
+                              soft_wrap=True)
         for axis in curves(report):  # label efficiency, resolution
             out_console.print(f"{axis.title.lower()}: {paths[f'{axis.name}_png']}, {paths[f'{axis.name}_csv']}",
                               highlight=False, markup=False, soft_wrap=True)

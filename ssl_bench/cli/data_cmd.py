@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 out_console = make_console()
 _DEFAULTS = DataConfig()
+#: the release trees ``data synth --format dicom`` writes (``--layout``)
+DICOM_LAYOUTS = ("inbreast", "cbis-ddsm", "vindr")
 
 
 def dataset_options(f):
@@ -70,9 +72,11 @@ def data() -> None:
 @data.command("synth")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--format", "fmt", type=click.Choice(["png", "dicom"]), default="png", show_default=True)
-@click.option("--layout", type=click.Choice(["flat", "inbreast"]), default=None,
-              help="flat (PNGs + labels.csv) or inbreast (AllDICOMs/ + INbreast.csv). "
-                   "Default: flat for png, inbreast for dicom.")
+@click.option("--layout", type=click.Choice(["flat", *DICOM_LAYOUTS]), default=None,
+              help="flat (PNGs + labels.csv), or a release tree of DICOM files: inbreast (AllDICOMs/ + "
+                   "INbreast.csv), cbis-ddsm (case-description CSVs + CBIS-DDSM/, official Training/Test "
+                   "split by patient) or vindr (breast-level_annotations.csv + images/, training/test split "
+                   "by patient). Default: flat for png, inbreast for dicom.")
 @click.option("--image-size", default="768x384", show_default=True, help="HEIGHTxWIDTH.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--compress", type=click.Choice(["none", "rle", "j2k"]), default="none", show_default=True,
@@ -84,13 +88,14 @@ def data() -> None:
                    "n_malignant must lie between 2 and 4 x n_patients; e.g. --set params.synthetic.n_patients=20 "
                    "--set params.synthetic.n_benign=40 --set params.synthetic.n_malignant=14")
 def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> None:
-    """Write the synthetic cohort as PNG files or as an INbreast-style DICOM tree."""
+    """Write the synthetic cohort as PNG files or as a DICOM release tree (INbreast, CBIS-DDSM,
+    VinDr-Mammo)."""
     from ..data import synthetic_mammo
 
     layout = layout or ("flat" if fmt == "png" else "inbreast")
-    if (fmt, layout) not in (("png", "flat"), ("dicom", "inbreast")):
+    if (fmt == "png") != (layout == "flat"):
         raise ConfigError(f"--format {fmt} --layout {layout} is not available; use "
-                          "--format png --layout flat or --format dicom --layout inbreast")
+                          f"--format png --layout flat or --format dicom --layout {'|'.join(DICOM_LAYOUTS)}")
     size = parse_image_size(image_size, "--image-size")
     kwargs = _generator_options(sets, synthetic_mammo.generate)
     defaults = inspect.signature(synthetic_mammo.generate).parameters
@@ -110,12 +115,9 @@ def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> No
                 csv = synthetic_mammo.write_png_files(out, table, images, on_image=lambda: bar.advance(written))
                 where = f"{csv} + {Path(out) / 'images'}/"
             else:
-                from ..data.inbreast_writer import write_inbreast_tree
-
-                write_inbreast_tree(out, images, table, bits_stored=int(bits_stored),
-                                    compress=None if compress == "none" else compress,
-                                    on_image=lambda: bar.advance(written))
-                where = f"{Path(out) / 'AllDICOMs'}/ + {Path(out) / 'INbreast.csv'}"
+                writer, where = _dicom_writer(layout, Path(out))
+                writer(out, images, table, bits_stored=int(bits_stored),
+                       compress=None if compress == "none" else compress, on_image=lambda: bar.advance(written))
     except ValueError as exc:
         raise ConfigError(f"cannot generate the synthetic set: {exc}") from None
     except OSError as exc:  # every file is written whole (fileio.atomic_write) or not at all
@@ -125,6 +127,21 @@ def synth(out, fmt, layout, image_size, seed, compress, bits_stored, sets) -> No
         raise UserError(f"cannot write to --out {out}: {cannot_write(exc.filename or out, exc)}") from None
     out_console.print(f"wrote {len(table)} images ({fmt}, {layout}, {size[0]}x{size[1]}) to {where} "
                       f"in {time.perf_counter() - started:.1f} s", soft_wrap=True, markup=False)
+
+
+def _dicom_writer(layout: str, out: Path):
+    """The tree writer of a DICOM ``layout`` and what it writes, in words."""
+    if layout == "inbreast":
+        from ..data.inbreast_writer import write_inbreast_tree
+
+        return write_inbreast_tree, f"{out / 'AllDICOMs'}/ + {out / 'INbreast.csv'}"
+    if layout == "cbis-ddsm":
+        from ..data.cbis_ddsm_writer import write_cbis_ddsm_tree
+
+        return write_cbis_ddsm_tree, f"{out / 'CBIS-DDSM'}/ + {out}/*_case_description_*_set.csv"
+    from ..data.vindr_writer import write_vindr_tree
+
+    return write_vindr_tree, f"{out / 'images'}/ + {out / 'breast-level_annotations.csv'}"
 
 
 def _generator_options(sets, generate) -> dict:

@@ -3,13 +3,9 @@
 Lets the real ``inbreast`` loader be exercised end to end on generated data
 (``ssl-bench data synth --format dicom --layout inbreast``) and in tests.
 
-- ``AllDICOMs/{File Name}_{patient hash}_MG_{L|R}_{CC|ML}_ANON.dcm``: Digital Mammography X-Ray
-  Image (For Presentation), 16-bit allocated, ``BitsStored`` 14 (default) or 16, MONOCHROME2,
-  value ``round(x * (2**BitsStored - 1))``, no window (the reader then normalises min-max), with
-  Laterality/ImageLaterality, ViewPosition and PatientOrientation; optionally RLE Lossless or
-  JPEG 2000 Lossless compressed. Images come in canonical orientation (chest wall left) and are
-  stored as a scanner does (see :mod:`ssl_bench.data.preprocess`): left breasts as given, right
-  breasts mirrored (chest wall on the right edge, PatientOrientation ``P\\...``).
+- ``AllDICOMs/{File Name}_{patient hash}_MG_{L|R}_{CC|ML}_ANON.dcm``: one DICOM MG file per image
+  (:mod:`.release_writer`: ``BitsStored`` 14 (default) or 16, optionally RLE or JPEG 2000
+  Lossless; right breasts stored mirrored, PatientOrientation ``P\\...``).
 - ``INbreast.csv`` exactly like the real sheet: ``;``-separated, CRLF, header
   ``Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads``, patient
   fields ``removed``, BI-RADS strings: benign -> ``1``/``2``, malignant -> ``4a``/``4b``/``4c``/
@@ -30,16 +26,10 @@ import pandas as pd
 
 from ..fileio import atomic_write
 from .inbreast import SHEET_COLUMNS
+from .release_writer import check_rows, digest, stored_pixels, write_dicom
 
 BENIGN_CHOICES = ("1", "2")
 MALIGNANT_CHOICES = ("4a", "4b", "4c", "5", "6")
-COMPRESSIONS = (None, "rle", "j2k")
-_ORIENTATION = {("L", "CC"): ["A", "R"], ("R", "CC"): ["P", "L"],
-                ("L", "MLO"): ["A", "FR"], ("R", "MLO"): ["P", "FL"]}
-
-
-def _digest(text: str) -> int:
-    return int(hashlib.sha1(text.encode()).hexdigest()[:12], 16)
 
 
 def file_names(table: pd.DataFrame) -> list[str]:
@@ -55,45 +45,7 @@ def patient_hash(patient_id: str) -> str:
 
 def birads_for(label: int, file_name: str) -> str:
     choices = MALIGNANT_CHOICES if int(label) == 1 else BENIGN_CHOICES
-    return choices[_digest(file_name) % len(choices)]
-
-
-def write_dicom(path: Path, pixels: np.ndarray, *, laterality: str, view: str, patient: str,
-                bits_stored: int = 14, compress: str | None = None, uid_seed: str = "") -> None:
-    """One DICOM MG file holding ``pixels`` (uint16, already in the stored orientation)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import (
-        JPEG2000Lossless,
-        RLELossless,
-        DigitalMammographyXRayImageStorageForPresentation as MG,
-        generate_uid,
-    )
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.SOPClassUID = MG
-    ds.SOPInstanceUID = generate_uid(entropy_srcs=["sop", uid_seed])
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=["study", patient])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=["series", uid_seed])
-    ds.file_meta.MediaStorageSOPClassUID = MG
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.Modality = "MG"
-    ds.PatientID = patient
-    ds.PatientName = "ANON"
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Laterality = laterality
-    ds.ImageLaterality = laterality
-    ds.ViewPosition = view
-    ds.PatientOrientation = _ORIENTATION.get((laterality, view), ["", ""])
-    ds.BodyPartExamined = "BREAST"
-    ds.set_pixel_data(pixels.astype(np.uint16), "MONOCHROME2", int(bits_stored), generate_instance_uid=False)
-    if compress == "rle":
-        ds.compress(RLELossless, generate_instance_uid=False)
-    elif compress == "j2k":
-        ds.compress(JPEG2000Lossless, generate_instance_uid=False)
-    elif compress is not None:
-        raise ValueError(f"compress must be one of {COMPRESSIONS}, got {compress!r}")
-    atomic_write(path, lambda fh: ds.save_as(fh, enforce_file_format=True))  # never half a file
+    return choices[digest(file_name) % len(choices)]
 
 
 def write_inbreast_tree(out_dir, images: np.ndarray, table: pd.DataFrame, *, bits_stored: int = 14,
@@ -102,31 +54,22 @@ def write_inbreast_tree(out_dir, images: np.ndarray, table: pd.DataFrame, *, bit
     (``image_id, patient_id, label, laterality, view``) as an INbreast tree; return ``out_dir``.
     ``on_image`` is called after each file (a progress bar's tick)."""
     out = Path(out_dir)
-    if len(images) != len(table):
-        raise ValueError(f"{len(table)} table rows but {len(images)} images")
-    if bits_stored not in (14, 16):
-        raise ValueError(f"bits_stored must be 14 or 16, got {bits_stored}")
+    check_rows(images, table, bits_stored)
     folder = out / "AllDICOMs"
     folder.mkdir(parents=True, exist_ok=True)
-    top = 2**bits_stored - 1
     lines = [";".join(SHEET_COLUMNS)]
     for i, (name, row) in enumerate(zip(file_names(table), table.itertuples(index=False))):
         side, view = str(row.laterality).upper(), str(row.view).upper()
-        if side not in ("L", "R") or view not in ("CC", "MLO"):
-            raise ValueError(f"row {i}: laterality must be L/R and view CC/MLO, got {side!r}, {view!r}")
-        canonical = np.clip(np.asarray(images[i], dtype=np.float64), 0.0, 1.0)
-        stored = canonical if side == "L" else canonical[:, ::-1]
-        pixels = np.round(stored * top).astype(np.uint16)
         hashed = patient_hash(row.patient_id)
         token = "ML" if view == "MLO" else "CC"
-        write_dicom(folder / f"{name}_{hashed}_MG_{side}_{token}_ANON.dcm", np.ascontiguousarray(pixels),
+        write_dicom(folder / f"{name}_{hashed}_MG_{side}_{token}_ANON.dcm", stored_pixels(images[i], side, bits_stored),
                     laterality=side, view=view, patient=hashed, bits_stored=bits_stored,
                     compress=compress, uid_seed=name)
         if on_image is not None:
             on_image()
-        digest = _digest(name)
-        date = f"20{10 + digest % 3:02d}{1 + digest % 12:02d}"
-        acr = str(1 + (digest >> 8) % 4)
+        number = digest(name)
+        date = f"20{10 + number % 3:02d}{1 + number % 12:02d}"
+        acr = str(1 + (number >> 8) % 4)
         lines.append(";".join(["removed", "removed", side, view, date, name, acr, birads_for(row.label, name)]))
     atomic_write(out / "INbreast.csv", lambda fh: fh.write(("\r\n".join(lines) + "\r\n").encode("ascii")))
     return out

@@ -17,10 +17,12 @@ from .render import (
     CALIBRATION_NOTE,
     CLINICAL_NOTE,
     DECISION_NOTE,
+    EXTERNAL_NOTE,
     axis_display,
     calibration_display,
     clinical_display,
     curves,
+    external_display,
     decisions_display,
     METRIC_TITLES,
     P_NOTE,
@@ -248,6 +250,14 @@ def _axis(report: Report, axis: Axis, png: bytes | None) -> str:
             "</figcaption></figure></div>" + _table(axis_display(report, axis), "efficiency"))
 
 
+def _external(report: Report) -> str:
+    """The external-validation section, when the report has one."""
+    if report.external is None:
+        return ""
+    return (f"<h2>External validation</h2><p class=\"muted\">{escape(EXTERNAL_NOTE)}</p>"
+            + _table(external_display(report), "clinical"))
+
+
 def _subgroups(report: Report) -> str:
     """The subgroup section: a table per variable, when the runs recorded subgroups."""
     tables = subgroup_displays(report)
@@ -302,7 +312,7 @@ def to_html(report: Report, png: bytes | None = None, figures: dict[str, bytes] 
     body = [
         f"<header><h1>{escape(title)}</h1><p class=\"setup\">{escape(describe_setup(report))}.</p>"
         f"<p class=\"units\">{escape(UNITS)}</p></header>",
-        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report), _threshold(report),
+        "<h2>Leaderboard</h2>", _leaderboard(report), _notes(report), _external(report), _threshold(report),
         _clinical(report, figures.get("decision_curve")),
         "<h2>ROC curves</h2><div class=\"figure-row\"><figure>"
         f"<img alt=\"Pooled out-of-fold ROC curves, one per method\" src=\"data:image/png;base64,{img}\">"

@@ -84,6 +84,9 @@ class Report:
     axes: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: pooled AUC per method and subgroup, with heterogeneity p-values (:mod:`.subgroups`)
     subgroups: pd.DataFrame | None = None
+    #: with a bench's external study: internal vs external AUC and the drop per method and
+    #: cohort pair (:func:`.external.external_table`); None without one
+    external: pd.DataFrame | None = None
 
     @property
     def has_p_values(self) -> bool:

@@ -9,8 +9,8 @@ reliability diagrams ``reliability.{png,svg}`` of runs that recorded calibrated 
 the decision curves ``decision_curve.{png,svg}`` of runs whose images name their breast, and the
 curve of each study axis along which the runs hold one, :mod:`.axes`:
 ``label_efficiency.{png,svg}`` and ``resolution.{png,svg}``, each with its table as CSV beside
-it), the subgroup AUCs ``subgroups.csv`` of runs that recorded their images' subgroups, in one
-folder. Every file is written
+it), the subgroup AUCs ``subgroups.csv`` of runs that recorded their images' subgroups, and a
+bench's external validation ``external.csv`` (:mod:`.external`), in one folder. Every file is written
 atomically, so an interrupted write never leaves half a leaderboard.
 """
 from __future__ import annotations
@@ -103,8 +103,9 @@ def write_leaderboard(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """A bench's leaderboard in ``out_dir``: ``leaderboard.md``, ``leaderboard.csv``,
     ``leaderboard.html``, ``roc.png`` and ``roc.svg``, the sections' figures and the study axes'
     tables; returns ``{"md", "csv", "html", "png", "svg"} -> path`` plus ``<figure>_png`` and
-    ``<figure>_svg`` per section figure and ``<axis>_csv`` per study axis with a curve
-    (``label_efficiency_csv``, ``resolution_csv``)."""
+    ``<figure>_svg`` per section figure, ``<axis>_csv`` per study axis with a curve
+    (``label_efficiency_csv``, ``resolution_csv``), ``subgroups_csv`` and ``external_csv`` when the
+    report has them."""
     out = Path(out_dir)
     _make_folder(out)
     try:
@@ -127,6 +128,12 @@ def write_leaderboard(report: Report, out_dir: str | Path) -> dict[str, Path]:
     roc = {"png": paths["png"], "svg": paths["svg"]}
     for fmt in FORMATS:
         paths.update(write_report(report, out / f"leaderboard.{fmt}", fmt, roc=roc, figures=figures))
+    if report.external is not None:  # external.csv: internal vs external AUC and the drop
+        try:
+            atomic_write_text(out / "external.csv", report.external.to_csv(index=False, float_format="%.6g"))
+        except OSError as exc:
+            raise UserError(f"cannot write {out / 'external.csv'}: {exc.strerror or exc}") from None
+        paths["external_csv"] = out / "external.csv"
     if report.subgroups is not None:  # subgroups.csv: every method's AUC per subgroup
         try:
             atomic_write_text(out / "subgroups.csv", report.subgroups.to_csv(index=False, float_format="%.6g"))

@@ -24,8 +24,8 @@ from .runs import dataset_summary, provenance_table, run_dates
 
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
                  "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
-SECTIONS = ("leaderboard", "notes", "threshold", "clinical", "figure", "calibration", "subgroups", "saliency",
-            "axes", "reference", "folds", "provenance")
+SECTIONS = ("leaderboard", "notes", "external", "threshold", "clinical", "figure", "calibration", "subgroups",
+            "saliency", "axes", "reference", "folds", "provenance")
 EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
                    "for each label fraction: the share of each fold's training patients used, the same "
                    "in each class (rounded up), nested across fractions, on the same held-out folds. "
@@ -49,6 +49,11 @@ AXIS_COLUMNS: dict[str, tuple[tuple[str, str, Any], ...]] = {
     "resolution": (("Image size", "image_size", str),),
 }
 P_NOTE = "raw, with Holm-adjusted values in brackets"
+EXTERNAL_NOTE = ("Internal: pooled out-of-fold AUC (percent) of the cross-validation on the training cohort "
+                 "(the leaderboard's, for its first cohort). External: AUC of the model trained on all of "
+                 "the training cohort, on every image of the test cohort. Both with patient-clustered 95% "
+                 "CIs (Obuchowski). Drop: internal minus external (points), its 95% CI and two-sided p from "
+                 "var(drop) = var(internal) + var(external), the two samples holding different patients.")
 CLINICAL_TITLES = {"oof_auc": "Pooled AUC", "auprc": "AUPRC", "sens_at_spec90": "Sens. @ 90% spec.",
                    "sens_at_spec95": "Sens. @ 95% spec.", "breast_auc": "Breast AUC",
                    "patient_auc": "Patient AUC", "op_sensitivity": "Op. sens.", "op_specificity": "Op. spec."}
@@ -357,6 +362,23 @@ def axis_display(report: Report, axis: Axis) -> pd.DataFrame:
     return out
 
 
+def external_display(report: Report) -> pd.DataFrame:
+    """The external-validation table as shown: method, the cohorts, internal and external AUC
+    [95% CI], the drop [95% CI] and its p-value, the patients of each sample."""
+    t = report.external if report.external is not None else pd.DataFrame()
+    return pd.DataFrame({
+        "Method": t.get("method", []), "Trained on": t.get("train", []), "Tested on": t.get("test", []),
+        "Internal AUC [95% CI]": [fmt_ci(*v) for v in zip(t.get("internal_auc", []), t.get("internal_auc_lo", []),
+                                                          t.get("internal_auc_hi", []))],
+        "External AUC [95% CI]": [fmt_ci(*v) for v in zip(t.get("external_auc", []), t.get("external_auc_lo", []),
+                                                          t.get("external_auc_hi", []))],
+        "Drop [95% CI]": [fmt_ci(*v) for v in zip(t.get("drop", []), t.get("drop_lo", []), t.get("drop_hi", []))],
+        "p drop": [fmt_p(p) for p in t.get("p_drop", [])],
+        "Patients int./ext.": [f"{a}/{b}" for a, b in zip(t.get("internal_patients", []),
+                                                          t.get("external_patients", []))],
+    })
+
+
 def axis_baseline(report: Report, axis: Axis) -> str | None:
     """The curve of ``axis`` the others are tested against, if the report has one."""
     t = report.axes.get(axis.name)
@@ -384,6 +406,8 @@ def report_blocks(report: Report, sections: Sequence[str] = SECTIONS, figure: st
         blocks.append(("table", leaderboard_display(report)))
     if "notes" in sections and report.notes:
         blocks.append(("ul", [markdown_text(note, block=True) for note in report.notes]))
+    if "external" in sections and report.external is not None:
+        blocks += [("h2", "External validation"), ("p", EXTERNAL_NOTE), ("table", external_display(report))]
     if "threshold" in sections:
         blocks += [("h2", "At the paper's threshold 0.5"), ("p", THRESHOLD_NOTE), ("table", threshold_display(report))]
     if "clinical" in sections:

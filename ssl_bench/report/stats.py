@@ -22,6 +22,9 @@ as the independent units:
   the clustered variance of the AUC and the covariance of two AUCs on the same images
   (:func:`obuchowski_covariance`, :func:`obuchowski_compare`); reduces to DeLong's with one image
   per patient.
+- two AUCs on different patients (internal against external validation): independent, so the
+  variance of their difference is the sum of their clustered variances
+  (:func:`independent_auc_compare`);
 - subgroups sharing patients (the CC and MLO views of one woman): each subgroup's AUC with its
   clustered variance and their covariance through the patients they share
   (:func:`subgroup_auc_covariance`), and the Wald test of equal AUCs across them
@@ -61,6 +64,7 @@ __all__ = [
     "delong_test",
     "heterogeneity_test",
     "holm_adjust",
+    "independent_auc_compare",
     "obuchowski_compare",
     "obuchowski_covariance",
     "obuchowski_test",
@@ -374,6 +378,28 @@ def obuchowski_compare(
     aucs, cov = obuchowski_covariance(labels, clusters, scores_a, scores_b)
     n_clusters = int(np.unique(np.asarray(clusters)).size)
     return ClusteredAUCComparison(*_z_test(aucs, cov, level), n_clusters)
+
+
+def independent_auc_compare(
+    labels_a, scores_a, clusters_a, labels_b, scores_b, clusters_b, level: float = 0.95
+) -> ClusteredAUCComparison:
+    """Wald test of ``H0: AUC_a == AUC_b`` for two AUCs measured on different patients (a model's
+    internal, cross-validated AUC against its AUC on an external cohort; two-sided).
+
+    The samples share no patient, so the AUCs are independent and
+    ``var(AUC_a - AUC_b) = V_a + V_b``, each the clustered variance of
+    :func:`clustered_auc_variance` (Obuchowski 1997): ``z = (AUC_a - AUC_b) / sqrt(V_a + V_b)``,
+    the interval ``diff +- z_{(1+level)/2} sqrt(V_a + V_b)`` (Hanley & McNeil 1983 with the
+    correlation of unpaired samples, zero); the zero-variance guard is :func:`delong_compare`'s.
+    ``n_clusters`` counts the patients of both samples. Raises ValueError as
+    :func:`obuchowski_covariance` when either AUC has no clustered variance.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    auc_a, var_a = clustered_auc_variance(labels_a, scores_a, clusters_a)
+    auc_b, var_b = clustered_auc_variance(labels_b, scores_b, clusters_b)
+    n_clusters = int(np.unique(np.asarray(clusters_a)).size + np.unique(np.asarray(clusters_b)).size)
+    return ClusteredAUCComparison(*_z_test(np.array([auc_a, auc_b]), np.diag([var_a, var_b]), level), n_clusters)
 
 
 def obuchowski_test(labels, scores_a, scores_b, clusters) -> tuple[float, float, float]:
