@@ -502,6 +502,11 @@ def test_one_run_says_one_method_and_names_no_baseline_it_was_not_asked_for(tmp_
     two = make_bench(tmp_path / "two", {"ResNet": 1.0, "SimCLR": 1.2})
     both = CliRunner().invoke(main, ["report", *map(str, two), "--format", "md"])
     assert "2 methods ·" in both.stdout and "compare each method with the baseline ResNet" in both.stdout
+    assert "correct for the 1 method compared." in both.stdout
+    alone = make_bench(tmp_path / "alone", {"ResNet": 1.0})
+    only = CliRunner().invoke(main, ["report", *map(str, alone), "--format", "md", "--baseline", "ResNet"])
+    assert "The baseline ResNet is the only method: nothing is compared with it." in only.stdout
+    assert "0 methods" not in only.stdout
 
 
 def test_a_run_without_a_completed_fold_is_left_out_with_a_note(tmp_path, bench):

@@ -243,9 +243,11 @@ def build_report(
         ctrl = None
     if base is not None:
         _add_comparisons(table, runs, base, "", n_boot, seed, notes)
+        compared = len(runs) - 1
         notes.insert(0, (f"p-values compare each method with the baseline {base.method} on the same "
                          f"held-out images; Holm-adjusted values (Holm 1979) correct for the "
-                         f"{len(runs) - 1} methods compared."))
+                         f"{compared} method{'s' if compared > 1 else ''} compared.") if compared else
+                     f"The baseline {base.method} is the only method: nothing is compared with it.")
     elif baseline and baseline_required:
         names = ", ".join(r.method for r in runs)
         notes.insert(0, f"Baseline '{baseline}' is not among the runs ({names}); no p-values.")
