@@ -183,8 +183,10 @@ def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | Non
     ``auc_interval``: the pooled AUC's 95% confidence interval, printed beside it."""
     at_05, at_op = metric_specs("run", threshold=PAPER), metric_specs("run", threshold=OPERATING)
     cells: list[tuple[str, Callable[[Any], str]]] = [
-        *((s.name, partial(_shown, s)) for s in at_05), ("op_threshold", _probability),
-             *((s.name, partial(_shown, s)) for s in at_op)]
+        *((s.name, partial(_shown, s)) for s in at_05),
+        ("op_threshold", _probability),
+        *((s.name, partial(_shown, s)) for s in at_op),
+    ]
     table = Table(title=escape(title))  # a method or run name: the user's text, not rich markup
     table.add_column("fold")
     for key, _ in cells:

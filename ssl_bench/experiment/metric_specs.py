@@ -162,6 +162,11 @@ def sortable() -> tuple[MetricSpec, ...]:
     return (*metric_specs("threshold", pooled=False), *metric_specs(pooled=True))
 
 
+def sort_spec(key: str) -> MetricSpec | None:
+    """The metric ``--sort-by key`` names, or None."""
+    return next((spec for spec in sortable() if spec.name == key), None)
+
+
 def sort_keys() -> tuple[str, ...]:
     """The names ``--sort-by`` accepts."""
     return tuple(s.name for s in sortable())

@@ -68,8 +68,9 @@ def fold_metrics(labels, scores, op_threshold: float) -> dict[str, float | str]:
 
 
 def pooled_metrics(predictions: pd.DataFrame, thresholds: dict[int, float], aggregate: str = "mean") -> dict[str, float]:
-    """The pooled metrics (keys: their specs' ``compute``, :mod:`.metric_specs`) over all held-out predictions (columns ``label``, ``score``,
-    ``patient_id``, ``fold`` and, for breast level, ``laterality``; ``calibrated`` where recorded);
+    """The pooled metrics (keyed by their specs' ``compute``, :mod:`.metric_specs`) over all
+    held-out predictions (columns ``label``, ``score``, ``patient_id``, ``fold`` and, for breast
+    level, ``laterality``; ``calibrated`` where recorded);
     ``thresholds``: each fold's operating threshold. A metric that needs both classes is NaN when
     they are not there; breast-level metrics are NaN without a laterality for every image."""
     if aggregate not in AGGREGATES:

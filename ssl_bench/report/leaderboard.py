@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..experiment.metric_specs import LOWER, MetricSpec, metric_specs, sort_keys, sortable
+from ..experiment.metric_specs import LOWER, MetricSpec, metric_specs, sort_keys, sort_spec
 from ..experiment.metrics import AGGREGATES, summarize
 from ..experiment.calibration import expected_calibration_error
 from ..experiment.operating_point import degenerate_reason
@@ -166,7 +166,8 @@ def _per_fold(run: RunResult) -> pd.DataFrame:
     for k in run.completed_folds:
         pred = run.predictions[run.predictions["fold"] == k]
         rows.append({"fold": k, "n": len(pred), "n_malignant": int(pred["label"].sum()),
-                     **{s.name: _shown(s, run.fold_metrics[k][s.name]) for s in metric_specs("threshold", pooled=False)},
+                     **{s.name: _shown(s, run.fold_metrics[k][s.name])
+                        for s in metric_specs("threshold", pooled=False)},
                      "op_threshold": operating_threshold(run.stored_metrics[k]),
                      "degenerate": run.degenerate.get(k, "")})
     return pd.DataFrame(rows).set_index("fold")
@@ -216,7 +217,7 @@ def build_report(
         raise UserError(f"--n-boot must be at least 100, got {n_boot}")
     dirs, skipped = find_runs(given)
     key = {"pooled_auc": "oof_auc", "oof": "oof_auc"}.get(sort_by.lower(), sort_by.lower())
-    by = next((spec for spec in sortable() if spec.name == key), None)
+    by = sort_spec(key)
     if by is None:
         raise UserError(f"cannot sort by '{sort_by}'; choose one of {', '.join(sort_keys())}")
     runs, unfinished = [], []

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..console import make_console
-from ..experiment.metric_specs import MetricSpec, in_sentence, metric_specs, sortable
+from ..experiment.metric_specs import MetricSpec, in_sentence, metric_specs, sort_spec
 from .leaderboard import REFERENCE_LABEL, Report, reference_comparison
 from .axes import AXES, Axis, baseline_curve, has_curve
 from .runs import dataset_summary, provenance_table, run_dates
@@ -104,7 +104,9 @@ def describe_setup(report: Report) -> str:
 
 def sort_title(key: str) -> str:
     """How the setup line names a sort key: a pooled metric's title, a fold metric's mean."""
-    spec = next(s for s in sortable() if s.name == key)
+    spec = sort_spec(key)
+    if spec is None:
+        return key
     return in_sentence(spec.title) if spec.pooled else f"mean fold {in_sentence(spec.title)}"
 
 

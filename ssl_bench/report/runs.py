@@ -8,9 +8,9 @@ that names the path and what is wrong. Per-fold metrics are recomputed from ``pr
 :func:`ssl_bench.experiment.metrics.fold_metrics`, every fold metric of today's table, so a run
 written before a metric existed reports it too. Results edited after the run are refused
 (:func:`load_run`): a ``predictions.csv`` whose digest differs from the one its ``metrics.json``
-recorded (any column), a ``metrics.json`` whose metrics (those it holds) disagree with it, and, for runs written before the
-digest too, predictions of other images, patients or labels than ``folds.csv`` holds and a
-``summary.json`` whose pooled AUC the predictions do not give.
+recorded (any column), a ``metrics.json`` whose metrics (those it holds) disagree with it, and,
+for runs written before the digest too, predictions of other images, patients or labels than
+``folds.csv`` holds and a ``summary.json`` whose pooled AUC the predictions do not give.
 """
 from __future__ import annotations
 
