@@ -6,14 +6,14 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from ssl_bench.data.splits import check_grouping, make_folds
-from ssl_bench.experiment.metrics import compute_metrics, summarize
+from ssl_bench.experiment.metrics import threshold_statistics, summarize
 from ssl_bench.errors import DataError
 
 
 def test_metrics_hand_computed():
     labels = [1, 1, 1, 0, 0, 0, 0, 0]
     scores = [0.9, 0.6, 0.2, 0.7, 0.1, 0.3, 0.4, 0.05]
-    m = compute_metrics(labels, scores)
+    m = threshold_statistics(labels, scores)
     # TP=2 FN=1 FP=1 TN=4
     assert m["accuracy"] == pytest.approx(6 / 8)
     assert m["sensitivity"] == pytest.approx(2 / 3)
@@ -25,9 +25,9 @@ def test_metrics_hand_computed():
 
 
 def test_threshold_is_inclusive_and_single_class_auc_is_nan():
-    m = compute_metrics([1, 0], [0.5, 0.49])
+    m = threshold_statistics([1, 0], [0.5, 0.49])
     assert m["accuracy"] == 1.0
-    assert math.isnan(compute_metrics([0, 0], [0.1, 0.7])["auc"])
+    assert math.isnan(threshold_statistics([0, 0], [0.1, 0.7])["auc"])
 
 
 def test_summary_uses_sample_std():

@@ -575,3 +575,14 @@ def test_nothing_degenerate_is_marked_best_and_the_title_says_profile_and_datase
     md = to_markdown(report)
     assert md.startswith("# Leaderboard: synthetic · profile quick\n")
     assert "· profile quick · dataset synthetic" in md
+
+
+def test_the_committed_table2_leaderboard_rewrites_from_its_runs(monkeypatch):
+    """docs/results/table2-quick's leaderboard.md and .csv are what the report writes from its run
+    directories today, byte for byte (as its README says: ssl-bench report recomputes them)."""
+    monkeypatch.chdir(REPO)  # the committed files name the runs relative to the repository
+    board = Path("docs/results/table2-quick")
+    report = build_report(sorted(str(p) for p in (board / "runs").iterdir()), reference=PAPER.relative_to(REPO))
+    md = to_markdown(report, figure="roc.png", figures={"decision_curve": "decision_curve.png"})
+    assert md == (board / "leaderboard.md").read_text()
+    assert to_csv(report) == (board / "leaderboard.csv").read_text()

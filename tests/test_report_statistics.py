@@ -128,7 +128,7 @@ def test_leaderboard_across_seeds(tmp_path):
     assert table.loc["A", "auc_mean"] == pytest.approx(per_seed.loc["A"].mean())
     assert table.loc["A", "auc_std"] == pytest.approx(per_seed.loc["A"].std(ddof=1))
     pooled = pd.DataFrame({s: r.table.set_index("method")["oof_auc"] for s, r in reports.items()})
-    assert table.loc["B", "pooled_auc_mean"] == pytest.approx(pooled.loc["B"].mean())
+    assert table.loc["B", "oof_auc_mean"] == pytest.approx(pooled.loc["B"].mean())
     assert list(table.index) == ["A", "B"] and (table["seeds"] == 3).all()
 
 

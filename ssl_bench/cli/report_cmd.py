@@ -6,6 +6,14 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
+from ..experiment.metric_specs import sortable
+
+
+def sort_by_help() -> str:
+    """``--sort-by``'s help: every sort key of the metric table, fold means and pooled ones."""
+    folds = ", ".join(spec.name for spec in sortable() if not spec.pooled)
+    pooled = ", ".join(spec.name for spec in sortable() if spec.pooled)
+    return f"Metric to sort by, best first: {folds} (fold means) or {pooled} (pooled; pooled_auc or oof for oof_auc)."
 
 
 @click.command("report")
@@ -27,10 +35,7 @@ from ..errors import UserError
               help="How a breast's (a patient's) image scores combine for breast- and patient-level AUC.")
 @click.option("--n-boot", type=int, default=1000, show_default=True,
               help="Patient-bootstrap resamples for confidence intervals and the accuracy test.")
-@click.option("--sort-by", default="oof_auc", show_default=True,
-              help="Metric to sort by: accuracy, sensitivity, specificity, youden, f1, auc (fold means), "
-                   "oof_auc, auprc, sens_at_spec90, sens_at_spec95, breast_auc, patient_auc, op_sensitivity "
-                   "or op_specificity (pooled).")
+@click.option("--sort-by", default="oof_auc", show_default=True, help=sort_by_help())
 @click.option("--allow-edited", is_flag=True,
               help="Report runs whose results were edited after the run (recomputed from predictions.csv).")
 @click.option("--allow-mixed", is_flag=True,

@@ -5,7 +5,9 @@ import contextlib
 import shlex
 import signal
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 from rich.markup import escape
@@ -14,6 +16,7 @@ from rich.table import Table
 from ..components import display_name, run_name
 from ..config import LOG_BACKENDS, PROFILES, build_config, load_yaml, parse_image_size
 from ..console import make_console, working
+from ..experiment.metric_specs import OPERATING, PAPER, MetricSpec, metric_specs
 from ..fileio import OutOfSpace
 
 
@@ -159,57 +162,48 @@ def collect_flags(kwargs: dict) -> dict:
     return flags
 
 
-OP_COLUMNS = {"op_threshold": "op thr", "op_sensitivity": "op sens", "op_specificity": "op spec"}
-
-
-def _percent(value) -> str:
-    return "-" if value is None or value != value else f"{100 * value:.2f}"
+def _shown(spec: MetricSpec, value) -> str:
+    return "-" if value is None or value != value else f"{spec.shown(value):.2f}"
 
 
 def _probability(value) -> str:
     return "-" if value is None or value != value else f"{value:.3f}"
 
 
-def _cell(metric: str, value) -> str:
-    """A metric's cell: the operating threshold is a probability (the score it calls malignant
-    from, as ``predict`` uses it), every other metric a percentage."""
-    return _probability(value) if metric == "op_threshold" else _percent(value)
+def _mean_std(mean: dict, std: dict, key: str, shown: Callable[[Any], str]) -> str:
+    return f"{shown(mean.get(key))} ± {shown(std.get(key))}" if key in mean else ""
 
 
 def metrics_table(title: str, fold_metrics: dict[int, dict], summary: dict | None,
                   auc_interval: tuple[float, float] | None = None) -> Table:
-    """Per-fold metrics (percent) at the paper's threshold 0.5 and at each fold's operating point
-    (chosen on its training predictions), mean ± std, pooled metrics and degenerate folds;
+    """The fold metrics of the ``run`` table (:mod:`ssl_bench.experiment.metric_specs`, percent)
+    at the paper's threshold 0.5, each fold's operating threshold (chosen on its training
+    predictions; a probability, the score it calls malignant from, as ``predict`` uses it) and
+    those at it, mean ± std, the pooled metrics of the ``run`` table and degenerate folds;
     ``auc_interval``: the pooled AUC's 95% confidence interval, printed beside it."""
-    from ..experiment.metrics import METRICS  # scikit-learn loads only when a run has results
-
+    at_05, at_op = metric_specs("run", threshold=PAPER), metric_specs("run", threshold=OPERATING)
+    cells: list[tuple[str, Callable[[Any], str]]] = [
+        *((s.name, partial(_shown, s)) for s in at_05),
+        ("op_threshold", _probability),
+        *((s.name, partial(_shown, s)) for s in at_op),
+    ]
     table = Table(title=escape(title))  # a method or run name: the user's text, not rich markup
     table.add_column("fold")
-    for m in METRICS:
-        table.add_column(m, justify="right")
-    for header in OP_COLUMNS.values():
-        table.add_column(header, justify="right")
+    for key, _ in cells:
+        table.add_column("op thr" if key == "op_threshold" else key, justify="right")
     table.add_column("flag")
     for k, metrics in sorted(fold_metrics.items()):
-        table.add_row(str(k), *(_percent(metrics[m]) for m in METRICS),
-                      *(_cell(m, metrics.get(m)) for m in OP_COLUMNS),
+        table.add_row(str(k), *(shown(metrics.get(key)) for key, shown in cells),
                       "degenerate" if metrics.get("degenerate") else "")
     if summary:
         mean, std = summary["mean"], summary["std"]
-        table.add_row(
-            "mean ± std",
-            *(f"{_percent(mean[m])} ± {_percent(std[m])}" for m in METRICS),
-            *(f"{_cell(m, mean.get(m))} ± {_cell(m, std.get(m))}" if m in mean else "" for m in OP_COLUMNS),
-            "",
-            style="bold",
-        )
+        table.add_row("mean ± std", *(_mean_std(mean, std, key, shown) for key, shown in cells), "", style="bold")
         pooled = summary.get("pooled") or {}
         lines = [f"pooled out-of-fold AUC {summary['oof_auc']:.4f}"]
         if auc_interval is not None:
             lines[0] += f" [{auc_interval[0]:.3f}, {auc_interval[1]:.3f}] (95% CI, patients as clusters)"
-        if pooled:
-            lines[0] += (f" · AUPRC {pooled['auprc']:.4f} · at the operating points: sensitivity "
-                         f"{pooled['op_sensitivity']:.3f}, specificity {pooled['op_specificity']:.3f}")
+        lines[0] += "".join(f" · {spec.title} {pooled[spec.compute]:.4f}"
+                            for spec in metric_specs("run", pooled=True) if spec.compute in pooled)
         lines.append("values in percent but op thr, a probability; threshold metrics at 0.5 as in TSBN; "
                      "op = each fold's operating point, chosen on its training predictions (Youden)")
         for k, reason in (summary.get("degenerate_folds") or {}).items():

@@ -14,6 +14,9 @@ aggregated by mean or max) and at patient level, sensitivity/specificity at each
 operating point for images, breasts and patients (a breast or a patient called malignant when its
 aggregated score reaches its fold's threshold), and the RSNA 2023 probabilistic F1 per breast (of
 the calibrated probabilities where the run recorded them: :mod:`.calibration`).
+
+Which of these is a metric, and how it is named, shown and given an interval, is declared once in
+:mod:`.metric_specs`; this module computes them.
 """
 from __future__ import annotations
 
@@ -24,18 +27,15 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from .clinical import GroupedScores, aggregate_scores, auprc, probabilistic_f1, sensitivity_at_specificity
+from .metric_specs import OPERATING, PAPER, PAPER_THRESHOLD, metric_specs
 from .operating_point import degenerate_reason
 
-METRICS = ("accuracy", "sensitivity", "specificity", "youden", "f1", "auc")
-OP_METRICS = ("op_accuracy", "op_sensitivity", "op_specificity")
-POOLED_METRICS = ("auc", "auprc", "sens_at_spec90", "sens_at_spec95", "breast_auc", "patient_auc",
-                  "op_sensitivity", "op_specificity", "breast_op_sensitivity", "breast_op_specificity",
-                  "patient_op_sensitivity", "patient_op_specificity", "breast_pf1")
 AGGREGATES = ("mean", "max")
 
 
-def compute_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
-    """All Table II metrics for one set of held-out predictions."""
+def threshold_statistics(labels, scores, threshold: float = PAPER_THRESHOLD) -> dict[str, float]:
+    """The statistics a fold metric's ``compute`` names, for one set of held-out predictions
+    called malignant from ``threshold``: Table II's at 0.5."""
     y = np.asarray(labels, dtype=int)
     s = np.asarray(scores, dtype=float)
     pred = (s >= threshold).astype(int)
@@ -54,27 +54,30 @@ def compute_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
 
 
 def fold_metrics(labels, scores, op_threshold: float) -> dict[str, float | str]:
-    """A held-out fold's metrics: Table II's at 0.5, the ``op_*`` ones at ``op_threshold`` (chosen
-    on the fold's training predictions), and ``degenerate`` (the reason, or ``""``)."""
-    at_op = compute_metrics(labels, scores, op_threshold)
+    """A held-out fold's metrics (every fold metric of :mod:`.metric_specs`): those at 0.5, then
+    ``op_threshold`` (chosen on the fold's training predictions) and those at it, and
+    ``degenerate`` (the reason, or ``""``)."""
+    at = {PAPER: threshold_statistics(labels, scores),
+          OPERATING: threshold_statistics(labels, scores, op_threshold)}
     return {
-        **compute_metrics(labels, scores),
+        **{spec.name: at[PAPER][spec.compute] for spec in metric_specs(threshold=PAPER)},
         "op_threshold": float(op_threshold),
-        **{f"op_{m}": at_op[m] for m in ("accuracy", "sensitivity", "specificity")},
+        **{spec.name: at[OPERATING][spec.compute] for spec in metric_specs(threshold=OPERATING)},
         "degenerate": degenerate_reason(scores),
     }
 
 
 def pooled_metrics(predictions: pd.DataFrame, thresholds: dict[int, float], aggregate: str = "mean") -> dict[str, float]:
-    """:data:`POOLED_METRICS` over all held-out predictions (columns ``label``, ``score``,
-    ``patient_id``, ``fold`` and, for breast level, ``laterality``; ``calibrated`` where recorded);
+    """The pooled metrics (keyed by their specs' ``compute``, :mod:`.metric_specs`) over all
+    held-out predictions (columns ``label``, ``score``, ``patient_id``, ``fold`` and, for breast
+    level, ``laterality``; ``calibrated`` where recorded);
     ``thresholds``: each fold's operating threshold. A metric that needs both classes is NaN when
     they are not there; breast-level metrics are NaN without a laterality for every image."""
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
     y = predictions["label"].to_numpy(dtype=int)
     s = predictions["score"].to_numpy(dtype=float)
-    out = dict.fromkeys(POOLED_METRICS, math.nan)
+    out = dict.fromkeys((spec.compute for spec in metric_specs(pooled=True)), math.nan)
     called = s >= predictions["fold"].map(thresholds).to_numpy(dtype=float)
     out["op_sensitivity"], out["op_specificity"] = _sensitivity_specificity(y, called)
     levels = decision_levels(predictions, thresholds, aggregate)
@@ -134,9 +137,9 @@ def pooled_auc(labels, scores) -> float:
 
 
 def summarize(fold_metrics: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and sample standard deviation (ddof=1) of each metric across folds."""
+    """Mean and sample standard deviation (ddof=1) across folds of each fold metric they all hold."""
     mean, std = {}, {}
-    names = [m for m in (*METRICS, *OP_METRICS) if all(m in f for f in fold_metrics)]
+    names = [s.name for s in metric_specs(pooled=False) if all(s.name in f for f in fold_metrics)]
     for name in names:
         values = np.array([m[name] for m in fold_metrics], dtype=float)
         mean[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan

@@ -11,7 +11,7 @@ from typing import Callable
 import pandas as pd
 
 from .. import __version__
-from ..experiment.metrics import METRICS
+from ..experiment.metric_specs import LOWER, MetricSpec, metric_specs
 from .render import (
     AXIS_NOTES,
     CALIBRATION_NOTE,
@@ -24,7 +24,6 @@ from .render import (
     curves,
     external_display,
     decisions_display,
-    METRIC_TITLES,
     P_NOTE,
     REFERENCE_NOTE,
     SALIENCY_KINDS,
@@ -42,6 +41,7 @@ from .render import (
     subgroup_displays,
     threshold_display,
     title as report_title,
+    with_ci,
 )
 from .leaderboard import REFERENCE_LABEL, Report
 from .axes import Axis
@@ -123,15 +123,18 @@ def _table(df: pd.DataFrame, css: str = "", cell_classes=None, row_classes=None)
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def _best_marker(report: Report, numbers: dict[str, pd.Series]):
-    """``classes(i, col, value)`` marking the highest value of each column of ``numbers`` in bold,
-    among the rows eligible for it (:func:`~ssl_bench.report.render.eligible_for_best`: no control,
-    no degenerate fold), when at least two of them differ."""
+def _best_marker(report: Report, numbers: dict[str, tuple[MetricSpec, pd.Series]]):
+    """``best(i, col)``: whether row ``i`` holds the best value of column ``col`` of ``numbers``
+    (its metric and values; the highest, or the lowest where lower is better), among the rows
+    eligible for it (:func:`~ssl_bench.report.render.eligible_for_best`: no control, no
+    degenerate fold), when at least two of them differ."""
     eligible = eligible_for_best(report).to_numpy()
 
     def best(i: int, col: str) -> bool:
-        values = numbers[col][eligible]
-        return bool(eligible[i] and values.nunique() > 1 and numbers[col].iloc[i] == values.max())
+        spec, column = numbers[col]
+        values = column[eligible]
+        top = values.min() if spec.direction == LOWER else values.max()
+        return bool(eligible[i] and values.nunique() > 1 and column.iloc[i] == top)
 
     return best
 
@@ -139,13 +142,13 @@ def _best_marker(report: Report, numbers: dict[str, pd.Series]):
 def _leaderboard(report: Report) -> str:
     board = leaderboard_display(report)
     t = report.table
-    best = _best_marker(report, {"Pooled AUC [95% CI]": t["oof_auc"], "Op. sens. [95% CI]": t["op_sensitivity"],
-                                 "Op. spec. [95% CI]": t["op_specificity"]})
+    numbers = {with_ci(spec): (spec, t[spec.name]) for spec in metric_specs("leaderboard", pooled=True)}
+    best = _best_marker(report, numbers)
     p_cols = {c: "p_auc" for c in board.columns if c.startswith("p ")}
 
     def classes(i, col, value):
         out = {"Method": ["method"], "Warning": ["warn"]}.get(col, [])
-        if col in ("Pooled AUC [95% CI]", "Op. sens. [95% CI]", "Op. spec. [95% CI]") and best(i, col):
+        if col in numbers and best(i, col):
             out.append("best")
         if col in p_cols and value != "baseline" and t[f"{p_cols[col]}_holm"].iloc[i] < 0.05:  # NaN: False
             out.append("sig")
@@ -160,7 +163,7 @@ def _leaderboard(report: Report) -> str:
 def _threshold(report: Report) -> str:
     table = threshold_display(report)
     t = report.table
-    numbers = {METRIC_TITLES[m]: t[f"{m}_mean"] for m in METRICS}
+    numbers = {spec.title: (spec, t[spec.column]) for spec in metric_specs("threshold", pooled=False)}
     best = _best_marker(report, numbers)
     p_cols = [c for c in table.columns if c.startswith("p ")]
 

@@ -30,23 +30,23 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..experiment.metrics import AGGREGATES, METRICS, POOLED_METRICS, summarize
+from ..experiment.metric_specs import LOWER, MetricSpec, metric_specs, sort_keys, sort_spec
+from ..experiment.metrics import AGGREGATES, summarize
 from ..experiment.calibration import expected_calibration_error
 from ..experiment.operating_point import degenerate_reason
 from .axes import AXES, axis_table
 from .pooled import pooled_with_intervals
-from .runs import NoCompletedFold, RunResult, check_comparable, find_runs, load_run
+from .runs import NoCompletedFold, RunResult, check_comparable, find_runs, load_run, operating_threshold
 from .significance import compare_all
 from .subgroups import subgroup_table
 
 __all__ = [
-    "METRICS", "SORT_KEYS", "Report", "RunResult", "build_report", "load_reference", "load_run",
+    "Report", "RunResult", "build_report", "load_reference", "load_run",
 ]
 
 DEFAULT_BASELINE = "ResNet"  # the paper's supervised baseline row
 REFERENCE_LABEL = "paper (INbreast)"
 REFERENCE_DATASET = "inbreast"
-SORT_KEYS = (*METRICS, "oof_auc", *(m for m in POOLED_METRICS if m != "auc"))
 #: how the notes name the resampling unit of every interval and test
 UNIT_NOTE = ("patients are the resampling unit: pooled, breast- and patient-level AUCs get "
              "Obuchowski's clustered variance (1997), AUPRC and sensitivities at fixed specificity a "
@@ -60,9 +60,8 @@ class Report:
 
     ``table`` has one row per method, in leaderboard order (the control last): ``method, role``
     (``"control"`` or ``""``), ``run, folds_done, folds_total``, ``<metric>_mean, <metric>_std``
-    for the six metrics, ``oof_auc, oof_auc_lo, oof_auc_hi`` (pooled AUC and its 95% CI),
-    ``<pooled metric>[_lo|_hi]`` for AUPRC, the sensitivities at fixed specificity, breast- and
-    patient-level AUC and the operating point's sensitivity/specificity, ``ece`` and
+    for each fold metric, ``<metric>, <metric>_lo, <metric>_hi`` for each pooled one (its value
+    and 95% interval, e.g. ``oof_auc``: the pooled AUC; :mod:`ssl_bench.experiment.metric_specs`), ``ece`` and
     ``ece_calibrated`` (expected calibration error of the pooled raw and calibrated probabilities;
     NaN for runs before calibration), ``degenerate`` (number of degenerate folds), with a baseline ``p_auc, p_auc_holm, p_accuracy, p_accuracy_holm``
     (NaN on its row), with a control ``control_auc_diff, control_p_auc, control_p_auc_holm,
@@ -109,11 +108,12 @@ def load_reference(path: str | Path) -> pd.DataFrame:
         raise UserError(f"cannot read reference file {p}: {exc}") from None
     if "method" not in df.columns:
         raise UserError(f"{p}: the reference CSV needs a 'method' column, found {', '.join(df.columns)}")
-    known = {*METRICS, *(f"{m}_std" for m in METRICS)}
+    table_ii = [spec.name for spec in metric_specs("threshold", pooled=False)]
+    known = {*table_ii, *(f"{m}_std" for m in table_ii)}
     if not known & set(df.columns):
-        raise UserError(f"{p}: no metric columns; expected some of {', '.join(METRICS)} (percent)")
+        raise UserError(f"{p}: no metric columns; expected some of {', '.join(table_ii)} (percent)")
     out = pd.DataFrame({"method": df["method"].astype(str).str.strip()})
-    for m in METRICS:
+    for m in table_ii:
         for src, dst in ((m, f"{m}_mean"), (f"{m}_std", f"{m}_std")):
             try:
                 out[dst] = pd.to_numeric(df[src], errors="raise") if src in df else math.nan
@@ -129,17 +129,23 @@ def _percent(value: float) -> float:
     return 100.0 * value if value is not None and not math.isnan(value) else math.nan
 
 
+def _shown(spec: MetricSpec, value: float) -> float:
+    """A metric's value as the tables hold it (:meth:`MetricSpec.shown`; NaN where undefined)."""
+    return spec.shown(value) if value is not None and not math.isnan(value) else math.nan
+
+
 def _summary_row(run: RunResult, aggregate: str, n_boot: int, seed: int) -> dict[str, Any]:
     mean, std = summarize([run.fold_metrics[k] for k in run.completed_folds])
     row: dict[str, Any] = {"method": run.method, "role": "", "run": str(run.path),
                            "folds_done": len(run.completed_folds), "folds_total": run.n_folds}
-    for m in METRICS:
-        row[f"{m}_mean"] = _percent(mean[m])
-        row[f"{m}_std"] = _percent(std[m])
+    for spec in metric_specs(pooled=False):
+        row[f"{spec.name}_mean"] = _shown(spec, mean.get(spec.name, math.nan))
+        row[f"{spec.name}_std"] = _shown(spec, std.get(spec.name, math.nan))
     thresholds = fold_thresholds(run)
     pooled = pooled_with_intervals(run.predictions, thresholds, aggregate, n_boot, seed)
-    for name, value in pooled.items():
-        row[name.replace("auc", "oof_auc", 1) if name.startswith("auc") else name] = _percent(value)
+    for spec in metric_specs(pooled=True):
+        for end in ("", "_lo", "_hi"):
+            row[spec.name + end] = _shown(spec, pooled[spec.compute + end])
     labels, calibrated = run.predictions["label"].to_numpy(), run.predictions["calibrated"].to_numpy(dtype=float)
     row["ece"] = _percent(expected_calibration_error(labels, run.predictions["score"].to_numpy(dtype=float)))
     row["ece_calibrated"] = _percent(expected_calibration_error(labels, calibrated)) \
@@ -152,15 +158,10 @@ def _summary_row(run: RunResult, aggregate: str, n_boot: int, seed: int) -> dict
     return row
 
 
-def _threshold(metrics: dict) -> float:
-    """A fold's operating threshold (0.5 for runs written before operating points existed)."""
-    value = metrics.get("op_threshold", 0.5)
-    return 0.5 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
 def fold_thresholds(run: RunResult) -> dict[int, float]:
-    """Each completed fold's operating threshold (:func:`_threshold`), as the pooled metrics take them."""
-    return {k: _threshold(run.stored_metrics[k]) for k in run.completed_folds}
+    """Each completed fold's operating threshold (:func:`~.runs.operating_threshold`), as the pooled
+    metrics take them."""
+    return {k: operating_threshold(run.stored_metrics[k]) for k in run.completed_folds}
 
 
 def _per_fold(run: RunResult) -> pd.DataFrame:
@@ -168,8 +169,9 @@ def _per_fold(run: RunResult) -> pd.DataFrame:
     for k in run.completed_folds:
         pred = run.predictions[run.predictions["fold"] == k]
         rows.append({"fold": k, "n": len(pred), "n_malignant": int(pred["label"].sum()),
-                     **{m: _percent(run.fold_metrics[k][m]) for m in METRICS},
-                     "op_threshold": _threshold(run.stored_metrics[k]),
+                     **{s.name: _shown(s, run.fold_metrics[k][s.name])
+                        for s in metric_specs("threshold", pooled=False)},
+                     "op_threshold": operating_threshold(run.stored_metrics[k]),
                      "degenerate": run.degenerate.get(k, "")})
     return pd.DataFrame(rows).set_index("fold")
 
@@ -218,8 +220,9 @@ def build_report(
         raise UserError(f"--n-boot must be at least 100, got {n_boot}")
     dirs, skipped = find_runs(given)
     key = {"pooled_auc": "oof_auc", "oof": "oof_auc"}.get(sort_by.lower(), sort_by.lower())
-    if key not in SORT_KEYS:
-        raise UserError(f"cannot sort by '{sort_by}'; choose one of {', '.join(SORT_KEYS)}")
+    by = sort_spec(key)
+    if by is None:
+        raise UserError(f"cannot sort by '{sort_by}'; choose one of {', '.join(sort_keys())}")
     runs, unfinished = [], []
     for d in dirs:
         try:
@@ -263,9 +266,8 @@ def build_report(
                      f"reads lesions rather than density, brightness or another shortcut.")
     notes.append(UNIT_NOTE.format(n_boot=n_boot)[0].upper() + UNIT_NOTE.format(n_boot=n_boot)[1:] + ".")
     table["warning"] = ["; ".join(r.warnings) for r in runs]
-    col = f"{key}_mean" if key in METRICS else key
     order = table.assign(_control=table["role"] == "control").sort_values(
-        ["_control", col, "method"], ascending=[True, False, True], na_position="last").index
+        ["_control", by.column, "method"], ascending=[True, by.direction == LOWER, True], na_position="last").index
     table = table.loc[order].reset_index(drop=True)
     runs = [runs[i] for i in order]
 
@@ -305,7 +307,7 @@ def reference_comparison(report: Report) -> pd.DataFrame:
     """Rows per reference method: ours (if run), the paper's, and ours - paper (points)."""
     if report.reference is None:
         return pd.DataFrame()
-    cols = [*(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "oof_auc"]
+    cols = [*(f"{m.name}_{s}" for m in metric_specs("threshold", pooled=False) for s in ("mean", "std")), "oof_auc"]
     ours = report.table.set_index("method")
     rows = []
     for _, ref in report.reference.iterrows():

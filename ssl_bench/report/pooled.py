@@ -1,12 +1,13 @@
 """Pooled out-of-fold metrics of one run with patient-clustered 95% confidence intervals.
 
 Images come 2-4 per patient and both views of a breast share its label, so intervals treat the
-patient as the unit: the pooled, breast-level and patient-level AUCs get Obuchowski's (1997)
-clustered variance (logit interval; at patient level one unit per cluster, where it is
-DeLong's), and AUPRC, the sensitivities at 90% / 95% specificity, the operating point's
-sensitivity and specificity (of images, breasts and patients) and the breast-level probabilistic
-F1 a patient bootstrap (percentile interval, all from one set of
-resamples: :mod:`.curve_bootstrap`). Point estimates are the
+patient as the unit; each metric's spec (:mod:`ssl_bench.experiment.metric_specs`) says which
+interval it gets: Obuchowski's (1997) clustered AUC variance at its level (logit interval; at
+patient level one unit per cluster, where it is DeLong's: the pooled, breast- and patient-level
+AUCs), or a patient bootstrap (percentile interval, every metric from one set of resamples:
+AUPRC and the sensitivities at 90% / 95% specificity by :mod:`.curve_bootstrap`, the operating
+point's sensitivity and specificity of images, breasts and patients and the breast-level
+probabilistic F1 here). Point estimates are the
 run's own (:func:`ssl_bench.experiment.metrics.pooled_metrics`), so the report and
 ``summary.json`` agree. Values are fractions.
 """
@@ -18,12 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ..experiment.clinical import aggregate_scores
+from ..experiment.metric_specs import BREAST, CLUSTERED_AUC, PATIENT, PATIENT_BOOTSTRAP, POOLED, metric_specs
 from ..experiment.metrics import decision_levels, pooled_metrics
 from .curve_bootstrap import bootstrap_intervals, cluster_weights
 from .stats import clustered_auc_confidence_interval
-
-#: pooled AUCs with a clustered (Obuchowski) interval
-CLUSTERED_AUCS = ("auc", "breast_auc", "patient_auc")
 
 
 def clustered_auc_interval(y: np.ndarray, s: np.ndarray, clusters: np.ndarray) -> tuple[float, float]:
@@ -38,36 +37,38 @@ def clustered_auc_interval(y: np.ndarray, s: np.ndarray, clusters: np.ndarray) -
 
 
 def _levels(predictions: pd.DataFrame, aggregate: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``{auc name: (labels, scores, patient of each unit)}`` at image, breast and patient level."""
+    """``{level: (labels, scores, patient of each unit)}`` of images (``pooled``), breasts (where
+    every image has a laterality) and patients."""
     y = predictions["label"].to_numpy(dtype=int)
     s = predictions["score"].to_numpy(dtype=float)
     patients = predictions["patient_id"].astype(str).to_numpy()
-    out = {"auc": (y, s, patients)}
+    out = {POOLED: (y, s, patients)}
     patient = aggregate_scores(y, s, patients, how=aggregate)
-    out["patient_auc"] = (patient.labels, patient.scores, patient.keys[0])
+    out[PATIENT] = (patient.labels, patient.scores, patient.keys[0])
     sides = predictions["laterality"].fillna("").astype(str).to_numpy() if "laterality" in predictions else None
     if sides is not None and (sides != "").all():
         breast = aggregate_scores(y, s, patients, sides, how=aggregate)
-        out["breast_auc"] = (breast.labels, breast.scores, breast.keys[0])
+        out[BREAST] = (breast.labels, breast.scores, breast.keys[0])
     return out
 
 
 def pooled_with_intervals(predictions: pd.DataFrame, thresholds: dict[int, float], aggregate: str = "mean",
                           n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """``{metric: value, metric_lo: ..., metric_hi: ...}`` for every pooled metric (NaN where a
-    metric or its interval is undefined, e.g. no laterality for breast level)."""
+    """``{metric: value, metric_lo: ..., metric_hi: ...}`` for every pooled metric, keyed as
+    :func:`~ssl_bench.experiment.metrics.pooled_metrics` computes it (NaN where a metric or its
+    interval is undefined, e.g. no laterality for breast level)."""
     out: dict[str, float] = {}
     point = pooled_metrics(predictions, thresholds, aggregate)
     levels = _levels(predictions, aggregate)
-    y, s, patients = levels["auc"]
+    patients = levels[POOLED][2]
     intervals = _bootstrap(predictions, thresholds, aggregate, n_boot, seed) if len(np.unique(patients)) > 1 else {}
-    for name, value in point.items():
-        lo = hi = math.nan
-        if name in CLUSTERED_AUCS and name in levels and not math.isnan(value):
-            lo, hi = clustered_auc_interval(*levels[name])
-        elif name in intervals and not math.isnan(value):
-            lo, hi = intervals[name]
-        out.update({name: value, f"{name}_lo": lo, f"{name}_hi": hi})
+    for spec in metric_specs(pooled=True):
+        value, lo, hi = point[spec.compute], math.nan, math.nan
+        if spec.interval == CLUSTERED_AUC and spec.level in levels and not math.isnan(value):
+            lo, hi = clustered_auc_interval(*levels[spec.level])
+        elif spec.interval == PATIENT_BOOTSTRAP and spec.compute in intervals and not math.isnan(value):
+            lo, hi = intervals[spec.compute]
+        out.update({spec.compute: value, f"{spec.compute}_lo": lo, f"{spec.compute}_hi": hi})
     return out
 
 

@@ -16,14 +16,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..console import make_console
-from ..experiment.metrics import METRICS
+from ..experiment.metric_specs import MetricSpec, in_sentence, metric_specs, sort_spec
 from .leaderboard import REFERENCE_LABEL, Report, reference_comparison
 from .axes import AXES, Axis, baseline_curve, has_curve
 from .runs import dataset_summary, provenance_table, run_dates
 
 
-METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity", "specificity": "Specificity",
-                 "youden": "Youden", "f1": "F1", "auc": "AUC", "oof_auc": "Pooled AUC"}
 SECTIONS = ("leaderboard", "notes", "external", "threshold", "clinical", "figure", "calibration", "subgroups",
             "saliency", "axes", "reference", "folds", "provenance")
 EFFICIENCY_NOTE = ("Pooled out-of-fold AUC (percent) with its patient-clustered 95% CI (Obuchowski) "
@@ -54,13 +52,6 @@ EXTERNAL_NOTE = ("Internal: pooled out-of-fold AUC (percent) of the cross-valida
                  "the training cohort, on every image of the test cohort. Both with patient-clustered 95% "
                  "CIs (Obuchowski). Drop: internal minus external (points), its 95% CI and two-sided p from "
                  "var(drop) = var(internal) + var(external), the two samples holding different patients.")
-CLINICAL_TITLES = {"oof_auc": "Pooled AUC", "auprc": "AUPRC", "sens_at_spec90": "Sens. @ 90% spec.",
-                   "sens_at_spec95": "Sens. @ 95% spec.", "breast_auc": "Breast AUC",
-                   "patient_auc": "Patient AUC", "op_sensitivity": "Op. sens.", "op_specificity": "Op. spec."}
-#: decisions per breast and per patient at the operating point, and the RSNA 2023 breast-level pF1
-DECISION_TITLES = {"breast_op_sensitivity": "Breast sens.", "breast_op_specificity": "Breast spec.",
-                   "patient_op_sensitivity": "Patient sens.", "patient_op_specificity": "Patient spec.",
-                   "breast_pf1": "Breast pF1"}
 DECISION_NOTE = ("Decisions per breast and per patient, pooled over the folds with patient-bootstrap 95% "
                  "intervals: a breast (a patient) is called malignant when the {aggregate} of its images' "
                  "scores reaches its fold's operating threshold (chosen on the training predictions). "
@@ -106,7 +97,7 @@ def describe_setup(report: Report) -> str:
     ds = dataset_summary(report.runs)
     run = report.runs[0]
     split = {"patient": "patient-grouped", "image": "image-level"}.get(run.data.get("split", ""))
-    sort = SORT_TITLES.get(report.sort_by, METRIC_TITLES.get(report.sort_by, report.sort_by))
+    sort = sort_title(report.sort_by)
     n = len(report.runs)
     return (f"{n} method{'s' if n != 1 else ''} · profile {profiles(report)} · dataset {ds['name']}: "
             f"{ds['n_images']} images ({ds['n_benign']} benign, {ds['n_malignant']} malignant), "
@@ -114,6 +105,14 @@ def describe_setup(report: Report) -> str:
             f"{split or run.data.get('split', '?')} stratified {run.n_folds}-fold cross-validation · "
             f"seed {run.config.get('seed', '?')}"
             f" · sorted by {sort}")
+
+
+def sort_title(key: str) -> str:
+    """How the setup line names a sort key: a pooled metric's title, a fold metric's mean."""
+    spec = sort_spec(key)
+    if spec is None:
+        return key
+    return in_sentence(spec.title) if spec.pooled else f"mean fold {in_sentence(spec.title)}"
 
 
 def profiles(report: Report) -> str:
@@ -138,7 +137,6 @@ THRESHOLD_NOTE = ("Mean ± sample std (ddof=1) over folds, at the paper's fixed 
                   "each fold's, then averaged). With the paper's malignant weight 15, a model may call "
                   "nearly every image malignant at 0.5: read sensitivity with specificity, and these "
                   "figures after the operating-point ones above.")
-SORT_TITLES = {"oof_auc": "pooled AUC", "auc": "mean fold AUC"}
 CALIBRATION_NOTE = ("Expected calibration error (ECE, percentage points: the mean gap between predicted "
                     "probability and observed rate over ten equal-width bins, weighted by their images; "
                     "Naeini et al. 2015) of the pooled out-of-fold probabilities: raw, and calibrated by "
@@ -173,9 +171,8 @@ def leaderboard_display(report: Report) -> pd.DataFrame:
     t = report.table
     out = pd.DataFrame({"#": [str(i + 1) for i in range(len(t))], "Method": t["method"],
                         "Folds": [f"{d}/{n}" for d, n in zip(t["folds_done"], t["folds_total"])]})
-    out["Pooled AUC [95% CI]"] = [fmt_ci(*v) for v in zip(t["oof_auc"], t["oof_auc_lo"], t["oof_auc_hi"])]
-    for col, title in (("op_sensitivity", "Op. sens. [95% CI]"), ("op_specificity", "Op. spec. [95% CI]")):
-        out[title] = [fmt_ci(*v) for v in zip(t[col], t[f"{col}_lo"], t[f"{col}_hi"])]
+    for spec in metric_specs("leaderboard", pooled=True):
+        out[with_ci(spec)] = [fmt_ci(*v) for v in zip(t[spec.name], t[f"{spec.name}_lo"], t[f"{spec.name}_hi"])]
     if report.has_p_values:
         out[f"p AUC vs {report.baseline}"] = ["baseline" if m == report.baseline else fmt_p_holm(p, h)
                                               for m, p, h in zip(t["method"], t["p_auc"], t["p_auc_holm"])]
@@ -194,8 +191,8 @@ def threshold_display(report: Report) -> pd.DataFrame:
     folds, and the paired accuracy test against the baseline."""
     t = report.table
     out = pd.DataFrame({"Method": t["method"]})
-    for m in METRICS:
-        out[METRIC_TITLES[m]] = [fmt_mean_std(a, b) for a, b in zip(t[f"{m}_mean"], t[f"{m}_std"])]
+    for spec in metric_specs("threshold", pooled=False):
+        out[spec.title] = [fmt_mean_std(a, b) for a, b in zip(t[f"{spec.name}_mean"], t[f"{spec.name}_std"])]
     if report.has_p_values:
         out[f"p Acc. vs {report.baseline}"] = ["baseline" if m == report.baseline else fmt_p_holm(p, h)
                                                for m, p, h in zip(t["method"], t["p_accuracy"], t["p_accuracy_holm"])]
@@ -221,23 +218,28 @@ def fmt_p_holm(p: Any, holm: Any) -> str:
     return "n/a" if _nan(p) else f"{fmt_p(p)} [{fmt_p(holm)}]"
 
 
-def intervals_display(report: Report, titles: dict[str, str]) -> pd.DataFrame:
-    """``Method`` and, for each ``column: title``, the value with its 95% interval."""
+def with_ci(spec: MetricSpec) -> str:
+    """The leaderboard's head of a pooled metric shown with its interval."""
+    return f"{spec.title} [95% CI]"
+
+
+def intervals_display(report: Report, table: str) -> pd.DataFrame:
+    """``Method`` and, for each pooled metric of ``table``, the value with its 95% interval."""
     t = report.table
     out = pd.DataFrame({"Method": t["method"]})
-    for col, title in titles.items():
-        out[title] = [fmt_ci(*v) for v in zip(t[col], t[f"{col}_lo"], t[f"{col}_hi"])]
+    for spec in metric_specs(table, pooled=True):
+        out[spec.title] = [fmt_ci(*v) for v in zip(t[spec.name], t[f"{spec.name}_lo"], t[f"{spec.name}_hi"])]
     return out
 
 
 def clinical_display(report: Report) -> pd.DataFrame:
     """Pooled metrics clinicians read, each with its patient-clustered 95% CI."""
-    return intervals_display(report, CLINICAL_TITLES)
+    return intervals_display(report, "clinical")
 
 
 def decisions_display(report: Report) -> pd.DataFrame:
     """Breast- and patient-level decisions at the operating point and the breast-level pF1."""
-    return intervals_display(report, DECISION_TITLES)
+    return intervals_display(report, "decisions")
 
 
 def calibration_display(report: Report) -> pd.DataFrame:
@@ -289,11 +291,11 @@ def reference_display(report: Report) -> pd.DataFrame:
         return ref
     out = pd.DataFrame({"Method": ref["method"], "Source": ref["source"]})
     diff = ref["source"] == "ours - paper"
-    for m in METRICS:
-        if m == "auc":
+    for spec in metric_specs("threshold", pooled=False):
+        if spec.name == "auc":  # the paper's AUC is a pooled one: beside ours, below
             continue
-        out[METRIC_TITLES[m]] = [fmt_value(a, signed=True) if d else fmt_mean_std(a, b)
-                                 for a, b, d in zip(ref[f"{m}_mean"], ref[f"{m}_std"], diff)]
+        out[spec.title] = [fmt_value(a, signed=True) if d else fmt_mean_std(a, b)
+                           for a, b, d in zip(ref[f"{spec.name}_mean"], ref[f"{spec.name}_std"], diff)]
     out["Pooled AUC"] = [fmt_value(a, signed=d) for a, d in zip(ref["oof_auc"], diff)]
     return out
 
@@ -303,18 +305,20 @@ def per_fold_display(report: Report, method: str) -> pd.DataFrame:
     run = next(r for r in report.runs if r.method == method)
     df = report.per_fold[method]
     row = report.table.set_index("method").loc[method]
-    out: dict[str, list[str]] = {"Metric": ["Images", "Malignant", *(METRIC_TITLES[m] for m in METRICS),
+    names = [spec.name for spec in metric_specs("threshold", pooled=False)]
+    out: dict[str, list[str]] = {"Metric": ["Images", "Malignant",
+                                            *(spec.title for spec in metric_specs("threshold", pooled=False)),
                                             "Op. threshold", "Degenerate"]}
     for k in range(run.n_folds):
         if k in df.index:
             f = df.loc[k]
             out[f"Fold {k}"] = [str(int(f["n"])), str(int(f["n_malignant"])),
-                                *(fmt_value(f[m]) for m in METRICS), fmt_value(f["op_threshold"], 3),
+                                *(fmt_value(f[m]) for m in names), fmt_value(f["op_threshold"], 3),
                                 f["degenerate"] or "no"]
         else:
-            out[f"Fold {k}"] = ["missing", *(["–"] * (3 + len(METRICS)))]
+            out[f"Fold {k}"] = ["missing", *(["–"] * (3 + len(names)))]
     out["Mean ± std"] = [f"Σ {int(df['n'].sum())}", f"Σ {int(df['n_malignant'].sum())}",
-                         *(fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS),
+                         *(fmt_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in names),
                          "", f"{int(row['degenerate'])} of {len(df)}"]
     return pd.DataFrame(out)
 
@@ -597,11 +601,11 @@ def to_csv(report: Report) -> str:
     if not ref.empty:
         ref = ref[ref["source"] != "ours"]
         t = pd.concat([t, ref], ignore_index=True)
-    pooled = [f"{c}{s}" for c in CLINICAL_TITLES for s in ("", "_lo", "_hi")]
+    pooled = [f"{m.name}{s}" for m in metric_specs("csv", pooled=True) for s in ("", "_lo", "_hi")]
     tests = [c for c in ("p_auc", "p_auc_holm", "p_accuracy", "p_accuracy_holm", "control_auc_diff",
                          "control_p_auc", "control_p_auc_holm", "beats_control") if c in t.columns]
     cols = ["source", "method", "role", "folds_done", "folds_total",
-            *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
+            *(f"{m.name}_{s}" for m in metric_specs("csv", pooled=False) for s in ("mean", "std")),
             *pooled, *tests, "degenerate", "warning", "run"]
     buf = io.StringIO()
     t[cols].to_csv(buf, index=False, float_format="%.6g")

@@ -5,11 +5,12 @@ compared on one leaderboard.
 A run with some folds missing is loaded as *partial* (with a warning), never refused; a path that
 is not a run directory, or a file that cannot be parsed, is a :class:`~ssl_bench.errors.UserError`
 that names the path and what is wrong. Per-fold metrics are recomputed from ``predictions.csv`` with
-:func:`ssl_bench.experiment.metrics.compute_metrics`. Results edited after the run are refused
+:func:`ssl_bench.experiment.metrics.fold_metrics`, every fold metric of today's table, so a run
+written before a metric existed reports it too. Results edited after the run are refused
 (:func:`load_run`): a ``predictions.csv`` whose digest differs from the one its ``metrics.json``
-recorded (any column), a ``metrics.json`` that disagrees with it, and, for runs written before the
-digest too, predictions of other images, patients or labels than ``folds.csv`` holds and a
-``summary.json`` whose pooled AUC the predictions do not give.
+recorded (any column), a ``metrics.json`` whose metrics (those it holds) disagree with it, and,
+for runs written before the digest too, predictions of other images, patients or labels than
+``folds.csv`` holds and a ``summary.json`` whose pooled AUC the predictions do not give.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import UserError
-from ..experiment.metrics import METRICS, compute_metrics, pooled_auc
+from ..experiment.metric_specs import PAPER_THRESHOLD, metric_specs
+from ..experiment.metrics import fold_metrics, pooled_auc
 from ..experiment.rundir import RunDir
 
 _TOLERANCE = 1e-6  # metrics.json vs recomputation
@@ -37,7 +39,7 @@ class RunResult:
     env: dict[str, Any]
     summary: dict[str, Any]
     n_folds: int  # folds the run was configured for
-    fold_metrics: dict[int, dict[str, float]]  # recomputed from predictions.csv (fractions)
+    fold_metrics: dict[int, dict[str, Any]]  # recomputed from predictions.csv (fractions)
     stored_metrics: dict[int, dict[str, float]]  # as written in metrics.json
     predictions: pd.DataFrame  # pooled: image_id, patient_id, label, score, laterality, fold
     warnings: list[str] = field(default_factory=list)
@@ -107,7 +109,7 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
         raise UserError(f"{p / 'config.yaml'}: data.folds must be an integer") from None
     n_folds = max([n_folds, *(k + 1 for k in rundir.present_folds())])
 
-    fold_metrics: dict[int, dict[str, float]] = {}
+    recomputed: dict[int, dict[str, Any]] = {}
     stored: dict[int, dict[str, float]] = {}
     frames = []
     edited: list[str] = []
@@ -120,13 +122,15 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
         if rundir.predictions_as_written(k, stored[k]) is False:
             edited.append(f"folds/{k}/predictions.csv is not the file the run wrote (its "
                           f"sha256 differs from the one folds/{k}/metrics.json recorded)")
-        fold_metrics[k] = compute_metrics(pred["label"], pred["score"])
-        off = [m for m in METRICS if not _close(stored[k].get(m), fold_metrics[k][m])]
+        recomputed[k] = fold_metrics(pred["label"], pred["score"], operating_threshold(stored[k]))
+        # what the run wrote: a metric added since is computed, not missing
+        off = [s.name for s in metric_specs(pooled=False)
+               if s.name in stored[k] and not _close(stored[k][s.name], recomputed[k][s.name])]
         if off:
             edited.append(f"fold {k}: metrics.json disagrees with predictions.csv on {', '.join(off)}")
         if assigned is not None:
             edited += _against_folds_csv(k, pred, assigned)
-    complete = bool(summary) and len(fold_metrics) == n_folds
+    complete = bool(summary) and len(recomputed) == n_folds
     if complete and isinstance(summary.get("oof_auc"), (int, float)):
         pooled = pd.concat(frames, ignore_index=True)
         if not _close(summary["oof_auc"], pooled_auc(pooled["label"], pooled["score"])):
@@ -142,16 +146,23 @@ def load_run(path: str | Path, allow_edited: bool = False) -> RunResult:
         )
     predictions = pd.concat(frames, ignore_index=True)
     run = RunResult(p, _method_name(p, config, summary), config, env, summary, n_folds,
-                    fold_metrics, stored, predictions, warnings, subgroups=rundir.read_subgroups(),
+                    recomputed, stored, predictions, warnings, subgroups=rundir.read_subgroups(),
                     saliency=rundir.read_saliency())
     if run.partial:
         missing = ", ".join(map(str, run.missing_folds))
-        warnings.insert(0, f"partial: {len(fold_metrics)}/{n_folds} folds (missing {missing})")
+        warnings.insert(0, f"partial: {len(recomputed)}/{n_folds} folds (missing {missing})")
     dup = predictions["image_id"].duplicated()
     if dup.any():
         example = predictions["image_id"][dup].iloc[0]
         warnings.append(f"{int(dup.sum())} image(s) held out more than once (e.g. {example})")
     return run
+
+
+def operating_threshold(metrics: dict) -> float:
+    """A fold's operating threshold as its ``metrics.json`` recorded it (0.5 for runs written
+    before operating points existed)."""
+    value = metrics.get("op_threshold", PAPER_THRESHOLD)
+    return PAPER_THRESHOLD if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def _against_folds_csv(k: int, pred: pd.DataFrame, assigned: pd.DataFrame) -> list[str]:

@@ -7,28 +7,25 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..experiment.metrics import METRICS
+from ..experiment.metric_specs import metric_specs
 from .leaderboard import Report
-
-#: the per-seed values summarised, as ``Report.table`` columns -> title
-SEED_COLUMNS = {**{f"{m}_mean": m for m in METRICS}, "oof_auc": "pooled_auc", "auprc": "auprc",
-                "sens_at_spec90": "sens_at_spec90", "op_sensitivity": "op_sensitivity",
-                "op_specificity": "op_specificity"}
 
 
 def across_seeds(reports: dict[int, Report]) -> pd.DataFrame:
-    """``method, seeds, <metric>_mean, <metric>_std`` (percent) over the seeds' reports, ordered
-    by mean pooled AUC (a method missing from a seed's report is counted in ``seeds``)."""
+    """``method, seeds, <metric>_mean, <metric>_std`` (percent) over the seeds' reports for each
+    metric of the ``seeds`` table (:mod:`ssl_bench.experiment.metric_specs`), ordered by mean
+    pooled AUC (a method missing from a seed's report is counted in ``seeds``)."""
+    columns = {spec.column: spec.name for spec in metric_specs("seeds")}
     rows = []
     for seed, report in sorted(reports.items()):
         t = report.table
         for _, r in t.iterrows():
             rows.append({"method": r["method"], "seed": seed,
-                         **{title: r[col] for col, title in SEED_COLUMNS.items() if col in t.columns}})
+                         **{name: r[col] for col, name in columns.items() if col in t.columns}})
     frame = pd.DataFrame(rows)
     grouped = frame.drop(columns="seed").groupby("method", sort=False)
     out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
     out.insert(0, "seeds", frame.groupby("method", sort=False)["seed"].nunique())
-    titles = [t for t in SEED_COLUMNS.values() if f"{t}_mean" in out.columns]
-    out = out[["seeds", *(f"{t}_{s}" for t in titles for s in ("mean", "std"))]]
-    return out.sort_values("pooled_auc_mean", ascending=False).reset_index()
+    names = [name for name in columns.values() if f"{name}_mean" in out.columns]
+    out = out[["seeds", *(f"{name}_{s}" for name in names for s in ("mean", "std"))]]
+    return out.sort_values("oof_auc_mean", ascending=False).reset_index()
