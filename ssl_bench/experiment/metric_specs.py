@@ -127,18 +127,18 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
         ("leaderboard", "clinical", "csv", "seeds", "run"),
     ),
     MetricSpec(
-        "breast_op_sensitivity", "Breast sens.", BREAST, "breast_op_sensitivity", PATIENT_BOOTSTRAP, ("decisions",)
+        "breast_op_sensitivity", "Breast sens.", BREAST, "breast_op_sensitivity", PATIENT_BOOTSTRAP, ("decisions", "csv")
     ),
     MetricSpec(
-        "breast_op_specificity", "Breast spec.", BREAST, "breast_op_specificity", PATIENT_BOOTSTRAP, ("decisions",)
+        "breast_op_specificity", "Breast spec.", BREAST, "breast_op_specificity", PATIENT_BOOTSTRAP, ("decisions", "csv")
     ),
     MetricSpec(
-        "patient_op_sensitivity", "Patient sens.", PATIENT, "patient_op_sensitivity", PATIENT_BOOTSTRAP, ("decisions",)
+        "patient_op_sensitivity", "Patient sens.", PATIENT, "patient_op_sensitivity", PATIENT_BOOTSTRAP, ("decisions", "csv")
     ),
     MetricSpec(
-        "patient_op_specificity", "Patient spec.", PATIENT, "patient_op_specificity", PATIENT_BOOTSTRAP, ("decisions",)
+        "patient_op_specificity", "Patient spec.", PATIENT, "patient_op_specificity", PATIENT_BOOTSTRAP, ("decisions", "csv")
     ),
-    MetricSpec("breast_pf1", "Breast pF1", BREAST, "breast_pf1", PATIENT_BOOTSTRAP, ("decisions",)),
+    MetricSpec("breast_pf1", "Breast pF1", BREAST, "breast_pf1", PATIENT_BOOTSTRAP, ("decisions", "csv")),
 )
 
 
