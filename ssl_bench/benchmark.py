@@ -33,8 +33,9 @@ from .bench.runner import BenchResult, run_bench
 from .config import Config
 from .errors import UserError
 from .experiment.saliency import explain_run
-from .report.external import ExternalRuns, external_table
+from .report.external import external_pairs, external_table
 from .report.leaderboard import Report, build_report
+from .report.runs import RunResult, load_run
 from .report.publish import write_leaderboard, write_seed_leaderboard
 from .training.device import default_profile, resolve_device
 
@@ -158,17 +159,24 @@ def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Pa
 def _external_table(plan: BenchPlan, result: BenchResult, seed: int, finished: Callable[[Config], bool],
                     notes: list[str]) -> pd.DataFrame:
     """The external-validation table of ``seed``'s pairs whose two runs finished (a note for each
-    other pair)."""
+    other pair), found in the saved runs as ``ssl-bench report`` finds them
+    (:func:`~ssl_bench.report.external.external_pairs`), which must be the pairs the plan declared."""
     assert plan.external is not None
     where = {components.run_name(r.config): r.rundir.path for r in result.runs}
-    pairs = []
+    declared: set[tuple[str, str, str, Path, Path]] = set()
+    loaded: dict[str, RunResult] = {}
     for pair in (p for p in plan.external.pairs if p.seed == seed):
         internal, external = components.run_name(pair.internal), components.run_name(pair.external)
         if finished(pair.internal) and finished(pair.external):
-            pairs.append(ExternalRuns(pair.row, pair.train, pair.test, where[internal], where[external]))
+            declared.add((components.display_name(pair.internal), pair.train, pair.test, where[internal].resolve(), where[external].resolve()))
+            for name in (internal, external):
+                loaded.setdefault(name, load_run(where[name]))
         else:
             notes.append(f"External validation of {pair.row} from {pair.train} to {pair.test} left out: "
                          f"{internal if not finished(pair.internal) else external} did not finish.")
+    pairs = external_pairs(list(loaded.values()))
+    found = {(p.method, p.train, p.test, p.internal.path.resolve(), p.external.path.resolve()) for p in pairs}
+    assert found == declared, f"the runs' configs pair {sorted(found)}, the plan declared {sorted(declared)}"
     return external_table(pairs)
 
 

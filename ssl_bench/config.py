@@ -258,6 +258,10 @@ class DataConfig:
     # train on all of `dataset`, test on all of `test_dataset` (one fold, identical preprocessing)
     test_dataset: str | None = setting(None, role=SAMPLING)
     test_root: str | None = path_field(role=SAMPLING)
+    # the names a bench's external study gives the training and the test data (its cohorts,
+    # bench/external.py), which the external-validation table shows; labels, never the results
+    cohort: str | None = setting(None, role=VOLATILE)
+    test_cohort: str | None = setting(None, role=VOLATILE)
 
 
 @dataclass

@@ -99,7 +99,8 @@ def test_declared_roles_of_todays_settings():
             roles[f"{section}.{f.name}".lstrip(".")] = f.metadata.get("role", "result")
     assert sorted(k for k, r in roles.items() if r == VOLATILE) == sorted([
         "fold", "out", "device", "threads", "log", "data.cache_dir", "data.workers", "data.streaming",
-        "data.memory_budget_gb", "data.loader_workers", "train.checkpoint_every", "train.probe_every"])
+        "data.memory_budget_gb", "data.loader_workers", "data.cohort", "data.test_cohort", "train.checkpoint_every",
+        "train.probe_every"])
     assert sorted(k for k, r in roles.items() if r == DOWNSTREAM) == ["train.epochs", "train.pos_weight"]
     assert sorted(k for k, r in roles.items() if r == SAMPLING) == [
         "data.folds", "data.label_fraction", "data.split", "data.test_dataset", "data.test_root"]

@@ -5,11 +5,13 @@ interval against a simulation and a patient bootstrap, and the study's refusals.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 from scipy import stats
 from sklearn.metrics import roc_auc_score
@@ -21,6 +23,7 @@ from ssl_bench.data.inbreast_writer import write_inbreast_tree
 from ssl_bench.data.synthetic_mammo import generate
 from ssl_bench.data.vindr_writer import write_vindr_tree
 from ssl_bench.errors import ConfigError
+from ssl_bench.report.leaderboard import build_report
 from ssl_bench.report.stats import independent_auc_compare
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "external.yaml"
@@ -108,6 +111,10 @@ def test_plan_declares_internal_and_external_runs(roots):
     assert (ext.data.dataset, ext.data.folds, ext.data.test_dataset) == ("cbis_ddsm", 1, "inbreast")
     assert ext.data.test_root == roots["INbreast"] and ext.params["cbis_ddsm"] == {"split": "train"}
     assert by_name["ResNet-VinDr-Mammo-cv"].params["vindr_mammo"] == {"split": "training"}
+    # each run records its cohorts, each cross-validation its method: the labels the report reads
+    assert (cv.method, cv.data.cohort, cv.data.test_cohort) == ("ResNet", "CBIS-DDSM", None)
+    assert (ext.data.cohort, ext.data.test_cohort) == ("CBIS-DDSM", "INbreast")
+    assert by_name["ResNet-VinDr-Mammo-cv"].method == "ResNet"
     # the pairs are declared; the leaderboard ranks the first cohort's cross-validations only
     assert [(p.row, p.train, p.test, p.internal.name, p.external.name) for p in plan.external.pairs][:2] == [
         ("ResNet", "CBIS-DDSM", "INbreast", "ResNet-CBIS-DDSM-cv", "ResNet-CBIS-DDSM-to-INbreast"),
@@ -172,7 +179,12 @@ def _predictions(run: Path) -> pd.DataFrame:
     )
 
 
-def test_external_bench_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def external_bench(tmp_path_factory):
+    """The smoke external bench of the ResNet row on generated trees, run once for the module:
+    its output folder, the trees, the bench's console output and the bytes of every file it
+    wrote beside the runs (a test may delete and rebuild them)."""
+    tmp_path = tmp_path_factory.mktemp("external")
     trees = _write_trees(tmp_path)
     out = tmp_path / "runs"
     args = [
@@ -194,7 +206,13 @@ def test_external_bench_end_to_end(tmp_path):
         args += ["--cohort-root", f"{name}={folder}"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "External validation" in result.output
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    return out, trees, result.output, written
+
+
+def test_external_bench_end_to_end(external_bench):
+    out, trees, output, _ = external_bench
+    assert "External validation" in output
 
     runs = {p.name for p in out.iterdir() if (p / "config.yaml").is_file()}
     assert runs == {
@@ -240,3 +258,97 @@ def test_external_bench_end_to_end(tmp_path):
     assert leaderboard["run"].map(lambda r: Path(r).name).tolist() == ["ResNet-CBIS-DDSM-cv"]
     assert "## External validation" in (out / "leaderboard.md").read_text()
     assert "<h2>External validation</h2>" in (out / "leaderboard.html").read_text()
+
+
+# ------------------------------------------------------------------ the report of saved runs
+
+
+def _section(markdown: str, title: str) -> str:
+    """A markdown section, from its heading to the next of its level."""
+    return markdown.split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def test_report_rebuilds_the_bench_leaderboard_and_external_table(external_bench):
+    """ssl-bench report on the bench's folder, its leaderboard files deleted, writes them again:
+    the leaderboard of the first cohort's cross-validation, external.csv and the section, byte
+    for byte as the bench wrote them."""
+    out, _, _, written = external_bench
+    for name in written:
+        (out / name).unlink()
+    result = CliRunner().invoke(main, ["report", str(out), "--out-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("external.csv", "leaderboard.csv", "subgroups.csv"):
+        assert (out / name).read_bytes() == written[name], name
+    again, bench = (out / "leaderboard.md").read_text(), written["leaderboard.md"].decode()
+    assert _section(again, "External validation") == _section(bench, "External validation")
+    assert again.split("\n- ")[0] == bench.split("\n- ")[0]  # the title, the summary line and the table
+    assert "the leaderboard ranks the 1 cross-validation(s) on CBIS-DDSM (cbis_ddsm)" in again
+    # the terminal shows the same table of pairs
+    shown = CliRunner().invoke(main, ["report", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "External validation" in shown.output and "VinDr-Mammo" in shown.output
+
+
+def test_report_pairs_runs_by_their_configs_not_their_names(external_bench, tmp_path):
+    """Under meaningless folder names the report finds the same pairs (the internal run's config
+    equals its external run's but for the held-out images), and an external run whose
+    cross-validation is there twice under two names is one error line."""
+    out, _, _, _ = external_bench
+    names = {
+        "ResNet-CBIS-DDSM-cv": "d",
+        "ResNet-CBIS-DDSM-to-INbreast": "a",
+        "ResNet-VinDr-Mammo-cv": "b",
+        "ResNet-VinDr-Mammo-to-INbreast": "c",
+    }
+    for run, name in names.items():
+        shutil.copytree(out / run, tmp_path / "renamed" / name)
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "renamed"), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    rep = build_report([tmp_path / "renamed"], baseline_required=False)
+    assert rep.table["run"].map(lambda r: Path(r).name).tolist() == ["d"]
+    table = rep.external
+    assert list(zip(table["method"], table["train"], table["test"])) == [
+        ("ResNet", "CBIS-DDSM", "INbreast"),
+        ("ResNet", "VinDr-Mammo", "INbreast"),
+    ]
+    assert [(Path(i).name, Path(e).name) for i, e in zip(table["internal_run"], table["external_run"])] == [
+        ("d", "a"),
+        ("b", "c"),
+    ]
+    expected = pd.read_csv(out / "external.csv")
+    numbers = [c for c in table.columns if c.endswith(("auc", "_lo", "_hi", "drop", "images", "patients"))]
+    assert np.allclose(table[numbers].to_numpy(float), expected[numbers].to_numpy(float), equal_nan=True)
+
+    # the training images are shared: runs at a label fraction pair with each other, never with
+    # the cross-validation at another fraction (f: 0.5 with g: 0.5, not h: 0.25)
+    for run, name, fraction in [
+        ("ResNet-CBIS-DDSM-cv", "f", 0.5),
+        ("ResNet-CBIS-DDSM-to-INbreast", "g", 0.5),
+        ("ResNet-CBIS-DDSM-cv", "h", 0.25),
+    ]:
+        copy = shutil.copytree(out / run, tmp_path / "renamed" / name)
+        config = yaml.safe_load((copy / "config.yaml").read_text())
+        config["data"]["label_fraction"] = fraction
+        (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    again = build_report([tmp_path / "renamed"], baseline_required=False).external
+    assert [(Path(i).name, Path(e).name) for i, e in zip(again["internal_run"], again["external_run"])] == [
+        ("d", "a"),
+        ("f", "g"),
+        ("b", "c"),
+    ]
+
+    shutil.copytree(out / "ResNet-CBIS-DDSM-cv", tmp_path / "renamed" / "e")
+    twice = CliRunner().invoke(main, ["report", str(tmp_path / "renamed")])
+    assert twice.exit_code != 0
+    assert twice.output.strip().count("\n") == 0 and "is an external run of several cross-validations" in twice.output
+
+
+def test_report_still_refuses_runs_that_are_not_comparable(external_bench, tmp_path):
+    """Two cohorts' cross-validations without an external run are no study: one line, as before."""
+    out, _, _, _ = external_bench
+    folder = tmp_path / "mixed"
+    for run in ("ResNet-CBIS-DDSM-cv", "ResNet-VinDr-Mammo-cv"):
+        shutil.copytree(out / run, folder / run)
+    result = CliRunner().invoke(main, ["report", str(folder)])
+    assert result.exit_code != 0
+    assert result.output.strip().count("\n") == 0 and "runs are not comparable: dataset differs" in result.output

@@ -19,10 +19,12 @@ cohort ``T``:
 - per test cohort ``E``, ``<method>-<T>-to-<E>``: the **external** run, trained on all of ``T``
   and tested on all of ``E`` (``data.test_dataset``: one fold, the same preprocessing).
 
-The report sets each external AUC against its internal one (the drop, :mod:`ssl_bench.report.
-external`). The pairs are declared here (:class:`ExternalPair`), never read from run names.
-Only the first training cohort's internal runs are comparable with each other on one
-leaderboard (same data, same folds); the others are in the external table only.
+Every run records its cohorts' names (``data.cohort``, ``data.test_cohort``: labels, never the
+results). The report sets each external AUC against its internal one (the drop, :mod:`ssl_bench.report.
+external`), finding the pairs in the saved runs' configs, never in their names; the pairs declared
+here (:class:`ExternalPair`) are what it must find. Only the first training cohort's internal runs
+are comparable with each other on one leaderboard (same data, same folds); the others are in the
+external table only.
 
 This is a study of where the data come from, so the cohorts own the data settings: a
 ``--dataset``, ``--data-root``, ``--test-dataset``, ``--test-data-root`` or ``--split
@@ -44,7 +46,7 @@ from ..config import Config, parse_set_option
 from ..errors import ConfigError
 
 #: what the cohorts set, so no flag or ``--set`` may
-COHORT_KEYS = ("data.dataset", "data.root", "data.test_dataset", "data.test_root")
+COHORT_KEYS = ("data.dataset", "data.root", "data.test_dataset", "data.test_root", "data.cohort", "data.test_cohort")
 
 
 @dataclass(frozen=True)
@@ -86,14 +88,14 @@ class ExternalStudy:
 
     def train_flags(self, train: Cohort) -> dict[str, Any]:
         """The config keys (dotted, at the level of the flags) of a run trained on ``train``."""
-        flags: dict[str, Any] = {"data.dataset": train.dataset, "data.root": train.root}
+        flags: dict[str, Any] = {"data.dataset": train.dataset, "data.root": train.root, "data.cohort": train.name}
         flags.update({f"params.{train.dataset}.{key}": value for key, value in train.params.items()})
         return flags
 
     def test_flags(self, train: Cohort, test: Cohort) -> dict[str, Any]:
         """The config keys of a run trained on ``train`` and tested on ``test``."""
         flags = self.train_flags(train)
-        flags.update({"data.test_dataset": test.dataset, "data.test_root": test.root})
+        flags.update({"data.test_dataset": test.dataset, "data.test_root": test.root, "data.test_cohort": test.name})
         flags.update({f"params.{test.dataset}.{key}": value for key, value in test.params.items()})
         return flags
 

@@ -305,11 +305,12 @@ def _add_external_runs(study: ExternalStudy, row: str, merged: dict, method_flag
                        configs: list[Config], rows: list[str]) -> None:
     """A method's runs of the external study: per training cohort its internal cross-validation
     and its external test on each test cohort (:mod:`.external`). The first training cohort's
-    internal run is the method's leaderboard row; every other run is named by its run name, so
-    that no baseline or control lookup of the leaderboard finds it."""
+    internal run is the method's leaderboard row; every internal run carries the method's name
+    (the external table's method column, read from the runs), and the plan's ``rows`` name every
+    other run by its run name, so that no baseline or control lookup of the leaderboard finds it."""
     for index, train in enumerate(study.train):
         name = study.internal_name(merged["name"], train)
-        internal = build_config(profile, {**merged, "method": merged["method"] if index == 0 else name, "name": name},
+        internal = build_config(profile, {**merged, "name": name},
                                 {**method_flags, **study.train_flags(train)}, sets, profile_over_file=True,
                                 default_profile=default_profile)
         configs.append(internal)

@@ -35,6 +35,7 @@ from ..experiment.metrics import AGGREGATES, summarize
 from ..experiment.calibration import expected_calibration_error
 from ..experiment.operating_point import degenerate_reason
 from .axes import AXES, axis_table
+from .external import external_pairs, external_table, ranked_runs
 from .pooled import pooled_with_intervals
 from .runs import NoCompletedFold, RunResult, check_comparable, find_runs, load_run, operating_threshold
 from .significance import compare_all
@@ -83,8 +84,9 @@ class Report:
     axes: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: pooled AUC per method and subgroup, with heterogeneity p-values (:mod:`.subgroups`)
     subgroups: pd.DataFrame | None = None
-    #: with a bench's external study: internal vs external AUC and the drop per method and
-    #: cohort pair (:func:`.external.external_table`); None without one
+    #: with external runs and their internal partners (a bench's external study): internal vs
+    #: external AUC and the drop per method and cohort pair (:func:`.external.external_table`);
+    #: None without them
     external: pd.DataFrame | None = None
 
     @property
@@ -209,8 +211,12 @@ def build_report(
     aggregate: str = "mean",
 ) -> Report:
     """Load run directories, check they are comparable, and build the leaderboard.
-    ``baseline_required=False``: a baseline that is not among the runs is no note (the default
-    baseline of ``ssl-bench report``, which the user did not ask for)."""
+    Among runs with external runs (:func:`~ssl_bench.report.external.external_pairs`: a
+    ``data.test_dataset`` run and its cross-validation partner), the leaderboard ranks the
+    cross-validations comparable with the first pair's (unless ``allow_mixed``) and the report
+    holds the external table of every pair. ``baseline_required=False``: a baseline that is not
+    among the runs is no note (the default baseline of ``ssl-bench report``, which the user did
+    not ask for)."""
     given = list(run_dirs)
     if not given:
         raise UserError("no run directories given")
@@ -235,6 +241,10 @@ def build_report(
         raise UserError(f"no run among {', '.join(map(str, dirs))} has a completed fold yet")
     if unfinished:
         skipped = skipped + [f"Skipped {len(unfinished)} run(s) without a completed fold yet: {', '.join(unfinished)}."]
+    pairs = external_pairs(runs)
+    if pairs and not allow_mixed:  # an external study: one comparable group ranked, every pair tabled
+        runs, study = ranked_runs(runs, pairs)
+        skipped = skipped + [study]
     notes = skipped + [f"Not comparable, reported anyway (--allow-mixed): {issue}."
              for issue in check_comparable(runs, allow_mixed)]
     _unique_names(runs, notes)
@@ -285,7 +295,8 @@ def build_report(
     return Report(runs, table, {r.method: _per_fold(r) for r in runs}, ref,
                   base.method if base is not None else None, key, notes, n_boot,
                   ctrl.method if ctrl is not None else None, aggregate,
-                  {axis.name: axis_table(runs, table, axis, base) for axis in AXES}, subgroup_table(runs))
+                  {axis.name: axis_table(runs, table, axis, base) for axis in AXES}, subgroup_table(runs),
+                  external_table(pairs) if pairs else None)
 
 
 def _add_comparisons(table: pd.DataFrame, runs: list[RunResult], ref: RunResult, prefix: str,
