@@ -2,6 +2,10 @@
 ``--jobs-per-gpu 2`` worker processes and as tasks on a real local Ray instance; a failing job is
 retried, recorded with its traceback, and the other jobs complete.
 
+The grids have 2 folds: the jobs still outnumber the workers (each worker process runs several
+jobs of several methods in turn, so state that one job leaves behind would show in the next), and
+a fold of 5 exercises nothing a fold of 2 does not.
+
 The failing jobs come from the test plugin ``failing_pretext`` (pretext ``flaky``), imported by the
 driver and by every worker through ``SSL_BENCH_IMPORT``.
 """
@@ -24,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLE2 = ROOT / "benchmarks" / "table2.yaml"
 METHODS = list(yaml.safe_load(TABLE2.read_text())["methods"])
 FOLD_FILES = ("metrics.json", "predictions.csv")
+SMOKE_GRID = ["--profile", "smoke", "--folds", "2", "--quiet", "--explain", "0"]
 
 
 def fold_bytes(out: Path, method: str) -> dict[str, bytes]:
@@ -43,11 +48,9 @@ def plugin_env() -> dict[str, str]:
     return env
 
 
-def bench_with_failures(path: Path, counter_dir: Path, fail_times: int = 99, folds: int | None = None) -> Path:
+def bench_with_failures(path: Path, counter_dir: Path, fail_times: int = 99) -> Path:
     """table2.yaml plus method ``Broken``: pretext ``flaky`` failing on fold 0 ``fail_times`` times."""
     data = yaml.safe_load(TABLE2.read_text())
-    if folds:
-        data["defaults"]["data"]["folds"] = folds
     data["methods"]["Broken"] = {
         "pretext": "flaky", "transfer": "finetune",
         "params": {"flaky": {"fail_fold": 0, "fail_times": fail_times, "counter": str(counter_dir / "Broken.txt")}},
@@ -69,22 +72,22 @@ def plugin(monkeypatch):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """The smoke Table II grid (7 methods + Non-spatial, x 5 folds), one job at a time in this process."""
+    """The smoke Table II grid (7 methods + Non-spatial, x 2 folds), one job at a time in this process."""
     out = tmp_path_factory.mktemp("local")
-    result = CliRunner().invoke(main, ["bench", str(TABLE2), "--profile", "smoke", "--out", str(out), "--quiet", "--explain", "0"])
+    result = CliRunner().invoke(main, ["bench", str(TABLE2), *SMOKE_GRID, "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_ray_matches_local_and_records_failures(reference, tmp_path):
-    """All 8 rows x 5 folds (the full smoke grid, not --folds 2) as Ray tasks on a local Ray
-    instance started by the executor, plus one always-failing job: the 40 Table II folds equal the
-    local executor's byte for byte, the failing job is resubmitted once (--retries 1), recorded
+    """All 8 rows x 2 folds as Ray tasks on a local Ray instance started by the executor, plus one
+    always-failing job (18 jobs, one worker process per core): the 16 Table II folds equal
+    the local executor's byte for byte, the failing job is resubmitted once (--retries 1), recorded
     with its traceback, and the exit code is non-zero."""
     bench = bench_with_failures(tmp_path / "bench.yaml", tmp_path)
     out = tmp_path / "ray"
     proc = subprocess.run(
-        ["ssl-bench", "bench", str(bench), "--profile", "smoke", "--executor", "ray", "--out", str(out), "--quiet", "--explain", "0"],
+        ["ssl-bench", "bench", str(bench), *SMOKE_GRID, "--executor", "ray", "--out", str(out)],
         env=plugin_env(), capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -94,15 +97,15 @@ def test_ray_matches_local_and_records_failures(reference, tmp_path):
     assert (tmp_path / "Broken.txt").read_text().count("\n") == 2  # first try + one retry
     failure = (out / "Broken" / "failed" / "fold-0.txt").read_text()
     assert "after 2 attempt(s)" in failure and "InjectedFailure" in failure and "Traceback" in failure
-    assert sorted(p.name for p in (out / "Broken" / "folds").iterdir()) == ["1", "2", "3", "4"]
-    assert "1 of 45 job(s) failed" in proc.stderr and "--resume" in proc.stderr
+    assert sorted(p.name for p in (out / "Broken" / "folds").iterdir()) == ["1"]
+    assert "1 of 18 job(s) failed" in proc.stderr and "--resume" in proc.stderr
     assert not list(out.glob(".ssl-bench-probe-*"))  # the shared-storage probe cleans up
 
 
 def test_jobs_per_gpu_matches_one_by_one(reference, tmp_path):
     """--jobs-per-gpu 2: two spawned worker processes on the CPU, identical fold files."""
     methods = ["GM-M-ResNet", "TSBN-R"]
-    args = ["bench", str(TABLE2), "--profile", "smoke", "--out", str(tmp_path), "--quiet", "--explain", "0", "--jobs-per-gpu", "2"]
+    args = ["bench", str(TABLE2), *SMOKE_GRID, "--out", str(tmp_path), "--jobs-per-gpu", "2"]
     result = CliRunner().invoke(main, args + [a for m in methods for a in ("--only", m)])
     assert result.exit_code == 0, result.output
     for method in methods:
@@ -113,9 +116,8 @@ def test_failing_job_retried_recorded_then_resumed(tmp_path, plugin):
     """Local executor, 2 folds: ``Broken`` fails on fold 0 three times. Run 1: two attempts, the
     failure is recorded, the other jobs complete, exit 1. Rerun with --resume: only that job runs;
     it fails once more, succeeds on its retry, the failure record goes and the exit code is 0."""
-    bench = bench_with_failures(tmp_path / "bench.yaml", tmp_path, fail_times=3, folds=2)
-    args = ["bench", str(bench), "--profile", "smoke", "--out", str(tmp_path / "out"), "--quiet", "--explain", "0",
-            "--only", "ResNet", "--only", "Broken"]
+    bench = bench_with_failures(tmp_path / "bench.yaml", tmp_path, fail_times=3)
+    args = ["bench", str(bench), *SMOKE_GRID, "--out", str(tmp_path / "out"), "--only", "ResNet", "--only", "Broken"]
     run1 = CliRunner().invoke(main, args)
     assert run1.exit_code == 1, run1.output
     counter = tmp_path / "Broken.txt"
