@@ -2,6 +2,7 @@
 fused classifier against its parts computed separately, smoke runs on the phantom (with and
 without a pretext stage) and on a generated INbreast tree with one-view breasts, counted against a
 pandas count of the tables, the breast AUC against scikit-learn, and predict on a multiview run."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ from ssl_bench.models.backbones import pooled_features
 from ssl_bench.models.multiview import MultiViewFusion
 
 MULTIVIEW = Path(__file__).resolve().parents[1] / "benchmarks" / "multiview.yaml"
-SMALL_PHANTOM = ["--set", "params.synthetic.n_patients=8", "--set", "params.synthetic.n_benign=12",
-                 "--set", "params.synthetic.n_malignant=6"]
+SMALL_PHANTOM = [
+    "--set",
+    "params.synthetic.n_patients=8",
+    "--set",
+    "params.synthetic.n_benign=12",
+    "--set",
+    "params.synthetic.n_malignant=6",
+]
 
 
 def invoke(*args):
@@ -34,15 +41,23 @@ def invoke(*args):
 
 # ---------------------------------------------------------------------------------- pairing
 
+
 def test_partners_of_a_hand_made_table():
-    table = pd.DataFrame([
-        ("P1", "L", "CC"), ("P1", "L", "MLO"),                     # 0, 1: both views
-        ("P1", "R", "CC"),                                         # 2: one view
-        ("P2", "", "CC"), ("P2", "", "MLO"),                       # 3, 4: no laterality, a breast each
-        ("P3", "L", "CC"), ("P3", "L", "cc "), ("P3", "L", "mlo"),  # 5, 6, 7: two CC, one MLO
-        ("P3", "L", "ML"),                                         # 8: another view
-        ("p1", "L", "MLO"),                                        # 9: another patient than P1
-    ], columns=["patient_id", "laterality", "view"])
+    table = pd.DataFrame(
+        [
+            ("P1", "L", "CC"),
+            ("P1", "L", "MLO"),  # 0, 1: both views
+            ("P1", "R", "CC"),  # 2: one view
+            ("P2", "", "CC"),
+            ("P2", "", "MLO"),  # 3, 4: no laterality, a breast each
+            ("P3", "L", "CC"),
+            ("P3", "L", "cc "),
+            ("P3", "L", "mlo"),  # 5, 6, 7: two CC, one MLO
+            ("P3", "L", "ML"),  # 8: another view
+            ("p1", "L", "MLO"),  # 9: another patient than P1
+        ],
+        columns=["patient_id", "laterality", "view"],
+    )
     partners = partner_index(table["patient_id"], table["laterality"], table["view"])
     assert partners.tolist() == [1, 0, -1, -1, -1, 7, -1, 5, -1, -1]
     pairs = view_pairs(table["patient_id"], table["laterality"], table["view"])
@@ -71,6 +86,7 @@ def test_a_breast_in_two_folds_is_one_line():
 
 # --------------------------------------------------------------------------- fused classifier
 
+
 def test_fused_logit_is_the_head_on_each_views_features():
     torch.manual_seed(0)
     model = MultiViewFusion("test_resnet").eval()
@@ -98,6 +114,7 @@ def test_fused_logit_is_the_head_on_each_views_features():
 
 # ------------------------------------------------------------------------------- smoke runs
 
+
 def breast_views(subgroups: pd.DataFrame) -> pd.DataFrame:
     """Per (patient, laterality): whether the breast has both a CC and an MLO image, by pandas."""
     seen = subgroups.assign(cc=subgroups["view"] == "CC", mlo=subgroups["view"] == "MLO")
@@ -107,14 +124,18 @@ def breast_views(subgroups: pd.DataFrame) -> pd.DataFrame:
 
 def counted(images: pd.DataFrame) -> dict:
     per = breast_views(images)
-    return {"two_view_breasts": int(per["two"].sum()), "one_view_breasts": int((~per["two"]).sum()),
-            "images": len(images)}
+    return {
+        "two_view_breasts": int(per["two"].sum()),
+        "one_view_breasts": int((~per["two"]).sum()),
+        "images": len(images),
+    }
 
 
 def check_multiview_run(run: Path, folds: list[int]) -> pd.DataFrame:
     """Every held-out image of a breast has the breast's score, and each fold's counts are pandas'."""
     table = pd.read_csv(run / "folds.csv", dtype={"patient_id": str}).merge(
-        pd.read_csv(run / "subgroups.csv")[["image_id", "view", "laterality"]], on="image_id")
+        pd.read_csv(run / "subgroups.csv")[["image_id", "view", "laterality"]], on="image_id"
+    )
     assert (table["laterality"].isin(["L", "R"])).all()
     pooled = []
     for k in folds:
@@ -130,12 +151,14 @@ def check_multiview_run(run: Path, folds: list[int]) -> pd.DataFrame:
 
 def test_phantom_runs_per_breast_without_and_with_a_pretext(tmp_path):
     out = tmp_path / "runs"
-    result = invoke("run", "--pretext", "none", "--transfer", "multiview", "--profile", "smoke", "--folds", "3",
-                    "--out", out)
+    result = invoke(
+        "run", "--pretext", "none", "--transfer", "multiview", "--profile", "smoke", "--folds", "3", "--out", out
+    )
     assert result.exit_code == 0, result.output
     run = out / "none-multiview"
     table = pd.read_csv(run / "folds.csv", dtype={"patient_id": str}).merge(
-        pd.read_csv(run / "subgroups.csv")[["image_id", "view", "laterality"]], on="image_id")
+        pd.read_csv(run / "subgroups.csv")[["image_id", "view", "laterality"]], on="image_id"
+    )
     whole = counted(table)
     assert whole["two_view_breasts"] > 0 and whole["one_view_breasts"] > 0  # the phantom has both kinds
     line = [t for t in result.output.splitlines() if "one-view breasts" in t]
@@ -145,16 +168,38 @@ def test_phantom_runs_per_breast_without_and_with_a_pretext(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["pooled"]["breast_auc"] == pytest.approx(roc_auc_score(breasts["label"], breasts["score"]))
 
-    result = invoke("run", "--pretext", "simclr", "--transfer", "multiview", "--profile", "smoke", "--folds", "3",
-                    "--fold", "0", "--out", out)
+    result = invoke(
+        "run",
+        "--pretext",
+        "simclr",
+        "--transfer",
+        "multiview",
+        "--profile",
+        "smoke",
+        "--folds",
+        "3",
+        "--fold",
+        "0",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     run = out / "simclr-multiview"
     history = pd.read_csv(run / "folds" / "0" / "history.csv")
     assert list(dict.fromkeys(history["stage"])) == ["pretext", "finetune"]
     check_multiview_run(run, [0])
 
-    refused = invoke("run", "--transfer", "multiview", "--profile", "smoke", "--set", "data.split=image",
-                     "--out", tmp_path / "by-image")
+    refused = invoke(
+        "run",
+        "--transfer",
+        "multiview",
+        "--profile",
+        "smoke",
+        "--set",
+        "data.split=image",
+        "--out",
+        tmp_path / "by-image",
+    )
     assert refused.exit_code != 0 and "has images in folds" in refused.output
     assert len(refused.output.strip().splitlines()) <= 2  # the profile line, then the error
 
@@ -164,8 +209,9 @@ def inbreast_run(tmp_path_factory):
     """A multiview run on a generated INbreast tree from which two breasts lost their MLO view."""
     base = tmp_path_factory.mktemp("multiview")
     tree = base / "tree"
-    made = invoke("data", "synth", "--format", "dicom", "--out", tree, "--image-size", "96x48", "--seed", "3",
-                  *SMALL_PHANTOM)
+    made = invoke(
+        "data", "synth", "--format", "dicom", "--out", tree, "--image-size", "96x48", "--seed", "3", *SMALL_PHANTOM
+    )
     assert made.exit_code == 0, made.output
     sheet = pd.read_csv(tree / "INbreast.csv", sep=";", dtype=str)
     dropped = sheet[sheet["View"] == "MLO"].iloc[:2]
@@ -173,9 +219,23 @@ def inbreast_run(tmp_path_factory):
         for path in (tree / "AllDICOMs").glob(f"{name}_*.dcm"):
             path.unlink()
     sheet.drop(index=dropped.index).to_csv(tree / "INbreast.csv", sep=";", index=False)
-    result = invoke("run", "--dataset", "inbreast", "--data-root", tree, "--transfer", "multiview",
-                    "--profile", "smoke", "--folds", "2", "--out", base / "runs",
-                    "--set", f"data.cache_dir={base / 'cache'}")
+    result = invoke(
+        "run",
+        "--dataset",
+        "inbreast",
+        "--data-root",
+        tree,
+        "--transfer",
+        "multiview",
+        "--profile",
+        "smoke",
+        "--folds",
+        "2",
+        "--out",
+        base / "runs",
+        "--set",
+        f"data.cache_dir={base / 'cache'}",
+    )
     assert result.exit_code == 0, result.output
     return tree, base / "runs" / "none-multiview", result.output
 
@@ -191,16 +251,20 @@ def test_inbreast_tree_counts_its_one_view_breasts(inbreast_run):
 def test_predict_pairs_files_by_their_dicom_tags(inbreast_run, tmp_path):
     tree, run, _ = inbreast_run
     # names are <file>_<patient>_MG_<side>_<view>_ANON; a breast that kept both views
-    files = {(p.stem.split("_")[1], p.stem.split("_")[3], p.stem.split("_")[4]): p
-             for p in (tree / "AllDICOMs").glob("*.dcm")}
-    patient, side = next((patient, side) for patient, side, view in files if view == "CC"
-                         and (patient, side, "ML") in files)
+    files = {
+        (p.stem.split("_")[1], p.stem.split("_")[3], p.stem.split("_")[4]): p
+        for p in (tree / "AllDICOMs").glob("*.dcm")
+    }
+    patient, side = next(
+        (patient, side) for patient, side, view in files if view == "CC" and (patient, side, "ML") in files
+    )
     cc, mlo = files[(patient, side, "CC")], files[(patient, side, "ML")]
     png = tmp_path / "scan.png"
     Image.fromarray((np.random.default_rng(0).random((120, 60)) * 65535).astype(np.uint16)).save(png)
     out = tmp_path / "scores.csv"
-    result = invoke("predict", "--run", run, cc, mlo, png, "--format", "csv", "--out", out,
-                    "--explain", tmp_path / "maps")
+    result = invoke(
+        "predict", "--run", run, cc, mlo, png, "--format", "csv", "--out", out, "--explain", tmp_path / "maps"
+    )
     assert result.exit_code == 0, result.output
     assert "lack the DICOM tags" in result.output and "no Grad-CAM overlays" in result.output
     table = pd.read_csv(out, keep_default_na=False)
@@ -217,7 +281,11 @@ def test_predict_pairs_files_by_their_dicom_tags(inbreast_run, tmp_path):
 def test_the_multiview_bench_file_plans_finetune_against_multiview(tmp_path):
     plan, _ = plan_benchmark(MULTIVIEW, profile="smoke", flags={"out": str(tmp_path)})
     rows = {c.method: (c.pretext, c.transfer) for c in plan.configs}
-    assert rows == {"ResNet-finetune": ("none", "finetune"), "ResNet-multiview": ("none", "multiview"),
-                    "SimCLR-finetune": ("simclr", "finetune"), "SimCLR-multiview": ("simclr", "multiview")}
+    assert rows == {
+        "ResNet-finetune": ("none", "finetune"),
+        "ResNet-multiview": ("none", "multiview"),
+        "SimCLR-finetune": ("simclr", "finetune"),
+        "SimCLR-multiview": ("simclr", "multiview"),
+    }
     assert plan.baselines == ("ResNet-finetune",)
     assert len({(c.seed, c.data.folds, c.data.split, c.data.dataset, c.data.image_size) for c in plan.configs}) == 1

@@ -13,6 +13,7 @@ two-view breast, any other a one-view breast. A breast's score is the mean of it
 scores, and each of its images gets it, so that the breast-level metrics are the fused model's.
 Everything here is plain data (numpy), computed from the sample table alone.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,8 +75,9 @@ class ViewPairs:
 
     def image_scores(self, unit_scores: Sequence[float] | np.ndarray) -> np.ndarray:
         """``(N,)`` each image's score: the mean of its breast's unit scores."""
-        sums = np.bincount(self.unit_breast, weights=np.asarray(unit_scores, dtype=np.float64),
-                           minlength=self.n_breasts)
+        sums = np.bincount(
+            self.unit_breast, weights=np.asarray(unit_scores, dtype=np.float64), minlength=self.n_breasts
+        )
         units = np.bincount(self.unit_breast, minlength=self.n_breasts)
         return (sums / np.maximum(units, 1))[self.breast]
 
@@ -111,14 +113,18 @@ def view_pairs(patients: Sequence, lateralities: Sequence, views: Sequence) -> V
         ccs = [i for i in images if kinds[i] == "CC"]
         mlos = [i for i in images if kinds[i] == "MLO"]
         paired = min(len(ccs), len(mlos))
-        units = [*zip(ccs[:paired], mlos[:paired]), *((i, NO_IMAGE) for i in ccs[paired:]),
-                 *((NO_IMAGE, i) for i in images if kinds[i] != "CC" and i not in mlos[:paired])]
+        units = [
+            *zip(ccs[:paired], mlos[:paired]),
+            *((i, NO_IMAGE) for i in ccs[paired:]),
+            *((NO_IMAGE, i) for i in images if kinds[i] != "CC" and i not in mlos[:paired]),
+        ]
         for c, m in units:
             cc.append(c)
             mlo.append(m)
             unit_breast.append(b)
-    return ViewPairs(np.asarray(cc, dtype=np.int64), np.asarray(mlo, dtype=np.int64),
-                     np.asarray(unit_breast, dtype=np.int64), breast)
+    return ViewPairs(
+        np.asarray(cc, dtype=np.int64), np.asarray(mlo, dtype=np.int64), np.asarray(unit_breast, dtype=np.int64), breast
+    )
 
 
 def partner_index(patients: Sequence, lateralities: Sequence, views: Sequence) -> np.ndarray:
@@ -133,8 +139,10 @@ def check_breasts_in_one_fold(fold_of: np.ndarray, patients: Sequence, lateralit
     seen: dict[tuple[str, str], int] = {}
     for fold, patient, side in zip(np.asarray(fold_of), _texts(patients, upper=False), _texts(lateralities)):
         if side in ("L", "R") and seen.setdefault((patient, side), int(fold)) != int(fold):
-            raise DataError(f"breast {patient} {side} has images in folds {seen[(patient, side)]} and {fold}; "
-                            f"a view-fused transfer pairs a breast's views within one fold (use --split patient)")
+            raise DataError(
+                f"breast {patient} {side} has images in folds {seen[(patient, side)]} and {fold}; "
+                f"a view-fused transfer pairs a breast's views within one fold (use --split patient)"
+            )
 
 
 def _texts(values: Sequence, upper: bool = True) -> list[str]:

@@ -11,6 +11,7 @@ replaced by a learned embedding of that missing view (one per slot). Both views 
 backbone as one batch of ``2 B`` images, the missing ones too (fixed shapes, no host sync), so the
 BatchNorm statistics see the blank slots of one-view units as well.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar, Sequence, cast
@@ -34,8 +35,13 @@ class MultiViewFusion(nn.Module):
     takes_view_pairs: ClassVar[bool] = True
     name: ClassVar[str] = "multiview_fusion"  # set by the registry
 
-    def __init__(self, backbone: str = "resnet18", num_features: int | None = None, module: nn.Module | None = None,
-                 image_size: Sequence[int] | None = None):
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_features: int | None = None,
+        module: nn.Module | None = None,
+        image_size: Sequence[int] | None = None,
+    ):
         """``backbone``: the timm name (what ``model.pt`` records); ``module``: that backbone,
         trained (a fresh one is built when omitted: ``load_state_dict``); ``image_size``: the
         run's ``(height, width)``, which sizes the backbones built for one input size (ViTs)."""
@@ -54,8 +60,12 @@ class MultiViewFusion(nn.Module):
 
     @property
     def architecture(self) -> dict[str, Any]:
-        return {"name": self.name, "backbone": self.backbone_name, "num_features": self.num_features,
-                "image_size": self.image_size}
+        return {
+            "name": self.name,
+            "backbone": self.backbone_name,
+            "num_features": self.num_features,
+            "image_size": self.image_size,
+        }
 
     def view_features(self, views: torch.Tensor) -> torch.Tensor:
         """``(B, 2, H, W)`` -> ``(B, 2, F)``: each slot's pooled features, the missing embedding
@@ -70,6 +80,8 @@ class MultiViewFusion(nn.Module):
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         if views.dim() != 4 or views.shape[1] != N_VIEWS:
-            raise ValueError(f"{type(self).__name__} takes a breast's views as (B, {N_VIEWS}, H, W) (CC, MLO), "
-                             f"got {tuple(views.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} takes a breast's views as (B, {N_VIEWS}, H, W) (CC, MLO), "
+                f"got {tuple(views.shape)}"
+            )
         return self.head(self.view_features(views).flatten(1))

@@ -6,6 +6,7 @@ and channel 1 the MLO view, a missing view all zeros (what a view-fused classifi
 ``takes_view_pairs`` scores its units, and each image gets its breast's score
 (:meth:`~ssl_bench.data.breasts.ViewPairs.image_scores`).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -54,8 +55,13 @@ def predict_image_scores(
     if pairs is None or pairs.n_images != images.shape[0]:
         raise ValueError(f"a classifier of view pairs needs the units of the {images.shape[0]} images it scores")
     unit_scores = [
-        predict_scores(classifier, unit_images(images, pairs, slice(start, start + batch_size)), device, amp_dtype,
-                       batch_size=batch_size)
+        predict_scores(
+            classifier,
+            unit_images(images, pairs, slice(start, start + batch_size)),
+            device,
+            amp_dtype,
+            batch_size=batch_size,
+        )
         for start in range(0, pairs.n_units, batch_size)
     ]
     return pairs.image_scores(np.concatenate(unit_scores) if unit_scores else np.zeros(0))

@@ -10,6 +10,7 @@ BCE (TSBN eq. 3) for ``train.epochs``. A unit's label is its breast's, the maxim
 Which images pair up, and what a breast with several CC or MLO images gives, is
 :mod:`ssl_bench.data.breasts`; every image of a breast is scored with the breast's fused score.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,12 +37,15 @@ class MultiView(TransferStrategy):
 
     def fit(self, ctx: FitContext) -> nn.Module:
         if isinstance(ctx.images, StreamedImages):
-            raise ConfigError("transfer 'multiview' holds its breasts' view pairs on the device, and this dataset is "
-                              "streamed (above data.memory_budget_gb): raise the budget or use another transfer")
+            raise ConfigError(
+                "transfer 'multiview' holds its breasts' view pairs on the device, and this dataset is "
+                "streamed (above data.memory_budget_gb): raise the budget or use another transfer"
+            )
         pairs = ctx.view_pairs if ctx.view_pairs is not None else one_view_each(ctx.n_images)
         ctx.fit_info["breasts"] = pairs.counts()
-        classifier = MultiViewFusion(ctx.config.model.backbone, module=pretrained_backbone(ctx),
-                                     image_size=ctx.config.data.image_size)
+        classifier = MultiViewFusion(
+            ctx.config.model.backbone, module=pretrained_backbone(ctx), image_size=ctx.config.data.image_size
+        )
         images = unit_images(ctx.images, pairs)
         labels = torch.from_numpy(pairs.unit_labels(ctx.labels.cpu().numpy())).float().to(ctx.device)
         net, opt = ctx.prepare(classifier), ctx.optimizer(classifier)
