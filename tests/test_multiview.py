@@ -12,13 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _trees import build_cbis, build_vindr
 from click.testing import CliRunner
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from ssl_bench.benchmark import plan_benchmark
 from ssl_bench.cli import main
-from ssl_bench.data.breasts import check_breasts_in_one_fold, partner_index, view_pairs
+from ssl_bench.data.breasts import check_breasts_in_one_fold, partner_index, table_view_pairs, view_pairs
+from ssl_bench.data.cbis_ddsm import CBISDDSM
+from ssl_bench.data.vindr import VinDrMammo
 from ssl_bench.errors import DataError
 from ssl_bench.experiment.inference import load_files, load_fold_models
 from ssl_bench.models.backbones import pooled_features
@@ -82,6 +85,18 @@ def test_a_breast_in_two_folds_is_one_line():
     check_breasts_in_one_fold(np.array([0, 0, 1, 1]), ["A", "A", "A", "A"], ["L", "L", "R", ""])
     with pytest.raises(DataError, match="breast A L has images in folds 0 and 1"):
         check_breasts_in_one_fold(np.array([0, 1]), ["A", "A"], ["L", "L"])
+
+
+@pytest.mark.parametrize("dataset, build", [(CBISDDSM, build_cbis), (VinDrMammo, build_vindr)])
+def test_real_layout_loaders_give_both_kinds_of_breast(dataset, build, tmp_path):
+    build(tmp_path)
+    table, problems = dataset(
+        root=str(tmp_path), image_size=(64, 32), cache_dir=str(tmp_path / "cache"), workers=1, on_bad_image="fail"
+    ).scan()
+    assert not problems
+    counts = table_view_pairs(table).counts()
+    assert counts == counted(table)
+    assert counts["two_view_breasts"] > 0 and counts["one_view_breasts"] > 0
 
 
 # --------------------------------------------------------------------------- fused classifier
@@ -267,6 +282,9 @@ def test_predict_pairs_files_by_their_dicom_tags(inbreast_run, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "lack the DICOM tags" in result.output and "no Grad-CAM overlays" in result.output
+    explained = invoke("explain", run)  # a run's overlays: one line, before the data is loaded again
+    assert explained.exit_code != 0 and len(explained.output.strip().splitlines()) == 1
+    assert "no map of one image" in explained.output
     table = pd.read_csv(out, keep_default_na=False)
     assert table["partner"].tolist() == [str(mlo), str(cc), ""]
     config, models = load_fold_models(run)

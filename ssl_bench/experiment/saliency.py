@@ -73,6 +73,13 @@ def saliency_layer(classifier: nn.Module) -> nn.Module:
                      f"(the non-spatial control's trees cannot be explained this way)")
 
 
+def refuse_view_pairs(classifier: nn.Module) -> None:
+    """Raise :class:`NoSaliency` for a classifier that scores a breast's two views together."""
+    if takes_view_pairs(classifier):
+        raise NoSaliency(f"Grad-CAM explains a classifier of one image; {type(classifier).__name__} scores a breast's "
+                         f"CC and MLO views together (transfer multiview), so it has no map of one image")
+
+
 def scaled_to_peak(maps: np.ndarray) -> np.ndarray:
     """``(N, H, W)`` maps each divided by its own maximum (an all-zero map stays zero)."""
     peak = maps.reshape(maps.shape[0], -1).max(axis=1)
@@ -95,9 +102,7 @@ def grad_cam(classifier: nn.Module, images: torch.Tensor, device: torch.device, 
         NoSaliency: as :func:`saliency_layer`; a layer that gives no spatial map (a ViT's tokens);
             a probability without a gradient (the k-NN probe).
     """
-    if takes_view_pairs(classifier):
-        raise NoSaliency(f"Grad-CAM explains a classifier of one image; {type(classifier).__name__} scores a breast's "
-                         f"CC and MLO views together (transfer multiview), so it has no map of one image")
+    refuse_view_pairs(classifier)
     layer = saliency_layer(classifier)
     model = classifier.to(device).eval()
     cam = LayerGradCam(lambda x: model(x).reshape(x.shape[0], -1)[:, :1], layer)
@@ -246,6 +251,8 @@ def explain_run(run_dir: str | Path, device: torch.device, top: int = 3) -> pd.D
     rundir = RunDir.open(run_dir)
     _, models = load_fold_models(rundir.path)
     by_fold = {k: m for k, m in models if rundir.fold_done(k)}
+    for model in by_fold.values():  # before the run's data is loaded again
+        refuse_view_pairs(model)
     if not by_fold:
         raise UserError(f"{rundir.path} has no fold with both its results and its model.pt")
     predictions = pd.concat([rundir.read_predictions(k).assign(fold=k) for k in by_fold], ignore_index=True)
