@@ -70,6 +70,13 @@ def test_partners_of_a_hand_made_table():
     assert units == sorted([(0, 1), (2, -1), (3, -1), (-1, 4), (5, 7), (6, -1), (-1, 8), (-1, 9)])
 
 
+def test_missing_values_are_unknown_laterality_and_view():
+    patients = pd.Series(["A", "A", "A", "A"], dtype="string")
+    sides = pd.Series(["L", pd.NA, "L", "L"], dtype="string")
+    # row 1 has no laterality: a breast of its own; row 3 no view: a one-view unit of breast A L
+    assert partner_index(patients, sides, ["CC", "MLO", "MLO", np.nan]).tolist() == [2, -1, 0, -1]
+
+
 def test_breast_labels_and_scores_by_hand():
     pairs = view_pairs(["A", "A", "A", "B"], ["L", "L", "L", "R"], ["CC", "MLO", "CC", "MLO"])
     # units of breast A: (0, 1) and (2, -); breast B: (-, 3)

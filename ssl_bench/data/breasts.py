@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError
 
@@ -147,10 +148,10 @@ def check_breasts_in_one_fold(fold_of: np.ndarray, patients: Sequence, lateralit
 
 def _texts(values: Sequence, upper: bool = True) -> list[str]:
     """Values as stripped strings, upper-case with ``upper`` (a missing value, None or NaN, as ``""``)."""
-    texts = ["" if v is None or v != v else str(v).strip() for v in values]
+    texts = ["" if v is None or (np.ndim(v) == 0 and pd.isna(v)) else str(v).strip() for v in values]
     return [t.upper() for t in texts] if upper else texts
 
 
-def table_view_pairs(samples) -> ViewPairs:
+def table_view_pairs(samples: pd.DataFrame) -> ViewPairs:
     """:func:`view_pairs` of a sample table's rows (its ``patient_id``, ``laterality``, ``view``)."""
     return view_pairs(samples["patient_id"].tolist(), samples["laterality"].tolist(), samples["view"].tolist())
