@@ -26,6 +26,9 @@ from ssl_bench.errors import DataError
 from ssl_bench.experiment.inference import load_files, load_fold_models
 from ssl_bench.models.backbones import pooled_features
 from ssl_bench.models.multiview import MultiViewFusion
+from ssl_bench.registry import TRANSFERS
+from ssl_bench.testing import ContractError, check_transfer, isolated_registries
+from ssl_bench.transfer.multiview import MultiView
 
 MULTIVIEW = Path(__file__).resolve().parents[1] / "benchmarks" / "multiview.yaml"
 SMALL_PHANTOM = [
@@ -132,6 +135,19 @@ def test_fused_logit_is_the_head_on_each_views_features():
     assert not torch.allclose(swapped, fused, atol=1e-4)  # view-aware: which image is the CC matters
     with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
         model(cc)
+
+
+def test_the_contract_catches_a_transfer_that_hides_its_view_pairs():
+    class Undeclared(MultiView):
+        """Trains a view-fused classifier but does not say so."""
+
+        takes_view_pairs = False
+
+    check_transfer("multiview", pretexts=["none"])
+    with isolated_registries():
+        TRANSFERS.register("undeclared_demo", Undeclared)
+        with pytest.raises(ContractError, match="takes_view_pairs"):
+            check_transfer("undeclared_demo", pretexts=["none"])
 
 
 # ------------------------------------------------------------------------------- smoke runs
