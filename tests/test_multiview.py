@@ -170,19 +170,26 @@ def counted(images: pd.DataFrame) -> dict:
 
 
 def check_multiview_run(run: Path, folds: list[int]) -> pd.DataFrame:
-    """Every held-out image of a breast has the breast's score, and each fold's counts are pandas'."""
+    """Every held-out image of a breast has the breast's score, each fold's counts are pandas', and
+    its breast stage took as many epochs as fine-tuning's steps on the images need over the units."""
     table = pd.read_csv(run / "folds.csv", dtype={"patient_id": str}).merge(
         pd.read_csv(run / "subgroups.csv")[["image_id", "view", "laterality"]], on="image_id"
     )
     assert (table["laterality"].isin(["L", "R"])).all()
+    assert not table.duplicated(["patient_id", "laterality", "view"]).any()  # so a breast is one unit
     pooled = []
     for k in folds:
         predictions = pd.read_csv(run / "folds" / str(k) / "predictions.csv", dtype={"patient_id": str})
         spread = predictions.groupby(["patient_id", "laterality"])["score"].agg(lambda s: s.max() - s.min())
         assert (spread < 1e-9).all()
-        fit = json.loads((run / "folds" / str(k) / "metrics.json").read_text())["fit"]
+        metrics = json.loads((run / "folds" / str(k) / "metrics.json").read_text())
+        fit, train = metrics["fit"], table[table["fold"] != k]
         assert fit["held_out_breasts"] == counted(table[table["fold"] == k])
-        assert fit["breasts"] == counted(table[table["fold"] != k])
+        assert fit["breasts"] == counted(train)
+        units = train.groupby(["patient_id", "laterality"]).ngroups
+        assert fit["breast_epochs"] == round(metrics["epochs"] * len(train) / units)
+        history = pd.read_csv(run / "folds" / str(k) / "history.csv")
+        assert (history["stage"] == "finetune").sum() == fit["breast_epochs"]
         pooled.append(predictions)
     return pd.concat(pooled)
 
