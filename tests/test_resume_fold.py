@@ -44,6 +44,8 @@ CPU = torch.device("cpu")
                                                                        (2, ("collab", 2))]),
     # a momentum teacher and the pretext task's own state (MoCo's queue of keys)
     (("moco", "multitask"), ["train.epochs=2"], [(1, ("multitask", 1))]),
+    # a stage over the fold's breast units (FitContext.train_on), after a pretext stage
+    (("simclr", "multiview"), ["train.pretext_epochs=1", "train.epochs=2"], [(2, ("finetune", 1))]),
 ])
 def test_a_fold_stopped_after_a_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, method, sets,
                                                                                 kill_points):

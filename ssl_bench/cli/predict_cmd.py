@@ -32,18 +32,25 @@ def predict(run_dir, images, fmt, out, explain_dir, device):
     was trained with the smoke profile or is degenerate in every fold, and for each file that does
     not look like one mammogram view (e.g. several views side by side). With --explain, where the
     classifier looked (Grad-CAM on its timm backbone's last feature map; not for ViTs, the k-NN
-    probe or the non-spatial control)."""
+    probe, the non-spatial control or a multiview run: then one warning line, the scores stand).
+    A multiview run pairs the files into breasts by their DICOM tags (PatientID, ImageLaterality,
+    ViewPosition); a file without them is scored as a one-view breast."""
     from ..experiment.inference import predict_files
-    from ..experiment.saliency import explain_files
+    from ..experiment.saliency import NoSaliency, explain_files
     from ..training.device import resolve_device
 
     err = make_console(stderr=True)
-    table = predict_files(run_dir, list(images), resolve_device(device),
-                          on_warning=lambda text: err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False,
-                                                            soft_wrap=True))
+
+    def warn(text: str) -> None:
+        err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+    table = predict_files(run_dir, list(images), resolve_device(device), on_warning=warn)
     if explain_dir is not None:
-        table["explanation"] = [str(p) for p in explain_files(run_dir, list(images), explain_dir,
-                                                              resolve_device(device))]
+        try:
+            table["explanation"] = [str(p) for p in explain_files(run_dir, list(images), explain_dir,
+                                                                  resolve_device(device))]
+        except NoSaliency as exc:  # the scores stand; the overlays are an extra
+            warn(f"no Grad-CAM overlays: {exc}")
     if fmt == "table" and out is None:
         view = Table(title=f"malignancy probability ({escape(str(run_dir))})")
         for col in table.columns:

@@ -8,7 +8,13 @@ scores deserve no trust: a partial run (folds without a model), a run trained wi
 profile (a smoke test, not a model), a run whose every scoring fold is degenerate on its
 held-out images (:func:`~ssl_bench.experiment.operating_point.degenerate_reason`: constant
 scores, or nearly all on one side of 0.5), and an input that does not look like one mammogram
-view (:func:`~ssl_bench.data.image_checks.not_one_view`: e.g. several views side by side)."""
+view (:func:`~ssl_bench.data.image_checks.not_one_view`: e.g. several views side by side).
+
+A run whose classifier scores a breast's two views together (``multiview``: it declares
+``takes_view_pairs``) pairs the files by their DICOM tags, PatientID, ImageLaterality (or
+Laterality) and ViewPosition, as its folds paired their images (:mod:`ssl_bench.data.breasts`);
+a file without them (a PNG, a DICOM lacking a tag) is a one-view breast, said in one note line,
+and each file gets its breast's score."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,11 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.breasts import ViewPairs, view_pairs
 from ..data.image_checks import not_one_view
 from ..data.preprocess import load_image, preprocess_image, stored_side
 from ..errors import DataError, UserError
 from ..models.classifiers import classifier_from_record
-from ..training.scoring import predict_scores
+from ..training.view_pairs import predict_image_scores, takes_view_pairs
 from .calibration import CALIBRATION_KEY, calibrate
 from .model_file import load_model_record
 from .operating_point import degenerate_reason
@@ -76,7 +83,8 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
     """One row per file: ``file``, ``p_malignant`` (probability of malignancy, mean over folds),
     ``p_calibrated`` (the folds' calibrated probabilities, averaged: :func:`calibrated_probability`),
     ``threshold`` (the run's operating point), ``malignant`` (``p_malignant >= threshold``), and
-    ``fold_<k>`` (fold k's probability) per fold. ``on_warning`` gets one line per guardrail that
+    ``fold_<k>`` (fold k's probability) per fold; for a run of view pairs also ``partner``, the file
+    scored with it as the other view of its breast (``""``: none). ``on_warning`` gets one line per guardrail that
     fires (see the module docstring); the files are scored all the same."""
     warn = on_warning or (lambda text: None)
     config, models = load_fold_models(run_dir)
@@ -94,16 +102,35 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
         warn(f"{run_dir} is degenerate: every fold's held-out scores were constant or nearly all on one "
              f"side of 0.5 ({'; '.join(f'fold {k}: {why}' for k, why in degenerate.items())}), so these "
              f"probabilities and calls say little about malignancy")
-    batch = load_files(files, size, warn)
+    batch, infos = read_files(files, size, warn)
     table = pd.DataFrame({"file": [str(f) for f in files]})
+    pairs = None
+    if any(takes_view_pairs(model) for _, model in models):
+        pairs = files_view_pairs(infos, warn)
+        partners = pairs.partners()
+        table["partner"] = [str(files[j]) if j >= 0 else "" for j in partners]
     per_fold = {}
     for k, model in models:
-        per_fold[f"fold_{k}"] = predict_scores(model.to(device), batch, device)
+        per_fold[f"fold_{k}"] = predict_image_scores(model.to(device), batch, pairs, device)
     table["p_malignant"] = np.mean(list(per_fold.values()), axis=0)
     table["p_calibrated"] = calibrated_probability(rundir, per_fold)
     table["threshold"] = operating_threshold_of(rundir, [k for k, _ in models])
     table["malignant"] = table["p_malignant"] >= table["threshold"]
     return pd.concat([table, pd.DataFrame(per_fold)], axis=1)
+
+
+def files_view_pairs(infos: list[dict], warn: Callable[[str], None]) -> ViewPairs:
+    """The breasts and CC-MLO pairs of files from their tags (``patient_id``, ``laterality``,
+    ``view`` of :func:`~ssl_bench.data.preprocess.load_image`'s info); a file without a patient or
+    a laterality is a breast of its own, and ``warn`` gets one line saying how many are."""
+    patients = [str(i.get("patient_id", "") or "") for i in infos]
+    sides = [str(i.get("laterality", "") or "") if p else "" for i, p in zip(infos, patients)]
+    views = [str(i.get("view", "") or "") for i in infos]
+    untagged = sum(1 for p, s in zip(patients, sides) if not (p and s))
+    if untagged:
+        warn(f"{untagged} of {len(infos)} file(s) lack the DICOM tags PatientID and ImageLaterality (or Laterality): "
+             f"each is scored as a one-view breast, without a partner view")
+    return view_pairs(patients, sides, views)
 
 
 def load_files(files: list[str], size: tuple[int, int], warn: Callable[[str], None]) -> torch.Tensor:
@@ -113,11 +140,17 @@ def load_files(files: list[str], size: tuple[int, int], warn: Callable[[str], No
     Raises:
         DataError: a file cannot be read (every such file named, one line for one file).
     """
-    images, problems = [], []
+    return read_files(files, size, warn)[0]
+
+
+def read_files(files: list[str], size: tuple[int, int], warn: Callable[[str], None]) -> tuple[torch.Tensor, list[dict]]:
+    """:func:`load_files`, and each file's info (its tags: :func:`~ssl_bench.data.preprocess.load_image`)."""
+    images, infos, problems = [], [], []
     for f in files:
         try:
             img, info = load_image(f)
             images.append(preprocess_image(img, size, stored_side(info)))
+            infos.append(info)
         except (DataError, OSError, ValueError) as exc:
             reason = str(exc)
             problems.append(reason if reason.startswith(str(f)) else f"{f}: {reason}")
@@ -130,7 +163,7 @@ def load_files(files: list[str], size: tuple[int, int], warn: Callable[[str], No
         raise DataError(f"cannot read an image: {problems[0]}")
     if problems:
         raise DataError("cannot read these images:\n" + "\n".join(f"  - {p}" for p in problems))
-    return torch.from_numpy(np.stack(images).astype(np.float32)).unsqueeze(1)
+    return torch.from_numpy(np.stack(images).astype(np.float32)).unsqueeze(1), infos
 
 
 def run_image_size(config: dict) -> tuple[int, int]:

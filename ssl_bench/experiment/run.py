@@ -19,6 +19,7 @@ from ..config import Config
 from ..console import make_console, working
 from ..data.base import LoadedDataset
 from ..data.base import OFFICIAL_SPLIT
+from ..data.breasts import ViewPairs, check_breasts_in_one_fold, table_view_pairs
 from ..data.loading import load_evaluation_data
 from ..data.splits import check_grouping, make_folds, official_folds
 from ..models.backbones import check_pretrained
@@ -26,6 +27,7 @@ from ..registry import DATASETS
 from ..training.device import device_name, resolve_device
 from ..training.progress import TrainingProgress
 from ..training.tracking import open_sink, require_backend
+from ..transfer.base import TransferStrategy
 from . import provenance
 from .fold import build_parts, run_fold
 from .fold_checkpoint import fold_checkpoint
@@ -41,6 +43,8 @@ class PreparedRun:
     rundir: RunDir
     loaded: LoadedDataset
     fold_of: np.ndarray
+    #: the dataset's breasts and view pairs, for a transfer whose classifier scores them (else None)
+    view_pairs: ViewPairs | None = None
 
     @property
     def folds_to_run(self) -> list[int]:
@@ -48,10 +52,10 @@ class PreparedRun:
         return [k for k in wanted if not self.rundir.fold_done(k)]
 
 
-def validate_parts(cfg: Config) -> None:
-    """Fail fast, before any data is loaded, on unknown names and options."""
+def validate_parts(cfg: Config) -> TransferStrategy:
+    """Fail fast, before any data is loaded, on unknown names and options; returns the transfer."""
     components.check_params_section(cfg)
-    pretext, _ = build_parts(cfg)
+    pretext, transfer = build_parts(cfg)
     for name in (cfg.data.dataset, cfg.data.test_dataset, cfg.pretext_data.dataset):
         if name:
             DATASETS.get(name)
@@ -59,6 +63,7 @@ def validate_parts(cfg: Config) -> None:
     components.check_needed_components(cfg)
     check_pretrained(cfg.model.backbone, cfg.model.pretrained)  # offline ImageNet: fail before any data
     require_backend(cfg.log.backend)  # --log without its library: one line before any training
+    return transfer
 
 
 def fold_table(loaded: LoadedDataset, fold_of: np.ndarray) -> pd.DataFrame:
@@ -89,7 +94,7 @@ def loading_text(cfg: Config) -> str:
 def prepare_run(cfg: Config, loaded: LoadedDataset | None = None, console: Console | None = None) -> PreparedRun:
     """Check the parts, create or reopen the run directory, load the data and fix the folds.
     With a ``console`` (a terminal's), say which data loads and where its cache is."""
-    validate_parts(cfg)
+    transfer = validate_parts(cfg)
     rundir = RunDir.create(cfg.out, components.run_name(cfg))
     rundir.claim()  # before reading anything: a concurrent writer would change it under us
     rundir.remove_leftovers()  # ours alone now: what a killed process left half-written goes
@@ -98,13 +103,24 @@ def prepare_run(cfg: Config, loaded: LoadedDataset | None = None, console: Conso
         with working(loading_text(cfg), console, enabled=console is not None, bars_inside=True):
             loaded = load_evaluation_data(cfg)
     fold_of = compute_folds(cfg, loaded)
+    view_pairs = None
+    if transfer.takes_view_pairs:  # a fold pairs a breast's views among its own images
+        check_breasts_in_one_fold(fold_of, loaded.samples["patient_id"], loaded.samples["laterality"])
+        view_pairs = table_view_pairs(loaded.samples)
     rundir.record_folds(fold_table(loaded, fold_of))
     rundir.record_subgroups(loaded.samples)
     rundir.write_config(cfg)
     if loaded.skipped:
         skipped = pd.DataFrame([{"file": p.file, "reason": p.reason} for p in loaded.skipped])
         rundir.write_text("skipped.csv", skipped.to_csv(index=False))
-    return PreparedRun(cfg, rundir, loaded, fold_of)
+    return PreparedRun(cfg, rundir, loaded, fold_of, view_pairs)
+
+
+def breasts_line(transfer: str, pairs: ViewPairs) -> str:
+    """The one line a run of a view-fused transfer says about its breasts."""
+    counts = pairs.counts()
+    return (f"transfer '{transfer}': {counts['two_view_breasts']} breasts seen in both views (CC and MLO), "
+            f"{counts['one_view_breasts']} one-view breasts (scored from their one view), {counts['images']} images")
 
 
 def open_prepared_run(cfg: Config, where: str = "this machine") -> PreparedRun:
@@ -189,6 +205,8 @@ def run_experiment(cfg: Config, show_progress: bool = True, console=None) -> tup
     console = console or make_console(stderr=True)
     run = prepare_run(cfg, console=console if show_progress else None)
     todo = run.folds_to_run
+    if run.view_pairs is not None and show_progress:
+        console.print(breasts_line(cfg.transfer, run.view_pairs), highlight=False, markup=False, soft_wrap=True)
     if not todo and show_progress:
         wanted = "fold {cfg.fold} is" if cfg.fold is not None else f"all {cfg.data.folds} folds are"
         console.print(

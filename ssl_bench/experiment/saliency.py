@@ -9,8 +9,9 @@ map stays zero: nothing in the image raised the logit). captum computes it (``La
 ``relu_attributions=True``, ``LayerAttribution.interpolate``). The layer is the backbone's last
 feature stage as timm names it (``feature_info``), so any timm CNN works, also the one a frozen
 linear probe wraps. Refused in one line: a ViT (its last stage gives tokens, not a map), a
-classifier without a timm backbone (the non-spatial control's trees) and one whose probability has
-no gradient (the k-NN probe: a vote among neighbours).
+classifier without a timm backbone (the non-spatial control's trees), one whose probability has
+no gradient (the k-NN probe: a vote among neighbours) and one that scores a breast's two views
+together (``multiview``: a map of one image would not be the map of its fused score).
 
 Two uses: ``ssl-bench predict --explain DIR`` (an overlay per scored file, the mean of the fold
 models' maps) and :func:`explain_run` (``ssl-bench explain``, and ``bench`` at its end): the run's
@@ -36,6 +37,7 @@ from ..config import config_from_dict
 from ..data.loading import load_evaluation_data
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, cannot_write
+from ..training.view_pairs import takes_view_pairs
 from .inference import fold_operating_thresholds, load_files, load_fold_models, run_image_size
 from .rundir import RunDir
 
@@ -71,6 +73,13 @@ def saliency_layer(classifier: nn.Module) -> nn.Module:
                      f"(the non-spatial control's trees cannot be explained this way)")
 
 
+def refuse_view_pairs(classifier: nn.Module) -> None:
+    """Raise :class:`NoSaliency` for a classifier that scores a breast's two views together."""
+    if takes_view_pairs(classifier):
+        raise NoSaliency(f"Grad-CAM explains a classifier of one image; {type(classifier).__name__} scores a breast's "
+                         f"CC and MLO views together (transfer multiview), so it has no map of one image")
+
+
 def scaled_to_peak(maps: np.ndarray) -> np.ndarray:
     """``(N, H, W)`` maps each divided by its own maximum (an all-zero map stays zero)."""
     peak = maps.reshape(maps.shape[0], -1).max(axis=1)
@@ -93,6 +102,7 @@ def grad_cam(classifier: nn.Module, images: torch.Tensor, device: torch.device, 
         NoSaliency: as :func:`saliency_layer`; a layer that gives no spatial map (a ViT's tokens);
             a probability without a gradient (the k-NN probe).
     """
+    refuse_view_pairs(classifier)
     layer = saliency_layer(classifier)
     model = classifier.to(device).eval()
     cam = LayerGradCam(lambda x: model(x).reshape(x.shape[0], -1)[:, :1], layer)
@@ -241,6 +251,8 @@ def explain_run(run_dir: str | Path, device: torch.device, top: int = 3) -> pd.D
     rundir = RunDir.open(run_dir)
     _, models = load_fold_models(rundir.path)
     by_fold = {k: m for k, m in models if rundir.fold_done(k)}
+    for model in by_fold.values():  # before the run's data is loaded again
+        refuse_view_pairs(model)
     if not by_fold:
         raise UserError(f"{rundir.path} has no fold with both its results and its model.pt")
     predictions = pd.concat([rundir.read_predictions(k).assign(fold=k) for k in by_fold], ignore_index=True)

@@ -16,6 +16,7 @@ from ..experiment.model_file import model_record
 from ..models.classifiers import classifier_from_record
 from ..registry import PRETEXTS, TRANSFERS
 from ..training.context import FitContext
+from ..training.view_pairs import takes_view_pairs
 from ..transfer.base import TransferStrategy
 from .common import PRETEXT_KINDS, SAMPLE_PRETEXTS, backbone_for, build_component, check_common, expect, fail
 
@@ -61,7 +62,9 @@ def check_transfer(
       accept with a ``UserError`` (one clear CLI line);
     - for each pretext (default: one built-in task per accepted kind, :data:`SAMPLE_PRETEXTS`),
       ``fit(ctx)`` on a tiny :func:`tiny_fit_context` returns an ``nn.Module`` on the CPU that maps
-      ``(B, 1, H, W)`` to finite ``(B, 1)`` logits in eval mode, and whose ``state_dict``
+      ``(B, 1, H, W)`` to finite ``(B, 1)`` logits in eval mode (a classifier that declares
+      ``takes_view_pairs``, as its transfer must then too, maps a breast's views ``(B, 2, H, W)``,
+      the second view of one unit blank: a missing view), and whose ``state_dict``
       round-trips through its ``model.pt`` record (``torch.load(weights_only=True)``) into a fresh
       classifier built by ``classifier_from_record`` (a timm backbone, with the input
       normalisation of its pretrained weights if any, or the classifier its ``architecture``
@@ -99,12 +102,18 @@ def check_transfer(
         expect(isinstance(classifier, nn.Module), where, f"fit() must return an nn.Module, got {type(classifier).__name__}")
         devices = {p.device.type for p in classifier.parameters()}
         expect(devices <= {"cpu"}, where, f"fit() must return the classifier on ctx.device (cpu), found {devices}")
-        x = torch.rand(3, 1, *image_size, generator=torch.Generator().manual_seed(2))
+        pairs = takes_view_pairs(classifier)
+        expect(pairs == bool(getattr(transfer, "takes_view_pairs", False)), where,
+               f"the classifier {'declares' if pairs else 'does not declare'} takes_view_pairs, the transfer "
+               f"{'does not' if pairs else 'does'}: the run pairs a breast's views by the transfer's declaration")
+        x = torch.rand(3, 2 if pairs else 1, *image_size, generator=torch.Generator().manual_seed(2))
+        if pairs:
+            x[2, 1] = 0  # a unit without its MLO view
         classifier.eval()
         with torch.no_grad():
             logits = classifier(x)
         expect(isinstance(logits, torch.Tensor) and tuple(logits.shape) == (3, 1), where,
-                f"the classifier must map (B, 1, H, W) to (B, 1) logits, got "
+                f"the classifier must map (B, {x.shape[1]}, H, W) to (B, 1) logits, got "
                 f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
         expect(bool(torch.isfinite(logits).all()), where, "the classifier's logits are not finite")
         buffer = io.BytesIO()  # what a run saves as model.pt, and how predict rebuilds it

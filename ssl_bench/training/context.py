@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..data.breasts import ViewPairs
 from ..pretext.base import PretextTask
 from .batches import FoldBatches, augment_batch
 from .builders import Builders
@@ -73,6 +74,9 @@ class FitContext:
     #: ``(N,)`` patient id of each training image, for anything split within the training images
     #: that must keep a patient's images together (None: unknown, e.g. a data-parallel worker's)
     patients: np.ndarray | None = None
+    #: the breasts of the training images and their CC-MLO pairs (:mod:`ssl_bench.data.breasts`),
+    #: for a strategy that trains on a breast's views (None: unknown, each image a breast of its own)
+    view_pairs: ViewPairs | None = None
     #: plain values a strategy records about its fit (the linear probe's chosen C), which the fold
     #: writes to its metrics.json as ``fit``
     fit_info: dict[str, Any] = field(default_factory=dict)
@@ -173,3 +177,17 @@ class FitContext:
         epoch's mean losses (see :class:`~ssl_bench.training.loop.TrainingLoop`; ``after_epoch``
         adds columns to each epoch's history row, e.g. :mod:`.online_probe`'s)."""
         return self.loop.run(stage, epochs, step, after_epoch)
+
+    def train_on(self, images: torch.Tensor, labels: torch.Tensor, stage: str, epochs: int,
+                 step: StepFn) -> dict[str, float]:
+        """:meth:`train` over other samples of this fold than its images, e.g. its breasts' view
+        pairs ``(U, 2, H, W)`` on the device with their labels ``(U,)``: the same batch size and
+        augmentation (one flip and gamma per sample, all its channels alike), the same loop, so
+        the stage joins this fold's history, progress and checkpoints."""
+        t = self.config.train
+        fold_batches = self.loop.batches
+        self.loop.batches = FoldBatches(images, labels, t.batch_size, t.augment, t.channels_last, fold_batches.share)
+        try:
+            return self.loop.run(stage, epochs, step)
+        finally:
+            self.loop.batches = fold_batches

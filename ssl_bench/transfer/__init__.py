@@ -1,2 +1,2 @@
 """Built-in transfer strategies; importing this package registers them in ``TRANSFERS``."""
-from . import collaborative, finetune, frozen, multitask, nonspatial  # noqa: F401
+from . import collaborative, finetune, frozen, multitask, multiview, nonspatial  # noqa: F401

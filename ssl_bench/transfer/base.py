@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..pretext.base import PretextTask
 from ..training.context import FitContext
-from ..training.scoring import predict_scores
+from ..training.view_pairs import predict_image_scores
 
 
 class TransferStrategy(ABC):
@@ -34,6 +34,10 @@ class TransferStrategy(ABC):
     #: False when pretext and downstream train together on the fold's images (``multitask``,
     #: ``collab``: their pretext loss shapes every downstream step, so it has no other pool)
     separate_pretext_stage: ClassVar[bool] = False
+    #: True when its classifier scores a breast's CC and MLO views together (``multiview``, whose
+    #: classifier declares ``takes_view_pairs`` too): a run then refuses folds that split a breast
+    #: and says how many breasts it sees in one view only
+    takes_view_pairs: ClassVar[bool] = False
     #: what each loss name its steps return means (the progress explains them once per run)
     losses: ClassVar[dict[str, str]] = {
         "bce": "weighted binary cross-entropy of the classifier (TSBN eq. 3; train.pos_weight on malignant)",
@@ -58,5 +62,7 @@ class TransferStrategy(ABC):
         """The classifier's probability of malignancy for each of ``ctx``'s training images, from
         which the fold chooses its operating point: the classifier's own scores, unless the
         strategy's classifier would score its training images as no new image can be scored
-        (a kNN probe finds each image among its own neighbours: ``knn`` overrides this)."""
-        return predict_scores(classifier, ctx.images, ctx.device, ctx.amp_dtype, batch_size=batch_size)
+        (a kNN probe finds each image among its own neighbours: ``knn`` overrides this). A
+        classifier of view pairs gives each image its breast's score (``ctx.view_pairs``)."""
+        return predict_image_scores(classifier, ctx.images, ctx.view_pairs, ctx.device, ctx.amp_dtype,
+                                    batch_size=batch_size)
