@@ -11,7 +11,7 @@ for notebooks, scripts and tests.
 It composes the two halves that may not import each other (``bench/``: the plan, the executor and
 the runs; ``report/``: the statistics and the leaderboard files), so it sits in a layer above
 both, below the command line. :func:`plan_benchmark` and :func:`write_leaderboards` are the
-steps around :func:`ssl_bench.bench.runner.run_bench`, for a caller (the CLI) that says what it
+steps around :func:`ssl_bench.bench.runner.run_bench_jobs`, for a caller (the CLI) that says what it
 is doing between them.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .bench.executors import build_executor
 from .bench.executors.base import Executor
 from .bench.job import JobOutcome
 from .bench.plan import BenchPlan, default_out, load_plan
-from .bench.runner import BenchResult, run_bench
+from .bench.runner import BenchResult, run_bench_jobs
 from .config import Config
 from .errors import UserError
 from .experiment.saliency import explain_run
@@ -112,7 +112,7 @@ def write_leaderboards(plan: BenchPlan, result: BenchResult, reference: str | Pa
 
     Args:
         plan: the benchmark's plan (:func:`plan_benchmark`).
-        result: what :func:`~ssl_bench.bench.runner.run_bench` returned for it.
+        result: what :func:`~ssl_bench.bench.runner.run_bench_jobs` returned for it.
         reference: a CSV of published numbers to show beside ours (``benchmarks/table2_paper.csv``).
         explain: Grad-CAM overlays per kind (true/false positives, false negatives) of each
             finished run, which its leaderboard shows; 0: none. A run that cannot be explained
@@ -201,5 +201,5 @@ def run_benchmark(bench_file: str | Path, *, resume: bool = False, reference: st
         The :class:`BenchmarkOutcome`; failed jobs are in ``outcome.failed``, not raised.
     """
     plan, executor = plan_benchmark(bench_file, **options)
-    result = run_bench(plan, executor, resume=resume, console=console, show_progress=show_progress)
+    result = run_bench_jobs(plan, executor, resume=resume, console=console, show_progress=show_progress)
     return write_leaderboards(plan, result, reference, explain)

@@ -92,13 +92,13 @@ def test_ctrl_c_in_run_says_what_is_kept_and_the_command_that_resumes(tmp_path, 
                f"--out '{tmp_path}/my runs' --quiet")
     run = tmp_path / "my runs" / "none-finetune"
     with monkeypatch.context() as patch:
-        _interrupt_call(patch, experiment_run, "complete_fold", 1)
+        _interrupt_call(patch, experiment_run, "run_and_write_fold", 1)
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().splitlines() == [
         f"interrupted: no fold was complete yet; the same command starts again: {command}"]
     with monkeypatch.context() as patch:
-        _interrupt_call(patch, experiment_run, "complete_fold", 2)
+        _interrupt_call(patch, experiment_run, "run_and_write_fold", 2)
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
@@ -118,7 +118,7 @@ def test_ctrl_c_in_bench_says_where_the_jobs_are_kept_and_the_resume_command(tmp
     (tmp_path / "tiny.yaml").write_text(TINY_BENCH)
     args = ["bench", "tiny.yaml", "--profile", "smoke", "--folds", "2", "--quiet"]
     with monkeypatch.context() as patch:
-        _interrupt_call(patch, local, "execute_with_retries", 2)
+        _interrupt_call(patch, local, "run_job_with_retries", 2)
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output

@@ -300,7 +300,7 @@ def test_mae_and_the_feature_probe_see_one_input_channel(weight_files):
 
 def test_a_fold_on_pretrained_weights_resumes_to_the_uninterrupted_result(weight_files, tmp_path):
     """Fold checkpoints save and restore the normalised stem (its buffers included)."""
-    from ssl_bench.experiment.fold import run_fold
+    from ssl_bench.experiment.fold import train_and_score_fold
     from ssl_bench.experiment.run import prepare_run
 
     class Killed(Exception):
@@ -327,12 +327,12 @@ def test_a_fold_on_pretrained_weights_resumes_to_the_uninterrupted_result(weight
                        sets=["train.checkpoint_every=1", "train.epochs=2"])
     run = prepare_run(cfg)
     cpu = torch.device("cpu")
-    whole = run_fold(cfg, run.loaded, run.fold_of, 0, cpu)
+    whole = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, cpu)
     assert whole.model["input_norm"] == {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
     killed = Store(kill_at=1)
     with pytest.raises(Killed):
-        run_fold(cfg, run.loaded, run.fold_of, 0, cpu, checkpoint_store=killed)
-    resumed = run_fold(cfg, run.loaded, run.fold_of, 0, cpu, checkpoint_store=Store(blob=killed.blob))
+        train_and_score_fold(cfg, run.loaded, run.fold_of, 0, cpu, checkpoint_store=killed)
+    resumed = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, cpu, checkpoint_store=Store(blob=killed.blob))
     assert resumed.predictions.equals(whole.predictions)
     assert resumed.model["state_dict"].keys() == whole.model["state_dict"].keys()
     assert all(torch.equal(resumed.model["state_dict"][k], v) for k, v in whole.model["state_dict"].items())

@@ -11,7 +11,7 @@ import torch
 
 from ssl_bench.cli import main
 from ssl_bench.config import build_config, migrate
-from ssl_bench.experiment.fold import run_fold
+from ssl_bench.experiment.fold import train_and_score_fold
 from ssl_bench.experiment.run import prepare_run
 from ssl_bench.experiment.label_budget import fold_budget_config, scaled_epochs
 from ssl_bench.experiment.rundir import comparable_config
@@ -66,7 +66,7 @@ def fold_steps(tmp_path, fraction: float) -> tuple[dict[str, int], int]:
                         "train.batch_size": 8})
     run = prepare_run(cfg)
     counter = StepCounter()
-    result = run_fold(cfg, run.loaded, run.fold_of, 0, torch.device("cpu"), progress=counter)
+    result = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, torch.device("cpu"), progress=counter)
     return counter.steps, int(result.metrics.get("n_train_images", (run.fold_of != 0).sum()))
 
 

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from ssl_bench.cli import main
 from ssl_bench.config import PROFILES, ConfigError, build_config
 from ssl_bench.errors import ToolkitWarning
-from ssl_bench.experiment.fold import run_fold
+from ssl_bench.experiment.fold import train_and_score_fold
 from ssl_bench.experiment.fold_checkpoint import fold_checkpoint
 from ssl_bench.experiment.model_file import model_bytes
 from ssl_bench.experiment.run import prepare_run
@@ -53,14 +53,14 @@ def test_a_fold_stopped_after_a_checkpoint_resumes_to_the_uninterrupted_result(t
     cfg = build_config("smoke", flags={"pretext": pretext, "transfer": transfer, "out": str(tmp_path)},
                        sets=["train.checkpoint_every=1", *sets])
     run = prepare_run(cfg)
-    uninterrupted = run_fold(cfg, run.loaded, run.fold_of, 0, CPU)  # no store: never saves
+    uninterrupted = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU)  # no store: never saves
     for kill_at, (stage, epoch) in kill_points:
         killed = MemoryStore(kill_at=kill_at)
         with pytest.raises(Killed):
-            run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed)
+            train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed)
         assert killed.saves[-1] == (stage, epoch)
         resumed_from = MemoryStore(blob=killed.blob)
-        resumed = run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=resumed_from)
+        resumed = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=resumed_from)
         assert_same_fold(resumed, uninterrupted)
         # it resumed rather than trained again: only the epochs after the checkpoint were saved
         total = len(uninterrupted.history)
@@ -88,10 +88,10 @@ def test_a_resumed_fold_sends_the_tracker_its_whole_history(tmp_path):
     run = prepare_run(cfg)
     killed = MemoryStore(kill_at=3)
     with pytest.raises(Killed):
-        run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed, sink=ListSink())
+        train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed, sink=ListSink())
     assert killed.saves[-1] == ("finetune", 1)
     sink = ListSink()
-    resumed = run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=MemoryStore(blob=killed.blob),
+    resumed = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=MemoryStore(blob=killed.blob),
                        sink=sink)
     assert list(resumed.history["stage"]) == ["pretext", "pretext", "finetune", "finetune"]
     pd.testing.assert_frame_equal(pd.DataFrame(sink.rows)[list(resumed.history.columns)], resumed.history,
@@ -103,7 +103,7 @@ def test_checkpoint_holds_every_network_optimiser_and_random_state(tmp_path):
                        sets=["train.checkpoint_every=1", "train.epochs=1"])
     run = prepare_run(cfg)
     store = MemoryStore()
-    run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=store)
+    train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=store)
     state = store.load()
     assert (state["stage_index"], state["stage"], state["epoch"]) == (0, "collab", 1)
     assert len(state["modules"]) == 4  # pretext network, backbone, branches P and D

@@ -27,7 +27,7 @@ from lightly.models.modules.memory_bank import MemoryBankModule
 
 from ssl_bench.cli import main
 from ssl_bench.config import build_config
-from ssl_bench.experiment.fold import run_fold
+from ssl_bench.experiment.fold import train_and_score_fold
 from ssl_bench.experiment.run import prepare_run
 from ssl_bench.models.backbones import create_backbone
 from ssl_bench.models.pretext_model import PretextModel
@@ -256,10 +256,10 @@ def test_a_fold_killed_in_the_pretext_stage_resumes_with_the_tasks_state(tmp_pat
     cfg = build_config("smoke", flags={"pretext": pretext, "transfer": "finetune", "out": str(tmp_path)},
                        sets=["train.checkpoint_every=1", "train.pretext_epochs=2", "train.epochs=1", *sets])
     run = prepare_run(cfg)
-    uninterrupted = run_fold(cfg, run.loaded, run.fold_of, 0, torch.device("cpu"))
+    uninterrupted = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, torch.device("cpu"))
     killed = MemoryStore(kill_at=1)
     with pytest.raises(Killed):
-        run_fold(cfg, run.loaded, run.fold_of, 0, torch.device("cpu"), checkpoint_store=killed)
+        train_and_score_fold(cfg, run.loaded, run.fold_of, 0, torch.device("cpu"), checkpoint_store=killed)
     state = killed.load()
     assert state is not None and (state["stage"], state["epoch"]) == ("pretext", 1)
     if pretext == "nnclr":  # the support set holds projections (BatchNorm'd, not its random unit vectors)
@@ -269,7 +269,7 @@ def test_a_fold_killed_in_the_pretext_stage_resumes_with_the_tasks_state(tmp_pat
         seen = [m["state_dict"][k] for m in state["modules"] for k in m["state_dict"] if k.endswith("images_seen")]
         assert len(seen) == 1 and int(seen[0]) >= 40
         assert set(state["pretext"]) == {"queues"}
-    resumed = run_fold(cfg, run.loaded, run.fold_of, 0, torch.device("cpu"),
+    resumed = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, torch.device("cpu"),
                        checkpoint_store=MemoryStore(blob=killed.blob))
     assert_same_fold(resumed, uninterrupted)
 

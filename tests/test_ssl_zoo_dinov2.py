@@ -22,7 +22,7 @@ from _steps import losses_before_and_after
 from ssl_bench.cli import main
 from ssl_bench.config import build_config
 from ssl_bench.errors import ConfigError
-from ssl_bench.experiment.fold import run_fold
+from ssl_bench.experiment.fold import train_and_score_fold
 from ssl_bench.experiment.run import prepare_run
 from ssl_bench.models.backbones import create_backbone
 from ssl_bench.models.classifiers import build_classifier
@@ -228,12 +228,12 @@ def test_a_fold_killed_after_a_pretext_epoch_resumes_to_the_uninterrupted_result
                              "params.dinov2.hidden_dim=32", "params.dinov2.out_dim=16",
                              "params.dinov2.bottleneck_dim=8", *TINY_DATA[1::2]])
     run = prepare_run(cfg)
-    uninterrupted = run_fold(cfg, run.loaded, run.fold_of, 0, CPU)
+    uninterrupted = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU)
     killed = MemoryStore(kill_at=1)
     with pytest.raises(Killed):
-        run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed)
+        train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed)
     assert killed.saves == [("pretext", 1)]
-    resumed = run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=MemoryStore(blob=killed.blob))
+    resumed = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=MemoryStore(blob=killed.blob))
     assert_same_fold(resumed, uninterrupted)
 
 

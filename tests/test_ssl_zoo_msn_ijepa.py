@@ -28,7 +28,7 @@ from ssl_bench.bench.plan import load_plan
 from ssl_bench.cli import main
 from ssl_bench.config import build_config
 from ssl_bench.errors import ConfigError
-from ssl_bench.experiment.fold import run_fold
+from ssl_bench.experiment.fold import train_and_score_fold
 from ssl_bench.experiment.run import prepare_run
 from ssl_bench.models.backbones import create_backbone
 from ssl_bench.models.pretext_model import PretextModel
@@ -339,12 +339,12 @@ def test_a_fold_killed_in_the_pretext_stage_resumes_to_the_uninterrupted_result(
                        sets=["train.checkpoint_every=1", "train.pretext_epochs=2", "train.epochs=1",
                              *(f"params.{name}.{k}={v}" for k, v in SMALL[name].items())])
     run = prepare_run(cfg)
-    uninterrupted = run_fold(cfg, run.loaded, run.fold_of, 0, CPU)
+    uninterrupted = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU)
     killed = resume.MemoryStore(kill_at=1)
     with pytest.raises(resume.Killed):
-        run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed)
+        train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=killed)
     assert killed.saves == [("pretext", 1)]
-    resumed = run_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=resume.MemoryStore(blob=killed.blob))
+    resumed = train_and_score_fold(cfg, run.loaded, run.fold_of, 0, CPU, checkpoint_store=resume.MemoryStore(blob=killed.blob))
     resume.assert_same_fold(resumed, uninterrupted)
 
 

@@ -67,7 +67,7 @@ def test_streamed_batches_equal_resident_batches(stored, workers):
 def test_fold_gives_the_same_result_on_either_path(pretext, transfer):
     from ssl_bench.data.loading import load_dataset
     from ssl_bench.data.splits import make_folds
-    from ssl_bench.experiment.fold import run_fold
+    from ssl_bench.experiment.fold import train_and_score_fold
     from ssl_bench.training.images import dataset_images
 
     results = {}
@@ -77,7 +77,7 @@ def test_fold_gives_the_same_result_on_either_path(pretext, transfer):
         loaded = load_dataset(cfg)
         assert isinstance(dataset_images(cfg, loaded, CPU), StreamedImages) == (streaming == "on")
         folds = make_folds(loaded.labels, loaded.groups, 3, cfg.seed)
-        results[streaming] = run_fold(cfg, loaded, folds, 1, CPU)
+        results[streaming] = train_and_score_fold(cfg, loaded, folds, 1, CPU)
     off, on = results["off"], results["on"]
     np.testing.assert_array_equal(off.predictions["score"], on.predictions["score"])
     for name, value in off.model["state_dict"].items():

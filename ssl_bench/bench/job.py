@@ -1,6 +1,6 @@
 """One benchmark job: a (method, fold) pair, run in whatever process an executor chooses.
 
-``execute_job`` takes only plain data (the resolved config as a dict and the fold index), so the
+``run_job`` takes only plain data (the resolved config as a dict and the fold index), so the
 same function runs in the driver, in a worker process or as a Ray task, and gives the same result:
 every job seeds itself from (seed, fold) and honours the config's ``threads``.
 
@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from ..config import config_from_dict
-from ..experiment.run import complete_fold, open_prepared_run
+from ..experiment.run import run_and_write_fold, open_prepared_run
 from ..training.device import resolve_device
 
 IMPORT_ENV = "SSL_BENCH_IMPORT"
@@ -82,7 +82,7 @@ def current_job() -> dict | None:
     return dict(_current) if _current is not None else None
 
 
-def execute_job(config: dict, fold: int) -> dict:
+def run_job(config: dict, fold: int) -> dict:
     """Train + evaluate one fold and write its files (atomically); returns the fold's metrics.
 
     A fold that is already complete is read back, never recomputed or rewritten.
@@ -90,10 +90,10 @@ def execute_job(config: dict, fold: int) -> dict:
     import_extra_modules()
     cfg = config_from_dict(config)
     run = open_prepared_run(cfg, where=socket.gethostname())
-    return complete_fold(run, fold, resolve_device(cfg.device))
+    return run_and_write_fold(run, fold, resolve_device(cfg.device))
 
 
-def attempt_job(config: dict, fold: int, attempt: int = 1, imports: str | None = None) -> Attempt:
+def run_job_attempt(config: dict, fold: int, attempt: int = 1, imports: str | None = None) -> Attempt:
     """One try of a job; an exception becomes the ``error`` traceback (KeyboardInterrupt passes)."""
     global _current
     if imports:
@@ -101,7 +101,7 @@ def attempt_job(config: dict, fold: int, attempt: int = 1, imports: str | None =
     start = time.perf_counter()
     _current = {"run_name": config.get("name"), "method": config.get("method"), "fold": fold, "attempt": attempt}
     try:
-        metrics = execute_job(config, fold)
+        metrics = run_job(config, fold)
         return Attempt(metrics, None, time.perf_counter() - start, socket.gethostname())
     except Exception:
         return Attempt(None, traceback.format_exc(), time.perf_counter() - start, socket.gethostname())
@@ -114,13 +114,13 @@ def last_line(error: str) -> str:
     return lines[-1].strip() if lines else "unknown error"
 
 
-def execute_with_retries(job: Job, retries: int, imports: str | None = None) -> JobOutcome:
+def run_job_with_retries(job: Job, retries: int, imports: str | None = None) -> JobOutcome:
     """Run a job in this process, retrying a raising job ``retries`` times."""
     start = time.perf_counter()
     history: list[str] = []
     error = None
     for attempt in range(1, retries + 2):
-        result = attempt_job(job.config, job.fold, attempt, imports)
+        result = run_job_attempt(job.config, job.fold, attempt, imports)
         if result.error is None:
             return JobOutcome(job, result.metrics, None, time.perf_counter() - start, attempt, history)
         error = result.error

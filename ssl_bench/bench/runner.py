@@ -93,7 +93,7 @@ def prepare_bench(plan: BenchPlan, resume: bool,
     return runs, jobs, done
 
 
-def run_bench(plan: BenchPlan, executor: Executor, resume: bool = False, console: Console | None = None,
+def run_bench_jobs(plan: BenchPlan, executor: Executor, resume: bool = False, console: Console | None = None,
               show_progress: bool = True) -> BenchResult:
     console = console or make_console(stderr=True)
     started = provenance.now()

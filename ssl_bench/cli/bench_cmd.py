@@ -109,7 +109,7 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     # torch, scikit-learn and matplotlib load only when a command runs, so --help stays fast
     with working("loading torch, timm and scikit-learn", err_console, enabled=not quiet):
         from ..bench.job import import_extra_modules, last_line
-        from ..bench.runner import run_bench
+        from ..bench.runner import run_bench_jobs
         from ..benchmark import plan_benchmark, write_leaderboards
         from ..report.render import curves, print_report
 
@@ -136,7 +136,7 @@ def bench(bench_file, profile, only, seeds, resume, executor, jobs_per_gpu, retr
     )
     try:
         with stop_on_sigterm():
-            result = run_bench(plan, runner, resume=resume, console=err_console, show_progress=not quiet)
+            result = run_bench_jobs(plan, runner, resume=resume, console=err_console, show_progress=not quiet)
     except KeyboardInterrupt:
         err_console.print(
             "[yellow]interrupted[/]: " + escape(f"running jobs were stopped; completed jobs (folds) are kept "

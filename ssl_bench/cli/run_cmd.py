@@ -297,8 +297,8 @@ def run_one(cfg, profile, file_values, quiet) -> None:
         highlight=False, soft_wrap=True,
     )
     with working("loading timm and scikit-learn", err_console, enabled=not quiet):
-        from ..experiment.run import run_experiment
-    prepared, summary = run_experiment(cfg, show_progress=not quiet)
+        from ..experiment.run import run_method
+    prepared, summary = run_method(cfg, show_progress=not quiet)
     done = prepared.rundir.completed_folds(cfg.data.folds)
     fold_metrics = {k: prepared.rundir.read_metrics(k) for k in done}
     out_console.print(metrics_table(display_name(cfg), fold_metrics, summary,

@@ -77,7 +77,7 @@ class FoldResult:
     history: pd.DataFrame  # one row per trained epoch (history.csv)
 
 
-def run_fold(
+def train_and_score_fold(
     cfg: Config,
     loaded: LoadedDataset,
     fold_of: np.ndarray,

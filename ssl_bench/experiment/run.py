@@ -1,7 +1,7 @@
 """One method's cross-validation run: prepare its run directory, run the missing folds, summarise.
 
 The bench runner reuses the steps (:func:`prepare_run` in the driver, :func:`open_prepared_run`
-and :func:`complete_fold` in each job, :func:`write_summary` at the end) to schedule folds of many
+and :func:`run_and_write_fold` in each job, :func:`write_summary` at the end) to schedule folds of many
 methods.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..training.progress import TrainingProgress
 from ..training.tracking import open_sink, require_backend
 from ..transfer.base import TransferStrategy
 from . import provenance
-from .fold import build_parts, run_fold
+from .fold import build_parts, train_and_score_fold
 from .fold_checkpoint import fold_checkpoint
 from .metrics import pooled_auc, pooled_metrics, summarize
 from .model_file import model_bytes
@@ -143,7 +143,7 @@ def open_prepared_run(cfg: Config, where: str = "this machine") -> PreparedRun:
     return PreparedRun(cfg, rundir, loaded, fold_of)
 
 
-def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress | None = None) -> dict:
+def run_and_write_fold(run: PreparedRun, k: int, device, progress: TrainingProgress | None = None) -> dict:
     """Train + evaluate fold ``k`` unless it is already complete (resuming from its checkpoint,
     if it has one of this configuration); returns its metrics. With
     ``log.backend`` set, the fold's history streams to that tracker while it trains."""
@@ -152,7 +152,7 @@ def complete_fold(run: PreparedRun, k: int, device, progress: TrainingProgress |
         sink = open_sink(cfg.log.backend, run.rundir.tracking_target(cfg.log.backend, cfg.log.uri, k),
                          run.rundir.path.name, k, cfg.to_dict(), owner=str(run.rundir.path.resolve()))
         try:
-            result = run_fold(cfg, run.loaded, run.fold_of, k, device, progress, sink=sink,
+            result = train_and_score_fold(cfg, run.loaded, run.fold_of, k, device, progress, sink=sink,
                               checkpoint_store=fold_checkpoint(run.rundir, k, cfg, torch.device(device).type))
         except BaseException:
             if sink is not None:
@@ -198,7 +198,7 @@ def write_summary(run: PreparedRun, device_label: str, started: str) -> dict | N
     return summary
 
 
-def run_experiment(cfg: Config, show_progress: bool = True, console=None) -> tuple[PreparedRun, dict | None]:
+def run_method(cfg: Config, show_progress: bool = True, console=None) -> tuple[PreparedRun, dict | None]:
     """Run every missing fold of ``cfg`` (or only ``cfg.fold``) and write the run directory."""
     device = resolve_device(cfg.device)
     started = provenance.now()
@@ -215,6 +215,6 @@ def run_experiment(cfg: Config, show_progress: bool = True, console=None) -> tup
     with TrainingProgress(console, enabled=show_progress and bool(todo)) as progress:
         progress.start_folds(f"{components.display_name(cfg)} folds", len(todo))
         for k in todo:
-            metrics = complete_fold(run, k, device, progress)
+            metrics = run_and_write_fold(run, k, device, progress)
             progress.fold_done(f"fold {k}: AUC {metrics['auc']:.3f}")
     return run, write_summary(run, device_name(device), started)

@@ -19,7 +19,7 @@ class Executor(ABC):
     def run(self, jobs: list[Job], on_outcome: Callable[[JobOutcome], None]) -> None:
         """Run every job (retrying failures) and call ``on_outcome`` once per job, in any order.
 
-        Contract: a job runs :func:`ssl_bench.bench.job.attempt_job` (or ``execute_with_retries``)
+        Contract: a job runs :func:`ssl_bench.bench.job.run_job_attempt` (or ``run_job_with_retries``)
         wherever the executor places it, and a raising job is retried ``self.retries`` times
         before its outcome carries the last traceback. ``on_outcome`` is called from the thread
         that called ``run``, as jobs finish. On ``KeyboardInterrupt`` (or any exception) ``run``

@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable
 
 from ...registry import EXECUTORS
-from ..job import IMPORT_ENV, Job, JobOutcome, execute_with_retries
+from ..job import IMPORT_ENV, Job, JobOutcome, run_job_with_retries
 from .base import Executor
 
 
@@ -63,7 +63,7 @@ class LocalExecutor(Executor):
     def run(self, jobs: list[Job], on_outcome: Callable[[JobOutcome], None]) -> None:
         if self.jobs_per_gpu == 1:
             for job in jobs:
-                on_outcome(execute_with_retries(job, self.retries))
+                on_outcome(run_job_with_retries(job, self.retries))
             return
         if not jobs:
             return
@@ -73,7 +73,7 @@ class LocalExecutor(Executor):
             max_workers=min(self.jobs_per_gpu, len(jobs)), mp_context=ctx,
             initializer=_worker_init, initargs=(os.getpid(),),
         )
-        pending = {pool.submit(execute_with_retries, job, self.retries, imports) for job in jobs}
+        pending = {pool.submit(run_job_with_retries, job, self.retries, imports) for job in jobs}
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -38,7 +38,7 @@ from typing import Any, Callable
 from ...config import absolute_paths
 from ...errors import UserError
 from ...registry import EXECUTORS
-from ..job import IMPORT_ENV, Attempt, Job, JobOutcome, attempt_job, last_line
+from ..job import IMPORT_ENV, Attempt, Job, JobOutcome, run_job_attempt, last_line
 from .base import Executor
 
 PROBE_PREFIX = ".ssl-bench-probe-"
@@ -191,7 +191,7 @@ class RayExecutor(Executor):
             gpus, cpus = self._resources(ray)
             out_dirs = sorted({Path(j.config["out"]) for j in jobs})
             self.check_shared_storage(ray, out_dirs)
-            task = ray.remote(attempt_job).options(
+            task = ray.remote(run_job_attempt).options(
                 num_gpus=gpus, num_cpus=cpus, max_retries=self.node_retries, retry_exceptions=False,
             )
             imports = os.environ.get(IMPORT_ENV, "")
