@@ -97,7 +97,8 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
     if config.get("profile") == "smoke":
         warn(f"{run_dir} was trained with the smoke profile (a few epochs on tiny images, to test "
              f"the toolkit): its scores are a smoke test, not a model")
-    degenerate = degenerate_folds(rundir, [k for k, _ in models])
+    records = fold_records(rundir, [k for k, _ in models])
+    degenerate = degenerate_folds(rundir, records)
     if degenerate and all(degenerate.values()):
         warn(f"{run_dir} is degenerate: every fold's held-out scores were constant or nearly all on one "
              f"side of 0.5 ({'; '.join(f'fold {k}: {why}' for k, why in degenerate.items())}), so these "
@@ -113,8 +114,8 @@ def predict_files(run_dir: str | Path, files: list[str], device: torch.device,
     for k, model in models:
         per_fold[f"fold_{k}"] = predict_image_scores(model.to(device), batch, pairs, device)
     table["p_malignant"] = np.mean(list(per_fold.values()), axis=0)
-    table["p_calibrated"] = calibrated_probability(rundir, per_fold)
-    table["threshold"] = operating_threshold_of(rundir, [k for k, _ in models])
+    table["p_calibrated"] = calibrated_probability(records, per_fold)
+    table["threshold"] = operating_threshold_of(records, [k for k, _ in models])
     table["malignant"] = table["p_malignant"] >= table["threshold"]
     return pd.concat([table, pd.DataFrame(per_fold)], axis=1)
 
@@ -173,46 +174,49 @@ def run_image_size(config: dict) -> tuple[int, int]:
     return size
 
 
-def calibrated_probability(rundir: RunDir, per_fold: dict[str, np.ndarray]) -> np.ndarray:
+def fold_records(rundir: RunDir, folds: list[int]) -> dict[int, dict]:
+    """The ``metrics.json`` of each of ``folds`` whose results exist, read once for everything
+    predicting with the run needs of them (calibrator, operating threshold, degeneracy)."""
+    return {k: rundir.read_metrics(k) for k in folds if rundir.fold_done(k)}
+
+
+def calibrated_probability(records: dict[int, dict], per_fold: dict[str, np.ndarray]) -> np.ndarray:
     """The mean over folds of each fold's probability calibrated by that fold's calibrator (fitted
     on its training images: :mod:`ssl_bench.experiment.calibration`); NaN when a fold has none (a
     run written before calibration, or a fold without results)."""
     calibrated = []
     for name, scores in per_fold.items():
         k = int(name.split("_")[1])
-        params = rundir.read_metrics(k).get(CALIBRATION_KEY) if rundir.fold_done(k) else None
+        params = records.get(k, {}).get(CALIBRATION_KEY)
         if not (isinstance(params, dict) and all(isinstance(params.get(x), (int, float)) for x in ("a", "b"))):
             return np.full(len(scores), np.nan)
         calibrated.append(calibrate(params, scores))
     return np.mean(calibrated, axis=0)
 
 
-def fold_operating_thresholds(rundir: RunDir, folds: list[int]) -> dict[int, float]:
+def fold_operating_thresholds(records: dict[int, dict], folds: list[int]) -> dict[int, float]:
     """Each fold's operating threshold, chosen on its training predictions (``metrics.json``
     ``op_threshold``; 0.5 for a fold without results or a run that predates them)."""
     out = {}
     for k in folds:
-        metrics = rundir.read_metrics(k) if rundir.fold_done(k) else {}
-        value = metrics.get("op_threshold", 0.5)
+        value = records.get(k, {}).get("op_threshold", 0.5)
         out[k] = 0.5 if value is None or value != value else float(value)
     return out
 
 
-def operating_threshold_of(rundir: RunDir, folds: list[int]) -> float:
+def operating_threshold_of(records: dict[int, dict], folds: list[int]) -> float:
     """The run's operating point for the fold ensemble: the mean of the folds' operating
     thresholds (:func:`fold_operating_thresholds`)."""
-    return float(np.mean(list(fold_operating_thresholds(rundir, folds).values())))
+    return float(np.mean(list(fold_operating_thresholds(records, folds).values())))
 
 
-def degenerate_folds(rundir: RunDir, folds: list[int]) -> dict[int, str]:
-    """For each of ``folds`` whose results exist, why its held-out scores are degenerate (``""``:
-    they are not): the ``degenerate`` of its ``metrics.json``, or, for runs written before it was
-    recorded, :func:`~ssl_bench.experiment.operating_point.degenerate_reason` of its
-    ``predictions.csv``. Folds without results (a model only) are left out."""
+def degenerate_folds(rundir: RunDir, records: dict[int, dict]) -> dict[int, str]:
+    """For each fold of ``records`` (:func:`fold_records`: those whose results exist), why its
+    held-out scores are degenerate (``""``: they are not): the ``degenerate`` of its
+    ``metrics.json``, or, for runs written before it was recorded,
+    :func:`~ssl_bench.experiment.operating_point.degenerate_reason` of its ``predictions.csv``."""
     out = {}
-    for k in folds:
-        if not rundir.fold_done(k):
-            continue
-        why = rundir.read_metrics(k).get("degenerate")
+    for k, metrics in records.items():
+        why = metrics.get("degenerate")
         out[k] = why if isinstance(why, str) else degenerate_reason(rundir.read_predictions(k)["score"])
     return out

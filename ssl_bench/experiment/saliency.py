@@ -38,7 +38,7 @@ from ..data.loading import load_evaluation_data
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, cannot_write
 from ..training.view_pairs import takes_view_pairs
-from .inference import fold_operating_thresholds, load_files, load_fold_models, run_image_size
+from .inference import fold_operating_thresholds, fold_records, load_files, load_fold_models, run_image_size
 from .rundir import RunDir
 
 #: what explain_run shows, in order: (kind, title), the kind's rows chosen by :func:`top_cases`
@@ -256,7 +256,7 @@ def explain_run(run_dir: str | Path, device: torch.device, top: int = 3) -> pd.D
     if not by_fold:
         raise UserError(f"{rundir.path} has no fold with both its results and its model.pt")
     predictions = pd.concat([rundir.read_predictions(k).assign(fold=k) for k in by_fold], ignore_index=True)
-    cases = top_cases(predictions, fold_operating_thresholds(rundir, list(by_fold)), top)
+    cases = top_cases(predictions, fold_operating_thresholds(fold_records(rundir, list(by_fold)), list(by_fold)), top)
     loaded = load_evaluation_data(config_from_dict(rundir.read_config()))
     index = pd.Series(np.arange(len(loaded.samples)), index=loaded.samples["image_id"].astype(str))
     missing = sorted(set(cases["image_id"]) - set(index.index))
