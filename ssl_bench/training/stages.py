@@ -14,6 +14,7 @@ from torch import nn
 from ..models.pretext_model import PretextModel
 from .context import FitContext, optimizer_step
 from .distributed import data_parallel_stage
+from .loop import StepFn
 from .online_probe import OnlineProbe
 from .pretext_cache import cached_pretext_stage
 
@@ -61,9 +62,18 @@ def train_pretext(ctx: FitContext, model: PretextModel, net: nn.Module, epochs: 
     ctx.train(stage, epochs, step, probe)
 
 
-def supervised_stage(ctx: FitContext, backbone: nn.Module, epochs: int, stage: str = "finetune") -> None:
-    """Train the whole backbone + classifier with the weighted BCE."""
-    net, opt = ctx.prepare(backbone), ctx.optimizer(backbone)
+def supervised_step(ctx: FitContext, classifier: nn.Module) -> StepFn:
+    """One optimiser step of the whole ``classifier`` with the weighted BCE (TSBN eq. 3) on a batch
+    ``(x, y)``: the step of every supervised stage, whatever its samples (images, a breast's views).
+
+    Args:
+        ctx: the fold's context (device preparation, optimiser, precision, the loss's weight).
+        classifier: the network, one logit per sample; prepared and given its optimiser here.
+
+    Returns:
+        The step, for :meth:`FitContext.train` or :meth:`FitContext.train_on`.
+    """
+    net, opt = ctx.prepare(classifier), ctx.optimizer(classifier)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         with ctx.autocast():
@@ -72,6 +82,12 @@ def supervised_stage(ctx: FitContext, backbone: nn.Module, epochs: int, stage: s
         optimizer_step(opt, loss)
         return {"bce": loss}
 
+    return step
+
+
+def supervised_stage(ctx: FitContext, backbone: nn.Module, epochs: int, stage: str = "finetune") -> None:
+    """Train the whole backbone + classifier with the weighted BCE."""
+    step = supervised_step(ctx, backbone)
     backbone.train()
     ctx.train(stage, epochs, step)
 

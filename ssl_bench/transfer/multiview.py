@@ -27,9 +27,9 @@ from ..data.breasts import one_view_each
 from ..errors import ConfigError
 from ..models.multiview import MultiViewFusion
 from ..registry import TRANSFERS
-from ..training.context import FitContext, optimizer_step
+from ..training.context import FitContext
 from ..training.images import StreamedImages
-from ..training.stages import pretrained_backbone
+from ..training.stages import pretrained_backbone, supervised_step
 from ..training.view_pairs import unit_images
 from .base import TransferStrategy
 
@@ -63,15 +63,7 @@ class MultiView(TransferStrategy):
         )
         images = unit_images(ctx.images, pairs)
         labels = torch.from_numpy(pairs.unit_labels(ctx.labels.cpu().numpy())).float().to(ctx.device)
-        net, opt = ctx.prepare(classifier), ctx.optimizer(classifier)
-
-        def step(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-            with ctx.autocast():
-                logits = net(x)
-            loss = ctx.bce(logits, y)
-            optimizer_step(opt, loss)
-            return {"bce": loss}
-
+        step = supervised_step(ctx, classifier)
         epochs = ctx.config.train.epochs
         if self.match_steps and pairs.n_units:
             epochs = round(epochs * pairs.n_images / pairs.n_units)
