@@ -7,6 +7,9 @@
 # stage is logged and the next one runs):
 #   setup    install the carried wheels (.whl/: pydicom, lightly) into /tmp/site, check imports
 #   tests    tests/test_fast_path.py: CPU equivalence + GPU no-sync, bf16, CUDA-graph tests
+#   zoo      the newer pretexts (SwAV, DINO, MSN, I-JEPA) and the multiview transfer, smoke
+#            benches on the GPU with bf16 and CUDA graphs: that they run, and which steps fall
+#            back to eager (I-JEPA copies masks drawn on the CPU); log appended to tests.log
 #   speed    benchmarks/speed.py: TSBN-U / ResNet50 steps at 768x384, batch 4 and 16, plain
 #            reference vs ssl_bench vs ssl_bench + CUDA graphs; data (DICOM loader vs cache);
 #            4 concurrent jobs vs 1
@@ -35,7 +38,7 @@ say() { echo "$*" | tee -a "$SUMMARY"; }
 
 # stage NAME LIMIT_S COMMAND...: run with a limit cut to the time left; never aborts the script
 stage() {
-    local name=$1 limit=$2 left rc start
+    local name=$1 limit=$2 left rc start log=${STAGE_LOG:-$1}
     shift 2
     left=$(( BUDGET - ($(date +%s) - T0) ))
     [ "$left" -lt "$limit" ] && limit=$left
@@ -45,7 +48,7 @@ stage() {
     fi
     say "=== [$name] $(date +%T) limit ${limit}s: $*"
     start=$(date +%s)
-    timeout -k 10 "$limit" "$@" >>"$OUT/$name.log" 2>&1
+    timeout -k 10 "$limit" "$@" >>"$OUT/$log.log" 2>&1
     rc=$?
     [ "$rc" -eq 124 ] && say "=== [$name] TIMED OUT after ${limit}s"
     say "=== [$name] rc=$rc in $(( $(date +%s) - start ))s"
@@ -89,11 +92,13 @@ EOF
 
 if [ "$DRY" = 1 ]; then
     DEV="--device cpu --small"
+    BENCH_DEV="--device cpu"
     SPEED_EXTRA="--methods"
     JOBS=2
     COMPILE_RUN="--models resnet --variants reference,ssl_bench"  # no graphs on a CPU
 else
     DEV="--device cuda"
+    BENCH_DEV="--device cuda"
     SPEED_EXTRA=""
     JOBS=4
     COMPILE_RUN="--models tsbn_u --variants reference,ssl_bench_graphs"
@@ -102,9 +107,19 @@ fi
 # ---- tests: equivalence on the CPU, then the GPU checks (skipped without CUDA)
 stage tests 150 $PY -m pytest -q -rsxX -p no:cacheprovider tests/test_fast_path.py
 
+# ---- zoo: the newer tasks and the multiview transfer run on the device (bf16 on CUDA by the
+#      profile's precision "auto"), steps captured in CUDA graphs where they can be (8 files at
+#      most come back from $OUT, so its log is tests.log)
+ZOO=$(mktemp -d /tmp/gpu_zoo.XXXXXX)
+STAGE_LOG=tests stage zoo 120 $PY -m ssl_bench bench benchmarks/ssl_zoo.yaml --profile smoke $BENCH_DEV \
+    --folds 2 --only SwAV --only DINO --only MSN-ViT --only I-JEPA-ViT --set train.cuda_graphs=true \
+    --explain 0 --quiet --out "$ZOO/zoo"
+STAGE_LOG=tests stage multiview 60 $PY -m ssl_bench bench benchmarks/multiview.yaml --profile smoke $BENCH_DEV \
+    --folds 2 --set train.cuda_graphs=true --explain 0 --quiet --out "$ZOO/multiview"
+
 # ---- speed: steps (batch 4 and 16), data, jobs
 if [ "$DRY" = 1 ]; then BATCHES=4; else BATCHES=4,16; fi
-stage speed 220 $PY benchmarks/speed.py $DEV --batch "$BATCHES" --graphs --jobs-per-gpu "$JOBS" \
+stage speed 180 $PY benchmarks/speed.py $DEV --batch "$BATCHES" --graphs --jobs-per-gpu "$JOBS" \
     $SPEED_EXTRA --json "$OUT/speed.json"
 
 # ---- methods: per-method epoch costs, eager and graphs -> Table II projection
@@ -120,7 +135,7 @@ for f in tests speed methods compile; do
     [ -f "$OUT/$f.log" ] || continue
     echo "----- $f.log (end)"
     case $f in
-        tests) tail -n 25 "$OUT/$f.log" ;;
+        tests) grep -E "passed|failed|error" "$OUT/$f.log" | tail -n 5; tail -n 30 "$OUT/$f.log" ;;
         *) sed -n '/=== summary/,$p' "$OUT/$f.log" | head -n 40; grep -E "FAILED|ERROR|Traceback" "$OUT/$f.log" | head -n 5 ;;
     esac
 done
