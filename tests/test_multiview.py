@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import timm
 import torch
 from _trees import build_cbis, build_vindr
 from click.testing import CliRunner
@@ -212,6 +213,23 @@ def test_phantom_runs_per_breast_without_and_with_a_pretext(tmp_path):
     breasts = pooled.groupby(["patient_id", "laterality"]).agg(label=("label", "max"), score=("score", "first"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["pooled"]["breast_auc"] == pytest.approx(roc_auc_score(breasts["label"], breasts["score"]))
+
+    # export: the backbone fine-tuned through the fusion, without the head of its own it never trained;
+    # timm loads it as the provenance says and computes the features the fused classifier reads
+    exported = invoke("export", "--run", run, "--fold", "0", "--out", tmp_path / "mv.safetensors")
+    assert exported.exit_code == 0, exported.output
+    provenance = json.loads((tmp_path / "mv.json").read_text())
+    assert provenance["stage"] == "finetuned" and provenance["num_classes"] == 0
+    spec = provenance["timm"]
+    model = timm.create_model(spec["model_name"], pretrained=True, **spec["kwargs"],
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / "mv.safetensors"),
+                                                          **spec["pretrained_cfg_overlay"])).eval()
+    (_, models) = load_fold_models(run)
+    fusion = dict(models)[0].eval()
+    x = torch.rand(2, 1, 64, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), pooled_features(fusion.backbone, fusion.backbone.forward_features(x)),
+                                   rtol=1e-5, atol=1e-5)
 
     result = invoke(
         "run",

@@ -46,7 +46,8 @@ from .. import __version__
 from ..errors import UserError
 from ..models.backbone_file import write_backbone_file
 from ..models.backbones import create_backbone, image_size_kwargs, timm_state_dict
-from ..models.classifiers import BACKBONE_STAGES, FINETUNED, PRETEXT, classifier_backbone, classifier_from_record
+from ..models.classifiers import (BACKBONE_STAGES, FINETUNED, PRETEXT, backbone_head_trained, classifier_backbone,
+                                  classifier_from_record)
 from ..training.pretext_cache import read_checkpoint
 from .model_file import load_model_record
 from .pretext_pool import CACHE_FOLDER
@@ -105,10 +106,11 @@ def export_backbone(run_dir: str | Path, out: str | Path, fold: int | None = Non
     elif wanted == FINETUNED and kept != FINETUNED:
         raise UserError(f"{rundir.path} fold {k}: its classifier ({name}) never fine-tuned its backbone, which "
                         f"is the pretext stage's, frozen; export it with --stage pretext")
-    if wanted == PRETEXT:
-        cast(Any, backbone).reset_classifier(0)  # the stage's head was reset after it and never trained
+    with_head = wanted == FINETUNED and backbone_head_trained(classifier)
+    if not with_head:  # the pretext stage's head, or a fused classifier's unused one: never trained
+        cast(Any, backbone).reset_classifier(0)
     state, norm = timm_state_dict(backbone)
-    provenance = _provenance(rundir, k, config, record, wanted, source, norm, 0 if wanted == PRETEXT else 1)
+    provenance = _provenance(rundir, k, config, record, wanted, source, norm, 1 if with_head else 0)
     sidecar = write_backbone_file(out, state, provenance)
     return ExportedBackbone(Path(out), sidecar, provenance)
 

@@ -9,7 +9,9 @@ classifier may be) and its constructor's options, e.g.
 
 A classifier that wraps a timm backbone holds it as ``backbone`` and declares which stage last
 trained it as the class attribute ``backbone_stage`` (:data:`BACKBONE_STAGES`: the frozen probes
-say ``"pretext"``); :func:`classifier_backbone` reads that for ``ssl-bench export``.
+say ``"pretext"``), and ``backbone_head_trained = False`` when it scores through a head of its own
+and never trained the backbone's (the multiview fusion); :func:`classifier_backbone` reads both
+for ``ssl-bench export``, which exports an untrained head as none (``num_classes=0``).
 
 A timm backbone built on pretrained weights normalises its input (a
 :class:`~ssl_bench.models.backbones.NormalisedInput` stem); ``model.pt`` records that as
@@ -33,6 +35,13 @@ PRETEXT = "pretext"
 #: the backbone trained further by the downstream stage with the classifier (fine-tuned)
 FINETUNED = "finetuned"
 BACKBONE_STAGES = (PRETEXT, FINETUNED)
+
+
+def backbone_head_trained(classifier: nn.Module) -> bool:
+    """Whether the backbone :func:`classifier_backbone` gives has a trained classifier head of its
+    own: a timm classifier's is; a toolkit classifier says otherwise by ``backbone_head_trained``.
+    (A pretext-stage backbone's head is never trained, whatever the classifier says.)"""
+    return bool(getattr(type(classifier), "backbone_head_trained", True))
 
 
 def classifier_backbone(classifier: nn.Module) -> tuple[nn.Module, str] | None:

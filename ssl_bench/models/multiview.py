@@ -21,6 +21,7 @@ from torch import nn
 
 from ..registry import CLASSIFIERS
 from .backbones import create_backbone, num_pooled_features, pooled_features
+from .classifiers import FINETUNED
 
 N_VIEWS = 2  # the CC and MLO slots (ssl_bench.data.breasts.VIEW_SLOTS)
 
@@ -33,6 +34,10 @@ class MultiViewFusion(nn.Module):
     #: the classifier scores units of a breast's two views, ``(B, 2, H, W)``, not single images:
     #: the fold, ``predict`` and the contract checks give it view pairs (ssl_bench.data.breasts)
     takes_view_pairs: ClassVar[bool] = True
+    #: ``ssl-bench export``: the backbone was fine-tuned with the fusion, through the fusion's head,
+    #: never its own (exported without one)
+    backbone_stage: ClassVar[str] = FINETUNED
+    backbone_head_trained: ClassVar[bool] = False
     name: ClassVar[str] = "multiview_fusion"  # set by the registry
 
     def __init__(
