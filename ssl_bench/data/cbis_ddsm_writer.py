@@ -27,7 +27,7 @@ import pandas as pd
 from ..fileio import atomic_write_bytes
 from .base import OFFICIAL_SPLIT
 from .cbis_ddsm import CSV_NAMES
-from .release_writer import check_rows, digest, official_test_patients, stored_pixels, write_dicom
+from .release_writer import check_rows, digest, official_test_patients, write_canonical
 
 MASS_COLUMNS = (
     "patient_id",
@@ -113,16 +113,8 @@ def write_cbis_ddsm_tree(
             / f"1.000000-full mammogram images-{2000 + i}"
             / "1-1.dcm"
         )
-        write_dicom(
-            path,
-            stored_pixels(images[i], side, bits_stored),
-            laterality=side,
-            view=view,
-            patient=patient,
-            bits_stored=bits_stored,
-            compress=compress,
-            uid_seed=folder,
-        )
+        write_canonical(path, images[i], laterality=side, view=view, patient=patient, bits_stored=bits_stored,
+                        compress=compress, uid_seed=folder)
         if on_image is not None:
             on_image()
         uid = f"1.3.6.1.4.1.9590.100.1.2.{3000 + i}"

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..fileio import atomic_write
 from .inbreast import SHEET_COLUMNS
-from .release_writer import check_rows, digest, stored_pixels, write_dicom
+from .release_writer import check_rows, digest, write_canonical
 
 BENIGN_CHOICES = ("1", "2")
 MALIGNANT_CHOICES = ("4a", "4b", "4c", "5", "6")
@@ -62,9 +62,8 @@ def write_inbreast_tree(out_dir, images: np.ndarray, table: pd.DataFrame, *, bit
         side, view = str(row.laterality).upper(), str(row.view).upper()
         hashed = patient_hash(row.patient_id)
         token = "ML" if view == "MLO" else "CC"
-        write_dicom(folder / f"{name}_{hashed}_MG_{side}_{token}_ANON.dcm", stored_pixels(images[i], side, bits_stored),
-                    laterality=side, view=view, patient=hashed, bits_stored=bits_stored,
-                    compress=compress, uid_seed=name)
+        write_canonical(folder / f"{name}_{hashed}_MG_{side}_{token}_ANON.dcm", images[i], laterality=side,
+                        view=view, patient=hashed, bits_stored=bits_stored, compress=compress, uid_seed=name)
         if on_image is not None:
             on_image()
         number = digest(name)

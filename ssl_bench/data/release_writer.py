@@ -9,6 +9,7 @@ scanner stores them, and a release's official train/test split drawn by patient.
 - :func:`stored_pixels`: a canonical image (chest wall left) as stored (see
   :mod:`ssl_bench.data.preprocess`): left breasts as given, right breasts mirrored, value
   ``round(x * (2**BitsStored - 1))``.
+- :func:`write_canonical`: both, for one generated image: what each writer writes per image.
 - :func:`official_test_patients`: the patients a release puts in its test split, chosen per class of
   patient (malignant if any image is) by a hash of the patient id, so a patient's images are all
   in one split and both classes are in both splits when each class has two patients or more.
@@ -54,6 +55,15 @@ def stored_pixels(image: np.ndarray, side: str, bits_stored: int) -> np.ndarray:
     canonical = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
     stored = canonical if side == "L" else canonical[:, ::-1]
     return np.ascontiguousarray(np.round(stored * (2**bits_stored - 1)).astype(np.uint16))
+
+
+def write_canonical(path: Path, image: np.ndarray, *, laterality: str, view: str, patient: str,
+                    bits_stored: int = 14, compress: str | None = None, uid_seed: str = "") -> None:
+    """One generated image (canonical: float in [0, 1], chest wall left) as the scanner would have
+    stored it (:func:`stored_pixels`), in a DICOM MG file (:func:`write_dicom`): what every
+    release writer writes per image."""
+    write_dicom(path, stored_pixels(image, laterality, bits_stored), laterality=laterality, view=view,
+                patient=patient, bits_stored=bits_stored, compress=compress, uid_seed=uid_seed)
 
 
 def write_dicom(

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..fileio import atomic_write_bytes
 from .base import OFFICIAL_SPLIT
-from .release_writer import check_rows, digest, official_test_patients, stored_pixels, write_dicom
+from .release_writer import check_rows, digest, official_test_patients, write_canonical
 from .vindr import SHEET, SPLIT_NAMES
 
 SHEET_COLUMNS = (
@@ -78,16 +78,8 @@ def write_vindr_tree(
         study, image = _hex(f"study {row.patient_id}"), _hex(f"image {row.image_id}")
         split = "test" if str(row.patient_id) in test else "train"
         path = out / "images" / study / f"{image}.dicom"
-        write_dicom(
-            path,
-            stored_pixels(images[i], side, bits_stored),
-            laterality=side,
-            view=view,
-            patient=study,
-            bits_stored=bits_stored,
-            compress=compress,
-            uid_seed=image,
-        )
+        write_canonical(path, images[i], laterality=side, view=view, patient=study, bits_stored=bits_stored,
+                        compress=compress, uid_seed=image)
         if on_image is not None:
             on_image()
         choices = MALIGNANT_CHOICES if int(row.label) == 1 else BENIGN_CHOICES
