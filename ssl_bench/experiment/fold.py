@@ -14,7 +14,7 @@ import torch
 from .. import components
 from ..config import Config
 from ..data.base import LoadedDataset
-from ..data.breasts import check_breasts_in_one_fold, table_view_pairs
+from ..data.breasts import table_view_pairs
 from ..data.splits import label_subset
 from ..registry import PRETEXTS, TRANSFERS
 from ..training.checkpoint import CheckpointStore
@@ -23,7 +23,7 @@ from ..training.device import resolve_precision
 from ..training.images import dataset_images
 from ..training.progress import TrainingProgress
 from ..training.tracking import HistorySink
-from ..training.view_pairs import predict_image_scores, takes_view_pairs
+from ..training.view_pairs import predict_image_scores
 from .calibration import CALIBRATION_KEY, calibrate, fit_platt
 from .label_budget import fold_budget_config
 from .metrics import fold_metrics
@@ -94,8 +94,9 @@ def train_and_score_fold(
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     pretext, transfer = build_parts(cfg)
-    if transfer.takes_view_pairs:  # its held-out images must hold every view of their breasts
-        check_breasts_in_one_fold(fold_of, loaded.samples["patient_id"], loaded.samples["laterality"])
+    # a classifier of a breast's views pairs them within the training images and within the held-out
+    # ones (prepare_run refused folds that split a breast)
+    pairs_of = table_view_pairs if transfer.takes_view_pairs else lambda samples: None
     images = dataset_images(cfg, loaded, device)
     train_mask = training_subset(cfg, loaded, fold_of, k)
     train_idx = torch.from_numpy(np.flatnonzero(train_mask)).to(device)
@@ -116,14 +117,13 @@ def train_and_score_fold(
         checkpoint_store=checkpoint_store,
         sink=sink,
         patients=np.asarray(loaded.groups)[train_mask],
-        view_pairs=table_view_pairs(loaded.samples[train_mask]),
+        view_pairs=pairs_of(loaded.samples[train_mask]),
     )
     ctx.progress.explain_losses(getattr(transfer, "losses", {}))
     classifier = transfer.fit(ctx)
     batch = max(cfg.train.batch_size, 16)
     held_out = images.index_select(0, torch.from_numpy(test_idx).to(device))
-    # a classifier of view pairs pairs each held-out image with its partner among the held-out images
-    held_out_pairs = table_view_pairs(loaded.samples.iloc[test_idx])
+    held_out_pairs = pairs_of(loaded.samples.iloc[test_idx])
     scores = predict_image_scores(classifier, held_out, held_out_pairs, device, amp_dtype, batch_size=batch)
     # the operating point comes from the training images' scores, never from the held-out fold
     train_scores = transfer.training_scores(classifier, ctx, batch)
@@ -146,7 +146,7 @@ def train_and_score_fold(
     metrics.update(epochs=fit_cfg.train.epochs, pretext_epochs=fit_cfg.train.pretext_epochs)  # after train.label_budget
     if pool is not None:
         metrics["pretext_pool"] = pool.record()  # which cached pretext stage this fold used
-    if takes_view_pairs(classifier):
+    if held_out_pairs is not None:
         ctx.fit_info["held_out_breasts"] = held_out_pairs.counts()
     if ctx.fit_info:
         metrics["fit"] = dict(ctx.fit_info)  # what the strategy chose in fitting (the linear probe's C)
